@@ -1,0 +1,152 @@
+"""Reading, writing and checking structures (extxyz, optionally .gz/.xz compressed).
+
+Every reader turns a malformed or unphysical file into one `InputError` naming the file and the
+problem: unknown element, NaN coordinates, atoms closer than `min_distance_a`, missing labels.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import gzip
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
+from ase.io import read, write
+from ase.neighborlist import neighbor_list
+
+from .errors import InputError
+from .provenance import atomic_write_bytes
+
+MIN_DISTANCE_A = 0.5
+_KNOWN = set(chemical_symbols[1:])
+
+
+def min_interatomic_distance_a(atoms: Atoms, cutoff_a: float = 2.0) -> float:
+    """Smallest interatomic distance in Å (minimum image), or `inf` if none within `cutoff_a`."""
+    if len(atoms) < 2 and not any(atoms.pbc):
+        return float("inf")
+    _, _, d = neighbor_list("ijd", atoms, cutoff_a)
+    return float(d.min()) if len(d) else float("inf")
+
+
+def check_structure(
+    atoms: Atoms,
+    source: str | os.PathLike[str],
+    allowed_species: Iterable[str] | None = None,
+    min_distance_a: float = MIN_DISTANCE_A,
+    frame: int | None = None,
+) -> None:
+    """Raise `InputError` if `atoms` has unknown/forbidden species, non-finite data or overlaps."""
+    where = f" (frame {frame})" if frame is not None else ""
+    if len(atoms) == 0:
+        raise InputError(source, f"structure{where} has no atoms")
+    symbols = atoms.get_chemical_symbols()
+    unknown = sorted(set(symbols) - _KNOWN)
+    if unknown:
+        raise InputError(source, f"unknown element(s) {', '.join(unknown)}{where}")
+    if allowed_species is not None:
+        missing = sorted(set(symbols) - set(allowed_species))
+        if missing:
+            raise InputError(
+                source,
+                f"species {', '.join(missing)}{where} not in the model "
+                f"(model has {', '.join(sorted(allowed_species))})",
+            )
+    if not np.all(np.isfinite(atoms.positions)):
+        raise InputError(source, f"non-finite (NaN/inf) coordinates{where}")
+    if any(atoms.pbc) and not np.all(np.isfinite(atoms.cell.array)):
+        raise InputError(source, f"non-finite cell{where}")
+    if any(atoms.pbc) and abs(atoms.cell.volume) < 1e-6:
+        raise InputError(source, f"periodic structure{where} has a zero-volume cell")
+    dmin = min_interatomic_distance_a(atoms, cutoff_a=max(min_distance_a, 1e-3) * 1.01)
+    if dmin < min_distance_a:
+        raise InputError(
+            source, f"atoms closer than {min_distance_a} Å (min distance {dmin:.3f} Å){where}"
+        )
+
+
+def read_structures(
+    path: str | os.PathLike[str],
+    allowed_species: Iterable[str] | None = None,
+    require_labels: bool = False,
+) -> list[Atoms]:
+    """Read all frames of an extxyz file (plain, .gz or .xz) and check each one.
+
+    With `require_labels`, each frame must carry a finite energy (eV) and forces (eV/Å).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        frames = read(str(path), index=":", format="extxyz")
+    except Exception as exc:  # ASE raises many types on malformed text
+        raise InputError(path, f"malformed extxyz ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not frames:
+        raise InputError(path, "no frames")
+    species = set(allowed_species) if allowed_species is not None else None
+    for index, atoms in enumerate(frames):
+        check_structure(atoms, path, species, frame=index)
+        if require_labels:
+            energy, forces, _ = labels_of(atoms)
+            if energy is None or forces is None:
+                raise InputError(path, f"frame {index} has no energy/forces labels")
+            if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+                raise InputError(path, f"frame {index} has non-finite energy or forces")
+    return frames
+
+
+def labels_of(atoms: Atoms) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:
+    """(energy eV, forces eV/Å, Voigt stress eV/Å³) stored on a frame, None where absent."""
+    calc = atoms.calc
+    results = getattr(calc, "results", {}) if calc is not None else {}
+    energy = results.get("energy", atoms.info.get("energy"))
+    forces = results.get("forces", atoms.arrays.get("forces"))
+    stress = results.get("stress", atoms.info.get("stress"))
+    if stress is not None:
+        stress = np.asarray(stress, dtype=float)
+        if stress.shape == (3, 3):
+            stress = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    return (
+        None if energy is None else float(energy),
+        None if forces is None else np.asarray(forces, dtype=float),
+        stress,
+    )
+
+
+def with_labels(
+    atoms: Atoms, energy_ev: float, forces_ev_per_a: np.ndarray, stress_ev_per_a3: np.ndarray | None
+) -> Atoms:
+    """A copy of `atoms` carrying the labels as a single-point calculator (written by extxyz)."""
+    out = atoms.copy()
+    results = {"energy": float(energy_ev), "forces": np.asarray(forces_ev_per_a, dtype=float)}
+    if stress_ev_per_a3 is not None:
+        results["stress"] = np.asarray(stress_ev_per_a3, dtype=float)
+    out.calc = SinglePointCalculator(out, **results)
+    return out
+
+
+def _compress(data: bytes, suffix: str) -> bytes:
+    if suffix == ".xz":
+        return lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
+    if suffix == ".gz":
+        return gzip.compress(data, compresslevel=9, mtime=0)
+    return data
+
+
+def extxyz_bytes(frames: Sequence[Atoms]) -> bytes:
+    """Uncompressed extxyz text of `frames`."""
+    buffer = io.StringIO()
+    write(buffer, list(frames), format="extxyz")
+    return buffer.getvalue().encode()
+
+
+def write_structures(path: str | os.PathLike[str], frames: Sequence[Atoms]) -> None:
+    """Write frames as extxyz atomically; compression chosen by suffix (.xz, .gz or none)."""
+    path = Path(path)
+    atomic_write_bytes(path, _compress(extxyz_bytes(frames), path.suffix))
