@@ -1,0 +1,110 @@
+"""`nepbench reference build|verify|show`: the project's CP2K reference set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .. import reference
+from ..errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("reference", help="build, verify or show the CP2K DFT reference set",
+                            description="Build (resumable), verify or show the CP2K reference set.")
+    rsub = parser.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
+
+    build = rsub.add_parser("build", help="generate candidates, DIRECT-select, label with CP2K (resumable)")
+    build.add_argument("spec", nargs="?", default=str(reference.DEFAULT_ROOT / "spec.toml"))
+    build.add_argument("--out", default=None, help="output folder (default: <spec folder>/dft)")
+    build.add_argument("--limit", type=int, default=None, help="label at most N new items, then stop")
+    build.add_argument("--retry-failed", action="store_true", help="retry items whose SCF failed before")
+    build.add_argument("--ranks", type=int, default=2, help="MPI ranks for CP2K (default 2)")
+    build.add_argument("--launcher", default=None, help="MPI launcher, e.g. 'srun' (default mpirun)")
+    build.add_argument("--select-only", action="store_true", help="only print the DIRECT selection")
+    build.set_defaults(func=_build)
+
+    verify = rsub.add_parser("verify", help="check every file and frame hash against the manifest")
+    verify.add_argument("dir", nargs="?", default=str(reference.DEFAULT_ROOT / "dft"))
+    verify.set_defaults(func=_verify)
+
+    show = rsub.add_parser("show", help="frame counts per motif and split, CP2K settings and cost")
+    show.add_argument("dir", nargs="?", default=str(reference.DEFAULT_ROOT / "dft"))
+    show.set_defaults(func=_show)
+
+
+def make_label_engine(preset: str, ranks: int, launcher: str | None):
+    """The CP2K engine with the spec's settings preset."""
+    from ..engines import cp2k
+
+    presets = {"label": cp2k.LABEL_SETTINGS, "aimd": cp2k.AIMD_SETTINGS}
+    if preset not in presets:
+        raise InputError("spec.toml", f"unknown cp2k_preset {preset!r} (known: {', '.join(presets)})")
+    kwargs = {"ranks": ranks}
+    if launcher:
+        kwargs["launcher"] = launcher
+    return cp2k.CP2KEngine(presets[preset], **kwargs)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    spec = reference.load_spec(args.spec)
+    out_dir = Path(args.out) if args.out else Path(args.spec).parent / "dft"
+    selection = reference.select_items(spec)
+    print(f"reference: pool {selection.pool_size} candidates, DIRECT kept {len(selection.items)} "
+          f"({100 * selection.selected_fraction:.1f}%)")
+    if args.select_only:
+        for key, fam in selection.per_family.items():
+            print(f"  {key:32s} pool {fam['pool']:4d}  selected {fam['selected']:3d}")
+        return 0
+    engine = make_label_engine(spec.cp2k_preset, args.ranks, args.launcher)
+    engine_info = {"settings": engine.settings.to_dict(), "version": engine.version(),
+                   "input_template_sha256": getattr(engine, "input_template_sha256", lambda: None)()}
+    cache_dir = out_dir / "cache"
+    bar = tqdm(total=len(selection.items), desc="CP2K labels", unit="frame")
+    done = {"n": 0}
+
+    def progress(i: int, n: int) -> None:
+        bar.update(i - done["n"])
+        done["n"] = i
+        if i % 5 == 0:  # keep the assembled set and manifest current while the build runs
+            reference.assemble(selection.items, engine_info, cache_dir, out_dir, spec, selection)
+
+    try:
+        report = reference.label_items(selection.items, engine, cache_dir, args.retry_failed,
+                                       progress, args.limit)
+    finally:
+        bar.close()
+        manifest = reference.assemble(selection.items, engine_info, cache_dir, out_dir, spec, selection)
+    print(f"reference: labelled {report.labelled}, cached {report.skipped_cached}, "
+          f"failed {report.failed} in {report.wall_s:.0f} s; set has {manifest['n_frames']} frames")
+    for line in report.failures:
+        print(f"  failed: {line}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    result = reference.verify(args.dir)
+    for problem in result.problems:
+        print(f"FAIL {problem}")
+    print(f"reference verify: {result.n_frames} frames in {result.n_files} files: "
+          f"{'ok' if result.ok else 'FAILED'}")
+    return 0 if result.ok else 1
+
+
+def _show(args: argparse.Namespace) -> int:
+    path = Path(args.dir) / "manifest.json"
+    if not path.is_file():
+        raise InputError(path, "manifest not found (run `nepbench reference build` first)")
+    manifest = json.loads(path.read_text())
+    print(f"{manifest['name']}: {manifest['n_frames']} frames, CP2K {manifest['cp2k']['version']}, "
+          f"{manifest['total_cp2k_wall_s']:.0f} s of CP2K")
+    print(f"{'file':28s} {'frames':>6s} {'test':>5s}")
+    for name, entry in manifest["files"].items():
+        print(f"{name:28s} {entry['n_frames']:6d} {entry['n_test']:5d}")
+    sel = manifest.get("selection")
+    if sel:
+        print(f"DIRECT: kept {sel['selected']} of {sel['pool_size']} ({100 * sel['selected_fraction']:.1f}%)")
+    return 0

@@ -1,0 +1,141 @@
+"""Suite files (TOML) → frozen dataclasses. Criteria are data: good/bad bounds, unit and source.
+
+A suite file has a `[suite]` table (name, description), `[[task]]` tables (id, type, plus
+type-specific parameters) and `[[criterion]]` tables (id, claim, task, metric, good, bad, unit,
+source). Lower is better when good < bad, higher is better when good > bad.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+TASK_TYPES = ("parity", "md_accuracy", "throughput", "expansion")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a suite: `type` picks the task function; `params` are its arguments."""
+
+    id: str
+    type: str
+    title: str
+    params: dict[str, Any] = field(default_factory=dict)
+    models: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "title": self.title,
+                "params": dict(self.params), "models": list(self.models)}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A claim turned into a bound on one metric of one task."""
+
+    id: str
+    claim: str
+    task: str
+    metric: str
+    good: float
+    bad: float
+    unit: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    tasks: tuple[TaskSpec, ...]
+    criteria: tuple[Criterion, ...]
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "path": self.path,
+                "tasks": [t.to_dict() for t in self.tasks],
+                "criteria": [c.to_dict() for c in self.criteria]}
+
+    def task(self, task_id: str) -> TaskSpec:
+        for spec in self.tasks:
+            if spec.id == task_id:
+                return spec
+        raise ConfigError(f"{self.path}: no task {task_id!r} (have {', '.join(t.id for t in self.tasks)})")
+
+
+def _criterion(raw: dict[str, Any], path: Path, index: int) -> Criterion:
+    where = f"{path}: criterion {raw.get('id', index)!r}"
+    required = ("id", "claim", "task", "metric", "good", "bad", "unit", "source")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise ConfigError(f"{where} lacks {', '.join(missing)}")
+    try:
+        good, bad = float(raw["good"]), float(raw["bad"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: good and bad must be numbers") from None
+    if good == bad:
+        raise ConfigError(f"{where}: good and bad must differ")
+    return Criterion(str(raw["id"]), str(raw["claim"]), str(raw["task"]), str(raw["metric"]),
+                     good, bad, str(raw["unit"]), str(raw["source"]))
+
+
+def expand_models(tasks: list[TaskSpec], models: tuple[str, ...]) -> list[TaskSpec]:
+    """Replace the `{model}` placeholder in task ids by each model name (one task per model)."""
+    out: list[TaskSpec] = []
+    for spec in tasks:
+        if "{model}" not in spec.id:
+            out.append(spec)
+            continue
+        for model in models:
+            out.append(TaskSpec(spec.id.replace("{model}", model), spec.type,
+                                f"{spec.title} ({model})", {**spec.params, "model": model}, (model,)))
+    return out
+
+
+def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite:
+    """Parse a suite TOML file; `models` overrides the suite's `[suite] models` list."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: suite file not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML ({exc})") from None
+    head = data.get("suite", {})
+    suite_models = tuple(models or head.get("models", ()))
+    tasks: list[TaskSpec] = []
+    for index, raw in enumerate(data.get("task", [])):
+        if "id" not in raw or "type" not in raw:
+            raise ConfigError(f"{path}: task #{index} needs 'id' and 'type'")
+        if raw["type"] not in TASK_TYPES:
+            raise ConfigError(f"{path}: task {raw['id']!r} has unknown type {raw['type']!r} "
+                              f"(known: {', '.join(TASK_TYPES)})")
+        params = {k: v for k, v in raw.items() if k not in ("id", "type", "title")}
+        tasks.append(TaskSpec(str(raw["id"]), str(raw["type"]), str(raw.get("title", raw["id"])), params))
+    if any("{model}" in t.id for t in tasks) and not suite_models:
+        raise ConfigError(f"{path}: tasks use {{model}} but no models are given")
+    tasks = expand_models(tasks, suite_models)
+    ids = [t.id for t in tasks]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: duplicate task ids")
+    criteria = [_criterion(raw, path, i) for i, raw in enumerate(data.get("criterion", []))]
+    expanded: list[Criterion] = []
+    for crit in criteria:
+        if "{model}" in crit.task:
+            for model in suite_models:
+                expanded.append(Criterion(f"{crit.id}[{model}]", f"{crit.claim} ({model})",
+                                          crit.task.replace("{model}", model), crit.metric,
+                                          crit.good, crit.bad, crit.unit, crit.source))
+        else:
+            expanded.append(crit)
+    for crit in expanded:
+        if crit.task not in ids:
+            raise ConfigError(f"{path}: criterion {crit.id!r} names unknown task {crit.task!r}")
+    return Suite(str(head.get("name", path.stem)), str(head.get("description", "")),
+                 tuple(tasks), tuple(expanded), str(path))

@@ -1,0 +1,404 @@
+"""The project's DFT reference set: spec → candidate pool → DIRECT selection → CP2K labels.
+
+Layout under `reference_data/`:
+  spec.toml                         what to build (families, pool sizes, selections, seed)
+  dft/cache/<hash>.json.gz          one labelled item (or a `.failed.json` for an SCF failure),
+                                    keyed by the sha256 of its inputs; a rerun skips finished items
+  dft/<motif>.extxyz.xz             assembled frames per motif family with energy/forces/stress
+  dft/manifest.json                 CP2K version, settings, input-template hash, per-frame and
+                                    per-file sha256, wall times, the train/test split, selection
+Everything is written atomically; a killed build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from ase import Atoms
+
+from .errors import ConfigError, EngineError, InputError, SCFNotConverged
+from .provenance import (
+    atomic_write_bytes, atomic_write_json, content_hash, hardware_info, package_versions, sha256_file,
+)
+from .structures import check_structure, labels_of, read_structures, with_labels, write_structures
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ROOT = REPO_ROOT / "reference_data"
+MOTIFS = ("crystalline", "amorphous", "interfacial", "strained")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A group of candidates from one builder.
+
+    Attributes:
+        builder: name in `nepbench.systems` (e.g. "a-LixSi").
+        motif: motif family recorded on every frame.
+        pool: number of candidates generated (seeds 0..pool-1, offset by the spec seed).
+        select: number kept by DIRECT sampling.
+        params: builder parameters; a list value is cycled over the candidates.
+        strain_range: (min, max) isotropic/shear strain drawn per candidate, or None.
+        rattle_a: Gaussian rattle std in Å applied after straining.
+    """
+
+    builder: str
+    motif: str
+    pool: int
+    select: int
+    params: dict[str, Any] = field(default_factory=dict)
+    strain_range: tuple[float, float] | None = None
+    rattle_a: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.motif}/{self.builder}"
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    name: str
+    seed: int
+    test_fraction: float
+    families: tuple[Family, ...]
+    cp2k_preset: str = "label"
+    path: str = ""
+
+
+def load_spec(path: str | Path) -> ReferenceSpec:
+    """Parse `reference_data/spec.toml` (see the file for the format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: reference spec not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML ({exc})") from None
+    families = []
+    for index, raw in enumerate(data.get("family", [])):
+        try:
+            motif = raw["motif"]
+            if motif not in MOTIFS:
+                raise ConfigError(f"{path}: family #{index} motif {motif!r} not in {MOTIFS}")
+            strain = raw.get("strain_range")
+            families.append(Family(
+                builder=str(raw["builder"]), motif=motif, pool=int(raw["pool"]),
+                select=int(raw["select"]), params=dict(raw.get("params", {})),
+                strain_range=(float(strain[0]), float(strain[1])) if strain else None,
+                rattle_a=float(raw.get("rattle_a", 0.0)),
+            ))
+        except KeyError as exc:
+            raise ConfigError(f"{path}: family #{index} lacks {exc.args[0]!r}") from None
+        if families[-1].select > families[-1].pool:
+            raise ConfigError(f"{path}: family #{index} selects more than its pool")
+    if not families:
+        raise ConfigError(f"{path}: no [[family]] tables")
+    return ReferenceSpec(str(data.get("name", path.stem)), int(data.get("seed", 0)),
+                         float(data.get("test_fraction", 0.2)), tuple(families),
+                         str(data.get("cp2k_preset", "label")), str(path))
+
+
+# --------------------------------------------------------------------------- candidates
+
+def _params_for(family: Family, index: int) -> dict[str, Any]:
+    return {k: (v[index % len(v)] if isinstance(v, list) else v) for k, v in family.params.items()}
+
+
+def generate_candidates(spec: ReferenceSpec, family: Family) -> list[Atoms]:
+    """The candidate pool of one family, deterministic from the spec seed."""
+    from . import systems
+
+    out = []
+    for index in range(family.pool):
+        seed = spec.seed * 100_003 + index
+        atoms = systems.build(family.builder, seed=seed, **_params_for(family, index))
+        if family.strain_range is not None:
+            rng = np.random.default_rng(seed)
+            eps = float(rng.uniform(*family.strain_range))
+            atoms = systems.strain(atoms, eps, seed=seed, rattle_a=family.rattle_a)
+        elif family.rattle_a > 0:
+            atoms = atoms.copy()
+            atoms.rattle(stdev=family.rattle_a, seed=seed % (2**32))
+        atoms.info.update({"motif": family.motif, "builder": family.builder, "candidate": index})
+        check_structure(atoms, f"{spec.path}:{family.key}#{index}", min_distance_a=0.8)
+        out.append(atoms)
+    return out
+
+
+@dataclass
+class Selection:
+    """Items chosen for labelling, with the DIRECT bookkeeping per family."""
+
+    items: list[Atoms]
+    pool_size: int
+    per_family: dict[str, dict[str, Any]]
+
+    @property
+    def selected_fraction(self) -> float:
+        return len(self.items) / self.pool_size
+
+
+def select_items(spec: ReferenceSpec) -> Selection:
+    """Generate every family's pool and choose `select` per family by DIRECT sampling."""
+    from .sampling import direct_select, structural_fingerprint
+
+    items: list[Atoms] = []
+    per_family: dict[str, dict[str, Any]] = {}
+    pool_size = 0
+    for family in spec.families:
+        pool = generate_candidates(spec, family)
+        pool_size += len(pool)
+        if family.select == len(pool):
+            picked = list(range(len(pool)))
+            n_components = None
+        else:
+            features = np.array([structural_fingerprint(a) for a in pool])
+            result = direct_select(features, n_clusters=family.select, k_per_cluster=1, seed=spec.seed)
+            picked = [int(i) for i in result.indices]
+            n_components = int(result.n_components)
+        rng = np.random.default_rng([spec.seed, len(items)])
+        n_test = int(round(spec.test_fraction * len(picked)))
+        test_set = set(rng.permutation(len(picked))[:n_test].tolist())
+        for rank, index in enumerate(picked):
+            atoms = pool[index]
+            atoms.info["split"] = "test" if rank in test_set else "train"
+            items.append(atoms)
+        per_family[family.key] = {"pool": len(pool), "selected": len(picked),
+                                  "candidates": picked, "pca_components": n_components}
+    return Selection(items, pool_size, per_family)
+
+
+# --------------------------------------------------------------------------- labelling cache
+
+def item_hash(atoms: Atoms, settings: dict[str, Any], cp2k_version: str) -> str:
+    """sha256 of everything that determines a label: structure, CP2K settings and version."""
+    return content_hash({
+        "numbers": atoms.numbers, "positions": np.round(atoms.positions, 8),
+        "cell": np.round(atoms.cell.array, 8), "pbc": atoms.pbc,
+        "settings": settings, "cp2k": cp2k_version,
+    })
+
+
+def _cache_path(cache_dir: Path, key: str, failed: bool = False) -> Path:
+    return cache_dir / (f"{key[:24]}.failed.json" if failed else f"{key[:24]}.json.gz")
+
+
+def _write_cached(path: Path, atoms: Atoms, energy: float, forces: np.ndarray,
+                  stress: np.ndarray | None, wall_s: float, key: str) -> None:
+    record = {
+        "hash": key, "symbols": atoms.get_chemical_symbols(), "positions": atoms.positions.tolist(),
+        "cell": atoms.cell.array.tolist(), "pbc": atoms.pbc.tolist(),
+        "info": {k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))},
+        "energy_ev": energy, "forces_ev_per_a": np.asarray(forces).tolist(),
+        "stress_ev_per_a3": None if stress is None else np.asarray(stress).tolist(), "wall_s": wall_s,
+    }
+    atomic_write_bytes(path, gzip.compress(json.dumps(record).encode(), mtime=0))
+
+
+def read_cached(path: Path) -> Atoms:
+    """A labelled frame from a cache record (info carries hash, wall_s, split, motif)."""
+    try:
+        record = json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"unreadable cache record ({exc})") from None
+    atoms = Atoms(record["symbols"], positions=record["positions"], cell=record["cell"], pbc=record["pbc"])
+    atoms.info.update(record["info"])
+    atoms.info["hash"] = record["hash"]
+    atoms.info["wall_s"] = record["wall_s"]
+    stress = None if record["stress_ev_per_a3"] is None else np.array(record["stress_ev_per_a3"])
+    return with_labels(atoms, record["energy_ev"], np.array(record["forces_ev_per_a"]), stress)
+
+
+@dataclass
+class BuildReport:
+    labelled: int
+    skipped_cached: int
+    failed: int
+    wall_s: float
+    failures: list[str] = field(default_factory=list)
+
+
+def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_failed: bool = False,
+                on_item: Callable[[int, int], None] | None = None,
+                limit: int | None = None) -> BuildReport:
+    """Label every item with `engine.single_point`, skipping items already cached.
+
+    An item whose SCF does not converge or whose run crashes is logged in a `.failed.json` record
+    and left out; nothing half-written reaches the cache.
+    """
+    items = list(items)
+    settings = engine.settings.to_dict()
+    version = engine.version()
+    report = BuildReport(0, 0, 0, 0.0)
+    start = time.perf_counter()
+    for index, atoms in enumerate(items):
+        key = item_hash(atoms, settings, version)
+        done, failed = _cache_path(cache_dir, key), _cache_path(cache_dir, key, failed=True)
+        if done.exists() or (failed.exists() and not retry_failed):
+            report.skipped_cached += 1
+        elif limit is not None and report.labelled + report.failed >= limit:
+            break
+        else:
+            try:
+                labels = engine.single_point(atoms)
+            except (SCFNotConverged, EngineError) as exc:
+                if not isinstance(exc, SCFNotConverged) and "not found" in str(exc):
+                    raise
+                atomic_write_json(failed, {"hash": key, "error": str(exc), "info": {
+                    k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))}})
+                report.failed += 1
+                report.failures.append(f"{atoms.info.get('builder')}#{atoms.info.get('candidate')}: {exc}")
+            else:
+                _write_cached(done, atoms, labels.energy_ev, labels.forces_ev_per_a,
+                              labels.stress_ev_per_a3, labels.wall_s, key)
+                report.labelled += 1
+        if on_item:
+            on_item(index + 1, len(items))
+    report.wall_s = time.perf_counter() - start
+    return report
+
+
+# --------------------------------------------------------------------------- assembly + manifest
+
+def frame_sha256(atoms: Atoms) -> str:
+    """sha256 of a labelled frame's content (species, geometry, labels, motif, split)."""
+    energy, forces, stress = labels_of(atoms)
+    return content_hash({
+        "symbols": atoms.get_chemical_symbols(), "positions": np.round(atoms.positions, 6),
+        "cell": np.round(atoms.cell.array, 6), "energy": round(float(energy), 6),
+        "forces": np.round(forces, 6), "stress": None if stress is None else np.round(stress, 8),
+        "motif": atoms.info.get("motif"), "split": atoms.info.get("split"),
+    })
+
+
+def assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, out_dir: Path,
+             spec: ReferenceSpec, selection: Selection | None) -> dict[str, Any]:
+    """Write per-motif extxyz.xz files and manifest.json from the finished cache items."""
+    settings = engine_info["settings"]
+    version = engine_info["version"]
+    by_motif: dict[str, list[Atoms]] = {}
+    failed: list[dict[str, Any]] = []
+    for atoms in items:
+        key = item_hash(atoms, settings, version)
+        done = _cache_path(cache_dir, key)
+        if done.exists():
+            frame = read_cached(done)
+            frame.info["split"] = atoms.info["split"]
+            by_motif.setdefault(frame.info["motif"], []).append(frame)
+        elif _cache_path(cache_dir, key, failed=True).exists():
+            failed.append(json.loads(_cache_path(cache_dir, key, failed=True).read_text()))
+    files: dict[str, Any] = {}
+    for motif, frames in sorted(by_motif.items()):
+        path = out_dir / f"{motif}.extxyz.xz"
+        for frame in frames:
+            frame.info["frame_sha256"] = frame_sha256(frame)
+        write_structures(path, frames)
+        files[path.name] = {
+            "sha256": sha256_file(path), "n_frames": len(frames),
+            "n_test": sum(f.info["split"] == "test" for f in frames),
+            "frames": [{"frame_sha256": f.info["frame_sha256"], "hash": f.info["hash"],
+                        "builder": f.info.get("builder"), "split": f.info["split"],
+                        "n_atoms": len(f), "formula": f.get_chemical_formula(),
+                        "wall_s": round(float(f.info["wall_s"]), 2)} for f in frames],
+        }
+    n_frames = sum(f["n_frames"] for f in files.values())
+    manifest = {
+        "schema": "nepbench.reference/1",
+        "name": spec.name,
+        "spec": Path(spec.path).name,
+        "spec_sha256": sha256_file(spec.path) if spec.path else None,
+        "cp2k": {"version": version, "settings": settings,
+                 "input_template_sha256": engine_info.get("input_template_sha256")},
+        "seed": spec.seed,
+        "test_fraction": spec.test_fraction,
+        "selection": None if selection is None else {
+            "method": "DIRECT (structural fingerprint → StandardScaler → PCA (Kaiser) → BIRCH → "
+                      "one per cluster, nearest the centroid), per family",
+            "pool_size": selection.pool_size, "selected": len(selection.items),
+            "selected_fraction": round(selection.selected_fraction, 4),
+            "per_family": selection.per_family,
+        },
+        "n_frames": n_frames,
+        "n_failed": len(failed),
+        "failed": failed,
+        "total_cp2k_wall_s": round(sum(fr["wall_s"] for f in files.values() for fr in f["frames"]), 1),
+        "files": files,
+        "hardware": hardware_info(),
+        "packages": package_versions(),
+    }
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+# --------------------------------------------------------------------------- verification
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    problems: list[str]
+    n_frames: int
+    n_files: int
+
+
+def verify(out_dir: str | Path = DEFAULT_ROOT / "dft") -> VerifyResult:
+    """Check every file's and every frame's sha256 against the manifest."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(manifest_path, "manifest not found (run `nepbench reference build` first)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as exc:
+        raise InputError(manifest_path, f"malformed JSON ({exc})") from None
+    problems: list[str] = []
+    n_frames = 0
+    for name, entry in manifest.get("files", {}).items():
+        path = out_dir / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        if sha256_file(path) != entry["sha256"]:
+            problems.append(f"{path}: file sha256 differs from the manifest")
+        try:
+            frames = read_structures(path, require_labels=True)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        expected = [f["frame_sha256"] for f in entry["frames"]]
+        if len(frames) != len(expected):
+            problems.append(f"{path}: {len(frames)} frames, manifest lists {len(expected)}")
+        for index, (frame, want) in enumerate(zip(frames, expected)):
+            got = frame_sha256(frame)
+            if got != want:
+                problems.append(f"{path}: frame {index} sha256 differs from the manifest")
+        n_frames += len(frames)
+    return VerifyResult(not problems, problems, n_frames, len(manifest.get("files", {})))
+
+
+def load_frames(out_dir: str | Path = DEFAULT_ROOT / "dft", split: str | None = None,
+                motifs: Iterable[str] | None = None) -> list[Atoms]:
+    """Labelled reference frames (optionally one split and some motifs), checked against the manifest."""
+    out_dir = Path(out_dir)
+    result = verify(out_dir)
+    if not result.ok:
+        raise InputError(out_dir / "manifest.json", "; ".join(result.problems[:3]))
+    frames: list[Atoms] = []
+    wanted = set(motifs) if motifs is not None else None
+    for name in sorted(json.loads((out_dir / "manifest.json").read_text())["files"]):
+        for frame in read_structures(out_dir / name, require_labels=True):
+            if (split is None or frame.info.get("split") == split) and (
+                    wanted is None or frame.info.get("motif") in wanted):
+                frames.append(frame)
+    return frames
+
+
+def data_sha256(out_dir: str | Path = DEFAULT_ROOT / "dft") -> str:
+    """sha256 of the manifest: one hash that names the whole reference set."""
+    return sha256_file(Path(out_dir) / "manifest.json")

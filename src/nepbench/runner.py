@@ -1,0 +1,146 @@
+"""Run a suite: one result record per task, with provenance, cached by content hash.
+
+A record is written atomically to `<out>/tasks/<task_id>.json` as soon as its task finishes. A rerun
+(or a run resumed after Ctrl-C) recomputes nothing finished: a task whose record has status "done"
+or "not_applicable" and the same input hash is kept as it is. Skipped and failed tasks are tried again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .config import Suite, TaskSpec
+from .errors import EngineNotAvailable, ModelError, NepbenchError
+from .provenance import (
+    atomic_write_json, content_hash, git_commit, hardware_info, package_versions, sha256_file,
+)
+from .tasks import TaskContext, TaskOutcome, task_function
+
+SCHEMA = "nepbench.result/1"
+FINAL_STATUSES = ("done", "not_applicable")
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "reference_data"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    path: Path
+    sha256: str
+
+
+def reference_hash(reference_dir: Path) -> str | None:
+    """sha256 of the reference manifests (DFT labels and AIMD), None where absent."""
+    parts = []
+    for manifest in sorted(reference_dir.glob("*/manifest.json")):
+        parts.append((manifest.parent.name, sha256_file(manifest)))
+    return content_hash(parts) if parts else None
+
+
+def task_input_hash(spec: TaskSpec, model: ResolvedModel | None, data_sha256: str | None) -> str:
+    """The cache key of a task: its parameters, the model's and the data's sha256, nepbench version."""
+    return content_hash({"task": spec.to_dict(), "model_sha256": model.sha256 if model else None,
+                         "data_sha256": data_sha256, "nepbench": __version__})
+
+
+def _resolve(name: str, cache: dict[str, ResolvedModel]) -> ResolvedModel:
+    if name not in cache:
+        from .models import resolve_model
+
+        info = resolve_model(name)
+        cache[name] = ResolvedModel(info.name, Path(info.path), info.sha256)
+    return cache[name]
+
+
+def record_path(out_dir: Path, task_id: str) -> Path:
+    return out_dir / "tasks" / f"{task_id.replace('/', '_')}.json"
+
+
+def load_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def make_record(spec: TaskSpec, outcome: TaskOutcome, model: ResolvedModel | None,
+                data_sha256: str | None, input_hash: str, wall_s: float) -> dict[str, Any]:
+    """A result record with its provenance (see report/ for the schema)."""
+    return {
+        "schema": SCHEMA, "task_id": spec.id, "task_type": spec.type, "title": spec.title,
+        "model": {"name": model.name, "sha256": model.sha256} if model else None,
+        "status": outcome.status, "reason": outcome.reason, "metrics": outcome.metrics,
+        "metric_units": outcome.metric_units, "method": outcome.method, "series": outcome.series,
+        "params": spec.params,
+        "provenance": {
+            "model_sha256": model.sha256 if model else None, "data_sha256": data_sha256,
+            "packages": package_versions(), "engines": outcome.engines, "hardware": hardware_info(),
+            "seed": outcome.seed, "wall_s": round(wall_s, 3), "nepbench_version": __version__,
+            "nepbench_commit": git_commit(),
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "input_hash": input_hash,
+    }
+
+
+def run_task(spec: TaskSpec, out_dir: Path, models: dict[str, ResolvedModel],
+             reference_dir: Path = REFERENCE_DIR, force: bool = False) -> tuple[dict[str, Any], bool]:
+    """Run one task unless a finished record with the same input hash exists; returns (record, cached)."""
+    data_sha = reference_hash(reference_dir)
+    model: ResolvedModel | None = None
+    model_error: str | None = None
+    if spec.models:
+        try:
+            model = _resolve(spec.models[0], models)
+        except ModelError as exc:
+            model_error = str(exc)
+    input_hash = task_input_hash(spec, model, data_sha)
+    path = record_path(out_dir, spec.id)
+    old = load_record(path)
+    if not force and old and old.get("input_hash") == input_hash and old.get("status") in FINAL_STATUSES:
+        return old, True
+    start = time.perf_counter()
+    if model_error is not None:
+        outcome = TaskOutcome("failed", reason=model_error)
+    else:
+        context = TaskContext(out_dir / "work" / spec.id, reference_dir,
+                              model.path if model else None, model.name if model else None,
+                              model.sha256 if model else None)
+        context.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            outcome = task_function(spec.type)(spec, context)
+        except EngineNotAvailable as exc:
+            outcome = TaskOutcome("skipped", reason=str(exc))
+        except NepbenchError as exc:
+            outcome = TaskOutcome("failed", reason=str(exc))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # a bug: record it as failed with the traceback's last line
+            outcome = TaskOutcome("failed", reason=f"{type(exc).__name__}: {exc}")
+            (context.work_dir / "traceback.txt").write_text(traceback.format_exc())
+    record = make_record(spec, outcome, model, data_sha, input_hash, time.perf_counter() - start)
+    atomic_write_json(path, record)
+    return record, False
+
+
+def run_suite(suite: Suite, out_dir: Path, task_ids: list[str] | None = None,
+              reference_dir: Path = REFERENCE_DIR, force: bool = False,
+              on_task: Callable[[TaskSpec, dict[str, Any], bool], None] | None = None) -> list[dict[str, Any]]:
+    """Run every task of `suite` (or `task_ids`) into `out_dir`; returns the records in suite order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "suite.json", suite.to_dict())
+    specs = [suite.task(t) for t in task_ids] if task_ids else list(suite.tasks)
+    models: dict[str, ResolvedModel] = {}
+    records = []
+    for spec in specs:
+        record, cached = run_task(spec, out_dir, models, reference_dir, force)
+        records.append(record)
+        if on_task:
+            on_task(spec, record, cached)
+    return records

@@ -1,0 +1,73 @@
+"""Tasks: engine runs + metrics → a `TaskOutcome`. The runner adds provenance and caching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import TaskSpec
+
+
+@dataclass
+class TaskOutcome:
+    """What a task measured.
+
+    Attributes:
+        status: "done", "skipped" (a program or GPU is missing), "not_applicable" (e.g. the model
+            lacks a species of the data) or "failed".
+        reason: why it is not "done" (one line), else None.
+        metrics: flat scalar metrics, units in the names.
+        metric_units: unit of each metric for display.
+        series: plot data (see report/ for the shapes by task type).
+        method: one line saying how the numbers were measured.
+        engines: engine name → version string for provenance.
+        seed: the seed used.
+    """
+
+    status: str
+    reason: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    metric_units: dict[str, str] = field(default_factory=dict)
+    series: dict[str, Any] = field(default_factory=dict)
+    method: str = ""
+    engines: dict[str, str] = field(default_factory=dict)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task may use besides its parameters.
+
+    Attributes:
+        work_dir: scratch folder for this task (engine files), kept after the run.
+        reference_dir: the reference set folder (reference_data/).
+        model_path / model_name / model_sha256: the model under test, or None for model-free tasks.
+        quick: True for the CPU-sized variant.
+    """
+
+    work_dir: Path
+    reference_dir: Path
+    model_path: Path | None = None
+    model_name: str | None = None
+    model_sha256: str | None = None
+
+
+TaskFunction = Callable[[TaskSpec, TaskContext], TaskOutcome]
+
+
+def task_function(task_type: str) -> TaskFunction:
+    """The function that runs tasks of `task_type` (imported lazily)."""
+    if task_type == "parity":
+        from .accuracy import run_parity
+        return run_parity
+    if task_type == "md_accuracy":
+        from .accuracy import run_md_accuracy
+        return run_md_accuracy
+    if task_type == "throughput":
+        from .throughput import run_throughput
+        return run_throughput
+    if task_type == "expansion":
+        from .lithiation import run_expansion
+        return run_expansion
+    raise KeyError(task_type)

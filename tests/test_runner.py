@@ -1,0 +1,70 @@
+"""The runner: one record per task with provenance; a rerun recomputes nothing finished."""
+
+import json
+
+import pytest
+
+from nepbench import runner
+from nepbench.config import Suite, TaskSpec
+from nepbench.errors import EngineNotAvailable
+from nepbench.tasks import TaskOutcome
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen: list[str] = []
+
+    def fake_function(task_type):
+        def run(spec, ctx):
+            seen.append(spec.id)
+            if spec.params.get("interrupt"):
+                raise KeyboardInterrupt
+            if spec.params.get("gpu"):
+                raise EngineNotAvailable("gpumd not found")
+            return TaskOutcome("done", metrics={"x": float(spec.params["value"])}, seed=1)
+        return run
+
+    monkeypatch.setattr(runner, "task_function", fake_function)
+    return seen
+
+
+def suite_of(*tasks):
+    return Suite("t", "", tuple(tasks), (), "t.toml")
+
+
+def test_records_have_provenance_and_resume(tmp_path, calls):
+    suite = suite_of(TaskSpec("a", "parity", "A", {"value": 1}), TaskSpec("b", "parity", "B", {"value": 2}))
+    runner.run_suite(suite, tmp_path, reference_dir=tmp_path / "none")
+    record = json.loads((tmp_path / "tasks" / "a.json").read_text())
+    assert record["status"] == "done" and record["metrics"] == {"x": 1.0}
+    assert record["provenance"]["hardware"]["logical_cores"] >= 1
+    assert record["provenance"]["packages"]["numpy"]
+    assert len(record["input_hash"]) == 64
+    runner.run_suite(suite, tmp_path, reference_dir=tmp_path / "none")
+    assert calls == ["a", "b"]  # second run recomputed nothing
+
+
+def test_interrupt_keeps_finished_and_resume_runs_only_the_rest(tmp_path, calls):
+    first = suite_of(TaskSpec("a", "parity", "A", {"value": 1}),
+                     TaskSpec("b", "parity", "B", {"value": 2, "interrupt": True}))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_suite(first, tmp_path, reference_dir=tmp_path / "none")
+    assert (tmp_path / "tasks" / "a.json").exists() and not (tmp_path / "tasks" / "b.json").exists()
+    second = suite_of(TaskSpec("a", "parity", "A", {"value": 1}), TaskSpec("b", "parity", "B", {"value": 2}))
+    runner.run_suite(second, tmp_path, reference_dir=tmp_path / "none")
+    assert calls == ["a", "b", "b"]
+
+
+def test_changed_parameters_invalidate_the_cache(tmp_path, calls):
+    runner.run_suite(suite_of(TaskSpec("a", "parity", "A", {"value": 1})), tmp_path, reference_dir=tmp_path)
+    runner.run_suite(suite_of(TaskSpec("a", "parity", "A", {"value": 3})), tmp_path, reference_dir=tmp_path)
+    assert calls == ["a", "a"]
+    assert json.loads((tmp_path / "tasks" / "a.json").read_text())["metrics"]["x"] == 3.0
+
+
+def test_missing_program_is_skipped_with_reason_and_retried(tmp_path, calls):
+    suite = suite_of(TaskSpec("g", "throughput", "G", {"value": 0, "gpu": True}))
+    records = runner.run_suite(suite, tmp_path, reference_dir=tmp_path)
+    assert records[0]["status"] == "skipped" and "gpumd not found" in records[0]["reason"]
+    runner.run_suite(suite, tmp_path, reference_dir=tmp_path)
+    assert calls == ["g", "g"]
