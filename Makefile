@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.nepbench-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup cp2k model test demo gate bench nightly clean
+.PHONY: setup cp2k chromium model test demo gate bench nightly clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,16 @@ $(STAMP): requirements.txt pyproject.toml
 cp2k:
 	@./scripts/ensure_cp2k.sh || true
 
+chromium:
+	@./scripts/ensure_chromium.sh || true
+
 setup: $(STAMP) cp2k
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/nepbench demo
+	$(BIN)/nepbench run suites/quick.toml --out reports/quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

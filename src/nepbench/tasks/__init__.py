@@ -23,6 +23,8 @@ class TaskOutcome:
         method: one line saying how the numbers were measured.
         engines: engine name → version string for provenance.
         seed: the seed used.
+        metric_reasons: metric name → why it was not measured (e.g. "no GPU: ..."), so the
+            report shows an explained gap instead of a missing number.
     """
 
     status: str
@@ -33,6 +35,7 @@ class TaskOutcome:
     method: str = ""
     engines: dict[str, str] = field(default_factory=dict)
     seed: int | None = None
+    metric_reasons: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,239 @@
+"""Criteria → verdicts: pure functions that judge one measured metric against its good/bad bounds.
+
+A criterion (from the suite file) bounds one metric of one task: lower is better when good < bad,
+higher is better when good > bad. The score maps the value linearly from `bad` (0) to `good` (1),
+clipped to [0, 1]. Both bounds are inclusive:
+
+    score == 1  (at least as good as `good`)  → "pass"
+    0 < score < 1                             → "warn"
+    score == 0  (as bad as `bad`, or worse)   → "fail"
+
+A criterion that cannot be judged is "not_measured", with the reason: no record for its task, the
+task skipped (the record's reason, e.g. "no GPU: nvidia-smi not found"), not applicable, failed,
+the metric absent, non-numeric or non-finite.
+
+Exit codes of `nepbench verify` (see `exit_code`):
+
+    1  any criterion fails (a measured regression is reported first);
+    2  nothing could be judged, or a gap nobody explained (a task failed, has no record, lacks the
+       metric without saying why, or reported NaN/inf), or `strict` and any criterion not measured;
+    0  otherwise ("warn" counts as a pass; explained gaps such as "skipped: no GPU" are printed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..config import Criterion
+from ..errors import ConfigError
+
+VERDICTS = ("pass", "warn", "fail", "not_measured")
+CRITERION_FIELDS = ("id", "claim", "task", "metric", "good", "bad", "unit", "source")
+EXIT_OK, EXIT_FAIL, EXIT_CANNOT_JUDGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one criterion.
+
+    Attributes:
+        criterion: the criterion id.
+        claim: the claim it tests, in words.
+        task / metric: where the value comes from.
+        value: the measured value, or None when not measured.
+        unit: unit of value, good and bad.
+        good / bad: the bounds (score 1 at good, 0 at bad).
+        source: where the bounds come from.
+        verdict: "pass", "warn", "fail" or "not_measured".
+        score: linear score in [0, 1] between bad and good, None when not measured.
+        reason: why it was not measured (one line), else None.
+        method: how the value was measured (the record's method line).
+        hardware: where it was measured (CPU model, cores, GPUs).
+        model: the model's name, or None for model-free tasks.
+        task_status: the record's status, or None when there is no record.
+        unexpected: True for a gap nobody explained (failed task, no record, metric silently
+            absent, NaN/inf): the gate cannot vouch for the claim, so verify exits 2.
+    """
+
+    criterion: str
+    claim: str
+    task: str
+    metric: str
+    value: float | None
+    unit: str
+    good: float
+    bad: float
+    source: str
+    verdict: str
+    score: float | None = None
+    reason: str | None = None
+    method: str = ""
+    hardware: str = ""
+    model: str | None = None
+    task_status: str | None = None
+    unexpected: bool = False
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.good < self.bad
+
+    @property
+    def judged(self) -> bool:
+        """True when a value was compared with the bounds (pass, warn or fail)."""
+        return self.verdict != "not_measured"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "lower_is_better": self.lower_is_better}
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a float, or None for bools, strings and other non-numbers."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value)
+
+
+def validate_criterion(raw: Criterion | Mapping[str, Any]) -> Criterion:
+    """A checked `Criterion` from a dict (suite.json) or a `Criterion`.
+
+    Raises:
+        ConfigError: a field is missing, good or bad is not a finite number, or good == bad;
+            the message names the criterion.
+    """
+    data = raw.to_dict() if isinstance(raw, Criterion) else raw
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"criterion {data!r}: expected a table of fields, got {type(data).__name__}")
+    where = f"criterion {data.get('id', '?')!r}"
+    missing = [key for key in CRITERION_FIELDS if key not in data]
+    if missing:
+        raise ConfigError(f"{where} lacks {', '.join(missing)}")
+    good, bad = _number(data["good"]), _number(data["bad"])
+    if good is None or bad is None or not (math.isfinite(good) and math.isfinite(bad)):
+        raise ConfigError(f"{where}: good and bad must be finite numbers "
+                          f"(got good={data['good']!r}, bad={data['bad']!r})")
+    if good == bad:
+        raise ConfigError(f"{where}: good and bad must differ (both {good:g})")
+    return Criterion(str(data["id"]), str(data["claim"]), str(data["task"]), str(data["metric"]),
+                     good, bad, str(data["unit"]), str(data["source"]))
+
+
+def score(value: float, good: float, bad: float) -> float:
+    """Linear score of `value`: 0 at `bad`, 1 at `good`, clipped to [0, 1]."""
+    return min(1.0, max(0.0, (value - bad) / (good - bad)))
+
+
+def verdict_of_score(s: float) -> str:
+    """"pass" at 1, "fail" at 0, "warn" between (both bounds inclusive)."""
+    if s >= 1.0:
+        return "pass"
+    if s <= 0.0:
+        return "fail"
+    return "warn"
+
+
+def hardware_summary(record: Mapping[str, Any] | None) -> str:
+    """One line: CPU model, logical cores and GPUs from a record's provenance."""
+    if not record:
+        return ""
+    hw = (record.get("provenance") or {}).get("hardware") or {}
+    if not isinstance(hw, Mapping):
+        return str(hw)
+    parts = []
+    if hw.get("cpu_model"):
+        cores = hw.get("logical_cores")
+        parts.append(f"{hw['cpu_model']}" + (f" ({cores} logical cores)" if cores else ""))
+    gpus = hw.get("gpus") or []
+    parts.append("GPU: " + ", ".join(map(str, gpus)) if gpus else "no GPU")
+    return "; ".join(parts)
+
+
+def _unmeasured_reason(crit: Criterion, record: Mapping[str, Any] | None) -> tuple[str, bool] | None:
+    """(reason, unexpected) when the record cannot give the criterion a value, else None."""
+    if record is None:
+        return f"no result record for task {crit.task!r}", True
+    status = record.get("status")
+    reason = record.get("reason") or "no reason given"
+    if status == "skipped":
+        return f"skipped: {reason}", False
+    if status == "not_applicable":
+        return f"not applicable: {reason}", False
+    if status == "failed":
+        return f"task failed: {reason}", True
+    if status != "done":
+        return f"task status {status!r}", True
+    metrics = record.get("metrics") or {}
+    if crit.metric not in metrics:
+        explained = (record.get("metric_reasons") or {}).get(crit.metric)
+        if explained:
+            return f"{crit.metric} not measured: {explained}", False
+        have = ", ".join(sorted(metrics)) or "none"
+        return f"task {crit.task!r} reported no metric {crit.metric!r} (has: {have})", True
+    if metrics[crit.metric] is None:
+        return f"metric {crit.metric!r} is null (NaN or inf in the run)", True
+    value = _number(metrics[crit.metric])
+    if value is None:
+        return f"metric {crit.metric!r} is not a number ({metrics[crit.metric]!r})", True
+    if not math.isfinite(value):
+        return f"metric {crit.metric!r} is not finite ({value})", True
+    return None
+
+
+def judge(criterion: Criterion | Mapping[str, Any], record: Mapping[str, Any] | None) -> Verdict:
+    """Judge one criterion against its task's result record (None when the task has no record)."""
+    crit = validate_criterion(criterion)
+    model = (record or {}).get("model") or {}
+    common = dict(criterion=crit.id, claim=crit.claim, task=crit.task, metric=crit.metric,
+                  unit=crit.unit, good=crit.good, bad=crit.bad, source=crit.source,
+                  method=str((record or {}).get("method") or ""), hardware=hardware_summary(record),
+                  model=model.get("name") if isinstance(model, Mapping) else None,
+                  task_status=(record or {}).get("status"))
+    gap = _unmeasured_reason(crit, record)
+    if gap is not None:
+        reason, unexpected = gap
+        return Verdict(value=None, verdict="not_measured", reason=reason, unexpected=unexpected, **common)
+    value = float(record["metrics"][crit.metric])  # type: ignore[index]
+    s = score(value, crit.good, crit.bad)
+    return Verdict(value=value, verdict=verdict_of_score(s), score=s, **common)
+
+
+def judge_all(criteria: Iterable[Criterion | Mapping[str, Any]],
+              records: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
+    """Judge every criterion (in order) against the records, matched by task id.
+
+    `records` is a list of result records or a mapping task_id → record. All criteria are validated
+    first, so a malformed suite raises ConfigError before anything is judged.
+    """
+    checked = [validate_criterion(c) for c in criteria]
+    ids = [c.id for c in checked]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConfigError(f"criterion {duplicates[0]!r} is defined more than once")
+    by_task = records if isinstance(records, Mapping) else {r.get("task_id"): r for r in records}
+    return [judge(c, by_task.get(c.task)) for c in checked]
+
+
+def exit_code(verdicts: Sequence[Verdict], strict: bool = False) -> int:
+    """0 all judged criteria pass (warn counts as pass), 1 any fails, 2 cannot judge.
+
+    2 ("cannot judge") when nothing was judged at all, when a gap is unexpected (a failed task, a
+    missing record, a silently missing or non-finite metric), or when `strict` and any criterion is
+    not measured. A fail wins over every reason for 2.
+    """
+    if any(v.verdict == "fail" for v in verdicts):
+        return EXIT_FAIL
+    if not any(v.judged for v in verdicts):
+        return EXIT_CANNOT_JUDGE
+    if any(v.unexpected for v in verdicts):
+        return EXIT_CANNOT_JUDGE
+    if strict and any(not v.judged for v in verdicts):
+        return EXIT_CANNOT_JUDGE
+    return EXIT_OK
+
+
+def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    """How many verdicts of each kind, in VERDICTS order."""
+    return {kind: sum(v.verdict == kind for v in verdicts) for kind in VERDICTS}

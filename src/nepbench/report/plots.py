@@ -1,0 +1,385 @@
+"""Report figures: matplotlib (Agg, no pyplot state) → PNG bytes.
+
+Each function takes plot data shaped as a result record's `series` (see report/render.py for the
+shapes by task type) and returns PNG bytes, or None when the data it needs is missing or empty.
+Functions named `*_overlay_png` take `{label: series}` and draw every model on the same axes.
+No file I/O: the caller decides where the bytes go.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+ELEMENT_COLOURS = {"Li": "#7b3fa0", "Si": "#d98a00", "C": "#333333"}
+REF_STYLE = {"color": "black", "lw": 1.6, "label": "DFT (CP2K)"}
+HEXBIN_ABOVE = 3000  # points: hexbin above this many, scatter below
+DPI = 110
+
+
+def _array(values: Any) -> np.ndarray | None:
+    """A finite-able 1-D float array, or None when `values` is missing, empty or not numeric."""
+    if values is None:
+        return None
+    try:
+        arr = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.size else None
+
+
+def _pair(values_a: Any, values_b: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two arrays of equal length with at least one finite pair, or None."""
+    a, b = _array(values_a), _array(values_b)
+    if a is None or b is None or a.size != b.size:
+        return None
+    keep = np.isfinite(a) & np.isfinite(b)
+    return (a[keep], b[keep]) if keep.any() else None
+
+
+def _png(fig: Figure) -> bytes:
+    """Render `fig` to PNG bytes (no software tag, so equal data give equal bytes)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _colours(n: int) -> list[str]:
+    """n distinguishable colours (tab10)."""
+    return [matplotlib.colormaps["tab10"](i % 10) for i in range(n)]
+
+
+def _parity_axes(ax: Any, ref: np.ndarray, pred: np.ndarray, colour: str, unit: str) -> float:
+    """Draw one parity panel (hexbin or scatter, y = x); returns the RMSE."""
+    low, high = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+    pad = 0.05 * (high - low or 1.0)
+    if ref.size > HEXBIN_ABOVE:
+        ax.hexbin(ref, pred, gridsize=60, bins="log", mincnt=1, cmap="viridis",
+                  extent=(low - pad, high + pad, low - pad, high + pad))
+    else:
+        ax.scatter(ref, pred, s=6, alpha=0.6, color=colour, linewidths=0)
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], "k--", lw=0.8)
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"DFT ({unit})")
+    ax.set_ylabel(f"NEP ({unit})")
+    return float(np.sqrt(np.mean((pred - ref) ** 2)))
+
+
+def force_parity_png(series: Mapping[str, Any], title: str = "") -> bytes | None:
+    """Force components, NEP vs DFT, one panel per element; RMSE in meV/Å on each panel."""
+    forces = series.get("forces") if isinstance(series, Mapping) else None
+    if not isinstance(forces, Mapping):
+        return None
+    panels = [(el, p) for el, data in forces.items() if isinstance(data, Mapping)
+              and (p := _pair(data.get("ref"), data.get("pred"))) is not None]
+    if not panels:
+        return None
+    fig = Figure(figsize=(3.6 * len(panels), 3.6))
+    for i, (element, (ref, pred)) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        rmse = _parity_axes(ax, ref, pred, ELEMENT_COLOURS.get(element, "C0"), "eV/Å")
+        ax.set_title(f"{element}: RMSE {1000 * rmse:.0f} meV/Å (n={ref.size})", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def energy_parity_png(series: Mapping[str, Any], title: str = "") -> bytes | None:
+    """Energies per atom (offset-corrected), NEP vs DFT; RMSE in meV/atom."""
+    energy = series.get("energy") if isinstance(series, Mapping) else None
+    pair = _pair(energy.get("ref"), energy.get("pred")) if isinstance(energy, Mapping) else None
+    if pair is None:
+        return None
+    fig = Figure(figsize=(3.8, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    rmse = _parity_axes(ax, pair[0], pair[1], "C0", "eV/atom")
+    ax.set_title(f"energy: RMSE {1000 * rmse:.1f} meV/atom (n={pair[0].size})", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def per_motif_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """Force RMSE per structural motif, one bar per model (grouped)."""
+    tables = {label: s.get("per_motif") for label, s in series_by_model.items()
+              if isinstance(s, Mapping) and isinstance(s.get("per_motif"), Mapping)}
+    motifs = sorted({m for table in tables.values() for m in table})
+    if not motifs:
+        return None
+    fig = Figure(figsize=(max(5.0, 1.1 * len(motifs) * max(1, len(tables))), 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(tables)
+    x = np.arange(len(motifs))
+    for i, ((label, table), colour) in enumerate(zip(tables.items(), _colours(len(tables)))):
+        values = [_motif_value(table.get(m)) for m in motifs]
+        ax.bar(x + (i - (len(tables) - 1) / 2) * width, values, width, label=label, color=colour)
+    ax.set_xticks(x, motifs, rotation=20, ha="right")
+    ax.set_ylabel("force RMSE (meV/Å)")
+    ax.set_title("force RMSE by motif", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _motif_value(entry: Any) -> float:
+    """Force RMSE of one per-motif entry, NaN (no bar) when missing."""
+    if isinstance(entry, Mapping):
+        entry = entry.get("force_rmse_mev_per_a")
+    try:
+        return float(entry)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def rdf_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """g(r) per pair: the AIMD reference in black, each model in colour."""
+    usable = {label: s["rdf"] for label, s in series_by_model.items()
+              if isinstance(s, Mapping) and isinstance(s.get("rdf"), Mapping)
+              and _array(s["rdf"].get("r_a")) is not None and isinstance(s["rdf"].get("pairs"), Mapping)}
+    pairs = sorted({p for rdf in usable.values() for p in rdf["pairs"]})
+    if not pairs:
+        return None
+    columns = min(3, len(pairs))
+    rows = -(-len(pairs) // columns)
+    fig = Figure(figsize=(4.0 * columns, 3.0 * rows))
+    colours = _colours(len(usable))
+    for i, pair in enumerate(pairs):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        drew_ref = False
+        for (label, rdf), colour in zip(usable.items(), colours):
+            r = _array(rdf["r_a"])
+            data = rdf["pairs"].get(pair) or {}
+            ref, model = _array(data.get("ref")), _array(data.get("model"))
+            if ref is not None and ref.size == r.size and not drew_ref:
+                ax.plot(r, ref, **REF_STYLE)
+                drew_ref = True
+            if model is not None and model.size == r.size:
+                ax.plot(r, model, color=colour, lw=1.2, ls="--", label=label)
+        ax.set_title(pair, fontsize=9)
+        ax.set_xlabel("r (Å)")
+        ax.set_ylabel("g(r)")
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def msd_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """Mean squared displacement vs time per species: AIMD in black, models in colour."""
+    usable = {label: s["msd"] for label, s in series_by_model.items()
+              if isinstance(s, Mapping) and isinstance(s.get("msd"), Mapping) and s["msd"]}
+    species = sorted({sp for msd in usable.values() for sp in msd})
+    if not species:
+        return None
+    fig = Figure(figsize=(4.2 * len(species), 3.4))
+    colours = _colours(len(usable))
+    for i, sp in enumerate(species):
+        ax = fig.add_subplot(1, len(species), i + 1)
+        drew_ref = False
+        for (label, msd), colour in zip(usable.items(), colours):
+            data = msd.get(sp) or {}
+            t = _array(data.get("time_ps"))
+            if t is None:
+                continue
+            ref, model = _array(data.get("ref")), _array(data.get("model"))
+            if ref is not None and ref.size == t.size and not drew_ref:
+                ax.plot(t, ref, **REF_STYLE)
+                drew_ref = True
+            if model is not None and model.size == t.size:
+                ax.plot(t, model, color=colour, lw=1.2, ls="--", label=label)
+        ax.set_title(f"{sp} MSD", fontsize=9)
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("MSD (Å²)")
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _errorbars(ax: Any, x: np.ndarray, y: Any, err: Any, **style: Any) -> bool:
+    """Plot y(x) with optional error bars, dropping non-positive y (log axes); True if drawn."""
+    y_arr = _array(y)
+    if y_arr is None or y_arr.size != x.size:
+        return False
+    e_arr = _array(err)
+    keep = np.isfinite(y_arr) & (y_arr > 0)
+    if not keep.any():
+        return False
+    yerr = e_arr[keep] if e_arr is not None and e_arr.size == x.size else None
+    ax.errorbar(x[keep], y_arr[keep], yerr=yerr, capsize=3, **style)
+    return True
+
+
+def arrhenius_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """Li diffusivity vs 1000/T on a log axis: AIMD reference and each model, with standard errors."""
+    usable = {label: s["arrhenius"] for label, s in series_by_model.items()
+              if isinstance(s, Mapping) and isinstance(s.get("arrhenius"), Mapping)
+              and _array(s["arrhenius"].get("temperature_k")) is not None}
+    if not usable:
+        return None
+    fig = Figure(figsize=(5.0, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_yscale("log")
+    drew_ref, drew_any = False, False
+    for (label, data), colour in zip(usable.items(), _colours(len(usable))):
+        x = 1000.0 / _array(data["temperature_k"])
+        if not drew_ref:
+            drew_ref = _errorbars(ax, x, data.get("d_ref_cm2_per_s"), data.get("d_ref_stderr"),
+                                  fmt="o-", color="black", label="AIMD (CP2K)")
+            drew_any |= drew_ref
+        drew_any |= _errorbars(ax, x, data.get("d_model_cm2_per_s"), data.get("d_model_stderr"),
+                               fmt="s--", color=colour, label=label)
+    if not drew_any:
+        return None
+    ax.set_xlabel("1000 / T (1/K)")
+    ax.set_ylabel("D (cm²/s)")
+    ax.set_title("Li diffusivity (Arrhenius)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def throughput_bars_png(series: Mapping[str, Any], title: str = "") -> bytes | None:
+    """Seconds per MD step, CP2K vs NEP on identical cells (log axis), speed ratio on top."""
+    rows = series.get("identical_n") if isinstance(series, Mapping) else None
+    rows = [r for r in rows or [] if isinstance(r, Mapping)
+            and _pair([r.get("cp2k_s_per_step")], [r.get("nep_s_per_step")]) is not None]
+    if not rows:
+        return None
+    fig = Figure(figsize=(max(4.5, 1.6 * len(rows) + 2), 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(rows))
+    cp2k = np.array([float(r["cp2k_s_per_step"]) for r in rows])
+    nep = np.array([float(r["nep_s_per_step"]) for r in rows])
+    ax.bar(x - 0.2, cp2k, 0.4, label="CP2K (DFT)", color="#4c72b0")
+    ax.bar(x + 0.2, nep, 0.4, label=f"NEP ({rows[0].get('nep_engine', 'nep')})", color="#dd8452")
+    ax.set_yscale("log")
+    for xi, c, n in zip(x, cp2k, nep):
+        if c > 0 and n > 0:
+            ax.annotate(f"{c / n:,.0f}×", (xi, c), ha="center", va="bottom", fontsize=8)
+    positive = np.concatenate([cp2k[cp2k > 0], nep[nep > 0]])
+    if positive.size:
+        ax.set_ylim(positive.min() / 3, positive.max() * 100)  # headroom for the ratios and legend
+    ax.set_xticks(x, [f"{int(r.get('n_atoms', 0))} atoms" for r in rows])
+    ax.set_ylabel("wall time per MD step (s)")
+    ax.set_title(f"identical cells, identical protocol {title}".strip(), fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    return _png(fig)
+
+
+def scaling_png(series: Mapping[str, Any], title: str = "") -> bytes | None:
+    """Seconds per atom-step vs number of atoms, log-log, one line per engine."""
+    scaling = series.get("scaling") if isinstance(series, Mapping) else None
+    if not isinstance(scaling, Mapping):
+        return None
+    lines = [(engine, p) for engine, data in scaling.items() if isinstance(data, Mapping)
+             and (p := _pair(data.get("n_atoms"), data.get("s_per_atom_step"))) is not None]
+    lines = [(e, (n[(n > 0) & (s > 0)], s[(n > 0) & (s > 0)])) for e, (n, s) in lines]
+    lines = [(e, p) for e, p in lines if p[0].size]
+    if not lines:
+        return None
+    fig = Figure(figsize=(5.2, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    for (engine, (n, s)), colour in zip(lines, _colours(len(lines))):
+        order = np.argsort(n)
+        ax.plot(n[order], s[order], "o-", color=colour, label=engine)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("atoms")
+    ax.set_ylabel("wall time per atom-step (s)")
+    ax.set_title(f"cost scaling {title}".strip(), fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def expansion_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]],
+                          limit_percent: float | None = None) -> bytes | None:
+    """Particle (and core) volume expansion vs carbon-shell thickness, with error bars, per model.
+
+    `limit_percent` draws a horizontal line at a claimed bound (bounds belong to the suite's
+    criteria, so none is drawn unless the caller passes one).
+    """
+    usable = {label: s for label, s in series_by_model.items() if isinstance(s, Mapping)
+              and _pair(s.get("shell_thickness_nm"), s.get("particle_dv_over_v0")) is not None}
+    if not usable:
+        return None
+    fig = Figure(figsize=(5.4, 3.9))
+    ax = fig.add_subplot(1, 1, 1)
+    for (label, s), colour in zip(usable.items(), _colours(len(usable))):
+        t = _array(s["shell_thickness_nm"])
+        dv = 100.0 * _array(s["particle_dv_over_v0"])
+        err = _array(s.get("particle_dv_stderr"))
+        yerr = 100.0 * err if err is not None and err.size == t.size else None
+        ax.errorbar(t, dv, yerr=yerr, fmt="o-", capsize=3, color=colour, label=f"{label}: particle")
+        core = _array(s.get("core_dv_over_v0"))
+        if core is not None and core.size == t.size:
+            ax.plot(t, 100.0 * core, "s:", color=colour, alpha=0.7, label=f"{label}: Si core")
+    if limit_percent is not None:
+        ax.axhline(limit_percent, color="red", lw=0.8, ls="--", label=f"{limit_percent:g} % claim")
+    ax.set_xlabel("carbon shell thickness (nm)")
+    ax.set_ylabel("ΔV / V₀ (%)")
+    ax.set_title("Si@C volume expansion on lithiation", fontsize=10)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def radial_png(series: Mapping[str, Any], title: str = "") -> bytes | None:
+    """Li fraction and strain vs radius, one line per shell thickness (nm)."""
+    radial = series.get("radial") if isinstance(series, Mapping) else None
+    if not isinstance(radial, Mapping):
+        return None
+    profiles = [(key, data) for key, data in sorted(radial.items(), key=lambda kv: _as_float(kv[0]))
+                if isinstance(data, Mapping) and _array(data.get("r_nm")) is not None]
+    if not profiles:
+        return None
+    fig = Figure(figsize=(9.0, 3.6))
+    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
+    drew = False
+    for (key, data), colour in zip(profiles, _colours(len(profiles))):
+        r = _array(data["r_nm"])
+        for ax, field in zip(axes, ("li_fraction", "strain")):
+            y = _array(data.get(field))
+            if y is not None and y.size == r.size:
+                ax.plot(r, y, color=colour, label=f"shell {key} nm")
+                drew = True
+    if not drew:
+        return None
+    axes[0].set_ylabel("Li fraction")
+    axes[1].set_ylabel("volumetric strain")
+    for ax in axes:
+        ax.set_xlabel("radius (nm)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"radial profiles {title}".strip(), fontsize=10)
+    return _png(fig)
+
+
+def _as_float(text: Any) -> float:
+    """Sort key: float(text), or +inf when it is not a number."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+# Plot kinds by task type, (name, caption, function). PER_TASK functions take (series, title) for one
+# record; OVERLAY functions take {model label: series} and draw all models of a task template together.
+PER_TASK: dict[str, Sequence[tuple[str, str, Any]]] = {
+    "parity": (("forces", "Force components, NEP vs DFT (y = x dashed)", force_parity_png),
+               ("energy", "Energy per atom, NEP vs DFT (offset-corrected)", energy_parity_png)),
+    "md_accuracy": (),
+    "throughput": (("identical", "CP2K vs NEP wall time per step on identical cells", throughput_bars_png),
+                   ("scaling", "Cost per atom-step vs system size (log-log)", scaling_png)),
+    "expansion": (("radial", "Radial Li fraction and strain profiles", radial_png),),
+}
+OVERLAY: dict[str, Sequence[tuple[str, str, Any]]] = {
+    "parity": (("motifs", "Force RMSE by structural motif, models side by side", per_motif_overlay_png),),
+    "md_accuracy": (("rdf", "Radial distribution functions: AIMD (black) vs models (dashed)", rdf_overlay_png),
+                    ("msd", "Mean squared displacement: AIMD (black) vs models (dashed)", msd_overlay_png),
+                    ("arrhenius", "Li diffusivity vs inverse temperature", arrhenius_overlay_png)),
+    "throughput": (),
+    "expansion": (("expansion", "Volume expansion vs carbon shell thickness (± standard error)",
+                   expansion_overlay_png),),
+}

@@ -1,0 +1,129 @@
+"""Accuracy tasks: energy/force/stress parity on held-out CP2K frames; MD against CP2K AIMD."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from ..config import TaskSpec
+from ..metrics.forces import energy_errors, fit_element_offsets, force_errors, parity_data, stress_errors
+from ..structures import labels_of
+from . import TaskContext, TaskOutcome
+
+MAX_PARITY_POINTS = 3000
+
+
+def model_species(ctx: TaskContext) -> tuple[str, ...]:
+    from ..models import read_nep_header
+
+    return tuple(read_nep_header(ctx.model_path)[1])
+
+
+def missing_species(frames: list[Atoms], species: tuple[str, ...]) -> list[str]:
+    present = {s for atoms in frames for s in atoms.get_chemical_symbols()}
+    return sorted(present - set(species))
+
+
+def predict(engine: Any, frames: list[Atoms]) -> list[Any]:
+    return [engine.single_point(atoms) for atoms in frames]
+
+
+def _counts(frames: list[Atoms], elements: list[str]) -> np.ndarray:
+    return np.array([[Counter(a.get_chemical_symbols()).get(el, 0) for el in elements] for a in frames],
+                    dtype=float)
+
+
+def offset_corrected_energy_residuals_ev_per_atom(
+        train_ref: np.ndarray, train_pred: np.ndarray, train_counts: np.ndarray,
+        test_ref: np.ndarray, test_pred: np.ndarray, test_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-atom test residuals (eV/atom) after per-element offsets fitted on the training split.
+
+    CP2K's GTH total energies and a NEP's energies differ by a constant per element; the offsets
+    μ_el (eV/atom) are fitted by least squares on training frames (E_ref − E_pred ≈ Σ n_el μ_el) and
+    applied unchanged to the held-out frames. Returns (residuals, offsets).
+    """
+    mu, _ = fit_element_offsets(train_ref - train_pred, train_counts)
+    n_atoms = test_counts.sum(axis=1)
+    return (test_pred + test_counts @ mu - test_ref) / n_atoms, mu
+
+
+def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
+    """Energy, force and stress errors of the model on the reference set's held-out split."""
+    from ..engines.nep_cpu import NepCpuEngine
+    from ..reference import load_frames
+
+    p = spec.params
+    motifs = p.get("motifs")
+    test = load_frames(ctx.reference_dir / "dft", split=p.get("split", "test"), motifs=motifs)
+    train = load_frames(ctx.reference_dir / "dft", split="train", motifs=motifs)
+    species = model_species(ctx)
+    lacking = missing_species(test + train, species)
+    if lacking:
+        return TaskOutcome("not_applicable", reason=f"model {ctx.model_name} lacks species "
+                           f"{', '.join(lacking)} present in the reference data")
+    engine = NepCpuEngine(ctx.model_path)
+    test_pred, train_pred = predict(engine, test), predict(engine, train)
+
+    ref_f = np.concatenate([labels_of(a)[1] for a in test])
+    pred_f = np.concatenate([lab.forces_ev_per_a for lab in test_pred])
+    symbols = [s for a in test for s in a.get_chemical_symbols()]
+    atom_motifs = [a.info["motif"] for a in test for _ in range(len(a))]
+    ferr = force_errors(ref_f, pred_f, symbols, atom_motifs)
+
+    elements = sorted({s for a in train + test for s in a.get_chemical_symbols()})
+    e_ref_test = np.array([labels_of(a)[0] for a in test])
+    e_pred_test = np.array([lab.energy_ev for lab in test_pred])
+    residual, mu = offset_corrected_energy_residuals_ev_per_atom(
+        np.array([labels_of(a)[0] for a in train]), np.array([lab.energy_ev for lab in train_pred]),
+        _counts(train, elements), e_ref_test, e_pred_test, _counts(test, elements))
+    in_sample = energy_errors(e_ref_test, e_pred_test, [len(a) for a in test],
+                              [Counter(a.get_chemical_symbols()) for a in test])
+
+    metrics: dict[str, float] = {
+        "force_rmse_mev_per_a": ferr.rmse_mev_per_a, "force_mae_mev_per_a": ferr.mae_mev_per_a,
+        "force_r2": ferr.r2, "dft_force_rms_mev_per_a": ferr.ref_rms_mev_per_a,
+        "force_max_abs_error_mev_per_a": ferr.max_abs_error_mev_per_a,
+        "energy_rmse_mev_per_atom": 1000 * float(np.sqrt(np.mean(residual**2))),
+        "energy_mae_mev_per_atom": 1000 * float(np.mean(np.abs(residual))),
+        "energy_rmse_in_sample_offsets_mev_per_atom": in_sample.offset_corrected_rmse_mev_per_atom,
+        "n_test_frames": float(len(test)), "n_train_frames_for_offsets": float(len(train)),
+    }
+    units = {"force_rmse_mev_per_a": "meV/Å", "force_mae_mev_per_a": "meV/Å",
+             "dft_force_rms_mev_per_a": "meV/Å", "energy_rmse_mev_per_atom": "meV/atom",
+             "energy_mae_mev_per_atom": "meV/atom", "force_r2": ""}
+    for el, stats in ferr.per_element.items():
+        metrics[f"force_rmse_mev_per_a.{el}"] = stats.rmse_mev_per_a
+    for motif, stats in ferr.per_motif.items():
+        metrics[f"force_rmse_mev_per_a.{motif}"] = stats.rmse_mev_per_a
+    stressed = [(labels_of(a)[2], lab.stress_ev_per_a3) for a, lab in zip(test, test_pred)
+                if labels_of(a)[2] is not None and lab.stress_ev_per_a3 is not None]
+    if stressed:
+        serr = stress_errors(np.array([s[0] for s in stressed]), np.array([s[1] for s in stressed]))
+        metrics["stress_rmse_gpa"] = serr.rmse_gpa
+        metrics["stress_mae_gpa"] = serr.mae_gpa
+        units["stress_rmse_gpa"] = "GPa"
+    parity = parity_data(ref_f, pred_f, symbols, MAX_PARITY_POINTS, seed=0)
+    n_atoms = np.array([len(a) for a in test])
+    shift = _counts(test, elements) @ mu
+    series = {
+        "forces": {el: {"ref": d.ref_ev_per_a, "pred": d.pred_ev_per_a} for el, d in parity.items()},
+        "energy": {"ref": e_ref_test / n_atoms, "pred": (e_pred_test + shift) / n_atoms},
+        "per_motif": {m: {"force_rmse_mev_per_a": s.rmse_mev_per_a,
+                          "n_frames": sum(a.info["motif"] == m for a in test)}
+                      for m, s in ferr.per_motif.items()},
+        "energy_offsets_ev_per_atom": dict(zip(elements, mu.tolist())),
+    }
+    method = (f"{len(test)} held-out CP2K frames ({p.get('split', 'test')} split); force components "
+              f"over all atoms; energies per atom after per-element offsets fitted on {len(train)} "
+              f"training frames; NEP via {engine.version()}")
+    return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
+                       engines={"nep_cpu": engine.version()}, seed=0)
+
+
+def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
+    from .md_accuracy import run_md_accuracy as run
+
+    return run(spec, ctx)

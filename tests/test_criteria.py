@@ -1,0 +1,143 @@
+"""Criteria → verdicts: bounds in both directions, not-measured reasons, exit codes, bad criteria."""
+
+import math
+
+import pytest
+
+from nepbench.config import Criterion
+from nepbench.errors import ConfigError
+from nepbench.report.criteria import Verdict, exit_code, judge, judge_all, score, validate_criterion
+
+LOWER = {"id": "force_rmse", "claim": "Forces near DFT accuracy", "task": "parity-m", "metric": "force_rmse",
+         "good": 100.0, "bad": 200.0, "unit": "meV/Å", "source": "paper Table 2"}
+HIGHER = {"id": "speedup", "claim": "NEP ~70,000x faster than AIMD", "task": "speed", "metric": "ratio",
+          "good": 70000.0, "bad": 7000.0, "unit": "×", "source": "paper abstract"}
+
+
+def record(task="parity-m", status="done", reason=None, **metrics):
+    return {"schema": "nepbench.result/1", "task_id": task, "task_type": "parity", "status": status,
+            "reason": reason, "metrics": metrics, "model": {"name": "m", "sha256": "ab" * 32},
+            "method": "held-out frames", "provenance": {"hardware": {"cpu_model": "Xeon", "logical_cores": 2,
+                                                                     "gpus": []}}}
+
+
+@pytest.mark.parametrize("value, verdict, expected_score", [
+    (50.0, "pass", 1.0), (100.0, "pass", 1.0), (100.0001, "warn", None), (150.0, "warn", 0.5),
+    (199.999, "warn", None), (200.0, "fail", 0.0), (400.0, "fail", 0.0),
+])
+def test_lower_is_better_bounds(value, verdict, expected_score):
+    v = judge(LOWER, record(force_rmse=value))
+    assert v.verdict == verdict and v.value == value and v.judged
+    if expected_score is not None:
+        assert v.score == pytest.approx(expected_score)
+    assert 0.0 <= v.score <= 1.0 and v.lower_is_better
+
+
+@pytest.mark.parametrize("value, verdict, expected_score", [
+    (1e6, "pass", 1.0), (70000.0, "pass", 1.0), (38500.0, "warn", 0.5), (69999.0, "warn", None),
+    (7000.0, "fail", 0.0), (10.0, "fail", 0.0),
+])
+def test_higher_is_better_bounds(value, verdict, expected_score):
+    v = judge(HIGHER, record(task="speed", ratio=value))
+    assert v.verdict == verdict and not v.lower_is_better
+    if expected_score is not None:
+        assert v.score == pytest.approx(expected_score)
+
+
+def test_score_is_linear_and_clipped():
+    assert score(125.0, 100.0, 200.0) == pytest.approx(0.75)
+    assert score(-5.0, 100.0, 200.0) == 1.0 and score(1e9, 100.0, 200.0) == 0.0
+
+
+def test_verdict_carries_method_hardware_model_and_source():
+    v = judge(LOWER, record(force_rmse=120.0))
+    assert v.method == "held-out frames" and "Xeon (2 logical cores)" in v.hardware and "no GPU" in v.hardware
+    assert v.model == "m" and v.source == "paper Table 2" and v.unit == "meV/Å" and v.task == "parity-m"
+    assert v.to_dict()["lower_is_better"] is True
+
+
+@pytest.mark.parametrize("rec, expected, unexpected", [
+    (None, "no result record for task 'parity-m'", True),
+    (record(status="skipped", reason="no GPU: nvidia-smi not found"), "skipped: no GPU: nvidia-smi not found", False),
+    (record(status="not_applicable", reason="model lacks species C"), "not applicable: model lacks species C", False),
+    (record(status="failed", reason="SCF not converged"), "task failed: SCF not converged", True),
+    (record(other=1.0), "reported no metric 'force_rmse' (has: other)", True),
+    (record(force_rmse=math.nan), "not finite", True),
+    (record(force_rmse=math.inf), "not finite", True),
+    (record(force_rmse=None), "null", True),
+    (record(force_rmse="12"), "not a number", True),
+    (record(force_rmse=True), "not a number", True),
+])
+def test_not_measured_with_reason(rec, expected, unexpected):
+    v = judge(LOWER, rec)
+    assert v.verdict == "not_measured" and v.value is None and v.score is None and not v.judged
+    assert expected in v.reason
+    assert v.unexpected is unexpected
+
+
+def test_missing_metric_explained_by_the_record_is_an_expected_gap():
+    rec = record(other=1.0)
+    rec["metric_reasons"] = {"force_rmse": "GPU not available"}
+    v = judge(LOWER, rec)
+    assert v.verdict == "not_measured" and not v.unexpected and "GPU not available" in v.reason
+
+
+def test_judge_all_matches_records_by_task_and_keeps_order():
+    verdicts = judge_all([HIGHER, LOWER], [record(force_rmse=90.0), record(task="speed", ratio=8000.0)])
+    assert [(v.criterion, v.verdict) for v in verdicts] == [("speedup", "warn"), ("force_rmse", "pass")]
+    by_id = judge_all([LOWER], {"parity-m": record(force_rmse=250.0)})
+    assert by_id[0].verdict == "fail"
+
+
+def test_judge_accepts_config_criterion():
+    crit = Criterion(**LOWER)
+    assert judge(crit, record(force_rmse=100.0)).verdict == "pass"
+
+
+def _v(verdict, unexpected=False):
+    return Verdict("c", "claim", "t", "m", None if verdict == "not_measured" else 1.0, "u", 1.0, 2.0, "s",
+                   verdict, unexpected=unexpected)
+
+
+@pytest.mark.parametrize("kinds, strict, code", [
+    (["pass"], False, 0),
+    (["pass", "warn"], False, 0),
+    (["warn"], False, 0),
+    (["pass", "fail"], False, 1),
+    (["fail", ("not_measured", True)], False, 1),  # a measured failure is reported first
+    ([], False, 2),  # no criteria: nothing to judge
+    (["not_measured"], False, 2),  # nothing could be judged
+    (["pass", "not_measured"], False, 0),  # explained gap (e.g. no GPU) is printed, not blocking
+    (["pass", "not_measured"], True, 2),
+    (["pass", ("not_measured", True)], False, 2),  # failed task / missing record / NaN
+    (["pass", "warn"], True, 0),
+])
+def test_exit_codes(kinds, strict, code):
+    verdicts = [_v(*k) if isinstance(k, tuple) else _v(k) for k in kinds]
+    assert exit_code(verdicts, strict=strict) == code
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"good": 150.0, "bad": 150.0}, "good and bad must differ"),
+    ({"good": "fast"}, "finite numbers"),
+    ({"bad": None}, "finite numbers"),
+    ({"bad": True}, "finite numbers"),
+    ({"good": math.nan}, "finite numbers"),
+])
+def test_bad_criteria_raise_config_error_naming_the_criterion(change, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        validate_criterion({**LOWER, **change})
+    assert "'force_rmse'" in str(err.value)
+
+
+def test_missing_fields_are_named():
+    crit = {k: v for k, v in LOWER.items() if k not in ("metric", "source")}
+    with pytest.raises(ConfigError, match=r"criterion 'force_rmse' lacks metric, source"):
+        judge(crit, None)
+
+
+def test_judge_all_validates_before_judging_and_rejects_duplicates():
+    with pytest.raises(ConfigError, match="'broken'"):
+        judge_all([LOWER, {**LOWER, "id": "broken", "good": "x"}], [])
+    with pytest.raises(ConfigError, match="more than once"):
+        judge_all([LOWER, LOWER], [])

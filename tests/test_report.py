@@ -1,0 +1,370 @@
+"""Reports from fixture run directories: merging, figures, HTML/Markdown, verify exit codes, bad input."""
+
+import base64
+import io
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from nepbench.cli import main
+from nepbench.errors import InputError
+from nepbench.report import plots
+from nepbench.report.render import build_report, render_html, render_markdown, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MODELS = ("nep89-lisic", "nepbench-lisic-v1")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def provenance(wall_s=1.0, gpus=()):
+    return {"model_sha256": None, "data_sha256": "d" * 64, "packages": {"numpy": "2.1.0", "nepbench": "0.1.0"},
+            "engines": {"cp2k": "2023.1"}, "seed": 0, "wall_s": wall_s, "nepbench_version": "0.1.0",
+            "nepbench_commit": "c0ffee", "created_utc": "2025-01-01T00:00:00+00:00",
+            "hardware": {"cpu_model": "Test CPU", "logical_cores": 2, "gpus": list(gpus)}}
+
+
+def result(task_id, task_type, title, status="done", reason=None, model=None, metrics=None, series=None,
+           method="fixture"):
+    prov = provenance()
+    if model:
+        prov["model_sha256"] = model[0] * 64
+    return {"schema": "nepbench.result/1", "task_id": task_id, "task_type": task_type, "title": title,
+            "model": {"name": model, "sha256": model[0] * 64} if model else None, "status": status,
+            "reason": reason, "metrics": metrics or {}, "metric_units": {k: "u" for k in metrics or {}},
+            "method": method, "series": series or {}, "params": {}, "provenance": prov,
+            "input_hash": "f" * 64}
+
+
+def parity_series(noise, rng):
+    forces = {}
+    for el, n in (("Li", 120), ("Si", 200), ("C", 90)):
+        ref = rng.normal(0, 1.5, n)
+        forces[el] = {"ref": ref.tolist(), "pred": (ref + rng.normal(0, noise, n)).tolist()}
+    e_ref = rng.normal(-4.5, 0.3, 40)
+    return {"forces": forces, "energy": {"ref": e_ref.tolist(), "pred": (e_ref + rng.normal(0, 0.01, 40)).tolist()},
+            "per_motif": {"crystalline": {"force_rmse_mev_per_a": 1000 * noise * 0.8, "n_frames": 10},
+                          "amorphous": {"force_rmse_mev_per_a": 1000 * noise * 1.2, "n_frames": 12}}}
+
+
+def md_series(shift):
+    r = np.linspace(0.5, 6.0, 80)
+    peak = lambda c: (np.exp(-((r - c) ** 2) / 0.05) * 2 + (r > c)).tolist()  # noqa: E731
+    t = np.linspace(0, 10, 30)
+    temps = [600.0, 800.0, 1000.0]
+    d_ref = [1e-6, 5e-6, 1.5e-5]
+    return {"rdf": {"r_a": r.tolist(), "pairs": {"Li-Si": {"ref": peak(2.6), "model": peak(2.6 + shift)},
+                                                 "Si-Si": {"ref": peak(2.35), "model": peak(2.35 + shift)}}},
+            "msd": {"Li": {"time_ps": t.tolist(), "ref": (2.0 * t).tolist(), "model": ((2.0 + shift) * t).tolist()}},
+            "arrhenius": {"temperature_k": temps, "d_ref_cm2_per_s": d_ref,
+                          "d_model_cm2_per_s": [d * (1 + shift) for d in d_ref],
+                          "d_ref_stderr": [d * 0.1 for d in d_ref], "d_model_stderr": [d * 0.1 for d in d_ref]}}
+
+
+def throughput_series():
+    return {"identical_n": [{"n_atoms": 32, "cp2k_s_per_step": 19.0, "nep_s_per_step": 0.002, "ratio": 9500.0,
+                             "nep_engine": "nep_cpu", "hardware": "both on Test CPU"},
+                            {"n_atoms": 64, "cp2k_s_per_step": 90.0, "nep_s_per_step": 0.004, "ratio": 22500.0,
+                             "nep_engine": "nep_cpu", "hardware": "both on Test CPU"}],
+            "scaling": {"cp2k": {"n_atoms": [32, 64], "s_per_atom_step": [0.59, 1.4]},
+                        "nep_cpu": {"n_atoms": [64, 512, 4096], "s_per_atom_step": [6e-5, 5e-5, 5e-5]}}}
+
+
+def expansion_series():
+    t = [0.0, 1.0, 2.0, 4.0]
+    r = np.linspace(0, 5, 20)
+    return {"shell_thickness_nm": t, "particle_dv_over_v0": [0.30, 0.08, 0.03, 0.008],
+            "particle_dv_stderr": [0.01, 0.005, 0.003, 0.002], "core_dv_over_v0": [0.30, 0.2, 0.15, 0.1],
+            "radial": {"1.0": {"r_nm": r.tolist(), "li_fraction": np.clip(r / 5, 0, 1).tolist(),
+                               "strain": (0.1 * r).tolist()},
+                       "4.0": {"r_nm": r.tolist(), "li_fraction": np.clip(r / 8, 0, 1).tolist(),
+                               "strain": (0.05 * r).tolist()}}}
+
+
+def criterion(cid, claim, task, metric, good, bad, unit="meV/Å"):
+    return {"id": cid, "claim": claim, "task": task, "metric": metric, "good": good, "bad": bad, "unit": unit,
+            "source": "2025 study"}
+
+
+def suite_dict(name="paper"):
+    tasks = [{"id": f"parity-{m}", "type": "parity", "title": f"Force/energy parity ({m})"} for m in MODELS]
+    tasks += [{"id": "md-nep89-lisic", "type": "md_accuracy", "title": "AIMD observables (nep89-lisic)"},
+              {"id": "speed-cpu", "type": "throughput", "title": "Throughput on CPU"},
+              {"id": "speed-gpu", "type": "throughput", "title": "Throughput on GPU"},
+              {"id": "expansion", "type": "expansion", "title": "Si@C expansion"}]
+    crits = [criterion(f"force_rmse[{m}]", f"Forces near DFT accuracy ({m})", f"parity-{m}",
+                       "force_rmse_mev_per_a", 100.0, 200.0) for m in MODELS]
+    crits += [criterion("li_diffusivity", "Reproduces Li diffusivity", "md-nep89-lisic", "d_li_log10_ratio_abs",
+                        0.1, 0.5, "log10"),
+              criterion("speedup_cpu", "NEP much faster than AIMD", "speed-cpu", "speedup_cpu_identical_n",
+                        10000.0, 1000.0, "×"),
+              criterion("speedup_gpu", "NEP ~70,000× faster than AIMD", "speed-gpu",
+                        "speedup_gpu_vs_cp2k_per_atom_step", 70000.0, 7000.0, "×"),
+              criterion("expansion", "4 nm shell keeps expansion < 1%", "expansion", "particle_dv_percent_4nm",
+                        1.0, 3.0, "%")]
+    return {"name": name, "description": "fixture <suite> & co", "path": "suites/paper.toml",
+            "tasks": tasks, "criteria": crits}
+
+
+def fixture_records(force_rmse=(149.2, 95.0)):
+    rng = np.random.default_rng(0)
+    records = [result(f"parity-{m}", "parity", f"Force/energy parity ({m})", model=m,
+                      metrics={"force_rmse_mev_per_a": f, "force_rmse_mev_per_a.Li": f * 0.6,
+                               "energy_rmse_mev_per_atom": 12.0},
+                      series=parity_series(f / 1000, rng)) for m, f in zip(MODELS, force_rmse)]
+    records += [result("md-nep89-lisic", "md_accuracy", "AIMD observables (nep89-lisic)", model=MODELS[0],
+                       metrics={"d_li_log10_ratio_abs": 0.05}, series=md_series(0.05)),
+                result("speed-cpu", "throughput", "Throughput on CPU", model=MODELS[0],
+                       metrics={"speedup_cpu_identical_n": 22500.0}, series=throughput_series()),
+                result("speed-gpu", "throughput", "Throughput on GPU", status="skipped",
+                       reason="no GPU: nvidia-smi not found"),
+                result("expansion", "expansion", "Si@C expansion", model=MODELS[0],
+                       metrics={"particle_dv_percent_4nm": 0.8}, series=expansion_series())]
+    return records
+
+
+def write_run(run_dir, records, suite=None):
+    run_dir = Path(run_dir)
+    (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
+    (run_dir / "suite.json").write_text(json.dumps(suite or suite_dict()))
+    for record in records:
+        (run_dir / "tasks" / f"{record['task_id']}.json").write_text(json.dumps(record))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """One full run directory with its report written (figures drawn once for the module)."""
+    run = write_run(tmp_path_factory.mktemp("run"), fixture_records())
+    report = build_report([run])
+    write_report(report, run)
+    return run, report
+
+
+def _verdict(report, cid):
+    return next(v for v in report["verdicts"] if v["criterion"] == cid)
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def test_report_judges_every_model_and_explains_the_skipped_gpu_task(written):
+    _, report = written
+    assert _verdict(report, "force_rmse[nep89-lisic]")["verdict"] == "warn"
+    assert _verdict(report, "force_rmse[nepbench-lisic-v1]")["verdict"] == "pass"
+    assert _verdict(report, "force_rmse[nepbench-lisic-v1]")["task"] == "parity-nepbench-lisic-v1"
+    gpu = _verdict(report, "speedup_gpu")
+    assert gpu["verdict"] == "not_measured" and "no GPU: nvidia-smi not found" in gpu["reason"]
+    assert not gpu["unexpected"]
+    assert report["summary"] == {"pass": 4, "warn": 1, "fail": 0, "not_measured": 1, "exit_code": 0,
+                                 "exit_code_strict": 2}
+
+
+def test_writes_results_markdown_html_and_figures(written):
+    run, report = written
+    results = json.loads((run / "results.json").read_text())
+    assert results["suite"]["name"] == "paper" and len(results["verdicts"]) == 6
+    assert {r["task_id"] for r in results["records"]} == {t["id"] for t in suite_dict()["tasks"]}
+    assert {m["name"] for m in results["provenance"]["models"]} == set(MODELS)
+    assert results["provenance"]["total_wall_s"] == pytest.approx(6.0)
+    files = {f["file"] for f in results["figures"]}
+    assert "figures/parity-models-motifs.png" in files and "figures/parity-nep89-lisic-forces.png" in files
+    assert {"figures/md-models-rdf.png", "figures/md-models-msd.png", "figures/md-models-arrhenius.png",
+            "figures/speed-cpu-identical.png", "figures/speed-cpu-scaling.png",
+            "figures/expansion-expansion.png", "figures/expansion-radial.png"} <= files
+    for name in files:
+        assert (run / name).read_bytes().startswith(PNG_SIGNATURE)
+    markdown = (run / "report.md").read_text()
+    for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (run / ref).is_file(), ref
+    assert markdown.index("## Claims") < markdown.index("![") < markdown.index("## Provenance")
+
+
+def test_html_puts_the_claim_table_before_the_first_plot_and_embeds_png(written):
+    run, _ = written
+    page = (run / "report.html").read_text()
+    assert page.index('id="claims"') < page.index("<img") < page.index('id="provenance"')
+    assert "http://" not in page and "https://" not in page  # self-contained
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == page.count("<img") >= 10
+    for data in images:
+        png = base64.b64decode(data)
+        assert png.startswith(PNG_SIGNATURE)
+        assert matplotlib.image.imread(io.BytesIO(png), format="png").ndim == 3
+    assert "NOT MEASURED" in page and "no GPU: nvidia-smi not found" in page
+
+
+def test_all_text_is_escaped(tmp_path):
+    records = fixture_records()
+    records[0]["method"] = "<script>alert(1)</script>"
+    records[0]["title"] = "Parity & <b>bold</b>"
+    records[3]["method"] = "CP2K | NEP"
+    report = build_report([write_run(tmp_path, records)], figures=False)
+    page, markdown = render_html({**report, "figures": []}), render_markdown({**report, "figures": []})
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>bold</b>" not in page and "fixture &lt;suite&gt; &amp; co" in page
+    assert "CP2K \\| NEP" in markdown  # a pipe in a table cell does not split the row
+    assert "<script>" not in markdown and "fixture &lt;suite&gt;" in markdown
+
+
+def test_merges_slurm_array_run_directories(tmp_path):
+    records = fixture_records()
+    write_run(tmp_path / "a", records[:3])
+    write_run(tmp_path / "b", records[3:])
+    stale = dict(records[4], status="failed", reason="crashed")  # an older retry elsewhere
+    stale["provenance"] = dict(stale["provenance"], created_utc="2024-01-01T00:00:00+00:00")
+    write_run(tmp_path / "c", [stale])
+    out = tmp_path / "merged"
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["records"]) == len(records)
+    assert next(r for r in results["records"] if r["task_id"] == "speed-gpu")["status"] == "skipped"
+    assert any("speed-gpu" in n for n in results["notes"])
+    assert (out / "report.html").is_file()
+
+
+def test_merging_needs_out(tmp_path, capsys):
+    write_run(tmp_path / "a", [])
+    write_run(tmp_path / "b", [])
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert "--out is required" in capsys.readouterr().err
+
+
+def test_conflicting_suites_are_refused(tmp_path):
+    write_run(tmp_path / "a", [])
+    other = suite_dict()
+    other["criteria"][0] = dict(other["criteria"][0], good=50.0)
+    write_run(tmp_path / "b", [], suite=other)
+    with pytest.raises(InputError, match="differs"):
+        build_report([tmp_path / "a", tmp_path / "b"], figures=False)
+
+
+# ----------------------------------------------------------------------------- verify and errors
+
+
+@pytest.mark.parametrize("force_rmse, args, code", [
+    ((149.2, 95.0), [], 0),  # warn + pass + skipped GPU (explained)
+    ((149.2, 95.0), ["--strict"], 2),  # strict: the skipped GPU criterion blocks
+    ((250.0, 95.0), [], 1),  # one model fails
+])
+def test_verify_exit_codes(tmp_path, capsys, force_rmse, args, code):
+    run = write_run(tmp_path, fixture_records(force_rmse))
+    assert main(["verify", *args, str(run)]) == code
+    out = capsys.readouterr().out
+    assert "WARN" in out or "FAIL" in out
+    assert "skipped: no GPU: nvidia-smi not found" in out
+    assert f"exit {code}" in out
+
+
+def test_verify_cannot_judge_without_results(tmp_path, capsys):
+    run = write_run(tmp_path, [])
+    assert main(["verify", str(run)]) == 2
+    assert "no result record" in capsys.readouterr().out
+
+
+def test_verify_cannot_judge_a_failed_task(tmp_path):
+    records = fixture_records()
+    records[0] = dict(records[0], status="failed", reason="EngineCrashed: nep exited 1")
+    assert main(["verify", str(write_run(tmp_path, records))]) == 2
+
+
+def test_verify_missing_directory_is_exit_2(tmp_path, capsys):
+    assert main(["verify", str(tmp_path / "nope")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "malformed JSON"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "weird"}', "'status'"),
+    ('{"schema": "other/1"}', "unknown schema"),
+    ('[1, 2]', "JSON object"),
+])
+def test_malformed_record_one_clear_error_and_no_results(tmp_path, capsys, content, problem):
+    run = write_run(tmp_path, fixture_records()[:2])
+    bad = run / "tasks" / "broken.json"
+    bad.write_text(content)
+    assert main(["report", str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err and problem in err
+    assert not (run / "results.json").exists() and not (run / "report.html").exists()
+    assert main(["verify", str(run)]) == 2
+
+
+def test_malformed_criterion_names_the_file_and_criterion(tmp_path):
+    suite = suite_dict()
+    suite["criteria"][0] = dict(suite["criteria"][0], bad=100.0)
+    run = write_run(tmp_path, [], suite=suite)
+    with pytest.raises(Exception, match=r"suite\.json: criterion 'force_rmse\[nep89-lisic\]'.*differ"):
+        build_report([run], figures=False)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+@pytest.mark.parametrize("function, series", [
+    (plots.force_parity_png, {}), (plots.force_parity_png, {"forces": {"Li": {"ref": [], "pred": []}}}),
+    (plots.energy_parity_png, {"energy": {"ref": [1.0], "pred": [1.0, 2.0]}}),
+    (plots.throughput_bars_png, {"identical_n": []}), (plots.scaling_png, {"scaling": {}}),
+    (plots.radial_png, {}),
+])
+def test_plots_return_none_without_data(function, series):
+    assert function(series) is None
+
+
+@pytest.mark.parametrize("function", [plots.per_motif_overlay_png, plots.rdf_overlay_png, plots.msd_overlay_png,
+                                      plots.arrhenius_overlay_png, plots.expansion_overlay_png])
+def test_overlay_plots_return_none_without_data(function):
+    assert function({}) is None and function({"m": {}}) is None
+
+
+def test_parity_uses_hexbin_for_many_points_and_is_deterministic():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=plots.HEXBIN_ABOVE + 10)
+    series = {"forces": {"Si": {"ref": ref.tolist(), "pred": (ref * 1.01).tolist()}}}
+    png = plots.force_parity_png(series)
+    assert png.startswith(PNG_SIGNATURE) and png == plots.force_parity_png(series)
+
+
+# ----------------------------------------------------------------------------- headless browser
+
+
+def _chromium(args, tmp_path, timeout=120):
+    profile = tmp_path / "profile"
+    base = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", f"--user-data-dir={profile}"]
+    return subprocess.run(base + args, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium not installed (scripts/ensure_chromium.sh installs it)")
+def test_headless_chromium_renders_the_report(written, tmp_path):
+    run, _ = written
+    url = (run / "report.html").resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    _chromium([f"--screenshot={shot}", "--window-size=1200,2000", "--hide-scrollbars", url], tmp_path)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    pixels = matplotlib.image.imread(str(shot))
+    assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
+    assert float(pixels[..., :3].std()) > 0.02  # not a blank page
+    dom = _chromium(["--dump-dom", url], tmp_path).stdout
+    assert 'id="claims"' in dom and "NOT MEASURED" in dom
+
+
+def test_a_malformed_series_costs_its_figure_not_the_report(tmp_path):
+    records = fixture_records()
+    records[2]["series"]["rdf"]["pairs"] = {"Li-Si": [1.0, 2.0]}  # a list where {"ref", "model"} belongs
+    records[0]["series"]["forces"]["Li"] = "oops"
+    report = build_report([write_run(tmp_path, records)])
+    files = {f["file"] for f in report["figures"]}
+    assert "figures/md-models-rdf.png" not in files and "figures/md-models-msd.png" in files
+    assert "figures/parity-nep89-lisic-forces.png" in files  # Si and C panels still drawn
+    assert any("md-models-rdf.png not drawn" in note for note in report["notes"])
+    write_report(report, tmp_path / "out")
+    assert (tmp_path / "out" / "report.html").is_file()
