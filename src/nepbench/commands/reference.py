@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("dir", nargs="?", default=str(reference.DEFAULT_ROOT / "dft"))
     verify.set_defaults(func=_verify)
 
+    aimd = rsub.add_parser("aimd", help="grow the CP2K AIMD reference runs by segments (resumable)")
+    aimd.add_argument("spec", nargs="?", default=str(reference.DEFAULT_ROOT / "aimd.toml"))
+    aimd.add_argument("--run", action="append", default=None, help="only this run id (repeatable)")
+    aimd.add_argument("--max-minutes", type=float, default=None, help="stop after about this long")
+    aimd.add_argument("--ranks", type=int, default=2, help="MPI ranks for CP2K (default 2)")
+    aimd.set_defaults(func=_aimd)
+
     show = rsub.add_parser("show", help="frame counts per motif and split, CP2K settings and cost")
     show.add_argument("dir", nargs="?", default=str(reference.DEFAULT_ROOT / "dft"))
     show.set_defaults(func=_show)
@@ -85,8 +92,32 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _aimd(args: argparse.Namespace) -> int:
+    from .. import aimd
+    from ..engines import cp2k
+
+    spec = aimd.load_aimd_spec(args.spec)
+    presets = {"label": cp2k.LABEL_SETTINGS, "aimd": cp2k.AIMD_SETTINGS}
+    engine = cp2k.CP2KEngine(presets[spec.settings_preset], ranks=args.ranks)
+
+    def show(run, result) -> None:
+        print(f"  {run.id:20s} step {result.total_steps:6d}/{run.target_steps}  "
+              f"{result.s_per_step:6.1f} s/step", flush=True)
+
+    done = aimd.grow(spec, engine, args.run, None if args.max_minutes is None else 60 * args.max_minutes, show)
+    for run_id, steps in done.items():
+        print(f"aimd {run_id}: {steps} steps committed")
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
+    from .. import aimd
+
     result = reference.verify(args.dir)
+    aimd_spec = Path(args.dir).parent / "aimd.toml"
+    aimd_problems = aimd.verify_aimd(aimd.load_aimd_spec(aimd_spec)) if aimd_spec.is_file() else []
+    result.problems.extend(aimd_problems)
+    result.ok = result.ok and not aimd_problems
     for problem in result.problems:
         print(f"FAIL {problem}")
     print(f"reference verify: {result.n_frames} frames in {result.n_files} files: "

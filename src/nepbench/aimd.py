@@ -1,0 +1,211 @@
+"""CP2K AIMD reference trajectories, grown segment by segment (resumable across sessions).
+
+`reference_data/aimd.toml` defines the runs; each lives in `reference_data/aimd/<id>/` (CP2K restart
+file, frames, energies, state) and `reference_data/aimd/manifest.json` records every run's system,
+protocol, CP2K settings and version, committed length, cost and file hashes.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ase import Atoms
+
+from .engines.base import MDProtocol
+from .errors import ConfigError, InputError
+from .provenance import atomic_write_json, hardware_info, sha256_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SPEC = REPO_ROOT / "reference_data" / "aimd.toml"
+
+
+@dataclass(frozen=True)
+class AimdRun:
+    """One AIMD reference run: system (builder + params + seed), protocol and target length."""
+
+    id: str
+    builder: str
+    params: dict[str, Any]
+    seed: int
+    protocol: MDProtocol
+    target_steps: int
+
+    def atoms(self) -> Atoms:
+        from . import systems
+
+        return systems.build(self.builder, seed=self.seed, **self.params)
+
+    @property
+    def warmup_ps(self) -> float:
+        return self.protocol.warmup_steps * self.protocol.timestep_fs / 1000.0
+
+
+@dataclass(frozen=True)
+class AimdSpec:
+    runs: tuple[AimdRun, ...]
+    settings_preset: str = "aimd"
+    segment_steps: int = 20
+    path: str = ""
+
+    def run(self, run_id: str) -> AimdRun:
+        for run in self.runs:
+            if run.id == run_id:
+                return run
+        raise ConfigError(f"{self.path}: no AIMD run {run_id!r}")
+
+
+def load_aimd_spec(path: str | Path = DEFAULT_SPEC) -> AimdSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: AIMD spec not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML ({exc})") from None
+    runs = []
+    for raw in data.get("run", []):
+        try:
+            protocol = MDProtocol(
+                ensemble="nvt", temperature_k=float(raw["temperature_k"]),
+                timestep_fs=float(raw["timestep_fs"]), steps=int(raw["target_steps"]),
+                sample_interval=int(raw.get("sample_interval", 5)), seed=int(raw["seed"]),
+                thermostat_coupling_fs=float(raw.get("thermostat_coupling_fs", 50.0)),
+                warmup_steps=int(raw.get("warmup_steps", 0)))
+            runs.append(AimdRun(str(raw["id"]), str(raw["builder"]), dict(raw.get("params", {})),
+                                int(raw["seed"]), protocol, int(raw["target_steps"])))
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"{path}: AIMD run {raw.get('id', '?')!r}: {exc}") from None
+    return AimdSpec(tuple(runs), str(data.get("settings", "aimd")), int(data.get("segment_steps", 20)),
+                    str(path))
+
+
+def run_dir_of(spec: AimdSpec, run: AimdRun) -> Path:
+    return Path(spec.path).parent / "aimd" / run.id
+
+
+def committed_steps(spec: AimdSpec, run: AimdRun) -> int:
+    """MD steps committed so far for `run` (0 when it has not started)."""
+    import json
+
+    state = run_dir_of(spec, run) / "state.json"
+    return int(json.loads(state.read_text())["total_steps"]) if state.is_file() else 0
+
+
+def write_manifest(spec: AimdSpec) -> dict[str, Any]:
+    """reference_data/aimd/manifest.json from the runs' committed state."""
+    import json
+
+    runs = {}
+    for run in spec.runs:
+        folder = run_dir_of(spec, run)
+        state_path = folder / "state.json"
+        if not state_path.is_file():
+            continue
+        state = json.loads(state_path.read_text())
+        files = {p.relative_to(folder).as_posix(): sha256_file(p)
+                 for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
+                 and ".segment-" not in p.as_posix()}
+        dt = run.protocol.timestep_fs
+        runs[run.id] = {
+            "builder": run.builder, "params": run.params, "seed": run.seed,
+            "formula": Atoms(state["symbols"]).get_chemical_formula(), "n_atoms": len(state["symbols"]),
+            "protocol": run.protocol.to_dict(), "target_steps": run.target_steps,
+            "total_steps": state["total_steps"], "length_ps": state["total_steps"] * dt / 1000,
+            "production_ps": max(0.0, (state["total_steps"] - run.protocol.warmup_steps) * dt / 1000),
+            "total_wall_s": round(state["total_wall_s"], 1),
+            "s_per_step_median": sorted(s["s_per_step"] for s in state["segments"])[len(state["segments"]) // 2],
+            "segments": len(state["segments"]), "cp2k_version": state["version"],
+            "settings": state["settings"], "ranks": state["ranks"], "files": files,
+        }
+    manifest = {"schema": "nepbench.aimd/1", "spec": Path(spec.path).name,
+                "spec_sha256": sha256_file(spec.path), "runs": runs, "hardware": hardware_info()}
+    atomic_write_json(Path(spec.path).parent / "aimd" / "manifest.json", manifest)
+    return manifest
+
+
+def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall_s: float | None = None,
+         on_segment: Callable[[AimdRun, Any], None] | None = None) -> dict[str, int]:
+    """Extend the runs round-robin by `segment_steps` until each reaches its target (or time is up).
+
+    Each segment continues from the run's restart file; the manifest is rewritten after each one.
+    Returns the committed steps per run.
+    """
+    start = time.perf_counter()
+    runs = [spec.run(r) for r in run_ids] if run_ids else list(spec.runs)
+    while True:
+        pending = [r for r in runs if committed_steps(spec, r) < r.target_steps]
+        if not pending:
+            break
+        for run in pending:
+            if max_wall_s is not None and time.perf_counter() - start > max_wall_s:
+                return {r.id: committed_steps(spec, r) for r in runs}
+            steps = min(spec.segment_steps, run.target_steps - committed_steps(spec, run))
+            result = engine.run_md_segment(run_dir_of(spec, run), run.atoms(), run.protocol, steps)
+            write_manifest(spec)
+            if on_segment:
+                on_segment(run, result)
+    return {r.id: committed_steps(spec, r) for r in runs}
+
+
+@dataclass
+class AimdReference:
+    """A committed AIMD run ready for comparison (warm-up frames already removed)."""
+
+    run: AimdRun
+    trajectory: Any
+    thermo: dict[str, Any]
+    total_steps: int
+    total_wall_s: float
+    first_frame: Atoms = field(repr=False, default=None)  # type: ignore[assignment]
+
+    @property
+    def production_ps(self) -> float:
+        times = self.trajectory.times_ps
+        return float(times[-1] - times[0]) if len(times) > 1 else 0.0
+
+
+def load_aimd(spec: AimdSpec, run_id: str) -> AimdReference:
+    """The committed AIMD run `run_id` with frames before the warm-up's end removed."""
+    import numpy as np
+
+    from .engines.base import Trajectory
+    from .engines.cp2k import read_md_run
+
+    run = spec.run(run_id)
+    folder = run_dir_of(spec, run)
+    if not (folder / "state.json").is_file():
+        raise InputError(folder / "state.json", f"AIMD run {run_id} has not started "
+                         "(run `nepbench reference aimd`)")
+    traj, thermo, total, wall = read_md_run(folder)
+    keep = traj.times_ps >= run.warmup_ps - 1e-9
+    if keep.sum() < 2:
+        raise InputError(folder, f"AIMD run {run_id} has {total} steps, not past its "
+                         f"{run.protocol.warmup_steps}-step warm-up yet")
+    production = Trajectory(traj.symbols, traj.times_ps[keep] - traj.times_ps[keep][0],
+                            traj.positions_a[keep], traj.cells_a[keep], traj.pbc)
+    thermo_kept = {k: np.asarray(v)[keep] for k, v in thermo.items()}
+    return AimdReference(run, production, thermo_kept, total, wall, production.frame(0))
+
+
+def verify_aimd(spec: AimdSpec) -> list[str]:
+    """Problems found checking every AIMD file against aimd/manifest.json (empty list = ok)."""
+    import json
+
+    path = Path(spec.path).parent / "aimd" / "manifest.json"
+    if not path.is_file():
+        return []
+    manifest = json.loads(path.read_text())
+    problems = []
+    for run_id, entry in manifest["runs"].items():
+        folder = path.parent / run_id
+        for rel, digest in entry["files"].items():
+            target = folder / rel
+            if not target.is_file():
+                problems.append(f"{target}: missing")
+            elif sha256_file(target) != digest:
+                problems.append(f"{target}: sha256 differs from the AIMD manifest")
+    return problems

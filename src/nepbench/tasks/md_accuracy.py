@@ -1,0 +1,176 @@
+"""MD accuracy: NEP MD on exactly the AIMD reference's cell, temperature, time step and length
+(and longer, to show convergence) → partial RDFs and Li diffusivity against the CP2K AIMD; plus the
+energy drift of an NVE run as MD stability."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..config import TaskSpec
+from ..engines.base import MDProtocol
+from ..errors import InputError
+from ..metrics.diffusion import arrhenius_fit, diffusivity, msd_multiple_origins
+from ..metrics.rdf import minimum_image_radius_a, rdf_l1_error, rdf_trajectory, rdf_wasserstein1
+from ..metrics.stability import nve_energy_drift_ev_per_atom_per_ps
+from . import TaskContext, TaskOutcome
+from .accuracy import missing_species, model_species
+
+MIN_DIFFUSION_PS = 0.5  # shortest production run from which a diffusivity is fitted
+
+
+def compare_rdf(ref_traj: Any, model_traj: Any, r_max_a: float, n_bins: int) -> dict[str, Any]:
+    """Partial g(r) of both trajectories and their L1 / Wasserstein-1 agreement per pair."""
+    g_ref = rdf_trajectory(ref_traj, r_max_a, n_bins)
+    g_mod = rdf_trajectory(model_traj, r_max_a, n_bins)
+    pairs: dict[str, Any] = {}
+    for pair, ref in g_ref.partials.items():
+        if pair not in g_mod.partials:
+            continue
+        name = "-".join(pair)
+        pairs[name] = {"ref": ref, "model": g_mod.partials[pair],
+                       "l1": rdf_l1_error(g_ref.r_a, ref, g_mod.partials[pair]),
+                       "w1_a": rdf_wasserstein1(g_ref.r_a, ref, g_mod.partials[pair])}
+    return {"r_a": g_ref.r_a, "pairs": pairs}
+
+
+def li_diffusivity(traj: Any, species: str = "Li") -> Any:
+    mask = np.array([s == species for s in traj.symbols])
+    return diffusivity(traj.positions_a, traj.times_ps, mask=mask, n_blocks=3)
+
+
+def li_msd(traj: Any, species: str = "Li") -> tuple[np.ndarray, np.ndarray]:
+    mask = np.array([s == species for s in traj.symbols])
+    return msd_multiple_origins(traj.positions_a, traj.times_ps, mask=mask)
+
+
+def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
+    from ..aimd import load_aimd, load_aimd_spec
+    from ..engines.nep_cpu import NepCpuEngine
+
+    p = spec.params
+    aimd_spec = load_aimd_spec(ctx.reference_dir / "aimd.toml")
+    engine = NepCpuEngine(ctx.model_path)
+    species = model_species(ctx)
+    factors = [int(f) for f in p.get("length_factors", [1, 4])]
+    metrics: dict[str, float] = {}
+    units: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    series: dict[str, Any] = {"rdf": {}, "msd": {}, "runs": {}}
+    arrhenius_rows: list[tuple[str, float, Any, Any]] = []
+    l1_all, w1_all, logratio_all = [], [], []
+    method_bits = []
+    for run_id in p.get("runs", [r.id for r in aimd_spec.runs]):
+        try:
+            ref = load_aimd(aimd_spec, run_id)
+        except InputError as exc:
+            reasons[f"rdf_l1_error_max.{run_id}"] = f"no AIMD reference yet: {exc}"
+            continue
+        lacking = missing_species([ref.first_frame], species)
+        if lacking:
+            reasons[f"rdf_l1_error_max.{run_id}"] = f"not applicable: model lacks {', '.join(lacking)}"
+            continue
+        run = ref.run
+        production_steps = max(1, int(round(ref.production_ps * 1000 / run.protocol.timestep_fs)))
+        model_trajs = {}
+        for factor in factors:
+            protocol = MDProtocol("nvt", run.protocol.temperature_k, run.protocol.timestep_fs,
+                                  production_steps * factor, run.protocol.sample_interval,
+                                  seed=int(p.get("seed", 0)) + factor,
+                                  thermostat_coupling_fs=run.protocol.thermostat_coupling_fs,
+                                  warmup_steps=run.protocol.warmup_steps)
+            model_trajs[factor] = engine.md(ref.first_frame, protocol).trajectory
+        r_max = min(float(p.get("r_max_a", 6.0)), 0.999 * minimum_image_radius_a(ref.trajectory.cells_a[0]))
+        rdf = compare_rdf(ref.trajectory, model_trajs[factors[0]], r_max, int(p.get("n_bins", 80)))
+        l1 = max(v["l1"] for v in rdf["pairs"].values())
+        w1 = max(v["w1_a"] for v in rdf["pairs"].values())
+        metrics[f"rdf_l1_error_max.{run_id}"] = l1
+        metrics[f"rdf_w1_max_a.{run_id}"] = w1
+        l1_all.append(l1)
+        w1_all.append(w1)
+        series["rdf"][run_id] = {"r_a": rdf["r_a"], "pairs": {
+            k: {"ref": v["ref"], "model": v["model"]} for k, v in rdf["pairs"].items()}}
+        series["runs"][run_id] = {"aimd_production_ps": ref.production_ps, "aimd_steps": ref.total_steps,
+                                  "aimd_wall_s": ref.total_wall_s, "temperature_k": run.protocol.temperature_k}
+        lag, msd_ref = li_msd(ref.trajectory)
+        lag_m, msd_mod = li_msd(model_trajs[factors[0]])
+        n = min(len(lag), len(lag_m))
+        series["msd"][run_id] = {"Li": {"time_ps": lag[:n], "ref": msd_ref[:n], "model": msd_mod[:n]}}
+        if ref.production_ps < MIN_DIFFUSION_PS:
+            reasons[f"li_d_log10_ratio.{run_id}"] = (
+                f"AIMD production {ref.production_ps:.2f} ps < {MIN_DIFFUSION_PS} ps: too short to fit D")
+            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD")
+            continue
+        d_ref = li_diffusivity(ref.trajectory)
+        d_mod = {f: li_diffusivity(t) for f, t in model_trajs.items()}
+        ratio = float(np.log10(d_mod[factors[0]].d_cm2_per_s / d_ref.d_cm2_per_s))
+        metrics[f"li_d_aimd_cm2_per_s.{run_id}"] = d_ref.d_cm2_per_s
+        metrics[f"li_d_aimd_stderr_cm2_per_s.{run_id}"] = d_ref.stderr_cm2_per_s
+        for f, d in d_mod.items():
+            metrics[f"li_d_model_x{f}_cm2_per_s.{run_id}"] = d.d_cm2_per_s
+            metrics[f"li_d_model_x{f}_stderr_cm2_per_s.{run_id}"] = d.stderr_cm2_per_s
+        metrics[f"li_d_log10_ratio.{run_id}"] = ratio
+        logratio_all.append(abs(ratio))
+        arrhenius_rows.append((run.builder + str(run.params), run.protocol.temperature_k, d_ref,
+                               d_mod[factors[0]]))
+        method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD")
+    if l1_all:
+        metrics["rdf_l1_error_max"] = max(l1_all)
+        metrics["rdf_w1_max_a"] = max(w1_all)
+        units.update({"rdf_l1_error_max": "", "rdf_w1_max_a": "Å"})
+    else:
+        reasons["rdf_l1_error_max"] = "no AIMD reference run has finished its warm-up yet"
+    if logratio_all:
+        metrics["li_d_log10_ratio_abs_max"] = max(logratio_all)
+        units["li_d_log10_ratio_abs_max"] = "|log10(D_NEP/D_AIMD)|"
+    else:
+        reasons["li_d_log10_ratio_abs_max"] = (
+            f"no AIMD run has ≥{MIN_DIFFUSION_PS} ps of production yet (see reference_data/aimd/manifest.json)")
+    _arrhenius(arrhenius_rows, metrics, series)
+    _nve_drift(p, engine, ctx, metrics, units, reasons, series)
+    method = ("NEP NVT (CSVR) from the AIMD frame after warm-up, same cell/T/dt/coupling; production "
+              f"length ×{factors}; g(r) L1 (capped) and W1 per pair, max over pairs; D(Li) from MSD, "
+              "block stderr; " + "; ".join(method_bits))
+    return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
+                       engines={"nep_cpu": engine.version()}, seed=int(p.get("seed", 0)),
+                       metric_reasons=reasons)
+
+
+def _arrhenius(rows: list[tuple[str, float, Any, Any]], metrics: dict[str, float],
+               series: dict[str, Any]) -> None:
+    by_system: dict[str, list[tuple[float, Any, Any]]] = {}
+    for system, temp, d_ref, d_mod in rows:
+        by_system.setdefault(system, []).append((temp, d_ref, d_mod))
+    for system, points in by_system.items():
+        if len({t for t, _, _ in points}) < 2:
+            continue
+        temps = np.array([t for t, _, _ in points])
+        fit_ref = arrhenius_fit(temps, np.array([r.d_cm2_per_s for _, r, _ in points]))
+        fit_mod = arrhenius_fit(temps, np.array([m.d_cm2_per_s for _, _, m in points]))
+        metrics["li_ea_aimd_ev"] = fit_ref.ea_ev
+        metrics["li_ea_model_ev"] = fit_mod.ea_ev
+        series["arrhenius"] = {
+            "temperature_k": temps, "d_ref_cm2_per_s": [r.d_cm2_per_s for _, r, _ in points],
+            "d_model_cm2_per_s": [m.d_cm2_per_s for _, _, m in points],
+            "d_ref_stderr": [r.stderr_cm2_per_s for _, r, _ in points],
+            "d_model_stderr": [m.stderr_cm2_per_s for _, _, m in points]}
+
+
+def _nve_drift(p: dict[str, Any], engine: Any, ctx: TaskContext, metrics: dict[str, float],
+               units: dict[str, str], reasons: dict[str, str], series: dict[str, Any]) -> None:
+    """Energy drift of an NVE run on the task's NVE cell (MD stability)."""
+    from .. import systems
+
+    nve = p.get("nve", {"builder": "a-LixSi", "params": {"x": 2.0}, "temperature_k": 900.0,
+                        "timestep_fs": 1.0, "steps": 2000})
+    atoms = systems.build(nve["builder"], seed=int(nve.get("seed", 3)), **nve.get("params", {}))
+    protocol = MDProtocol("nve", float(nve["temperature_k"]), float(nve["timestep_fs"]), int(nve["steps"]),
+                          sample_interval=10, seed=int(nve.get("seed", 3)), warmup_steps=0)
+    result = engine.md(atoms, protocol)
+    total = result.thermo["potential_energy_ev"] + result.thermo["kinetic_energy_ev"]
+    drift = nve_energy_drift_ev_per_atom_per_ps(result.thermo["time_ps"], total, len(atoms))
+    metrics["nve_drift_abs_ev_per_atom_per_ps"] = abs(drift.drift_ev_per_atom_per_ps)
+    metrics["nve_drift_stderr_ev_per_atom_per_ps"] = drift.stderr_ev_per_atom_per_ps
+    units["nve_drift_abs_ev_per_atom_per_ps"] = "eV/atom/ps"
+    series["nve"] = {"time_ps": result.thermo["time_ps"], "total_energy_ev_per_atom": total / len(atoms)}
