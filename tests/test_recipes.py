@@ -1,0 +1,625 @@
+"""The container recipes, checked statically against pins.toml, requirements.txt and the CLI.
+
+No container engine runs here, so every promise the recipes make that can be read from their text
+is checked: the same pins in both recipes (GPUMD commit and its verification, CUDA image and archs,
+CP2K package, model hashes), the pinned Python requirements, every `%apprun` naming a program the
+image provides, every nepbench command line (image default, Slurm examples) parsing with the real
+CLI, and the entrypoint setting what the codes need (run for real with a stub `nepbench`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import stat
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from nepbench import __version__
+from nepbench.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+PINS = tomllib.loads((ROOT / "pins.toml").read_text())
+CONTAINERFILE = ROOT / "Containerfile"
+DEFFILE = ROOT / "apptainer.def"
+ENTRYPOINT = ROOT / "container" / "entrypoint.sh"
+SLURM = sorted((ROOT / "examples" / "slurm").glob("*.sbatch"))
+REGISTRY = ROOT / "models" / "registry.toml"
+IMAGE_ROOT = "/opt/nepbench"  # where the repository sits inside the image
+
+
+# ------------------------------------------------------------------------------ Containerfile
+
+
+@dataclass
+class Instruction:
+    keyword: str
+    args: str
+    stage: str | None  # stage name (FROM ... AS name); None before the first FROM
+
+
+def parse_containerfile(text: str) -> list[Instruction]:
+    """Instructions with continuations joined and comments dropped (as BuildKit reads them)."""
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not pending):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    assert not pending, "Containerfile ends inside a continuation"
+    out, stage = [], None
+    for line in logical:
+        keyword, _, args = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            parts = args.split()
+            stage = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else parts[0]
+        out.append(Instruction(keyword, args.strip(), stage))
+    return out
+
+
+def cf_stage(instructions: list[Instruction], stage: str | None) -> list[Instruction]:
+    return [i for i in instructions if i.stage == stage]
+
+
+def cf_args(instructions: list[Instruction]) -> dict[str, str]:
+    """ARG name=default pairs (ARG without a default maps to '')."""
+    out = {}
+    for ins in instructions:
+        if ins.keyword == "ARG":
+            name, _, default = ins.args.partition("=")
+            out[name] = default
+    return out
+
+
+def cf_labels(instructions: list[Instruction]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for ins in instructions:
+        if ins.keyword == "LABEL":
+            for token in shlex.split(ins.args):
+                key, _, value = token.partition("=")
+                labels[key] = value
+    return labels
+
+
+def cf_exec_form(instructions: list[Instruction], keyword: str) -> list[str]:
+    import json
+
+    found = [i for i in instructions if i.keyword == keyword]
+    assert len(found) == 1, f"expected one {keyword}"
+    return json.loads(found[0].args)
+
+
+# ------------------------------------------------------------------------------ apptainer.def
+
+
+@dataclass
+class DefStage:
+    header: dict[str, str]
+    sections: list[tuple[str, str, str]] = field(default_factory=list)  # (name, argument, body)
+
+    def bodies(self, name: str, argument: str | None = None) -> list[str]:
+        return [body for n, a, body in self.sections if n == name and (argument is None or a == argument)]
+
+    def body(self, name: str, argument: str | None = None) -> str:
+        return "\n".join(self.bodies(name, argument))
+
+    def arguments(self) -> dict[str, str]:
+        out = {}
+        for line in self.body("arguments").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                key, _, value = line.partition("=")
+                out[key.strip()] = value.strip()
+        return out
+
+    def labels(self) -> dict[str, str]:
+        out = {}
+        for line in self.body("labels").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                key, _, value = line.partition(" ")
+                out[key] = value.strip()
+        return out
+
+    def files(self, source_stage: str | None = None) -> list[tuple[str, str]]:
+        pairs = []
+        for name, argument, body in self.sections:
+            if name != "files":
+                continue
+            from_stage = argument.split()[1] if argument.startswith("from ") else None
+            if from_stage != source_stage:
+                continue
+            for line in body.splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    src, _, dst = line.partition(" ")
+                    pairs.append((src, dst.strip() or src))
+        return pairs
+
+
+def parse_deffile(text: str) -> list[DefStage]:
+    """Stages split at `Bootstrap:` lines, sections at lines whose first word starts with '%'
+    (the rules of Apptainer's own parser, pkg/build/types/parser)."""
+    chunks = re.split(r"(?mi)^(?=bootstrap:)", text)
+    stages = []
+    for chunk in chunks:
+        if not re.match(r"(?i)bootstrap:", chunk):
+            assert not [l for l in chunk.splitlines() if l.strip() and not l.strip().startswith("#")], \
+                "content before the first Bootstrap line"
+            continue
+        header: dict[str, str] = {}
+        sections: list[tuple[str, str, list[str]]] = []
+        for line in chunk.splitlines():
+            word = line.split()[0] if line.split() else ""
+            if word.startswith("%"):
+                name, _, argument = line.strip()[1:].partition(" ")
+                sections.append((name.lower(), argument.strip(), []))
+            elif sections:
+                sections[-1][2].append(line)
+            elif line.strip() and not line.strip().startswith("#"):
+                key, _, value = line.partition(":")
+                header[key.strip().lower()] = value.strip()
+        stages.append(DefStage(header, [(n, a, "\n".join(b)) for n, a, b in sections]))
+    return stages
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def cf() -> list[Instruction]:
+    return parse_containerfile(CONTAINERFILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def stages() -> list[DefStage]:
+    return parse_deffile(DEFFILE.read_text())
+
+
+def _def_stage(stages: list[DefStage], name: str) -> DefStage:
+    for stage in stages:
+        if stage.header.get("stage") == name:
+            return stage
+    raise AssertionError(f"apptainer.def has no stage {name!r}")
+
+
+def _cf_run_text(instructions: list[Instruction]) -> str:
+    return "\n".join(i.args for i in instructions if i.keyword == "RUN")
+
+
+def _code(script: str) -> str:
+    """A shell script without its comment lines."""
+    return "\n".join(l for l in script.splitlines() if not l.strip().startswith("#"))
+
+
+def _placeholders(text: str) -> set[str]:
+    active = "\n".join(l for l in text.splitlines() if not l.strip().startswith("#"))
+    return set(re.findall(r"{{\s*(\w+)\s*}}", active))
+
+
+# ------------------------------------------------------------------------------ pins.toml
+
+
+def test_pins_are_well_formed() -> None:
+    gpumd, cuda = PINS["gpumd"], PINS["cuda"]
+    assert re.fullmatch(r"[0-9a-f]{40}", gpumd["commit"]), "GPUMD commit must be a full 40-hex hash"
+    assert gpumd["tag"] == "v5.6"
+    assert gpumd["repo"].startswith("https://github.com/brucefan1983/GPUMD")
+    assert set(gpumd["linked_libraries"]) == {"cublas", "cusolver", "cufft"}
+    assert cuda["archs"] and all(re.fullmatch(r"\d{2,3}", a) for a in cuda["archs"])
+    assert re.fullmatch(r"nvidia/cuda:12\.\d+\.\d+-devel-ubuntu22\.04", cuda["devel_image"])
+    assert cuda["version"] in cuda["devel_image"]
+    assert PINS["cp2k"]["debian_package_version"].startswith(PINS["cp2k"]["version"] + "-")
+    assert PINS["runtime"]["base_image"].startswith("debian:bookworm")
+    assert (ROOT / PINS["python"]["requirements"]).is_file()
+    for key in ("sha256", "source_sha256"):
+        assert re.fullmatch(r"[0-9a-f]{64}", PINS["model"][key]), key
+
+
+def test_requirements_are_fully_pinned() -> None:
+    """The image installs requirements.txt as is: every line must pin one exact version."""
+    lines = [l.split("#", 1)[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
+    reqs = [l for l in lines if l]
+    assert reqs
+    unpinned = [r for r in reqs if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+\-]+", r)]
+    assert not unpinned, f"unpinned requirements: {unpinned}"
+
+
+def test_model_pins_match_registry() -> None:
+    if not REGISTRY.is_file():
+        pytest.skip("models/registry.toml not written yet")
+    registry = tomllib.loads(REGISTRY.read_text())["models"]
+    name = PINS["model"]["name"]
+    assert name in registry, f"pins.toml default model {name!r} is not in the registry"
+    record = registry[name]
+    assert PINS["model"]["source_sha256"] == record["source_sha256"]
+    expected = record.get("derived", {}).get("derived_sha256") or record["source_sha256"]
+    assert PINS["model"]["sha256"] == expected
+
+
+# ------------------------------------------------------------------------------ both recipes
+
+
+def test_both_recipes_parse_with_spython() -> None:
+    from spython.main.parse.parsers import DockerParser, SingularityParser
+
+    sing = SingularityParser(str(DEFFILE))
+    assert [r.fromHeader for r in sing.recipe.values()] == [
+        PINS["cuda"]["devel_image"], PINS["runtime"]["base_image"], PINS["runtime"]["base_image"]]
+    docker = DockerParser(str(CONTAINERFILE))
+    assert [r.fromHeader.strip() for r in docker.recipe.values()] == [
+        PINS["cuda"]["devel_image"], PINS["runtime"]["base_image"], PINS["runtime"]["base_image"]]
+
+
+def test_same_stages_and_base_images(cf: list[Instruction], stages: list[DefStage]) -> None:
+    cf_from = [i.args.split()[0] for i in cf if i.keyword == "FROM"]
+    cf_names = [i.args.split()[2] for i in cf if i.keyword == "FROM"]
+    def_from = [s.header["from"] for s in stages]
+    assert all(s.header["bootstrap"] == "docker" for s in stages)
+    assert cf_from == def_from == [PINS["cuda"]["devel_image"], PINS["runtime"]["base_image"],
+                                   PINS["runtime"]["base_image"]]
+    assert cf_names[:2] == [s.header["stage"] for s in stages][:2] == ["gpumd", "python"]
+
+
+def test_gpumd_is_cloned_checked_out_and_verified_by_commit(cf: list[Instruction],
+                                                             stages: list[DefStage]) -> None:
+    gpumd = PINS["gpumd"]
+    build = cf_stage(cf, "gpumd")
+    args = cf_args(build)
+    assert args["GPUMD_COMMIT"] == gpumd["commit"]
+    assert args["GPUMD_TAG"] == gpumd["tag"]
+    assert args["GPUMD_REPO"] == gpumd["repo"]
+    post = _def_stage(stages, "gpumd").body("post")
+    assert f"GPUMD_COMMIT={gpumd['commit']}" in post
+    assert f"GPUMD_TAG={gpumd['tag']}" in post
+    assert f"GPUMD_REPO={gpumd['repo']}" in post
+    for script in (_cf_run_text(build), _code(post)):
+        assert 'git clone' in script and '"$GPUMD_REPO"' in script
+        assert 'git checkout --detach "$GPUMD_COMMIT"' in script
+        assert 'test "$(git rev-parse HEAD)" = "$GPUMD_COMMIT"' in script
+        assert 'test "$(git rev-parse "${GPUMD_TAG}^{commit}")" = "$GPUMD_COMMIT"' in script
+        assert re.search(r'make -j"?\S+"? gpumd nep CFLAGS="-std=c\+\+17 -O3 \$GENCODE"', script)
+        assert "-arch=sm_60" not in script and "c++14" not in script
+        for lib in gpumd["linked_libraries"]:
+            assert lib in script  # the build checks that each linked library was collected
+        assert "/opt/gpumd/bin/gpumd" in script and "/opt/gpumd/bin/nep" in script
+
+
+def _gencode_snippet(post: str) -> str:
+    """The %post lines that turn CUDA_ARCHS into GENCODE (from GENCODE="" to the PTX line)."""
+    lines = post.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.strip() == 'GENCODE=""')
+    end = next(i for i, l in enumerate(lines) if "code=compute_${LAST}" in l)
+    return "\n".join(lines[start:end + 1])
+
+
+@pytest.mark.parametrize("archs, expected", [
+    ("80,90", "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 "
+              "-gencode arch=compute_90,code=compute_90"),
+    ("86", "-gencode arch=compute_86,code=sm_86 -gencode arch=compute_86,code=compute_86"),
+])
+def test_arch_list_becomes_gencode_flags(stages: list[DefStage], archs: str, expected: str) -> None:
+    script = 'set -eu\nCUDA_ARCHS="$1"\n' + _gencode_snippet(_def_stage(stages, "gpumd").body("post")) \
+        + '\necho "$GENCODE"\n'
+    out = subprocess.run(["sh", "-c", script, "sh", archs], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == expected.split()
+
+
+@pytest.mark.parametrize("archs", ["sm_80", "", "80,,90x"])
+def test_bad_arch_list_fails_the_build(stages: list[DefStage], archs: str) -> None:
+    script = 'set -eu\nCUDA_ARCHS="$1"\n' + _gencode_snippet(_def_stage(stages, "gpumd").body("post")) \
+        + '\necho "$GENCODE"\n'
+    out = subprocess.run(["sh", "-c", script, "sh", archs], capture_output=True, text=True)
+    assert out.returncode != 0
+
+
+def test_cuda_arch_defaults_match_pins(cf: list[Instruction], stages: list[DefStage]) -> None:
+    default = ",".join(PINS["cuda"]["archs"])
+    assert cf_args(cf_stage(cf, None))["CUDA_ARCHS"] == default
+    assert "CUDA_ARCHS" in cf_args(cf_stage(cf, "gpumd"))  # re-declared so the stage sees it
+    for stage in stages:
+        used = _placeholders("\n".join(b for n, _, b in stage.sections if n != "arguments"))
+        defaults = stage.arguments()
+        missing = used - set(defaults)
+        assert not missing, f"stage {stage.header['stage']}: {missing} used without a %arguments default"
+        if "CUDA_ARCHS" in defaults:
+            assert defaults["CUDA_ARCHS"] == default
+    assert "{{ CUDA_ARCHS }}" in _def_stage(stages, "gpumd").body("post")
+
+
+def test_cp2k_is_debian_bookworm_2023_1_in_the_final_stage(cf: list[Instruction],
+                                                          stages: list[DefStage]) -> None:
+    cp2k = PINS["cp2k"]
+    pkg = cp2k["debian_package_version"]
+    final_cf = cf_stage(cf, "runtime")
+    final_def = _def_stage(stages, "final")
+    assert final_def.header["from"] == PINS["runtime"]["base_image"] == "debian:bookworm-slim"
+    for script in (_cf_run_text(final_cf), final_def.body("post")):
+        assert f"cp2k={pkg}" in script and f"cp2k-data={pkg}" in script
+        assert f'grep -q "CP2K version {cp2k["version"]}"' in script
+        assert "openmpi-bin" in script
+
+
+def test_both_install_requirements_then_nepbench(cf: list[Instruction], stages: list[DefStage]) -> None:
+    req = PINS["python"]["requirements"]
+    venv, src = PINS["python"]["venv"], PINS["python"]["source_dir"]
+    py_cf = cf_stage(cf, "python")
+    copies = [i.args.split() for i in py_cf if i.keyword == "COPY"]
+    assert [req, f"{src}/{req}"] in copies
+    py_def = _def_stage(stages, "python")
+    assert (req, f"{src}/{req}") in py_def.files()
+    for script in (_cf_run_text(py_cf), py_def.body("post")):
+        assert f"python3 -m venv {venv}" in script
+        assert f"{venv}/bin/pip install --no-cache-dir -r {src}/{req}" in script
+        assert f"{venv}/bin/pip install --no-cache-dir --no-deps --no-build-isolation -e {src}" in script
+        assert script.index(f"-r {src}/{req}") < script.index(f"-e {src}")
+
+
+def test_final_stage_takes_binaries_venv_and_repo(cf: list[Instruction], stages: list[DefStage]) -> None:
+    prefix = PINS["gpumd"]["install_prefix"]
+    venv, src = PINS["python"]["venv"], PINS["python"]["source_dir"]
+    copies = {tuple(i.args.split()) for i in cf_stage(cf, "runtime") if i.keyword == "COPY"}
+    assert ("--from=gpumd", prefix, prefix) in copies
+    assert ("--from=python", venv, venv) in copies
+    assert ("--from=python", src, src) in copies
+    final = _def_stage(stages, "final")
+    assert (prefix, prefix) in final.files("gpumd")
+    assert (venv, venv) in final.files("python") and (src, src) in final.files("python")
+    host_cf = {(c[0], c[1]) for c in copies if not c[0].startswith("--from")}
+    host_def = set(final.files()) | set(_def_stage(stages, "python").files())
+    for path in ("suites", "reference_data", "models", "container"):
+        assert (path, f"{src}/{path}") in host_cf and (path, f"{src}/{path}") in host_def
+    for source, _ in host_cf | host_def:  # everything copied from the build context exists
+        assert (ROOT / source).exists(), f"recipe copies {source}, which the repository lacks"
+
+
+def test_model_fetched_and_selftest_run_at_build(cf: list[Instruction], stages: list[DefStage]) -> None:
+    name = PINS["model"]["name"]
+    runtime = _cf_run_text(cf_stage(cf, "runtime"))
+    assert f"nepbench models fetch {name}" in runtime
+    assert runtime.index(f"models fetch {name}") < runtime.index("nepbench selftest")
+    final = _def_stage(stages, "final")
+    assert f"nepbench models fetch {name}" in final.body("post")
+    assert "selftest" in final.body("test")
+    env_cf = " ".join(i.args for i in cf_stage(cf, "runtime") if i.keyword == "ENV")
+    assert "NEPBENCH_CACHE=/opt/nepbench/cache" in env_cf
+    assert "NEPBENCH_CACHE=/opt/nepbench/cache" in final.body("environment")
+    assert "NEPBENCH_CACHE=/opt/nepbench/cache" in final.body("post")  # so %post fetches there
+
+
+def expected_labels() -> dict[str, str]:
+    return {
+        "org.opencontainers.image.version": __version__,
+        "org.nepbench.version": __version__,
+        "org.nepbench.gpumd.repo": PINS["gpumd"]["repo"],
+        "org.nepbench.gpumd.tag": PINS["gpumd"]["tag"],
+        "org.nepbench.gpumd.commit": PINS["gpumd"]["commit"],
+        "org.nepbench.cuda.devel_image": PINS["cuda"]["devel_image"],
+        "org.nepbench.cuda.min_driver": PINS["cuda"]["min_driver"],
+        "org.nepbench.runtime.base_image": PINS["runtime"]["base_image"],
+        "org.nepbench.cp2k.version": PINS["cp2k"]["version"],
+        "org.nepbench.cp2k.debian_package": PINS["cp2k"]["debian_package_version"],
+        "org.nepbench.model.name": PINS["model"]["name"],
+        "org.nepbench.model.sha256": PINS["model"]["sha256"],
+        "org.nepbench.model.source_sha256": PINS["model"]["source_sha256"],
+    }
+
+
+def test_labels_carry_the_pins(cf: list[Instruction], stages: list[DefStage]) -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == __version__
+    cf_l = cf_labels(cf_stage(cf, "runtime"))
+    def_l = _def_stage(stages, "final").labels()
+    for key, value in expected_labels().items():
+        assert cf_l.get(key) == value, f"Containerfile label {key}"
+        assert def_l.get(key) == value, f"apptainer.def label {key}"
+    assert cf_l["org.nepbench.cuda.archs"] == "${CUDA_ARCHS}"
+    assert def_l["org.nepbench.cuda.archs"] == "{{ CUDA_ARCHS }}"
+    assert "CUDA_ARCHS" in cf_args(cf_stage(cf, "runtime"))  # else the label would be empty
+    assert set(cf_l) - {"org.opencontainers.image.description"} == set(def_l)
+
+
+def test_image_tag_names_what_is_inside() -> None:
+    tag = PINS["image"]["tag"]
+    assert tag.startswith(__version__ + "_")
+    assert f"gpumd{PINS['gpumd']['tag'].lstrip('v')}" in tag
+    assert f"cuda{'.'.join(PINS['cuda']['version'].split('.')[:2])}" in tag
+    assert f"cp2k{PINS['cp2k']['version']}" in tag
+
+
+# ------------------------------------------------------------------------------ apps and commands
+
+
+def provided_commands(cf: list[Instruction], stages: list[DefStage]) -> set[str]:
+    """Programs on the image's PATH, read from the recipes: the binaries installed into
+    <prefix>/bin in the GPUMD stage, CP2K's from its package, nepbench's console scripts."""
+    prefix = PINS["gpumd"]["install_prefix"]
+    build = _cf_run_text(cf_stage(cf, "gpumd")) + _def_stage(stages, "gpumd").body("post")
+    programs = set(re.findall(rf"install -D -m 0755 \S+ {re.escape(prefix)}/bin/(\S+)", build))
+    final = _cf_run_text(cf_stage(cf, "runtime")) + _def_stage(stages, "final").body("post")
+    if re.search(r"\bcp2k=", final):
+        programs |= {"cp2k.psmp", "cp2k.popt", "cp2k"}
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    programs |= set(pyproject["project"]["scripts"])
+    return programs
+
+
+def apprun_program(body: str) -> str:
+    """The program an %apprun body runs: NEPBENCH_EXEC=<prog> via the entrypoint, else nepbench
+    via the entrypoint, else the first word after `exec`."""
+    match = re.search(r"NEPBENCH_EXEC=(\S+)", body)
+    if match:
+        return match.group(1)
+    if "container/entrypoint.sh" in body:
+        return "nepbench"
+    match = re.search(r"\bexec\s+(\S+)", body)
+    assert match, f"%apprun body runs nothing: {body!r}"
+    return match.group(1)
+
+
+def test_every_apprun_names_a_program_the_image_provides(cf: list[Instruction],
+                                                         stages: list[DefStage]) -> None:
+    provided = provided_commands(cf, stages)
+    assert {"gpumd", "nep", "cp2k.psmp", "nepbench"} <= provided
+    final = _def_stage(stages, "final")
+    apps = {argument: body for name, argument, body in final.sections if name == "apprun"}
+    assert set(apps) == {"gpumd", "nep", "cp2k", "nepbench"}
+    for app, body in apps.items():
+        program = apprun_program(body)
+        assert program in provided, f"%apprun {app} runs {program}, which the image does not provide"
+    path_cf = " ".join(i.args for i in cf_stage(cf, "runtime") if i.keyword == "ENV")
+    for text in (path_cf, final.body("environment")):
+        assert f"{PINS['python']['venv']}/bin" in text and f"{PINS['gpumd']['install_prefix']}/bin" in text
+
+
+def parse_nepbench(argv: list[str]):
+    """Parse a nepbench command line with the real CLI; fail the test with argparse's message."""
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"`nepbench {' '.join(argv)}` does not parse (exit {exc.code})")
+
+
+def test_default_command_is_the_paper_suite(cf: list[Instruction], stages: list[DefStage]) -> None:
+    assert cf_exec_form(cf, "ENTRYPOINT") == [f"{IMAGE_ROOT}/container/entrypoint.sh"]
+    cmd = cf_exec_form(cf, "CMD")
+    assert cmd == ["run", f"{IMAGE_ROOT}/suites/paper.toml", "--out", "/results"]
+    runscript = _def_stage(stages, "final").body("runscript")
+    match = re.search(r"set -- (.+)", runscript)
+    assert match, "%runscript sets no default command"
+    default = shlex.split(match.group(1).replace('"$OUT"', "/results"))
+    assert default == cmd
+    assert 'exec /opt/nepbench/container/entrypoint.sh "$@"' in runscript
+    for argv in (cmd, default):
+        args = parse_nepbench(argv)
+        assert args.command == "run" and args.out == "/results"
+        suite = ROOT / Path(args.suite).relative_to(IMAGE_ROOT)
+        assert suite.is_file(), f"default suite {args.suite} is not in the repository ({suite})"
+
+
+def _nepbench_invocations(script: str) -> list[list[str]]:
+    """Every `nepbench ...` command line in a shell script, $VARS replaced by placeholders."""
+    joined = re.sub(r"\\\n\s*", " ", script)
+    found = []
+    for line in joined.splitlines():
+        code = line.split(" #", 1)[0].strip()
+        if code.startswith("#"):
+            continue
+        for match in re.finditer(r'(?:^|[\s(])(?:nepbench|"?\$\{?NEPBENCH\}?"?)\s+(.*)', code):
+            rest = re.split(r"\s(?:\|\||&&|\||;|>|2>|<)|\)\s*$|\)\"?$", match.group(1))[0]
+            rest = re.sub(r'"\$\{?[A-Za-z_][A-Za-z_0-9]*\[@\]\}?"', "DIR", rest)
+            rest = re.sub(r"\$\{[^}]*\}|\$\([^)]*\)|\$[A-Za-z_][A-Za-z_0-9]*", "1", rest)
+            found.append(shlex.split(rest))
+    return found
+
+
+def test_slurm_examples_are_valid_bash_and_use_real_cli_options() -> None:
+    names = {p.name for p in SLURM}
+    assert {"run_suite_array.sbatch", "cp2k_reference.sbatch", "merge.sbatch"} <= names
+    assert (ROOT / "examples" / "slurm" / "README.md").is_file()
+    seen = set()
+    for path in SLURM:
+        subprocess.run(["bash", "-n", str(path)], check=True)
+        text = path.read_text()
+        assert text.startswith("#!/bin/bash"), path.name
+        assert "#SBATCH" in text and "set -euo pipefail" in text, path.name
+        invocations = _nepbench_invocations(text)
+        assert invocations, f"{path.name} runs no nepbench command"
+        for argv in invocations:
+            args = parse_nepbench(argv)
+            seen.add((path.name, args.command))
+    assert ("run_suite_array.sbatch", "run") in seen
+    assert ("cp2k_reference.sbatch", "reference") in seen
+    assert ("merge.sbatch", "report") in seen
+
+
+def test_slurm_array_runs_one_task_per_element() -> None:
+    text = (ROOT / "examples" / "slurm" / "run_suite_array.sbatch").read_text()
+    calls = [parse_nepbench(a) for a in _nepbench_invocations(text)]
+    assert any(c.command == "run" and c.list_tasks for c in calls)
+    runs = [c for c in calls if c.command == "run" and not c.list_tasks]
+    assert runs and all(c.task and len(c.task) == 1 and c.out for c in runs)
+    assert "apptainer run --nv" in text and "SLURM_ARRAY_TASK_ID" in text
+
+
+def test_slurm_reference_uses_srun_launcher() -> None:
+    text = (ROOT / "examples" / "slurm" / "cp2k_reference.sbatch").read_text()
+    calls = [parse_nepbench(a) for a in _nepbench_invocations(text)]
+    builds = [c for c in calls if c.command == "reference" and c.reference_command == "build"]
+    assert builds and all(c.launcher == "srun" for c in builds)
+
+
+# ------------------------------------------------------------------------------ entrypoint
+
+
+def test_entrypoint_is_executable_and_sets_what_the_codes_need() -> None:
+    text = ENTRYPOINT.read_text()
+    assert text.startswith("#!/bin/sh")
+    assert ENTRYPOINT.stat().st_mode & stat.S_IXUSR
+    for var in ("OMP_STACKSIZE", "OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"):
+        assert re.search(rf"export {var}=", text), var
+    assert re.search(r"ulimit -s unlimited .*\|\| true", text)
+    assert 'exec nepbench "$@"' in text
+
+
+def _run_entrypoint(tmp_path: Path, args: list[str], env: dict[str, str] | None = None) -> dict[str, str]:
+    """Run the entrypoint with stub `nepbench`/`gpumd` programs that print argv and environment."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("nepbench", "gpumd"):
+        stub = bin_dir / name
+        stub.write_text(f'#!/bin/sh\necho "PROG={name}"\necho "ARGS=$*"\necho "STACK=$(ulimit -s)"\nenv\n')
+        stub.chmod(0o755)
+    base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, check=True,
+                         env={**base, **(env or {})}).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def test_entrypoint_runs_nepbench_with_the_environment(tmp_path: Path) -> None:
+    got = _run_entrypoint(tmp_path, ["run", "suite.toml", "--out", "/results"])
+    assert got["PROG"] == "nepbench" and got["ARGS"] == "run suite.toml --out /results"
+    assert got["OMP_STACKSIZE"] and got["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
+    assert got["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] == "1"
+    assert got["MPLCONFIGDIR"]
+
+
+def test_entrypoint_drops_a_leading_nepbench_and_keeps_user_values(tmp_path: Path) -> None:
+    got = _run_entrypoint(tmp_path, ["nepbench", "selftest"], env={"OMP_STACKSIZE": "64M"})
+    assert got["ARGS"] == "selftest" and got["OMP_STACKSIZE"] == "64M"
+
+
+def test_entrypoint_runs_another_program_for_the_apps(tmp_path: Path) -> None:
+    got = _run_entrypoint(tmp_path, ["-h"], env={"NEPBENCH_EXEC": "gpumd"})
+    assert got["PROG"] == "gpumd" and got["ARGS"] == "-h" and got["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
+
+
+def test_entrypoint_survives_a_hard_stack_limit(tmp_path: Path) -> None:
+    """`ulimit -s unlimited` fails under a finite hard limit; the entrypoint must carry on."""
+    script = f'ulimit -Hs 65536 && ulimit -Ss 8192 && exec sh {shlex.quote(str(ENTRYPOINT))} selftest'
+    bin_dir = tmp_path / "bin"
+    _run_entrypoint(tmp_path, ["x"])  # creates the stubs
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert "ARGS=selftest" in out.stdout
+
+
+def test_docs_explain_build_run_and_verification() -> None:
+    doc = (ROOT / "docs" / "container.md").read_text()
+    for needle in ("docker build", "podman build", "apptainer build --build-arg CUDA_ARCHS=",
+                   "apptainer run --nv --bind", "--app gpumd", "apptainer test", PINS["gpumd"]["commit"],
+                   "git rev-parse HEAD", PINS["cp2k"]["version"], "prediction"):
+        assert needle in doc, f"docs/container.md lacks {needle!r}"
+    assert os.path.exists(ROOT / "examples" / "slurm" / "README.md")
