@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.nepbench-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup cp2k chromium model test demo gate bench nightly clean
+.PHONY: setup cp2k chromium model test demo reference gate bench nightly clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: setup chromium
 
 demo: setup
 	$(BIN)/nepbench run suites/quick.toml --out reports/quick
+
+# Grow the CP2K reference set (labels, then AIMD segments); resumable, long: run it in the background.
+reference: setup
+	./scripts/reference_background.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

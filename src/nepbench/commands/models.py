@@ -1,0 +1,81 @@
+"""`nepbench models list|fetch|show`: the model registry and its cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import models
+
+EPILOG = """examples:
+  nepbench models list
+  nepbench models fetch nep89-lisic
+  nepbench models show nep89-lisic
+  nepbench models show path/to/nep.txt
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("models", help="list, fetch or show registry models",
+                            description="The model registry (models/registry.toml) and its cache.",
+                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    msub = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    lst = msub.add_parser("list", help="registry models, their species and whether they are cached")
+    lst.add_argument("--registry", default=None, help="registry file (default models/registry.toml)")
+    lst.set_defaults(func=_list)
+
+    fetch = msub.add_parser("fetch", help="download, derive and verify a model into the cache")
+    fetch.add_argument("name", help="registry name, e.g. nep89-lisic")
+    fetch.add_argument("--force", action="store_true", help="download and derive again")
+    fetch.add_argument("--registry", default=None, help="registry file (default models/registry.toml)")
+    fetch.set_defaults(func=_fetch)
+
+    show = msub.add_parser("show", help="a registry record (or a nep.txt's header) and cache state")
+    show.add_argument("name", help="registry name or path to a nep.txt")
+    show.add_argument("--registry", default=None, help="registry file (default models/registry.toml)")
+    show.set_defaults(func=_show)
+
+
+def _list(args: argparse.Namespace) -> int:
+    registry = models.load_registry(args.registry)
+    print(f"registry: {args.registry or models.registry_path()}   cache: {models.cache_root()}")
+    for name, record in registry.items():
+        cached = "cached" if models.cached_model_path(name).is_file() else "not cached"
+        default = " (default)" if name == models.DEFAULT_MODEL else ""
+        print(f"  {name:14s} {record.nep_version:9s} {len(record.species):3d} species  {cached:10s}  "
+              f"{record.description}{default}")
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    registry = models.load_registry(args.registry)
+    if args.name in registry and (args.force or not models.cached_model_path(args.name).is_file()):
+        print(f"{args.name}: fetching {registry[args.name].source_label()} and checking sha256 "
+              f"(a few seconds)", file=sys.stderr)
+    path = models.fetch_model(args.name, registry, force=args.force)
+    print(f"{args.name}: {path}")
+    print(f"  sha256 {registry[args.name].sha256} (verified)")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    registry = models.load_registry(args.registry)
+    if args.name not in registry:
+        info = models.resolve_model(args.name, fetch=False, registry=registry)
+        print(f"{info.name}: user model {info.path}")
+        print(f"  nep_version {info.nep_version}\n  species     {' '.join(info.species)}")
+        print(f"  sha256      {info.sha256}")
+        return 0
+    record = registry[args.name]
+    path = models.cached_model_path(record.name)
+    print(f"{record.name}: {record.description}")
+    print(f"  source      {record.source_label()}")
+    print(f"  source sha  {record.source_sha256}")
+    if record.derived:
+        print(f"  derived     keep_species {' '.join(record.derived.keep_species)} ({record.derived.tool})")
+    print(f"  sha256      {record.sha256}")
+    print(f"  nep_version {record.nep_version}\n  species     {' '.join(record.species)}")
+    print(f"  licence     {record.licence}\n  citation    {record.citation}")
+    print(f"  cache       {path} ({'present' if path.is_file() else 'not fetched'})")
+    return 0

@@ -1,0 +1,541 @@
+"""Model registry: name → source, sha256 and species; fetch, derive, cache and verify NEP files.
+
+Every model nepbench runs is either a registry name (`models/registry.toml`, one TOML table per
+model) or a path to a user's `nep.txt`. `resolve_model` turns either into a `ModelInfo` with the
+file's sha256, which every result records.
+
+Cache layout (outside the repository; `$NEPBENCH_CACHE` replaces `~/.cache/nepbench`):
+
+    <cache>/models/<name>/nep.txt                  the model file nepbench runs
+    <cache>/models/_sources/<source_sha256>/<file> the upstream file (e.g. the full nep89.txt),
+                                                   kept so a derived model never re-downloads
+
+All writes are atomic (temporary file, then `os.replace`); every fetch checks the upstream sha256
+and, for a derived model, the sha256 of the derived file recorded in the registry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from .errors import ModelError
+from .provenance import atomic_write_bytes, sha256_bytes, sha256_file
+
+DEFAULT_MODEL = "nep89-lisic"
+REGISTRY_ENV = "NEPBENCH_REGISTRY"
+CACHE_ENV = "NEPBENCH_CACHE"
+_REPO_REGISTRY = Path(__file__).resolve().parents[2] / "models" / "registry.toml"
+_PACKAGE_REGISTRY = Path(__file__).resolve().parent / "data" / "registry.toml"
+
+#: Header tokens of the potential models nepbench runs (calorine and NEP_CPU read NEP4).
+SUPPORTED_VERSIONS = ("nep4", "nep4_zbl")
+SOURCE_KINDS = ("pypi-wheel", "file")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_KNOWN_ELEMENTS = set(chemical_symbols[1:])
+_PIP_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class DerivedSpec:
+    """How a registry model is derived from its upstream file.
+
+    Attributes:
+        keep_species: species kept by `calorine.nep.Model.keep_species` (others removed).
+        derived_sha256: sha256 of the derived file as written by calorine's `Model.write`.
+        tool: the tool (and version) that produced `derived_sha256`, for the error message.
+    """
+
+    keep_species: tuple[str, ...]
+    derived_sha256: str
+    tool: str = ""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One registry entry (`[models.<name>]` in registry.toml).
+
+    Attributes:
+        name: registry name, e.g. "nep89-lisic".
+        description: one line for `nepbench models list`.
+        source: where the upstream file comes from, e.g. `{kind="pypi-wheel", package=..., version=...,
+            file=<member inside the wheel>, python_version=..., platform=...}` or
+            `{kind="file", path=...}`.
+        source_sha256: sha256 of the upstream file.
+        species: species of the model nepbench runs, in the order of its header.
+        nep_version: header token of the model file, e.g. "nep4_zbl".
+        licence: licence under which the file is distributed.
+        citation: the paper to cite.
+        derived: how the file is derived from the upstream one, or None if it is used as is.
+        source_size_bytes: size of the upstream file in bytes, or None if not recorded.
+    """
+
+    name: str
+    description: str
+    source: dict[str, Any]
+    source_sha256: str
+    species: tuple[str, ...]
+    nep_version: str
+    licence: str
+    citation: str
+    derived: DerivedSpec | None = None
+    source_size_bytes: int | None = None
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the file nepbench runs (the derived file where there is one)."""
+        return self.derived.derived_sha256 if self.derived else self.source_sha256
+
+    def source_label(self) -> str:
+        """Short human description of the source, e.g. "neptrainkit==2.5.4 (PyPI wheel)"."""
+        if self.source.get("kind") == "pypi-wheel":
+            return f"{self.source['package']}=={self.source['version']} (PyPI wheel: {self.source['file']})"
+        return str(self.source.get("path", self.source))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model ready to run.
+
+    Attributes:
+        name: registry name, or the file name for a user model.
+        path: the nep.txt file.
+        sha256: sha256 of that file (what results record).
+        species: species in the order of the model header.
+        nep_version: header token, e.g. "nep4_zbl".
+        source: the registry's source record, or {"kind": "user-file", "path": ...}.
+    """
+
+    name: str
+    path: Path
+    sha256: str
+    species: tuple[str, ...]
+    nep_version: str
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- registry
+
+def registry_path() -> Path:
+    """The registry file: `$NEPBENCH_REGISTRY`, the repository's models/registry.toml, or the
+    copy installed as package data."""
+    env = os.environ.get(REGISTRY_ENV)
+    if env:
+        return Path(env)
+    return _REPO_REGISTRY if _REPO_REGISTRY.is_file() else _PACKAGE_REGISTRY
+
+
+def _req(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in table:
+        raise ModelError(f"{where}: missing field {key!r}")
+    value = table[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ModelError(f"{where}: field {key!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _hex64(value: str, key: str, where: str) -> str:
+    if not _HEX64.match(value):
+        raise ModelError(f"{where}: {key} must be 64 lower-case hex digits, got {value!r}")
+    return value
+
+
+def _species(values: Sequence[Any], key: str, where: str) -> tuple[str, ...]:
+    species = tuple(values)
+    if not species or not all(isinstance(s, str) for s in species):
+        raise ModelError(f"{where}: {key} must be a non-empty list of element symbols")
+    unknown = [s for s in species if s not in _KNOWN_ELEMENTS]
+    if unknown:
+        raise ModelError(f"{where}: {key} has unknown element(s) {', '.join(unknown)}")
+    if len(set(species)) != len(species):
+        raise ModelError(f"{where}: {key} lists a species twice")
+    return species
+
+
+def _parse_source(source: Mapping[str, Any], where: str) -> dict[str, Any]:
+    kind = _req(source, "kind", str, f"{where}.source")
+    if kind == "pypi-wheel":
+        for key in ("package", "version", "file", "python_version", "platform"):
+            _req(source, key, str, f"{where}.source")
+    elif kind == "file":
+        _req(source, "path", str, f"{where}.source")
+    else:
+        raise ModelError(f"{where}: source kind {kind!r} unknown (known: {', '.join(SOURCE_KINDS)})")
+    return dict(source)
+
+
+def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord:
+    """Check one registry table and turn it into a `ModelRecord` (ModelError on any problem)."""
+    where = f"{where} [models.{name}]"
+    source = _parse_source(_req(table, "source", dict, where), where)
+    derived = None
+    if "derived" in table:
+        d = _req(table, "derived", dict, where)
+        derived = DerivedSpec(
+            keep_species=_species(_req(d, "keep_species", list, f"{where}.derived"), "keep_species", where),
+            derived_sha256=_hex64(_req(d, "derived_sha256", str, f"{where}.derived"), "derived_sha256", where),
+            tool=str(d.get("tool", "")),
+        )
+    size = table.get("source_size_bytes")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ModelError(f"{where}: source_size_bytes must be a positive integer")
+    version = _req(table, "nep_version", str, where)
+    if version not in SUPPORTED_VERSIONS:
+        raise ModelError(f"{where}: nep_version {version!r} not supported ({', '.join(SUPPORTED_VERSIONS)})")
+    species = _species(_req(table, "species", list, where), "species", where)
+    if derived and set(species) != set(derived.keep_species):
+        raise ModelError(f"{where}: species {species} differ from derived.keep_species {derived.keep_species}")
+    return ModelRecord(
+        name=name,
+        description=_req(table, "description", str, where),
+        source=source,
+        source_sha256=_hex64(_req(table, "source_sha256", str, where), "source_sha256", where),
+        species=species,
+        nep_version=version,
+        licence=_req(table, "licence", str, where),
+        citation=_req(table, "citation", str, where),
+        derived=derived,
+        source_size_bytes=size,
+    )
+
+
+def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, ModelRecord]:
+    """All registry records by name, each checked against the schema (ModelError names the file)."""
+    path = Path(path) if path is not None else registry_path()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model registry not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ModelError(f"{path}: malformed registry ({str(exc).splitlines()[0]})") from None
+    models = data.get("models")
+    if not isinstance(models, dict) or not models:
+        raise ModelError(f"{path}: no [models.<name>] tables")
+    return {name: parse_record(name, table, str(path)) for name, table in models.items()}
+
+
+# --------------------------------------------------------------------------- model files
+
+def read_nep_header(path: str | os.PathLike[str]) -> tuple[str, tuple[str, ...]]:
+    """(header token, species) from the first line of a nep.txt, e.g. ("nep4_zbl", ("Li", "C", "Si")).
+
+    Raises ModelError (naming the file) for a missing/empty file or a header that is not
+    `<nepN[_kind]> <n_types> <species...>` with n_types known element symbols.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(1 << 16)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model file not found") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model file ({exc.strerror})") from None
+    if not first.strip():
+        raise ModelError(f"{path}: empty model file (no header line)")
+    try:
+        fields = first.decode("ascii").split()
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: unknown header (not a text nep.txt)") from None
+    if not re.match(r"^nep\d", fields[0]) or len(fields) < 3:
+        raise ModelError(f"{path}: unknown header {' '.join(fields[:3])!r} (expected e.g. 'nep4 3 Li Si C')")
+    try:
+        n_types = int(fields[1])
+    except ValueError:
+        raise ModelError(f"{path}: unknown header: type count {fields[1]!r} is not an integer") from None
+    species = tuple(fields[2:])
+    if n_types < 1 or len(species) != n_types:
+        raise ModelError(f"{path}: header declares {fields[1]} species but lists {len(species)}")
+    unknown = [s for s in species if s not in _KNOWN_ELEMENTS]
+    if unknown:
+        raise ModelError(f"{path}: header has unknown element(s) {', '.join(unknown)}")
+    if len(set(species)) != len(species):
+        raise ModelError(f"{path}: header lists a species twice")
+    return fields[0], species
+
+
+def validate_model_file(path: str | os.PathLike[str]) -> tuple[str, tuple[str, ...]]:
+    """Check that `path` is a complete, finite NEP4 potential file; return (version, species).
+
+    Catches, each as one ModelError line naming the file: missing or empty file, unknown or
+    unsupported header, unparsable or non-finite (NaN/inf) parameters, and a parameter count
+    that does not match the header (truncated or padded file; counted by calorine's reader).
+    """
+    path = Path(path)
+    version, species = read_nep_header(path)
+    if version not in SUPPORTED_VERSIONS:
+        raise ModelError(f"{path}: unsupported model type {version!r} "
+                         f"(nepbench runs potential models: {', '.join(SUPPORTED_VERSIONS)})")
+    lines = path.read_text(errors="replace").splitlines()
+    n_header = 7 if "zbl" in version else 6
+    if len(lines) <= n_header:
+        raise ModelError(f"{path}: truncated: {len(lines)} lines, header alone needs {n_header}")
+    values = np.empty(len(lines) - n_header)
+    for k, line in enumerate(lines[n_header:]):
+        try:
+            (token,) = line.split()
+            values[k] = float(token)
+        except ValueError:
+            raise ModelError(f"{path}: line {k + n_header + 1} is not one number: {line[:40]!r}") from None
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ModelError(f"{path}: {bad.size} non-finite parameter(s), first at line "
+                         f"{bad[0] + n_header + 1} ({lines[bad[0] + n_header].strip()})")
+    from calorine.nep import read_model
+
+    try:
+        read_model(str(path))
+    except (ValueError, OSError, KeyError, IndexError) as exc:
+        text = " ".join(str(exc).split())
+        raise ModelError(f"{path}: malformed model ({text[:200]})") from None
+    return version, species
+
+
+def check_species(model: ModelInfo | Iterable[str], atoms: Any, source: str | os.PathLike[str]) -> None:
+    """Raise ModelError if `atoms` holds species that `model` lacks, listing the missing ones.
+
+    Args:
+        model: a ModelInfo, or the model's species.
+        atoms: ASE Atoms (or anything with `get_chemical_symbols()`).
+        source: where the structure came from (file name), named in the error.
+    """
+    species = model.species if isinstance(model, ModelInfo) else tuple(model)
+    label = f"model {model.name} ({model.path})" if isinstance(model, ModelInfo) else "the model"
+    present = set(atoms.get_chemical_symbols())
+    missing = sorted(present - set(species))
+    if missing:
+        raise ModelError(f"{source}: species {', '.join(missing)} not in {label}, "
+                         f"which has {', '.join(species)}")
+
+
+# --------------------------------------------------------------------------- cache and fetch
+
+def cache_root() -> Path:
+    """Folder holding cached models: `$NEPBENCH_CACHE/models` or `~/.cache/nepbench/models`."""
+    base = os.environ.get(CACHE_ENV)
+    return (Path(base) if base else Path.home() / ".cache" / "nepbench") / "models"
+
+
+def cached_model_path(name: str) -> Path:
+    """Where registry model `name` lives in the cache (whether or not it is there yet)."""
+    return cache_root() / name / "nep.txt"
+
+
+def _source_cache_path(record: ModelRecord) -> Path:
+    member = record.source.get("file") or record.source.get("path") or "source"
+    return cache_root() / "_sources" / record.source_sha256 / Path(member).name
+
+
+def _check_hash(path: Path, expected: str, what: str) -> None:
+    got = sha256_file(path)
+    if got != expected:
+        raise ModelError(f"{path}: sha256 mismatch for {what}: expected {expected}, got {got}")
+
+
+def _download_wheel(source: Mapping[str, Any], dest: Path) -> Path:
+    """Download one wheel with pip (no dependencies, binary only) into `dest`; return its path."""
+    spec = f"{source['package']}=={source['version']}"
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--python-version", source["python_version"], "--platform", source["platform"],
+               "--disable-pip-version-check", "--quiet", spec, "-d", str(dest)]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        raise ModelError(f"could not download {spec} from PyPI (offline?)") from None
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise ModelError(f"could not download {spec} from PyPI (offline?): pip saved no wheel")
+    return wheels[0]
+
+
+def _fetch_source(record: ModelRecord, force: bool = False) -> Path:
+    """The verified upstream file in the cache, downloading it if missing (or `force`)."""
+    target = _source_cache_path(record)
+    if target.is_file() and not force:
+        _check_hash(target, record.source_sha256, f"the cached upstream file of {record.name}")
+        return target
+    kind = record.source["kind"]
+    if kind == "file":
+        src = Path(record.source["path"]).expanduser()
+        if not src.is_file():
+            raise ModelError(f"{src}: source file of model {record.name} not found")
+        data = src.read_bytes()
+        origin = str(src)
+    else:
+        member = record.source["file"]
+        with tempfile.TemporaryDirectory(prefix="nepbench-wheel-") as tmp:
+            wheel = _download_wheel(record.source, Path(tmp))
+            try:
+                with zipfile.ZipFile(wheel) as archive:
+                    data = archive.read(member)
+            except KeyError:
+                raise ModelError(f"{wheel.name}: has no member {member}") from None
+            except zipfile.BadZipFile:
+                raise ModelError(f"{wheel.name}: not a valid wheel (zip)") from None
+        origin = f"{record.source['package']}=={record.source['version']}:{member}"
+    if record.source_size_bytes is not None and len(data) != record.source_size_bytes:
+        raise ModelError(f"{origin}: size {len(data)} bytes, registry expects {record.source_size_bytes}")
+    got = sha256_bytes(data)
+    if got != record.source_sha256:
+        raise ModelError(f"{origin}: sha256 mismatch: expected {record.source_sha256}, got {got}")
+    atomic_write_bytes(target, data)
+    return target
+
+
+def _derive(record: ModelRecord, source: Path, target: Path) -> None:
+    """Write the derived model (species kept with calorine) to `target`, checking its sha256."""
+    from calorine.nep import read_model
+
+    assert record.derived is not None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".nep.", suffix=".tmp")
+    os.close(fd)
+    try:
+        read_model(str(source)).keep_species(list(record.derived.keep_species)).write(tmp)
+        got = sha256_file(tmp)
+        if got != record.derived.derived_sha256:
+            raise ModelError(
+                f"{target}: sha256 mismatch for the model derived from {source.name}: expected "
+                f"{record.derived.derived_sha256}, got {got} (registry measured with "
+                f"{record.derived.tool or 'unknown tool'}; here calorine {_calorine_version()})")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Put `source` at `target` atomically: a hard link where possible (no second copy), else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if tmp.exists():
+            tmp.unlink()
+        atomic_write_bytes(target, source.read_bytes())
+
+
+def _calorine_version() -> str:
+    from importlib.metadata import version
+
+    return version("calorine")
+
+
+def fetch_model(name: str, registry: Mapping[str, ModelRecord] | None = None,
+                force: bool = False) -> Path:
+    """Make registry model `name` present in the cache and verified; return its path.
+
+    Downloads the upstream file only if it is not cached (or `force`), derives the model where
+    the record says so, and checks every sha256 on the way. Raises ModelError on failure.
+    """
+    registry = load_registry() if registry is None else registry
+    record = _record(name, registry)
+    target = cached_model_path(name)
+    if target.is_file() and not force:
+        _check_hash(target, record.sha256, f"cached model {name} (delete it or run "
+                                           f"`nepbench models fetch {name} --force`)")
+        return target
+    source = _fetch_source(record, force=force)
+    if record.derived is None:
+        _link_or_copy(source, target)
+    else:
+        _derive(record, source, target)
+    version, species = validate_model_file(target)
+    if version != record.nep_version or species != record.species:
+        raise ModelError(f"{target}: header {version} {' '.join(species)} differs from the registry "
+                         f"({record.nep_version} {' '.join(record.species)})")
+    return target
+
+
+def _record(name: str, registry: Mapping[str, ModelRecord]) -> ModelRecord:
+    if name not in registry:
+        raise ModelError(f"unknown model {name!r}: not a file and not in the registry "
+                         f"(known: {', '.join(sorted(registry))})")
+    return registry[name]
+
+
+def resolve_model(name_or_path: str, fetch: bool = True,
+                  registry: Mapping[str, ModelRecord] | None = None) -> ModelInfo:
+    """A runnable model from a registry name or a path to a nep.txt.
+
+    A path (anything containing a path separator or ending in .txt, or an existing file whose name
+    is not a registry name) is a user model: validated, its species and version read from its header, its sha256 computed.
+    A name is looked up in the registry; the cached file is verified against the registry
+    sha256 and fetched first when missing (unless `fetch` is False, then ModelError).
+    """
+    candidate = Path(name_or_path).expanduser()
+    is_path = os.sep in name_or_path or name_or_path.endswith(".txt")
+    if not is_path:
+        registry = load_registry() if registry is None else registry
+        is_path = name_or_path not in registry and candidate.exists()
+    if is_path:
+        if not candidate.is_file():
+            raise ModelError(f"{candidate}: model file not found")
+        version, species = validate_model_file(candidate)
+        return ModelInfo(name=candidate.name, path=candidate.resolve(), sha256=sha256_file(candidate),
+                         species=species, nep_version=version,
+                         source={"kind": "user-file", "path": str(candidate.resolve())})
+    assert registry is not None
+    record = _record(name_or_path, registry)
+    path = cached_model_path(record.name)
+    if fetch:
+        path = fetch_model(record.name, registry)
+    elif not path.is_file():
+        raise ModelError(f"{path}: model {record.name} is not cached; run `nepbench models fetch {record.name}`")
+    else:
+        _check_hash(path, record.sha256, f"cached model {record.name}")
+    return ModelInfo(name=record.name, path=path, sha256=record.sha256, species=record.species,
+                     nep_version=record.nep_version, source=dict(record.source))
+
+
+# --------------------------------------------------------------------------- tiny random models
+
+def n_parameters(n_types: int, n_max: tuple[int, int], basis_size: tuple[int, int],
+                 l_max: tuple[int, int, int], n_neuron: int) -> tuple[int, int, int]:
+    """(ANN, descriptor, scaler) parameter counts of a one-hidden-layer NEP4 potential."""
+    n_angular_terms = l_max[0] + (l_max[1] > 0) + (l_max[2] > 0)
+    n_input = (n_max[0] + 1) + (n_max[1] + 1) * n_angular_terms
+    n_ann = (n_input * n_neuron + 2 * n_neuron) * n_types + 1
+    n_desc = n_types**2 * ((n_max[0] + 1) * (basis_size[0] + 1) + (n_max[1] + 1) * (basis_size[1] + 1))
+    return n_ann, n_desc, n_input
+
+
+def write_random_model(path: str | os.PathLike[str], species: Sequence[str] = ("Li", "Si", "C"),
+                       seed: int = 0, cutoff_a: tuple[float, float] = (5.0, 4.0),
+                       n_max: tuple[int, int] = (4, 4), basis_size: tuple[int, int] = (6, 6),
+                       l_max: tuple[int, int, int] = (4, 2, 0), n_neuron: int = 8,
+                       zbl_a: tuple[float, float] | None = (1.0, 2.0),
+                       weight_scale: float = 0.3) -> Path:
+    """Write a small seeded NEP4 model with random parameters (tests and demos; not physics).
+
+    The network weights are drawn from N(0, weight_scale²), descriptor weights from U(-1, 1)
+    and scalers from U(0.5, 1.5), which gives a smooth potential with forces of order 1 eV/Å;
+    `zbl_a` (inner, outer cutoff in Å) adds GPUMD's universal ZBL repulsion at short range.
+    """
+    rng = np.random.default_rng(seed)
+    n_ann, n_desc, n_input = n_parameters(len(species), n_max, basis_size, l_max, n_neuron)
+    values = np.concatenate([rng.normal(0.0, weight_scale, n_ann), rng.uniform(-1, 1, n_desc),
+                             rng.uniform(0.5, 1.5, n_input)])
+    token = "nep4_zbl" if zbl_a else "nep4"
+    lines = [f"{token} {len(species)} {' '.join(species)}"]
+    if zbl_a:
+        lines.append(f"zbl {zbl_a[0]:g} {zbl_a[1]:g}")
+    lines += [f"cutoff {cutoff_a[0]:g} {cutoff_a[1]:g} 200 100", f"n_max {n_max[0]} {n_max[1]}",
+              f"basis_size {basis_size[0]} {basis_size[1]}", f"l_max {l_max[0]} {l_max[1]} {l_max[2]}",
+              f"ANN {n_neuron} 0"]
+    lines += [f"{v:15.7e}" for v in values]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return Path(path)

@@ -1,0 +1,270 @@
+"""The CPU NEP engine: backend parity, physical conventions (forces, stress), MD behaviour.
+
+Uses small random NEP4 models (seeded, written to tmp_path): the checks here are about the engine,
+not the potential, and must not depend on a download.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from nepbench.engines import nep_cpu
+from nepbench.engines.base import MDProtocol
+from nepbench.engines.nep_cpu import NepCpuEngine, check_cell
+from nepbench.errors import EngineError, InputError, ModelError
+from nepbench.models import write_random_model
+
+BACKENDS = ["calorine", pytest.param("nep-adapters", marks=pytest.mark.skipif(
+    not nep_cpu.adapters_installed(), reason="nep-adapters not installed"))]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return write_random_model(tmp_path_factory.mktemp("model") / "nep.txt", seed=1)
+
+
+@pytest.fixture(scope="module")
+def cell() -> Atoms:
+    """64 atoms of Li, Si and C on a jittered 2.6 Å lattice with a slightly triclinic cell."""
+    atoms = check_cell(("Li", "Si", "C"), n_side=4, seed=3)
+    atoms.set_cell(atoms.cell.array + [[0, 0, 0], [0.5, 0, 0], [0.2, -0.3, 0]], scale_atoms=True)
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def engine(model):
+    return NepCpuEngine(model, backend="calorine")
+
+
+# --------------------------------------------------------------------------- single points
+
+@pytest.mark.skipif(not nep_cpu.adapters_installed(), reason="nep-adapters not installed")
+def test_backend_parity_calorine_vs_nep_adapters(model, cell):
+    a = NepCpuEngine(model, backend="calorine").single_point(cell)
+    b = NepCpuEngine(model, backend="nep-adapters").single_point(cell)
+    assert abs(a.energy_ev - b.energy_ev) <= 1e-8
+    assert np.abs(a.forces_ev_per_a - b.forces_ev_per_a).max() <= 1e-8
+    assert np.abs(a.stress_ev_per_a3 - b.stress_ev_per_a3).max() <= 1e-10
+    assert np.abs(a.forces_ev_per_a).max() > 0.05  # a check on non-trivial numbers
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forces_are_minus_energy_gradient(model, cell, backend):
+    eng = NepCpuEngine(model, backend=backend)
+    forces = eng.single_point(cell).forces_ev_per_a
+    h = 1e-4
+    for atom, axis in [(0, 0), (17, 1), (40, 2)]:
+        plus, minus = cell.copy(), cell.copy()
+        plus.positions[atom, axis] += h
+        minus.positions[atom, axis] -= h
+        numeric = -(eng.single_point(plus).energy_ev - eng.single_point(minus).energy_ev) / (2 * h)
+        assert forces[atom, axis] == pytest.approx(numeric, abs=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stress_is_ase_convention(model, cell, backend):
+    """ASE stress σ_ij = (1/V) ∂E/∂ε_ij (positive = tensile); checked by straining the cell."""
+    eng = NepCpuEngine(model, backend=backend)
+    stress = eng.single_point(cell).stress_ev_per_a3
+    h = 1e-5
+    for voigt, (i, j) in enumerate([(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]):
+        energies = []
+        for sign in (1, -1):
+            strain = np.eye(3)
+            strain[i, j] += sign * h / (1 if i == j else 2)
+            strain[j, i] += 0 if i == j else sign * h / 2
+            strained = cell.copy()
+            strained.set_cell(cell.cell.array @ strain, scale_atoms=True)
+            energies.append(eng.single_point(strained).energy_ev)
+        numeric = (energies[0] - energies[1]) / (2 * h) / cell.get_volume()
+        assert stress[voigt] == pytest.approx(numeric, abs=1e-7), f"component {voigt}"
+
+
+def test_labels_shapes_and_input_untouched(engine, cell):
+    before = cell.positions.copy()
+    labels = engine.single_point(cell)
+    assert labels.forces_ev_per_a.shape == (64, 3) and labels.stress_ev_per_a3.shape == (6,)
+    assert labels.wall_s > 0 and np.array_equal(cell.positions, before) and cell.calc is None
+
+
+def test_energy_independent_of_periodic_images(engine, cell):
+    shifted = cell.copy()
+    shifted.positions += cell.cell.array.sum(axis=0) * 2 + [0.0, -31.0, 0.0]
+    assert engine.single_point(shifted).energy_ev == pytest.approx(
+        engine.single_point(cell).energy_ev, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- errors
+
+def test_species_not_in_model(engine):
+    atoms = Atoms("LiOSi", positions=[[0, 0, 0], [2, 0, 0], [0, 2, 0]], cell=[9, 9, 9], pbc=True)
+    with pytest.raises(ModelError) as exc:
+        engine.single_point(atoms, source="cells/oxide.extxyz")
+    assert str(exc.value).startswith("cells/oxide.extxyz: species O not in model nep.txt")
+
+
+def test_bad_structures_and_protocols(engine, cell):
+    nan = cell.copy()
+    nan.positions[3, 1] = np.nan
+    with pytest.raises(InputError, match="non-finite"):
+        engine.single_point(nan, source="x.extxyz")
+    with pytest.raises(InputError, match="3D cell"):
+        engine.single_point(Atoms("Li2", positions=[[0, 0, 0], [2, 0, 0]]))
+    with pytest.raises(InputError, match="0 K"):
+        engine.md(cell, MDProtocol("nvt", 0.0, 1.0, 5))
+
+
+def test_missing_or_malformed_model(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        NepCpuEngine(tmp_path / "none.txt")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("nep4 3 Li Si C\ncutoff 5 4 200 100\n")
+    with pytest.raises(ModelError, match="bad.txt"):
+        NepCpuEngine(bad)
+
+
+# --------------------------------------------------------------------------- backend choice
+
+@pytest.mark.skipif(not nep_cpu.adapters_installed(), reason="nep-adapters not installed")
+def test_auto_prefers_matching_nep_adapters_and_caches_verdict(model, monkeypatch):
+    monkeypatch.setattr(nep_cpu, "_PARITY_VERDICTS", {})
+    built = []
+    real = nep_cpu.make_calculator
+    monkeypatch.setattr(nep_cpu, "make_calculator", lambda p, b: built.append(b) or real(p, b))
+    first = NepCpuEngine(model)
+    assert first.backend == "nep-adapters" and "within 1e-08" in first.backend_reason
+    assert sorted(built) == ["calorine", "nep-adapters"]
+    NepCpuEngine(model)
+    assert len(built) == 2  # the verdict is cached per model file
+    assert first.version().startswith("nep-adapters 1.") and "OpenMP" in first.version()
+    assert first.describe()["backend"] == "nep-adapters"
+
+
+@pytest.mark.skipif(not nep_cpu.adapters_installed(), reason="nep-adapters not installed")
+def test_thread_count_is_set_and_results_agree(model, cell):
+    one = NepCpuEngine(model, backend="nep-adapters", threads=1)
+    two = NepCpuEngine(model, backend="nep-adapters", threads=2)
+    default = NepCpuEngine(model, backend="nep-adapters")
+    assert one.describe()["threads"] == 1 and two.describe()["threads"] == 2
+    assert default.effective_threads() >= 1
+    a, b, c = (e.single_point(cell) for e in (one, two, default))
+    assert np.abs(a.forces_ev_per_a - b.forces_ev_per_a).max() <= 1e-12
+    assert abs(a.energy_ev - c.energy_ev) <= 1e-10
+
+
+@pytest.mark.skipif(not nep_cpu.adapters_installed(), reason="nep-adapters not installed")
+def test_threads_reach_the_openmp_runtime_nep_adapters_uses(model, cell):
+    """The OpenMP runtime that actually serves nep-adapters (calorine pulls in scikit-learn, whose
+    wheel bundles a libgomp of the same soname) sees the engine's thread count."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import nep_adapters  # noqa: F401
+
+    def openmp_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "openmp"}
+
+    NepCpuEngine(model, backend="nep-adapters", threads=1).single_point(cell)
+    assert openmp_threads() == {1}
+    NepCpuEngine(model, backend="nep-adapters", threads=2).single_point(cell)
+    assert 2 in openmp_threads()
+
+
+@pytest.mark.skipif(not nep_cpu.adapters_installed(), reason="nep-adapters not installed")
+def test_auto_falls_back_to_calorine_on_mismatch(model, monkeypatch):
+    monkeypatch.setattr(nep_cpu, "_PARITY_VERDICTS", {})
+    calculate = nep_cpu.NepAdaptersCalculator.calculate
+
+    def off_by_a_little(self, *args, **kwargs):
+        calculate(self, *args, **kwargs)
+        self.results["forces"] = self.results["forces"] + 1e-6
+
+    monkeypatch.setattr(nep_cpu.NepAdaptersCalculator, "calculate", off_by_a_little)
+    eng = NepCpuEngine(model)
+    assert eng.backend == "calorine" and "beyond 1e-08" in eng.backend_reason
+    assert eng.version().startswith("calorine 4.")
+
+
+def test_auto_without_nep_adapters(model, monkeypatch):
+    monkeypatch.setattr(nep_cpu, "_PARITY_VERDICTS", {})
+    monkeypatch.setattr(nep_cpu, "adapters_installed", lambda: False)
+    eng = NepCpuEngine(model)
+    assert eng.backend == "calorine" and eng.backend_reason == "nep-adapters not installed"
+    with pytest.raises(EngineError, match="not installed"):
+        NepCpuEngine(model, backend="nep-adapters")
+
+
+# --------------------------------------------------------------------------- MD
+
+def total_energy(result) -> np.ndarray:
+    return result.thermo["potential_energy_ev"] + result.thermo["kinetic_energy_ev"]
+
+
+def test_nve_conserves_energy_with_second_order_error(engine, cell):
+    """Velocity Verlet: total energy stays flat while E_pot and E_kin trade several eV, and the
+    fluctuation shrinks ~4× when the time step is halved (wrong forces would break both)."""
+    coarse = engine.md(cell, MDProtocol("nve", 300.0, 1.0, 150, sample_interval=5, seed=4))
+    fine = engine.md(cell, MDProtocol("nve", 300.0, 0.5, 300, sample_interval=10, seed=4))
+    exchanged = np.ptp(coarse.thermo["potential_energy_ev"])
+    assert exchanged > 1.0
+    assert np.ptp(total_energy(coarse)) < 2e-3 * exchanged
+    assert np.ptp(total_energy(coarse)) / np.ptp(total_energy(fine)) > 2.5
+
+
+@pytest.mark.parametrize("thermostat", ["bussi", "langevin"])
+def test_nvt_mean_temperature(model, cell, thermostat):
+    eng = NepCpuEngine(model, thermostat=thermostat, threads=1)
+    protocol = MDProtocol("nvt", 500.0, 1.0, 2000, sample_interval=10, seed=8,
+                          thermostat_coupling_fs=20.0, warmup_steps=300)
+    temperature = eng.md(cell, protocol).thermo["temperature_k"]
+    assert temperature.mean() == pytest.approx(500.0, rel=0.07)
+    assert temperature.std() > 10.0  # canonical fluctuations, not a rescaled constant
+
+
+def test_md_seed_determinism(engine, cell):
+    protocol = MDProtocol("nvt", 400.0, 1.0, 40, sample_interval=10, seed=21)
+    a, b = engine.md(cell, protocol), engine.md(cell, protocol)
+    assert np.array_equal(a.trajectory.positions_a, b.trajectory.positions_a)
+    assert np.array_equal(a.thermo["temperature_k"], b.thermo["temperature_k"])
+    c = engine.md(cell, MDProtocol("nvt", 400.0, 1.0, 40, sample_interval=10, seed=22))
+    assert not np.allclose(a.trajectory.positions_a[-1], c.trajectory.positions_a[-1])
+
+
+def test_md_frames_warmup_and_timing(engine, cell):
+    protocol = MDProtocol("nvt", 600.0, 2.0, 25, sample_interval=10, seed=5, warmup_steps=15)
+    before = cell.positions.copy()
+    result = engine.md(cell, protocol)
+    traj = result.trajectory
+    assert traj.n_frames == 3  # steps 0, 10, 20 after the warm-up; 25 is not a multiple of 10
+    np.testing.assert_allclose(traj.times_ps, [0.0, 0.02, 0.04])
+    assert not np.allclose(traj.positions_a[0], before, atol=1e-3)  # warm-up moved the atoms
+    assert np.array_equal(cell.positions, before)
+    for key in ("time_ps", "temperature_k", "potential_energy_ev", "kinetic_energy_ev"):
+        assert result.thermo[key].shape == (3,)
+    assert result.timing.timed_steps == 25 and result.timing.warmup_steps == 15
+    assert 0 < result.timing.timed_wall_s < result.timing.total_wall_s
+    assert result.timing.atom_steps_per_s > 0 and result.extra["backend"] == "calorine"
+    assert traj.cells_a.shape == (3, 3, 3) and traj.symbols == tuple(cell.get_chemical_symbols())
+
+
+def test_md_initial_velocities_have_zero_momentum(engine, cell):
+    result = engine.md(cell, MDProtocol("nve", 800.0, 0.5, 1, sample_interval=1, seed=9))
+    assert result.thermo["temperature_k"][0] == pytest.approx(800.0, rel=0.35)
+    masses = cell.get_masses()[:, None]
+    # momentum after one step: Σ m Δr / dt, zero when the total momentum is
+    displacement = result.trajectory.positions_a[1] - result.trajectory.positions_a[0]
+    assert np.abs((masses * displacement).sum(axis=0)).max() < 1e-9
+
+
+def test_md_positions_are_unwrapped(engine, cell):
+    """Atoms start one box vector outside the cell: frames keep them there (no wrapping) and the
+    dynamics equal those of the original positions shifted by that vector."""
+    shift = cell.cell.array[0] + cell.cell.array[2]
+    outside = cell.copy()
+    outside.positions += shift
+    protocol = MDProtocol("nve", 500.0, 1.0, 30, sample_interval=10, seed=2)
+    inside_run, outside_run = engine.md(cell, protocol), engine.md(outside, protocol)
+    np.testing.assert_allclose(outside_run.trajectory.positions_a - shift,
+                               inside_run.trajectory.positions_a, atol=1e-8)
+    steps = np.diff(outside_run.trajectory.positions_a, axis=0)
+    assert np.abs(steps).max() < 1.0  # no jumps by a box length
