@@ -46,7 +46,8 @@ class Family:
         select: number kept by DIRECT sampling.
         params: builder parameters; a list value is cycled over the candidates.
         strain_range: (min, max) isotropic/shear strain drawn per candidate, or None.
-        rattle_a: Gaussian rattle std in Å applied after straining.
+        rattle_a: Gaussian rattle std in Å applied after straining; several values are cycled
+            over the candidates.
     """
 
     builder: str
@@ -55,7 +56,10 @@ class Family:
     select: int
     params: dict[str, Any] = field(default_factory=dict)
     strain_range: tuple[float, float] | None = None
-    rattle_a: float = 0.0
+    rattle_a: tuple[float, ...] = (0.0,)
+
+    def rattle_for(self, index: int) -> float:
+        return self.rattle_a[index % len(self.rattle_a)]
 
     @property
     def key(self) -> str:
@@ -92,7 +96,7 @@ def load_spec(path: str | Path) -> ReferenceSpec:
                 builder=str(raw["builder"]), motif=motif, pool=int(raw["pool"]),
                 select=int(raw["select"]), params=dict(raw.get("params", {})),
                 strain_range=(float(strain[0]), float(strain[1])) if strain else None,
-                rattle_a=float(raw.get("rattle_a", 0.0)),
+                rattle_a=tuple(float(r) for r in np.atleast_1d(raw.get("rattle_a", 0.0))),
             ))
         except KeyError as exc:
             raise ConfigError(f"{path}: family #{index} lacks {exc.args[0]!r}") from None
@@ -122,10 +126,10 @@ def generate_candidates(spec: ReferenceSpec, family: Family) -> list[Atoms]:
         if family.strain_range is not None:
             rng = np.random.default_rng(seed)
             eps = float(rng.uniform(*family.strain_range))
-            atoms = systems.strain(atoms, eps, seed=seed, rattle_a=family.rattle_a)
-        elif family.rattle_a > 0:
+            atoms = systems.strain(atoms, eps, seed=seed, rattle_a=family.rattle_for(index))
+        elif family.rattle_for(index) > 0:
             atoms = atoms.copy()
-            atoms.rattle(stdev=family.rattle_a, seed=seed % (2**32))
+            atoms.rattle(stdev=family.rattle_for(index), seed=seed % (2**32))
         atoms.info.update({"motif": family.motif, "builder": family.builder, "candidate": index})
         check_structure(atoms, f"{spec.path}:{family.key}#{index}", min_distance_a=0.8)
         out.append(atoms)
@@ -152,7 +156,7 @@ def select_items(spec: ReferenceSpec) -> Selection:
     items: list[Atoms] = []
     per_family: dict[str, dict[str, Any]] = {}
     pool_size = 0
-    for family in spec.families:
+    for number, family in enumerate(spec.families):
         pool = generate_candidates(spec, family)
         pool_size += len(pool)
         if family.select == len(pool):
@@ -170,7 +174,7 @@ def select_items(spec: ReferenceSpec) -> Selection:
             atoms = pool[index]
             atoms.info["split"] = "test" if rank in test_set else "train"
             items.append(atoms)
-        per_family[family.key] = {"pool": len(pool), "selected": len(picked),
+        per_family[f"{number:02d} {family.key}"] = {"pool": len(pool), "selected": len(picked),
                                   "candidates": picked, "pca_components": n_components}
     return Selection(items, pool_size, per_family)
 

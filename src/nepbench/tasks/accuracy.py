@@ -59,28 +59,38 @@ def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     motifs = p.get("motifs")
     test = load_frames(ctx.reference_dir / "dft", split=p.get("split", "test"), motifs=motifs)
     train = load_frames(ctx.reference_dir / "dft", split="train", motifs=motifs)
-    species = model_species(ctx)
-    lacking = missing_species(test + train, species)
+    lacking = missing_species(test + train, model_species(ctx))
     if lacking:
         return TaskOutcome("not_applicable", reason=f"model {ctx.model_name} lacks species "
                            f"{', '.join(lacking)} present in the reference data")
-    engine = NepCpuEngine(ctx.model_path)
-    test_pred, train_pred = predict(engine, test), predict(engine, train)
+    return parity_outcome(NepCpuEngine(ctx.model_path), test, train,
+                          f"{len(test)} held-out CP2K frames ({p.get('split', 'test')} split)")
+
+
+def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, what: str) -> TaskOutcome:
+    """Parity metrics and plot data of `engine` on labelled `test` frames.
+
+    Per-element energy offsets are fitted on `train` (another split of the same data) and applied
+    to `test`; with `train=None` they are fitted on `test` itself (in-sample, stated in the method).
+    Frames without a "motif" in their info count as motif "all".
+    """
+    offsets_from = train if train else test
+    test_pred = predict(engine, test)
+    train_pred = predict(engine, train) if train else test_pred
 
     ref_f = np.concatenate([labels_of(a)[1] for a in test])
     pred_f = np.concatenate([lab.forces_ev_per_a for lab in test_pred])
     symbols = [s for a in test for s in a.get_chemical_symbols()]
-    atom_motifs = [a.info["motif"] for a in test for _ in range(len(a))]
+    motif_of = [str(a.info.get("motif", a.info.get("config_type", "all"))) for a in test]
+    atom_motifs = [m for a, m in zip(test, motif_of) for _ in range(len(a))]
     ferr = force_errors(ref_f, pred_f, symbols, atom_motifs)
 
-    elements = sorted({s for a in train + test for s in a.get_chemical_symbols()})
+    elements = sorted({s for a in offsets_from + test for s in a.get_chemical_symbols()})
     e_ref_test = np.array([labels_of(a)[0] for a in test])
     e_pred_test = np.array([lab.energy_ev for lab in test_pred])
     residual, mu = offset_corrected_energy_residuals_ev_per_atom(
-        np.array([labels_of(a)[0] for a in train]), np.array([lab.energy_ev for lab in train_pred]),
-        _counts(train, elements), e_ref_test, e_pred_test, _counts(test, elements))
-    in_sample = energy_errors(e_ref_test, e_pred_test, [len(a) for a in test],
-                              [Counter(a.get_chemical_symbols()) for a in test])
+        np.array([labels_of(a)[0] for a in offsets_from]), np.array([lab.energy_ev for lab in train_pred]),
+        _counts(offsets_from, elements), e_ref_test, e_pred_test, _counts(test, elements))
 
     metrics: dict[str, float] = {
         "force_rmse_mev_per_a": ferr.rmse_mev_per_a, "force_mae_mev_per_a": ferr.mae_mev_per_a,
@@ -88,12 +98,15 @@ def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         "force_max_abs_error_mev_per_a": ferr.max_abs_error_mev_per_a,
         "energy_rmse_mev_per_atom": 1000 * float(np.sqrt(np.mean(residual**2))),
         "energy_mae_mev_per_atom": 1000 * float(np.mean(np.abs(residual))),
-        "energy_rmse_in_sample_offsets_mev_per_atom": in_sample.offset_corrected_rmse_mev_per_atom,
-        "n_test_frames": float(len(test)), "n_train_frames_for_offsets": float(len(train)),
+        "n_test_frames": float(len(test)), "n_frames_for_offsets": float(len(offsets_from)),
     }
     units = {"force_rmse_mev_per_a": "meV/Å", "force_mae_mev_per_a": "meV/Å",
              "dft_force_rms_mev_per_a": "meV/Å", "energy_rmse_mev_per_atom": "meV/atom",
              "energy_mae_mev_per_atom": "meV/atom", "force_r2": ""}
+    if len(test) > len(elements):
+        in_sample = energy_errors(e_ref_test, e_pred_test, [len(a) for a in test],
+                                  [Counter(a.get_chemical_symbols()) for a in test])
+        metrics["energy_rmse_in_sample_offsets_mev_per_atom"] = in_sample.offset_corrected_rmse_mev_per_atom
     for el, stats in ferr.per_element.items():
         metrics[f"force_rmse_mev_per_a.{el}"] = stats.rmse_mev_per_a
     for motif, stats in ferr.per_motif.items():
@@ -111,14 +124,14 @@ def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     series = {
         "forces": {el: {"ref": d.ref_ev_per_a, "pred": d.pred_ev_per_a} for el, d in parity.items()},
         "energy": {"ref": e_ref_test / n_atoms, "pred": (e_pred_test + shift) / n_atoms},
-        "per_motif": {m: {"force_rmse_mev_per_a": s.rmse_mev_per_a,
-                          "n_frames": sum(a.info["motif"] == m for a in test)}
+        "per_motif": {m: {"force_rmse_mev_per_a": s.rmse_mev_per_a, "n_frames": motif_of.count(m)}
                       for m, s in ferr.per_motif.items()},
         "energy_offsets_ev_per_atom": dict(zip(elements, mu.tolist())),
     }
-    method = (f"{len(test)} held-out CP2K frames ({p.get('split', 'test')} split); force components "
-              f"over all atoms; energies per atom after per-element offsets fitted on {len(train)} "
-              f"training frames; NEP via {engine.version()}")
+    offsets = (f"offsets fitted on {len(offsets_from)} training frames" if train
+               else "offsets fitted on the same frames (in-sample)")
+    method = (f"{what}; force components over all atoms; energies per atom after per-element "
+              f"{offsets}; NEP via {engine.version()}")
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
                        engines={"nep_cpu": engine.version()}, seed=0)
 

@@ -1,0 +1,66 @@
+"""`nepbench parity --model M --data FILE.extxyz --out DIR`: parity of any model on any labelled data.
+
+Writes the same record, plots, results.json and criteria as the suite's parity task, so
+`nepbench verify DIR` judges it too. Bad models or data give one line and write nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from ..config import TaskSpec, load_suite
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "parity", help="energy/force/stress parity of a model on a labelled extxyz file",
+        description="Parity of any NEP model on any labelled extxyz (energy, forces, optional stress). "
+                    "Frames with info split=train/test use train for the energy offsets.",
+        epilog="example: nepbench parity --model nep89-lisic --data my_dft.extxyz --out reports/mine",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="registry name or path to a nep.txt")
+    parser.add_argument("--data", required=True, help="labelled extxyz (energy, forces[, stress]); .gz/.xz ok")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--criteria", default=str(Path(__file__).resolve().parents[3] / "suites" / "quick.toml"),
+                        help="suite whose parity criteria are applied (default suites/quick.toml)")
+    parser.set_defaults(func=_parity)
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from ..engines.nep_cpu import NepCpuEngine
+    from ..models import resolve_model
+    from ..provenance import atomic_write_json, sha256_file
+    from ..report.render import build_report, claim_table_text, write_report
+    from ..runner import ResolvedModel, make_record, record_path
+    from ..structures import read_structures
+    from ..tasks.accuracy import parity_outcome
+
+    info = resolve_model(args.model)
+    frames = read_structures(args.data, allowed_species=info.species, require_labels=True)
+    test = [f for f in frames if f.info.get("split") == "test"]
+    train = [f for f in frames if f.info.get("split") == "train"]
+    if not test or not train:
+        test, train = frames, None
+    model = ResolvedModel(info.name, Path(info.path), info.sha256)
+    spec = TaskSpec("parity", "parity", f"Parity on {Path(args.data).name}",
+                    {"data": str(args.data)}, (info.name,))
+    suite = load_suite(args.criteria, (info.name,))
+    criteria = [dataclasses.replace(c, id=c.id.split("[")[0], task="parity")
+                for c in suite.criteria if c.task == f"parity-{info.name}"]
+    start = time.perf_counter()
+    outcome = parity_outcome(NepCpuEngine(info.path), test, train, f"{len(test)} frames of {args.data}")
+    data_sha = sha256_file(args.data)
+    record = make_record(spec, outcome, model, data_sha, data_sha, time.perf_counter() - start)
+    out = Path(args.out)
+    atomic_write_json(out / "suite.json", {"name": "parity", "description": f"parity on {args.data}",
+                                           "tasks": [spec.to_dict()],
+                                           "criteria": [c.to_dict() for c in criteria]})
+    atomic_write_json(record_path(out, spec.id), record)
+    report = build_report([out])
+    write_report(report, out)
+    print(claim_table_text(report))
+    print(f"report: {out / 'report.html'}")
+    return 0

@@ -1,0 +1,166 @@
+"""The reference-set pipeline: DIRECT selection, resumable labelling, manifest and verify.
+
+A fake engine stands in for CP2K here (the real engine is tested in test_cp2k_engine.py and in the
+`cp2k`-marked build below), so resumption can be checked by counting calls.
+"""
+
+from __future__ import annotations
+
+import lzma
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nepbench import reference
+from nepbench.engines.base import Labels
+from nepbench.errors import InputError, SCFNotConverged
+
+SPEC = """
+name = "tiny"
+seed = 5
+test_fraction = 0.25
+cp2k_preset = "label"
+
+[[family]]
+builder = "c-Si"
+motif = "crystalline"
+pool = 12
+select = 4
+rattle_a = 0.1
+
+[[family]]
+builder = "a-Si"
+motif = "amorphous"
+pool = 12
+select = 4
+"""
+
+
+@dataclass(frozen=True)
+class FakeSettings:
+    cutoff_ry: float = 100.0
+
+    def to_dict(self):
+        return {"cutoff_ry": self.cutoff_ry}
+
+
+class FakeEngine:
+    """Deterministic labels from positions; counts calls; can fail one item or stop after n."""
+
+    def __init__(self, fail_on: int | None = None, interrupt_after: int | None = None):
+        self.settings = FakeSettings()
+        self.calls = 0
+        self.fail_on = fail_on
+        self.interrupt_after = interrupt_after
+
+    def version(self) -> str:
+        return "fake 1.0"
+
+    def single_point(self, atoms):
+        if self.interrupt_after is not None and self.calls >= self.interrupt_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        if self.fail_on is not None and self.calls == self.fail_on:
+            raise SCFNotConverged("SCF run NOT converged after 60 steps")
+        pos = atoms.positions
+        return Labels(energy_ev=float(-np.sum(np.cos(pos))), forces_ev_per_a=-np.sin(pos),
+                      stress_ev_per_a3=np.zeros(6), wall_s=0.01)
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> reference.ReferenceSpec:
+    path = tmp_path / "spec.toml"
+    path.write_text(SPEC)
+    return reference.load_spec(path)
+
+
+def build(spec, engine, out_dir):
+    selection = reference.select_items(spec)
+    info = {"settings": engine.settings.to_dict(), "version": engine.version()}
+    try:
+        report = reference.label_items(selection.items, engine, out_dir / "cache")
+    finally:
+        reference.assemble(selection.items, info, out_dir / "cache", out_dir, spec, selection)
+    return selection, report
+
+
+def test_selection_is_deterministic_and_split(spec):
+    first, second = reference.select_items(spec), reference.select_items(spec)
+    assert len(first.items) == 8 and first.pool_size == 24
+    assert first.selected_fraction == pytest.approx(8 / 24)
+    for a, b in zip(first.items, second.items):
+        assert np.array_equal(a.positions, b.positions) and a.info["split"] == b.info["split"]
+    splits = [a.info["split"] for a in first.items]
+    assert splits.count("test") == 2  # 25 % of 4 per family, rounded
+
+
+def test_killed_build_resumes_without_recomputing(spec, tmp_path):
+    out = tmp_path / "dft"
+    with pytest.raises(KeyboardInterrupt):
+        build(spec, FakeEngine(interrupt_after=3), out)
+    assert len(list((out / "cache").glob("*.json.gz"))) == 3
+    manifest = reference.verify(out)
+    assert manifest.ok and manifest.n_frames == 3  # what finished was assembled
+    engine = FakeEngine()
+    _, report = build(spec, engine, out)
+    assert engine.calls == 5 and report.skipped_cached == 3
+    again = FakeEngine()
+    build(spec, again, out)
+    assert again.calls == 0
+    result = reference.verify(out)
+    assert result.ok and result.n_frames == 8 and result.n_files == 2
+
+
+def test_scf_failure_is_logged_and_left_out(spec, tmp_path):
+    out = tmp_path / "dft"
+    _, report = build(spec, FakeEngine(fail_on=2), out)
+    assert report.failed == 1 and report.labelled == 7
+    manifest = __import__("json").loads((out / "manifest.json").read_text())
+    assert manifest["n_frames"] == 7 and manifest["n_failed"] == 1
+    assert "NOT converged" in manifest["failed"][0]["error"]
+
+
+def test_verify_catches_a_changed_frame(spec, tmp_path):
+    out = tmp_path / "dft"
+    build(spec, FakeEngine(), out)
+    path = out / "amorphous.extxyz.xz"
+    text = lzma.decompress(path.read_bytes()).decode().splitlines()
+    fields = text[2].split()
+    fields[1] = f"{float(fields[1]) + 0.001:.8f}"  # move one atom by 1 mÅ
+    text[2] = " ".join(fields)
+    path.write_bytes(lzma.compress(("\n".join(text) + "\n").encode()))
+    result = reference.verify(out)
+    assert not result.ok
+    assert any("frame 0 sha256" in p for p in result.problems)
+    assert any("file sha256" in p for p in result.problems)
+    with pytest.raises(InputError):
+        reference.load_frames(out)
+
+
+def test_verify_cli_exit_codes(spec, tmp_path, capsys):
+    from nepbench.cli import main
+
+    out = tmp_path / "dft"
+    build(spec, FakeEngine(), out)
+    assert main(["reference", "verify", str(out)]) == 0
+    (out / "crystalline.extxyz.xz").unlink()
+    assert main(["reference", "verify", str(out)]) == 1
+    assert "missing" in capsys.readouterr().out
+    shutil.rmtree(out)
+    assert main(["reference", "verify", str(out)]) == 1
+    assert "manifest not found" in capsys.readouterr().err
+
+
+def test_committed_reference_set_verifies():
+    root = Path(__file__).resolve().parents[1] / "reference_data" / "dft"
+    if not (root / "manifest.json").exists():
+        pytest.skip("no committed reference set yet")
+    result = reference.verify(root)
+    assert result.ok, result.problems
+    frames = reference.load_frames(root)
+    motifs = {f.info["motif"] for f in frames}
+    assert motifs <= set(reference.MOTIFS)
+    assert {f.info["split"] for f in frames} == {"train", "test"}
