@@ -1,0 +1,242 @@
+"""DIRECT sampling (Qi et al., npj Comput. Mater. 2024) and a structural fingerprint to feed it.
+
+Pure functions, no I/O. The pipeline follows the reference implementation `maml.sampling.direct`:
+
+1. each structure → one fixed-length vector (`structural_fingerprint`, usable before any NEP
+   model exists; per-structure mean NEP descriptors can be passed instead);
+2. StandardScaler (zero mean, unit variance per feature; constant features stay 0);
+3. PCA, keeping the components with eigenvalue > 1 (Kaiser's rule; at least one), optionally
+   multiplied by their explained-variance ratios (maml's `weighting_PCs`);
+4. BIRCH (scikit-learn) with `n_clusters` final clusters: start at `threshold_init`; while fewer
+   leaf subclusters than `n_clusters` appear, multiply the threshold by found/n and refit;
+5. per cluster take k members: "center" = k members at evenly spaced ranks of distance to the
+   cluster centroid (k = 1: the member nearest the centroid), "smallest" = the k with fewest
+   atoms, "random" = k distinct members drawn with `seed`;
+6. drop duplicates; `selected_fraction` = picks / pool.
+
+One deliberate difference from maml: the centroid of a final cluster is the mean of its members'
+PCA coordinates (maml maps each label to one of its BIRCH subcluster centres, the last one found).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from itertools import combinations_with_replacement
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, covalent_radii
+from ase.neighborlist import neighbor_list
+from sklearn.cluster import Birch
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
+
+SELECTIONS = ("center", "smallest", "random")
+BOND_SCALE = 1.2  # a bond: distance < 1.2 × (sum of covalent radii)
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+def fingerprint_length(n_species: int, n_bins: int) -> int:
+    """Length of `structural_fingerprint` for `n_species` species and `n_bins` RDF bins."""
+    n_pairs = n_species * (n_species + 1) // 2
+    return n_species + 1 + n_pairs * n_bins + 2 * n_species
+
+
+def structural_fingerprint(atoms: Atoms, species: Sequence[str] = ("Li", "Si", "C"), r_max: float = 5.0,
+                           n_bins: int = 16, sigma_a: float | None = None) -> np.ndarray:
+    """A fixed-length, deterministic description of one structure.
+
+    Layout (S species, P = S(S+1)/2 pairs):
+      [0:S]            composition fractions, in `species` order
+      [S]              number density, atoms/Å³ (0 for a cell without volume)
+      [S+1 : S+1+P·B]  per-pair smoothed radial densities, pair order (a, b) with a ≤ b in
+                       `species` order: f_ab(r_k) = (1/N) Σ_{i∈a, j∈b or i∈b, j∈a, i≠j}
+                       G_σ(r_k − r_ij) / (4π r_k²), r_k = bin centres on (0, r_max] Å, G a unit
+                       Gaussian of width σ (default bin width) — in atoms/Å³ per atom
+      [.. : ..+2S]     per species: mean and standard deviation of the coordination number
+                       (neighbours closer than 1.2 × sum of covalent radii); 0 if absent
+
+    Args:
+        atoms: periodic or not.
+        species: species the vector knows (a structure with any other raises ValueError).
+        r_max: largest distance in Å.
+        n_bins: radial bins.
+        sigma_a: Gaussian smoothing width in Å.
+    """
+    if n_bins < 1 or not r_max > 0:
+        raise ValueError("need n_bins ≥ 1 and r_max > 0 Å")
+    species = list(species)
+    symbols = np.array(atoms.get_chemical_symbols())
+    n = len(symbols)
+    if n == 0:
+        raise ValueError("structure has no atoms")
+    extra = sorted(set(symbols) - set(species))
+    if extra:
+        raise ValueError(f"species {', '.join(extra)} not in fingerprint species {species}")
+    if not np.all(np.isfinite(atoms.positions)):
+        raise ValueError("non-finite coordinates")
+    kind = np.array([species.index(s) for s in symbols])
+    s_count = len(species)
+    composition = np.bincount(kind, minlength=s_count) / n
+    volume = abs(atoms.cell.volume) if any(atoms.pbc) else 0.0
+    density = n / volume if volume > 1e-9 else 0.0
+
+    width = r_max / n_bins
+    sigma = width if sigma_a is None else float(sigma_a)
+    centres = (np.arange(n_bins) + 0.5) * width
+    radii = np.array([covalent_radii[atomic_numbers[s]] for s in species])
+    bond = BOND_SCALE * (radii[:, None] + radii[None, :])
+    reach = max(r_max + 4 * sigma, float(bond.max()))
+    i, j, d = neighbor_list("ijd", atoms, reach)
+    ki, kj = kind[i], kind[j]
+
+    pairs = list(combinations_with_replacement(range(s_count), 2))
+    rdf = np.zeros((len(pairs), n_bins))
+    shell = 4 * np.pi * centres**2
+    for p, (a, b) in enumerate(pairs):
+        mask = ((ki == a) & (kj == b)) | ((ki == b) & (kj == a)) if a != b else (ki == a) & (kj == a)
+        if np.any(mask):
+            g = np.exp(-0.5 * ((centres[None, :] - d[mask, None]) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+            rdf[p] = g.sum(axis=0) / shell / n
+
+    bonded = d < bond[ki, kj]
+    coordination = np.bincount(i[bonded], minlength=n).astype(float)
+    coord_stats = np.zeros(2 * s_count)
+    for a in range(s_count):
+        values = coordination[kind == a]
+        if len(values):
+            coord_stats[2 * a] = values.mean()
+            coord_stats[2 * a + 1] = values.std()
+    return np.concatenate([composition, [density], rdf.ravel(), coord_stats])
+
+
+# --------------------------------------------------------------------------- DIRECT
+
+@dataclass(frozen=True)
+class DirectSelection:
+    """Result of `direct_select`.
+
+    Attributes:
+        indices: selected structure indices, sorted ascending, no duplicates.
+        labels: final BIRCH cluster label of every structure (n,).
+        pca_coordinates: the (weighted) PCA coordinates clustered, shape (n, n_components).
+        n_components: PCs kept by Kaiser's rule (eigenvalue > 1; at least 1).
+        explained_variance_ratio: variance ratio of each kept PC.
+        threshold: the BIRCH threshold finally used.
+        selected_fraction: len(indices) / n.
+    """
+
+    indices: np.ndarray
+    labels: np.ndarray
+    pca_coordinates: np.ndarray
+    n_components: int
+    explained_variance_ratio: np.ndarray
+    threshold: float
+    selected_fraction: float
+
+
+def _validate(features: np.ndarray, n_clusters: int, k_per_cluster: int, selection: str,
+              n_atoms: Sequence[int] | None) -> np.ndarray:
+    x = np.asarray(features, dtype=float)
+    if x.ndim != 2:
+        raise ValueError(f"features must be 2-D (n_structures, n_features), got shape {x.shape}")
+    n = x.shape[0]
+    if n < 2 or x.shape[1] < 1:
+        raise ValueError(f"need at least 2 structures and 1 feature, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        bad = np.unique(np.nonzero(~np.isfinite(x))[0])
+        raise ValueError(f"non-finite (NaN/inf) features in structure(s) {bad[:10].tolist()}")
+    if not 1 <= n_clusters <= n:
+        raise ValueError(f"n_clusters must be in 1..{n} (the number of structures), got {n_clusters}")
+    if k_per_cluster < 1:
+        raise ValueError(f"k_per_cluster must be ≥ 1, got {k_per_cluster}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    if selection == "smallest":
+        if n_atoms is None or len(n_atoms) != n:
+            raise ValueError('selection="smallest" needs n_atoms, one count per structure')
+    distinct = len(np.unique(x, axis=0))
+    if distinct < n_clusters:
+        raise ValueError(f"only {distinct} distinct feature vectors for {n_clusters} clusters")
+    return x
+
+
+def pca_kaiser(features: np.ndarray, explained_variance_weighting: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise, PCA, keep PCs with eigenvalue > 1 (≥ 1 PC); returns (coordinates, variance ratios)."""
+    scaled = StandardScaler().fit_transform(features)
+    if not np.any(scaled):  # every feature constant: one null component
+        return np.zeros((len(scaled), 1)), np.zeros(1)
+    pca = PCA(svd_solver="full").fit(scaled)
+    m = max(1, int(np.sum(pca.explained_variance_ > 1.0)))
+    coords = pca.transform(scaled)[:, :m]
+    ratio = pca.explained_variance_ratio_[:m]
+    if explained_variance_weighting:
+        coords = coords * ratio
+    return coords, ratio
+
+
+def birch_clusters(coords: np.ndarray, n_clusters: int, threshold_init: float = 0.5,
+                   max_refits: int = 100) -> tuple[np.ndarray, float]:
+    """Final BIRCH labels with `n_clusters` clusters, lowering the threshold by found/n until the
+    leaf subclusters number at least `n_clusters`; returns (labels, threshold used)."""
+    threshold = float(threshold_init)
+    if n_clusters == 1:
+        return np.zeros(len(coords), dtype=int), threshold
+    for _ in range(max_refits):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = Birch(n_clusters=n_clusters, threshold=threshold).fit(coords)
+        found = len(model.subcluster_centers_)
+        if found >= n_clusters:
+            return model.predict(coords), threshold
+        threshold *= found / n_clusters
+    raise RuntimeError(f"BIRCH found fewer than {n_clusters} subclusters after {max_refits} refits")
+
+
+def direct_select(features: np.ndarray, n_clusters: int, k_per_cluster: int = 1, selection: str = "center",
+                  n_atoms: Sequence[int] | None = None, explained_variance_weighting: bool = True,
+                  seed: int = 0, threshold_init: float = 0.5) -> DirectSelection:
+    """Choose a diverse subset of structures by DIRECT sampling (see module docstring).
+
+    Args:
+        features: (n_structures, n_features), finite.
+        n_clusters: BIRCH clusters n (1 ≤ n ≤ n_structures).
+        k_per_cluster: members taken from each cluster (all of it if the cluster is smaller).
+        selection: "center", "smallest" (needs `n_atoms`) or "random".
+        n_atoms: atoms per structure, for "smallest" (ties go to the lower index).
+        explained_variance_weighting: scale each kept PC by its explained-variance ratio.
+        seed: used only by "random" (the other steps are deterministic).
+        threshold_init: initial BIRCH threshold (in the weighted PCA space).
+
+    Raises:
+        ValueError: non-2-D or non-finite features, n_clusters outside 1..n, k < 1, unknown
+            selection, missing n_atoms, or fewer distinct feature vectors than clusters.
+    """
+    x = _validate(features, n_clusters, k_per_cluster, selection, n_atoms)
+    coords, ratio = pca_kaiser(x, explained_variance_weighting)
+    labels, threshold = birch_clusters(coords, n_clusters, threshold_init)
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    for label in np.unique(labels):
+        members = np.nonzero(labels == label)[0]
+        k = min(k_per_cluster, len(members))
+        if selection == "center":
+            centroid = coords[members].mean(axis=0)
+            distance = np.linalg.norm(coords[members] - centroid, axis=1)
+            order = members[np.argsort(distance, kind="stable")]
+            ranks = np.linspace(0, len(members) - 1, k).astype(int)
+            picked.extend(order[ranks].tolist())
+        elif selection == "smallest":
+            sizes = np.asarray(n_atoms)[members]
+            picked.extend(members[np.argsort(sizes, kind="stable")[:k]].tolist())
+        else:
+            picked.extend(rng.choice(members, size=k, replace=False).tolist())
+    indices = np.array(sorted(set(picked)), dtype=int)
+    return DirectSelection(
+        indices=indices, labels=labels, pca_coordinates=coords, n_components=coords.shape[1],
+        explained_variance_ratio=ratio, threshold=threshold, selected_fraction=len(indices) / len(x),
+    )

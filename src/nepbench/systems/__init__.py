@@ -1,0 +1,113 @@
+"""Deterministic structure builders for Li–Si–C anodes, and a registry of named builders.
+
+Every builder is a pure function of its parameters and an integer seed (numpy Generator) and
+returns an `ase.Atoms`. `build(name, seed, **params)` is the one entry point used by the reference
+pipeline, the tasks and the CLI; it stamps `atoms.info` with
+`{"builder": name, "motif": family, "seed": seed, **params}`.
+
+| name             | motif        | default cell                                    | atoms | min dist (Å) |
+|------------------|--------------|-------------------------------------------------|-------|--------------|
+| "c-Si"           | crystalline  | diamond Si 2×2×2 conventional                   | 64    | 2.35         |
+| "graphite"       | crystalline  | AB graphite 3×3×1                               | 36    | 1.42         |
+| "LiC6"           | crystalline  | LiC6 P6/mmm 2×2×1 (Li4C24)                      | 28    | 1.43         |
+| "Li-in-c-Si"     | crystalline  | Li4Si64, Li on seeded T sites                   | 68    | 2.35         |
+| "Li15Si4"        | crystalline  | Li15Si4 I-43d primitive (Li30Si8)               | 38    | 2.63         |
+| "a-Si"           | amorphous    | Si64 at 2.28 g/cm³                              | 64    | 1.9          |
+| "a-C"            | amorphous    | C64 at 2.1 g/cm³                                | 64    | 1.3          |
+| "a-LixSi"        | amorphous    | x = 2: Li22Si11 (linear volume rule)            | 33    | 1.9          |
+| "a-LiC"          | amorphous    | Li6C36 (a-C 2.1 g/cm³ + 6.56 Å³/Li)             | 42    | 1.3          |
+| "Si|C"           | interfacial  | Si(001) 24 + a-C 31                             | 55    | 1.3          |
+| "Si|C-lithiated" | interfacial  | Si(001) 24 + a-C 31 + Li 4                      | 59    | 1.3          |
+| "core-shell"     | interfacial  | R = 2 nm c-Si core, 1 nm a-C shell (registry default) | ~1.0e4 | 1.3  |
+
+Crystalline builders without disorder ("c-Si", "graphite", "LiC6", "Li15Si4") give the same cell
+for every seed; the seed still goes into `info`. Strain is applied separately by `strain`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from ase import Atoms
+
+from .amorphous import a_c, a_lic, a_lixsi, a_si, density_g_cm3, lixsi_counts, lixsi_volume_per_si_a3
+from .core_shell import core_shell_particle
+from .crystalline import c_si, graphite, li15si4, li_in_c_si, lic6
+from .interfacial import si_c_interface, si_c_interface_lithiated
+from .packing import PAIR_MIN_A, pair_min_distances_a
+from .strain import STRAIN_MODES, strain
+
+MOTIFS = ("crystalline", "amorphous", "interfacial", "strained")
+
+
+@dataclass(frozen=True)
+class Builder:
+    """A named builder: the function, its motif family and its guaranteed minimum distance (Å)."""
+
+    func: Callable[..., Atoms]
+    motif: str
+    takes_seed: bool
+    min_distance_a: float
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+BUILDERS: dict[str, Builder] = {
+    "c-Si": Builder(c_si, "crystalline", False, 2.35),
+    "graphite": Builder(graphite, "crystalline", False, 1.42),
+    "LiC6": Builder(lic6, "crystalline", False, 1.43),
+    "Li-in-c-Si": Builder(li_in_c_si, "crystalline", True, 2.35),
+    "Li15Si4": Builder(li15si4, "crystalline", False, 2.63),
+    "a-Si": Builder(a_si, "amorphous", True, 1.9),
+    "a-C": Builder(a_c, "amorphous", True, 1.3),
+    "a-LixSi": Builder(a_lixsi, "amorphous", True, 1.9),
+    "a-LiC": Builder(a_lic, "amorphous", True, 1.3),
+    "Si|C": Builder(si_c_interface, "interfacial", True, 1.3),
+    "Si|C-lithiated": Builder(si_c_interface_lithiated, "interfacial", True, 1.3),
+    "core-shell": Builder(core_shell_particle, "interfacial", True, 1.3,
+                          {"core_radius_nm": 2.0, "shell_thickness_nm": 1.0, "vacuum_nm": 1.0}),
+}
+
+
+def _info_value(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return np.asarray(value)
+    return value
+
+
+def build(name: str, seed: int, **params: Any) -> Atoms:
+    """Build the structure `name` (see `BUILDERS`) with `seed` and builder `params`.
+
+    Raises:
+        ValueError: unknown name, or parameters the builder does not accept.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"unknown builder {name!r}; known: {', '.join(BUILDERS)}")
+    entry = BUILDERS[name]
+    kwargs = {**entry.defaults, **params}
+    if entry.takes_seed:
+        kwargs["seed"] = int(seed)
+    accepted = set(inspect.signature(entry.func).parameters)
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(f"builder {name!r} takes no parameter(s) {', '.join(unknown)}; "
+                         f"it takes {', '.join(sorted(accepted - {'seed'}))}")
+    atoms = entry.func(**kwargs)
+    atoms.info.update({"builder": name, "motif": entry.motif, "seed": int(seed)})
+    atoms.info.update({k: _info_value(v) for k, v in kwargs.items() if k != "seed"})
+    return atoms
+
+
+def available() -> list[str]:
+    """Names accepted by `build`."""
+    return list(BUILDERS)
+
+
+__all__ = [
+    "BUILDERS", "Builder", "MOTIFS", "PAIR_MIN_A", "STRAIN_MODES", "a_c", "a_lic", "a_lixsi", "a_si",
+    "available", "build", "c_si", "core_shell_particle", "density_g_cm3", "graphite", "li15si4",
+    "li_in_c_si", "lic6", "lixsi_counts", "lixsi_volume_per_si_a3", "pair_min_distances_a",
+    "si_c_interface", "si_c_interface_lithiated", "strain",
+]

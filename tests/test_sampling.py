@@ -1,0 +1,174 @@
+"""DIRECT sampling and the structural fingerprint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nepbench.sampling import (
+    DirectSelection, direct_select, fingerprint_length, pca_kaiser, structural_fingerprint,
+)
+from nepbench.systems import build, strain
+
+
+def _blobs(n_blobs=5, per_blob=40, n_features=8, spread=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 10.0, size=(n_blobs, n_features))
+    x = np.vstack([c + rng.normal(0.0, spread, size=(per_blob, n_features)) for c in centres])
+    truth = np.repeat(np.arange(n_blobs), per_blob)
+    return x, truth
+
+
+def test_every_blob_gets_exactly_one_pick():
+    x, truth = _blobs()
+    result = direct_select(x, n_clusters=5, k_per_cluster=1)
+    assert isinstance(result, DirectSelection)
+    assert sorted(truth[result.indices].tolist()) == [0, 1, 2, 3, 4]
+    assert result.selected_fraction == pytest.approx(5 / 200)
+    # the final clusters are the blobs (up to relabelling)
+    for blob in range(5):
+        assert len(set(result.labels[truth == blob])) == 1
+    assert len(set(result.labels)) == 5
+    assert result.pca_coordinates.shape == (200, result.n_components)
+    assert len(result.explained_variance_ratio) == result.n_components
+    assert np.all(np.diff(result.indices) > 0)
+
+
+def test_k_per_cluster_fraction_without_duplicates():
+    x, truth = _blobs(n_blobs=4, per_blob=30)
+    result = direct_select(x, n_clusters=4, k_per_cluster=3)
+    assert len(result.indices) == 12 and result.selected_fraction == pytest.approx(12 / 120)
+    assert np.bincount(truth[result.indices]).tolist() == [3, 3, 3, 3]
+
+
+def test_k_larger_than_a_cluster_takes_the_whole_cluster_once():
+    x, _ = _blobs(n_blobs=3, per_blob=4)
+    result = direct_select(x, n_clusters=3, k_per_cluster=10)
+    assert result.indices.tolist() == list(range(12))
+    assert result.selected_fraction == 1.0
+
+
+def test_center_picks_the_member_nearest_the_centroid():
+    x, _ = _blobs(n_blobs=4, per_blob=25, seed=3)
+    result = direct_select(x, n_clusters=4, k_per_cluster=1, selection="center")
+    expected = []
+    for label in np.unique(result.labels):
+        members = np.nonzero(result.labels == label)[0]
+        coords = result.pca_coordinates[members]
+        expected.append(members[np.argmin(np.linalg.norm(coords - coords.mean(axis=0), axis=1))])
+    assert result.indices.tolist() == sorted(expected)
+
+
+def test_center_with_k_spans_the_distance_ranks():
+    x, _ = _blobs(n_blobs=2, per_blob=21, seed=4)
+    result = direct_select(x, n_clusters=2, k_per_cluster=3)
+    for label in np.unique(result.labels):
+        members = np.nonzero(result.labels == label)[0]
+        coords = result.pca_coordinates[members]
+        order = members[np.argsort(np.linalg.norm(coords - coords.mean(axis=0), axis=1))]
+        chosen = set(result.indices) & set(members)
+        assert chosen == {order[0], order[10], order[20]}  # nearest, median, farthest
+
+
+def test_smallest_picks_fewest_atoms():
+    x, truth = _blobs(n_blobs=3, per_blob=10, seed=5)
+    n_atoms = np.random.default_rng(1).integers(20, 200, size=30)
+    result = direct_select(x, n_clusters=3, k_per_cluster=2, selection="smallest", n_atoms=n_atoms)
+    for blob in range(3):
+        members = np.nonzero(truth == blob)[0]
+        smallest = set(members[np.argsort(n_atoms[members], kind="stable")[:2]])
+        assert set(result.indices) & set(members) == smallest
+
+
+def test_deterministic_and_random_selection_seeded():
+    x, _ = _blobs(seed=6)
+    a, b = direct_select(x, 5, 2), direct_select(x, 5, 2)
+    assert np.array_equal(a.indices, b.indices) and np.array_equal(a.labels, b.labels)
+    r1 = direct_select(x, 5, 2, selection="random", seed=1)
+    r2 = direct_select(x, 5, 2, selection="random", seed=1)
+    assert np.array_equal(r1.indices, r2.indices) and len(r1.indices) == 10
+    assert any(not np.array_equal(direct_select(x, 5, 2, selection="random", seed=s).indices, r1.indices)
+               for s in range(2, 6))
+
+
+def test_threshold_is_lowered_until_enough_subclusters():
+    x, truth = _blobs(n_blobs=6, per_blob=10, seed=7)
+    result = direct_select(x, n_clusters=6, threshold_init=50.0)
+    assert result.threshold < 50.0
+    assert sorted(truth[result.indices].tolist()) == list(range(6))
+
+
+def test_kaiser_rule_counts_independent_signals():
+    rng = np.random.default_rng(8)
+    signals = rng.normal(size=(300, 2))
+    x = np.hstack([np.repeat(signals[:, :1], 5, axis=1), np.repeat(signals[:, 1:], 5, axis=1)])
+    x = x + rng.normal(0.0, 0.05, size=x.shape)
+    coords, ratio = pca_kaiser(x, explained_variance_weighting=False)
+    assert coords.shape == (300, 2) and ratio.sum() > 0.99
+    weighted, _ = pca_kaiser(x, explained_variance_weighting=True)
+    assert np.allclose(weighted, coords * ratio)
+    # constant features: one null component is kept, and DIRECT still returns one pick
+    coords, ratio = pca_kaiser(np.ones((6, 3)))
+    assert coords.shape == (6, 1) and not np.any(coords) and ratio.tolist() == [0.0]
+    assert direct_select(np.ones((6, 3)), n_clusters=1).indices.tolist() == [0]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"features": np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 1.0]]), "n_clusters": 2}, "non-finite"),
+    ({"features": np.arange(12.0).reshape(6, 2), "n_clusters": 7}, "n_clusters"),
+    ({"features": np.arange(12.0).reshape(6, 2), "n_clusters": 0}, "n_clusters"),
+    ({"features": np.arange(12.0).reshape(6, 2), "n_clusters": 2, "k_per_cluster": 0}, "k_per_cluster"),
+    ({"features": np.arange(12.0).reshape(6, 2), "n_clusters": 2, "selection": "median"}, "selection"),
+    ({"features": np.arange(12.0).reshape(6, 2), "n_clusters": 2, "selection": "smallest"}, "n_atoms"),
+    ({"features": np.arange(6.0), "n_clusters": 2}, "2-D"),
+    ({"features": np.ones((6, 3)), "n_clusters": 2}, "distinct"),
+])
+def test_bad_input_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        direct_select(**kwargs)
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+def test_fingerprint_layout_and_values():
+    c_si = build("c-Si", seed=0)
+    f = structural_fingerprint(c_si, n_bins=20)
+    assert f.shape == (fingerprint_length(3, 20),) == (3 + 1 + 6 * 20 + 6,)
+    assert f[:3].tolist() == [0.0, 1.0, 0.0]
+    assert f[3] == pytest.approx(8 / 5.431**3)
+    si_si = f[4 + 3 * 20: 4 + 4 * 20]  # pairs: Li-Li, Li-Si, Li-C, Si-Si, Si-C, C-C
+    centres = (np.arange(20) + 0.5) * 0.25
+    first_shell = (si_si * 4 * np.pi * centres**2 * 0.25)[centres < 3.1].sum()
+    assert first_shell == pytest.approx(4.0, rel=0.02)  # the RDF integrates to 4 bonds
+    assert np.argmax(si_si[centres < 3.1]) == int(2.352 / 0.25)  # peak in the 2.25–2.5 Å bin
+    assert np.count_nonzero(f[4: 4 + 3 * 20]) == 0  # no Li pairs
+    assert f[-6:].tolist() == [0.0, 0.0, 4.0, 0.0, 0.0, 0.0]  # Si: coordination 4 ± 0
+    graphite = structural_fingerprint(build("graphite", seed=0))
+    assert graphite[-2:].tolist() == [3.0, 0.0]
+
+
+def test_fingerprint_invariances_and_sensitivity():
+    atoms = build("a-LixSi", seed=1, x=2.0)
+    f = structural_fingerprint(atoms)
+    assert f[:3] == pytest.approx([22 / 33, 11 / 33, 0.0])
+    shuffled = atoms[np.random.default_rng(0).permutation(len(atoms))]
+    shuffled.translate([1.3, -0.4, 2.2])
+    shuffled.wrap()
+    assert np.allclose(structural_fingerprint(shuffled), f)
+    assert np.array_equal(structural_fingerprint(atoms), f)
+    other = structural_fingerprint(build("a-LixSi", seed=2, x=2.0))
+    assert not np.allclose(other, f)
+    with pytest.raises(ValueError, match="not in fingerprint species"):
+        structural_fingerprint(atoms, species=("Si", "C"))
+
+
+def test_direct_on_fingerprints_covers_each_family():
+    pool, family = [], []
+    for k in range(5):
+        pool.append(strain(build("c-Si", seed=k, repeat=(1, 1, 2)), 0.02 * k - 0.04, seed=k, rattle_a=0.05))
+        pool.append(build("a-LiC", seed=k))
+        pool.append(build("a-LixSi", seed=k, x=3.0))
+        family += ["c-Si", "a-LiC", "a-LixSi"]
+    features = np.array([structural_fingerprint(a) for a in pool])
+    result = direct_select(features, n_clusters=3, k_per_cluster=1, seed=0)
+    assert sorted(family[i] for i in result.indices) == ["a-LiC", "a-LixSi", "c-Si"]
