@@ -271,13 +271,22 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
 
 # --------------------------------------------------------------------------- assembly + manifest
 
+def _fixed8(values: np.ndarray) -> list[str]:
+    """Floats as extxyz writes per-atom arrays (8 decimals), so the text round trip is exact."""
+    return [f"{v:.8f}" for v in np.asarray(values, dtype=float).ravel()]
+
+
 def frame_sha256(atoms: Atoms) -> str:
-    """sha256 of a labelled frame's content (species, geometry, labels, motif, split)."""
+    """sha256 of a labelled frame's content (species, geometry, labels, motif, split).
+
+    Positions and forces enter at the 8 decimals the extxyz file stores; cell, energy and stress
+    are stored at full precision, so the hash of a frame read back from its file is unchanged.
+    """
     energy, forces, stress = labels_of(atoms)
     return content_hash({
-        "symbols": atoms.get_chemical_symbols(), "positions": np.round(atoms.positions, 6),
-        "cell": np.round(atoms.cell.array, 6), "energy": round(float(energy), 6),
-        "forces": np.round(forces, 6), "stress": None if stress is None else np.round(stress, 8),
+        "symbols": atoms.get_chemical_symbols(), "positions": _fixed8(atoms.positions),
+        "cell": atoms.cell.array.ravel().tolist(), "energy": repr(float(energy)),
+        "forces": _fixed8(forces), "stress": None if stress is None else [repr(float(x)) for x in stress],
         "motif": atoms.info.get("motif"), "split": atoms.info.get("split"),
     })
 
