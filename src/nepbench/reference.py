@@ -153,10 +153,11 @@ def select_items(spec: ReferenceSpec) -> Selection:
     """Generate every family's pool and choose `select` per family by DIRECT sampling."""
     from .sampling import direct_select, structural_fingerprint
 
-    items: list[Atoms] = []
+    per_family_items: list[list[Atoms]] = []
     per_family: dict[str, dict[str, Any]] = {}
     pool_size = 0
     for number, family in enumerate(spec.families):
+        items: list[Atoms] = []
         pool = generate_candidates(spec, family)
         pool_size += len(pool)
         if family.select == len(pool):
@@ -167,7 +168,7 @@ def select_items(spec: ReferenceSpec) -> Selection:
             result = direct_select(features, n_clusters=family.select, k_per_cluster=1, seed=spec.seed)
             picked = [int(i) for i in result.indices]
             n_components = int(result.n_components)
-        rng = np.random.default_rng([spec.seed, len(items)])
+        rng = np.random.default_rng([spec.seed, number])
         n_test = int(round(spec.test_fraction * len(picked)))
         test_set = set(rng.permutation(len(picked))[:n_test].tolist())
         for rank, index in enumerate(picked):
@@ -176,7 +177,11 @@ def select_items(spec: ReferenceSpec) -> Selection:
             items.append(atoms)
         per_family[f"{number:02d} {family.key}"] = {"pool": len(pool), "selected": len(picked),
                                   "candidates": picked, "pca_components": n_components}
-    return Selection(items, pool_size, per_family)
+        per_family_items.append(items)
+    # round-robin over families, so a partial build already covers every motif and both splits
+    ordered = [fam[k] for k in range(max(map(len, per_family_items))) for fam in per_family_items
+               if k < len(fam)]
+    return Selection(ordered, pool_size, per_family)
 
 
 # --------------------------------------------------------------------------- labelling cache
