@@ -55,7 +55,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
 
     p = spec.params
     base = base_cell(p)
-    nep = NepCpuEngine(ctx.model_path)
+    nep = NepCpuEngine(ctx.model_path, threads=p.get("nep_threads"))
     engines = {"nep_cpu": nep.version()}
     identical: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}

@@ -1,0 +1,143 @@
+"""End-to-end CLI behaviour: parity + verify on a model's own labels, a perturbed model, and one
+clear error (non-zero exit, nothing written) for each kind of bad model or bad data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nepbench import systems
+from nepbench.cli import main
+from nepbench.engines.nep_cpu import NepCpuEngine
+from nepbench.models import write_random_model
+from nepbench.structures import with_labels, write_structures
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_random_model(tmp_path_factory.mktemp("model") / "nep.txt", seed=1)
+
+
+@pytest.fixture(scope="module")
+def labelled(model, tmp_path_factory) -> Path:
+    """Li–Si–C cells labelled by `model` itself: its parity errors are zero."""
+    engine = NepCpuEngine(model, backend="calorine")
+    frames = []
+    for seed, (name, params) in enumerate([("a-LixSi", {"x": 1.0}), ("a-LixSi", {"x": 3.0}),
+                                          ("a-LiC", {"n_c": 12}), ("a-Si", {"n_atoms": 16}),
+                                          ("a-C", {"n_atoms": 16}), ("a-LixSi", {"x": 2.0})]):
+        atoms = systems.build(name, seed=seed, **params)
+        labels = engine.single_point(atoms)
+        frame = with_labels(atoms, labels.energy_ev, labels.forces_ev_per_a, labels.stress_ev_per_a3)
+        frame.info = {"motif": atoms.info["motif"]}
+        frames.append(frame)
+    path = tmp_path_factory.mktemp("data") / "labelled.extxyz"
+    write_structures(path, frames)
+    return path
+
+
+def perturbed(model: Path, out: Path, factor: float) -> Path:
+    """`model` with every parameter after the `ANN` header line scaled by `factor`."""
+    lines = model.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ANN")) + 1
+    scaled = lines[:start] + [f"{float(v) * factor:.8e}" for v in lines[start:]]
+    out.write_text("\n".join(scaled) + "\n")
+    return out
+
+
+def test_parity_on_own_labels_passes_and_perturbed_model_fails_verify(model, labelled, tmp_path, capsys):
+    good = tmp_path / "good"
+    assert main(["parity", "--model", str(model), "--data", str(labelled), "--out", str(good)]) == 0
+    results = json.loads((good / "results.json").read_text())
+    record = next(iter(results["records"].values())) if isinstance(results["records"], dict) else results["records"][0]
+    assert record["metrics"]["force_rmse_mev_per_a"] < 1e-3
+    assert main(["verify", str(good)]) == 0
+    bad = tmp_path / "bad"
+    worse = perturbed(model, tmp_path / "worse.txt", 1.3)
+    assert main(["parity", "--model", str(worse), "--data", str(labelled), "--out", str(bad)]) == 0
+    bad_record = json.loads((bad / "tasks" / "parity.json").read_text())
+    assert bad_record["metrics"]["force_rmse_mev_per_a"] > 200
+    assert main(["verify", str(bad)]) == 1
+    assert "force_rmse" in capsys.readouterr().out
+
+
+def _bad_model(kind: str, model: Path, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.txt"
+    lines = model.read_text().splitlines()
+    if kind == "empty":
+        path.write_text("")
+    elif kind == "truncated":
+        path.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    elif kind == "header":
+        path.write_text("\n".join(["nep9 3 Li Si C"] + lines[1:]) + "\n")
+    elif kind == "nan":
+        lines[-5] = "nan"
+        path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "header", "nan"])
+def test_bad_model_one_line_no_results(kind, model, labelled, tmp_path, capsys):
+    path = _bad_model(kind, model, tmp_path)
+    out = tmp_path / "out"
+    assert main(["parity", "--model", str(path), "--data", str(labelled), "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "Traceback" not in err[0]
+    assert not (out / "results.json").exists()
+
+
+def _bad_data(kind: str, labelled: Path, tmp_path: Path) -> Path:
+    text = labelled.read_text().splitlines()
+    path = tmp_path / f"{kind}.extxyz"
+    n = int(text[0])
+    if kind == "malformed":
+        text[2] = "Si 1.0 2.0"
+    elif kind == "nan":
+        fields = text[2].split()
+        fields[1] = "nan"
+        text[2] = " ".join(fields)
+    elif kind == "overlap":
+        first, second = text[2].split(), text[3].split()
+        second[1:4] = [f"{float(v) + 0.1:.8f}" for v in first[1:4]]
+        text[3] = " ".join(second)
+    elif kind == "species":
+        text[2] = "Fe" + text[2][2:] if text[2].startswith("Si") or text[2].startswith("Li") else text[2]
+        text[2] = "Fe " + " ".join(text[2].split()[1:])
+    elif kind == "truncated":
+        text = text[: n // 2]
+    elif kind == "unlabelled":
+        path.write_text("2\nLattice=\"5 0 0 0 5 0 0 0 5\" Properties=species:S:1:pos:R:3 pbc=\"T T T\"\n"
+                        "Si 0 0 0\nSi 1.3 1.3 1.3\n")
+        return path
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind, phrase", [
+    ("malformed", "malformed extxyz"), ("nan", "non-finite"), ("overlap", "closer than"),
+    ("species", "not in the model"), ("truncated", "malformed extxyz"), ("unlabelled", "no energy/forces"),
+])
+def test_bad_data_one_line_no_results(kind, phrase, model, labelled, tmp_path, capsys):
+    path = _bad_data(kind, labelled, tmp_path)
+    out = tmp_path / "out"
+    assert main(["parity", "--model", str(model), "--data", str(path), "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and phrase in err[0], err
+    assert not (out / "results.json").exists()
+
+
+def test_systems_build_and_unknown_builder(tmp_path, capsys):
+    out = tmp_path / "cell.extxyz"
+    assert main(["systems", "build", "a-LixSi", "--seed", "3", "-p", "x=2.5", "--out", str(out)]) == 0
+    assert "Li25Si10" in capsys.readouterr().out
+    assert main(["systems", "build", "nope", "--out", str(out)]) == 1
+    assert "unknown builder 'nope'" in capsys.readouterr().err
+
+
+def test_help_shows_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "nepbench run suites/quick.toml" in capsys.readouterr().out
