@@ -164,3 +164,16 @@ def test_committed_reference_set_verifies():
     motifs = {f.info["motif"] for f in frames}
     assert motifs <= set(reference.MOTIFS)
     assert {f.info["split"] for f in frames} == {"train", "test"}
+
+
+def test_missing_cp2k_is_one_line_and_keeps_results(spec, tmp_path, monkeypatch, capsys):
+    from nepbench.cli import main
+
+    out = Path(spec.path).parent / "dft"
+    build(spec, FakeEngine(), out)
+    before = (out / "manifest.json").read_bytes()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["reference", "build", spec.path]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cp2k.psmp not found" in err[0] and "apt-get install cp2k" in err[0]
+    assert (out / "manifest.json").read_bytes() == before
