@@ -136,7 +136,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                 units["speedup_gpu_vs_cp2k_per_atom_step"] = "× (GPU NEP vs CPU CP2K)"
     except EngineNotAvailable as exc:
         gpu_reason = str(exc)
-    method = ("NVT (CSVR) at {T} K, {dt} fs, same cells and protocol for every engine; CP2K {c} on "
+    method = ("NVT (CSVR) at {T} K, {dt} fs, same cells and protocol for every engine; {c} on "
               "{cpu}; warm-up excluded; NEP median of {r} repeats".format(
                   T=p.get("temperature_k", 900.0), dt=p.get("timestep_fs", 1.0),
                   c=engines.get("cp2k", "missing"), cpu=cpu, r=p.get("repeats", 3)))
