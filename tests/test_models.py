@@ -7,6 +7,7 @@ gives the full NEP89's energies and forces. Set NEPBENCH_OFFLINE=1 to skip it wi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -220,6 +221,58 @@ def test_derived_hash_mismatch(tmp_path, cache):
     message = one_line(exc)
     assert "tiny/nep.txt" in message and "expected " + "f" * 64 in message
     assert not (cache / "tiny" / "nep.txt").exists()
+
+
+def test_local_model_runs_in_place_and_checks_its_hash(tmp_path, cache, monkeypatch):
+    """kind = "local": the committed file itself, sha256 and header checked, never pip, never cached."""
+    model = models.write_random_model(tmp_path / "committed.txt", seed=8)
+    text = registry_text("mine", model, sha256_file(model), ("Li", "Si", "C")).replace('kind = "file"', 'kind = "local"')
+    records = models.load_registry(write_registry(tmp_path / "r.toml", text))
+    monkeypatch.setattr(models.sys, "executable", "/nonexistent/python")
+    info = models.resolve_model("mine", fetch=False, registry=records)
+    assert info.path == model and info.sha256 == sha256_file(model) and info.source["kind"] == "local"
+    assert models.fetch_model("mine", records) == model and not cache.exists()
+
+    model.write_text(model.read_text().replace("e-", "E-", 1))
+    with pytest.raises(ModelError) as exc:
+        models.resolve_model("mine", registry=records)
+    message = one_line(exc)
+    assert message.startswith(str(model)) and "sha256 mismatch for committed model mine" in message
+    assert f"expected {records['mine'].source_sha256}" in message
+    model.unlink()
+    with pytest.raises(ModelError, match="committed model file of mine not found"):
+        models.resolve_model("mine", registry=records)
+
+
+def test_relative_local_path_is_relative_to_the_repository_root(tmp_path):
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    model = models.write_random_model(tmp_path / "models" / "m" / "nep.txt", seed=9)
+    text = registry_text("m", Path("models/m/nep.txt"), sha256_file(model), ("Li", "Si", "C"))
+    registry = write_registry(tmp_path / "models" / "registry.toml", text.replace('kind = "file"', 'kind = "local"'))
+    record = models.load_registry(registry)["m"]
+    assert models.local_model_path(record) == model
+
+
+def test_committed_local_models_resolve_offline(tmp_path, monkeypatch):
+    """Every kind = "local" model in models/registry.toml is committed, matches its sha256 and
+    provenance, and resolves without pip or a cache."""
+    monkeypatch.setattr(models.sys, "executable", "/nonexistent/python")
+    monkeypatch.setenv("NEPBENCH_CACHE", str(tmp_path / "cache"))
+    raw = tomllib.loads(models.registry_path().read_text())["models"]
+    records = models.load_registry()
+    local = [name for name, record in records.items() if record.source["kind"] == "local"]
+    assert "nepbench-lisic-v1" in local
+    root = models.registry_path().resolve().parents[1]
+    for name in local:
+        info = models.resolve_model(name, fetch=False, registry=records)
+        assert info.path == root / raw[name]["source"]["path"]
+        assert sha256_file(info.path) == records[name].source_sha256
+        assert raw[name]["source_size_bytes"] == info.path.stat().st_size
+        provenance = raw[name].get("training", {}).get("provenance")
+        if provenance:
+            record = json.loads((root / provenance).read_text())
+            assert record["model_sha256"] == records[name].source_sha256
+    assert not (tmp_path / "cache").exists()
 
 
 def test_offline_download_is_one_line(cache, monkeypatch):

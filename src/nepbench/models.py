@@ -4,6 +4,12 @@ Every model nepbench runs is either a registry name (`models/registry.toml`, one
 model) or a path to a user's `nep.txt`. `resolve_model` turns either into a `ModelInfo` with the
 file's sha256, which every result records.
 
+A registry model's source is a PyPI wheel member (`kind = "pypi-wheel"`), a file anywhere
+(`kind = "file"`, copied into the cache), or a model committed to this repository
+(`kind = "local"`, e.g. `path = "models/nepbench-lisic-v1/nep.txt"`, relative to the folder that
+holds the registry's folder, i.e. the repository root): a local model is run in place, never
+downloaded or cached, after its sha256 is checked against the registry.
+
 Cache layout (outside the repository; `$NEPBENCH_CACHE` replaces `~/.cache/nepbench`):
 
     <cache>/models/<name>/nep.txt                  the model file nepbench runs
@@ -16,6 +22,8 @@ and, for a derived model, the sha256 of the derived file recorded in the registr
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -41,7 +49,7 @@ _PACKAGE_REGISTRY = Path(__file__).resolve().parent / "data" / "registry.toml"
 
 #: Header tokens of the potential models nepbench runs (calorine and NEP_CPU read NEP4).
 SUPPORTED_VERSIONS = ("nep4", "nep4_zbl")
-SOURCE_KINDS = ("pypi-wheel", "file")
+SOURCE_KINDS = ("pypi-wheel", "file", "local")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _KNOWN_ELEMENTS = set(chemical_symbols[1:])
 _PIP_TIMEOUT_S = 600
@@ -91,6 +99,7 @@ class ModelRecord:
     citation: str
     derived: DerivedSpec | None = None
     source_size_bytes: int | None = None
+    registry_file: str | None = None
 
     @property
     def sha256(self) -> str:
@@ -101,6 +110,8 @@ class ModelRecord:
         """Short human description of the source, e.g. "neptrainkit==2.5.4 (PyPI wheel)"."""
         if self.source.get("kind") == "pypi-wheel":
             return f"{self.source['package']}=={self.source['version']} (PyPI wheel: {self.source['file']})"
+        if self.source.get("kind") == "local":
+            return f"{self.source['path']} (committed here; run in place, never cached)"
         return str(self.source.get("path", self.source))
 
 
@@ -169,7 +180,7 @@ def _parse_source(source: Mapping[str, Any], where: str) -> dict[str, Any]:
     if kind == "pypi-wheel":
         for key in ("package", "version", "file", "python_version", "platform"):
             _req(source, key, str, f"{where}.source")
-    elif kind == "file":
+    elif kind in ("file", "local"):
         _req(source, "path", str, f"{where}.source")
     else:
         raise ModelError(f"{where}: source kind {kind!r} unknown (known: {', '.join(SOURCE_KINDS)})")
@@ -223,7 +234,8 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Model
     models = data.get("models")
     if not isinstance(models, dict) or not models:
         raise ModelError(f"{path}: no [models.<name>] tables")
-    return {name: parse_record(name, table, str(path)) for name, table in models.items()}
+    return {name: dataclasses.replace(parse_record(name, table, str(path)), registry_file=str(path))
+            for name, table in models.items()}
 
 
 # --------------------------------------------------------------------------- model files
@@ -443,6 +455,8 @@ def fetch_model(name: str, registry: Mapping[str, ModelRecord] | None = None,
     """
     registry = load_registry() if registry is None else registry
     record = _record(name, registry)
+    if record.source.get("kind") == "local":
+        return _verified_local(record)
     target = cached_model_path(name)
     if target.is_file() and not force:
         _check_hash(target, record.sha256, f"cached model {name} (delete it or run "
@@ -458,6 +472,108 @@ def fetch_model(name: str, registry: Mapping[str, ModelRecord] | None = None,
         raise ModelError(f"{target}: header {version} {' '.join(species)} differs from the registry "
                          f"({record.nep_version} {' '.join(record.species)})")
     return target
+
+
+def local_model_path(record: ModelRecord) -> Path:
+    """The file of a `kind = "local"` record: an absolute path, or one relative to the folder
+    holding the registry's folder (the repository root for models/registry.toml)."""
+    path = Path(record.source["path"]).expanduser()
+    if path.is_absolute():
+        return path
+    registry_file = Path(record.registry_file) if record.registry_file else registry_path()
+    return registry_file.resolve().parent.parent / path
+
+
+def _verified_local(record: ModelRecord) -> Path:
+    """The committed model file of `record`, checked: present, sha256 and header as registered."""
+    path = local_model_path(record)
+    if not path.is_file():
+        raise ModelError(f"{path}: committed model file of {record.name} not found "
+                         f"(registry source path {record.source['path']!r})")
+    got = sha256_file(path)
+    if got != record.source_sha256:
+        raise ModelError(f"{path}: sha256 mismatch for committed model {record.name}: expected "
+                         f"{record.source_sha256} (registry), got {got}; re-register it "
+                         f"(`nepbench train ... --register {record.name}`) or restore the file")
+    version, species = validate_model_file(path)
+    if version != record.nep_version or species != record.species:
+        raise ModelError(f"{path}: header {version} {' '.join(species)} differs from the registry "
+                         f"({record.nep_version} {' '.join(record.species)})")
+    return path
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal for str, bool, int, float, list and dict (inline table) values."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not np.isfinite(value):
+            raise ValueError(f"TOML cannot hold {value}")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML literal for {type(value).__name__}")
+
+
+def registry_table_text(name: str, fields: Mapping[str, Any]) -> str:
+    """`[models.NAME]` followed by one `key = value` line per field."""
+    return f"[models.{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in fields.items())
+
+
+def register_local_model(name: str, model_file: str | os.PathLike[str], description: str, licence: str,
+                         citation: str, extra: Mapping[str, Any] | None = None,
+                         registry: str | os.PathLike[str] | None = None) -> ModelRecord:
+    """Commit-ready registration of a trained model: copy it and write its registry table.
+
+    Copies `model_file` to `<root>/models/NAME/nep.txt` (root = the folder holding the registry's
+    folder) and adds or replaces the `[models.NAME]` table of the registry with a `kind = "local"`
+    source, its sha256, size, species and version (read from the file), and the `extra` fields
+    (e.g. training provenance). Both writes are atomic; the new registry is parsed before it
+    replaces the old one. Returns the new record.
+    """
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        raise ModelError(f"model name {name!r}: use letters, digits, '.', '_' and '-'")
+    registry_file = Path(registry) if registry is not None else registry_path()
+    version, species = validate_model_file(model_file)
+    root = registry_file.resolve().parent.parent
+    target = registry_file.resolve().parent / name / "nep.txt"
+    relative = target.relative_to(root).as_posix()
+    data = Path(model_file).read_bytes()
+    fields: dict[str, Any] = {
+        "description": description,
+        "source": {"kind": "local", "path": relative},
+        "source_sha256": sha256_bytes(data),
+        "source_size_bytes": len(data),
+        "species": list(species),
+        "nep_version": version,
+        "licence": licence,
+        "citation": citation,
+        **dict(extra or {}),
+    }
+    table = registry_table_text(name, fields)
+    old = registry_file.read_text() if registry_file.is_file() else ""
+    lines = old.splitlines(keepends=True)
+    header = re.compile(r"^\[models\.(.+?)\]\s*$")
+    start = next((i for i, line in enumerate(lines) if (m := header.match(line)) and m.group(1) == name), None)
+    if start is None:
+        new = old + ("" if not old or old.endswith("\n\n") else ("\n" if old.endswith("\n") else "\n\n")) + table
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("[", "#"))), len(lines))
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1
+        new = "".join(lines[:start]) + table + "".join(lines[end:])
+    try:
+        parsed = tomllib.loads(new)["models"]
+        record = parse_record(name, parsed[name], str(registry_file))
+    except (tomllib.TOMLDecodeError, KeyError) as exc:
+        raise ModelError(f"{registry_file}: registering {name} would corrupt the registry ({exc})") from None
+    atomic_write_bytes(target, data)
+    atomic_write_bytes(registry_file, new.encode())
+    return dataclasses.replace(record, registry_file=str(registry_file))
 
 
 def _record(name: str, registry: Mapping[str, ModelRecord]) -> ModelRecord:
@@ -491,7 +607,9 @@ def resolve_model(name_or_path: str, fetch: bool = True,
     assert registry is not None
     record = _record(name_or_path, registry)
     path = cached_model_path(record.name)
-    if fetch:
+    if record.source.get("kind") == "local":  # committed to the repository: no network, no cache
+        path = _verified_local(record)
+    elif fetch:
         path = fetch_model(record.name, registry)
     elif not path.is_file():
         raise ModelError(f"{path}: model {record.name} is not cached; run `nepbench models fetch {record.name}`")

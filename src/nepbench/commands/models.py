@@ -41,7 +41,10 @@ def _list(args: argparse.Namespace) -> int:
     registry = models.load_registry(args.registry)
     print(f"registry: {args.registry or models.registry_path()}   cache: {models.cache_root()}")
     for name, record in registry.items():
-        cached = "cached" if models.cached_model_path(name).is_file() else "not cached"
+        if record.source.get("kind") == "local":
+            cached = "local"
+        else:
+            cached = "cached" if models.cached_model_path(name).is_file() else "not cached"
         default = " (default)" if name == models.DEFAULT_MODEL else ""
         print(f"  {name:14s} {record.nep_version:9s} {len(record.species):3d} species  {cached:10s}  "
               f"{record.description}{default}")
@@ -77,5 +80,9 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  sha256      {record.sha256}")
     print(f"  nep_version {record.nep_version}\n  species     {' '.join(record.species)}")
     print(f"  licence     {record.licence}\n  citation    {record.citation}")
-    print(f"  cache       {path} ({'present' if path.is_file() else 'not fetched'})")
+    if record.source.get("kind") == "local":
+        local = models.local_model_path(record)
+        print(f"  file        {local} (committed; {'present' if local.is_file() else 'missing'})")
+    else:
+        print(f"  cache       {path} ({'present' if path.is_file() else 'not fetched'})")
     return 0

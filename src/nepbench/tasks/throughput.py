@@ -9,6 +9,9 @@ Warm-up steps are excluded from every timing; repeats give min/median/max.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ from ..config import TaskSpec
 from ..engines.base import MDProtocol
 from ..errors import EngineNotAvailable
 from ..metrics import throughput as tp
-from ..provenance import hardware_info
+from ..provenance import atomic_write_json, content_hash, hardware_info
 from . import TaskContext, TaskOutcome
 
 
@@ -49,6 +52,25 @@ def time_md(engine, atoms: Atoms, protocol: MDProtocol, repeats: int) -> dict[st
     return tp.summarise_repeats(per_step)
 
 
+def cp2k_timing_shared(cp2k, atoms: Atoms, protocol: MDProtocol, cache_dir: Path) -> dict[str, float]:
+    """CP2K s/step for this cell and protocol, measured once per suite run and shared by its models.
+
+    The CP2K side of a speed ratio does not depend on the NEP model, so when a suite compares
+    several models their throughput tasks reuse one measurement (same run, same machine). The key
+    covers the cell, the protocol, the CP2K settings, version and rank count.
+    """
+    key = content_hash({"numbers": atoms.numbers.tolist(), "positions": np.round(atoms.positions, 6).tolist(),
+                        "cell": np.round(atoms.cell.array, 6).tolist(), "protocol": asdict(protocol),
+                        "settings": asdict(cp2k.settings), "version": cp2k.version(),
+                        "ranks": getattr(cp2k, "ranks", None)})[:24]
+    path = cache_dir / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    timing = time_md(cp2k, atoms, protocol, 1)
+    atomic_write_json(path, timing)
+    return timing
+
+
 def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     from ..engines.cp2k import AIMD_SETTINGS, CP2KEngine
     from ..engines.nep_cpu import NepCpuEngine
@@ -72,7 +94,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     for target in p.get("identical_sizes", [len(base)]) if cp2k else []:
         atoms = cell_of_size(base, target) if target >= len(base) else base
         prot = protocol_for(p, int(p.get("cp2k_steps", 2)), int(p.get("cp2k_warmup", 1)))
-        cp2k_t = time_md(cp2k, atoms, prot, 1)
+        cp2k_t = cp2k_timing_shared(cp2k, atoms, prot, ctx.work_dir.parent / "_shared" / "cp2k_timing")
         nep_prot = protocol_for(p, int(p.get("nep_steps", 200)), int(p.get("nep_warmup", 10)))
         nep_t = time_md(nep, atoms, nep_prot, int(p.get("repeats", 3)))
         ratio = tp.speed_ratio(len(atoms) / nep_t["median"], len(atoms) / cp2k_t["median"])

@@ -1,0 +1,246 @@
+"""`nepbench train --out DIR [--steps N] [--seed S] [--register NAME]`: train a Li–Si–C NEP.
+
+Trains on the reference set's train split with neppo on the CPU (the test split is held out and
+only reported on), then writes into DIR:
+
+    nep.in  nep.txt  loss.out  loss.csv  loss.png  train.log  provenance.json
+    pool_pca.png  pool.json        (with --plot-pool: the DIRECT pool and picks in 2-D PCA)
+    run/                           the GPUMD/neppo run directory (kept only with --keep-run or
+                                   --prepare-only; train.xyz and test.xyz are rebuilt from hashes)
+
+`--register NAME` copies nep.txt to models/NAME/nep.txt and writes the registry table
+`[models.NAME]` (kind "local", sha256 checked at every use). `--prepare-only --trainer gpumd`
+writes a run directory for GPUMD's `nep` on a GPU instead (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  nepbench train --out runs/lisic --steps 2000
+  nepbench train --out models/nepbench-lisic-v1/training --steps 10000 --plot-pool --register nepbench-lisic-v1
+  nepbench train --out runs/gpu --trainer gpumd --prepare-only --steps 100000   # then GPUMD nep (docs/training.md)
+"""
+
+#: Small outputs copied from the run directory to --out.
+KEPT_RUN_FILES = ("nep.in", "nep.txt", "loss.out")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..reference import DEFAULT_ROOT
+    from ..training import TrainingConfig
+
+    defaults = TrainingConfig()
+    parser = sub.add_parser(
+        "train", help="train a Li-Si-C NEP on the reference set (CPU, neppo) and optionally register it",
+        description="Train a NEP4 model on the CP2K reference set's train split with neppo on the CPU "
+                    "(test split held out), record the loss curve and provenance, optionally register it.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--steps", type=int, default=defaults.generations,
+                        help=f"training steps (neppo) or SNES generations (gpumd) (default {defaults.generations})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seed (default {defaults.seed})")
+    parser.add_argument("--batch", type=int, default=defaults.batch, help=f"structures per batch (default {defaults.batch})")
+    parser.add_argument("--output-interval", type=int, default=None,
+                        help="steps between loss rows (default: steps/100, at least 10)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    parser.add_argument("--reference", default=str(DEFAULT_ROOT / "dft"),
+                        help="assembled reference set folder (default reference_data/dft)")
+    parser.add_argument("--spec", default=str(DEFAULT_ROOT / "spec.toml"),
+                        help="reference spec, for --plot-pool (default reference_data/spec.toml)")
+    parser.add_argument("--trainer", choices=("neppo", "gpumd"), default="neppo",
+                        help="nep.in dialect; gpumd implies --prepare-only (train on a GPU)")
+    parser.add_argument("--prepare-only", action="store_true", help="write the run directory and stop")
+    parser.add_argument("--plot-pool", action="store_true",
+                        help="also plot the DIRECT pool and picks in 2-D PCA (regenerates the pool, ~1 min)")
+    parser.add_argument("--keep-run", action="store_true", help="keep run/ (train.xyz, predictions) after training")
+    parser.add_argument("--register", metavar="NAME", default=None,
+                        help="copy nep.txt to models/NAME/ and add [models.NAME] to the registry")
+    parser.add_argument("--timeout", type=float, default=None, help="stop the trainer after this many seconds")
+    parser.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .. import training
+    from ..provenance import atomic_write_json
+
+    out = Path(args.out)
+    interval = args.output_interval or max(10, args.steps // 100)
+    config = training.TrainingConfig(generations=args.steps, seed=args.seed, batch=args.batch,
+                                     output_interval=min(interval, args.steps)).validate()
+    trainer = args.trainer
+    prepare_only = args.prepare_only or trainer == "gpumd"
+    if args.register and prepare_only:
+        print("nepbench: error: --register needs a trained model (not --prepare-only/--trainer gpumd)",
+              file=sys.stderr)
+        return 2
+    snapshot = training.reference_snapshot(args.reference)
+    run = training.write_run_directory(out / "run", config, snapshot.train, snapshot.test, trainer=trainer)
+    print(f"run directory {run.path}: {run.n_train} train frames ({run.n_train_atoms} atoms), "
+          f"{run.n_test} held-out test frames; reference data sha256 {snapshot.data_sha256[:12]}")
+    selection = _selection_summary(snapshot.manifest)
+    if args.plot_pool:
+        selection = _plot_pool(args.spec, snapshot, out) or selection
+    if prepare_only:
+        record = training.training_provenance(config, run, None, snapshot.data_sha256, selection)
+        atomic_write_json(out / "provenance.json", record)
+        print(f"prepared for {trainer}: {run.path} (nep.in, train.xyz, test.xyz); see docs/training.md")
+        return 0
+
+    print(f"training {config.generations} steps with neppo on {args.threads} CPU thread(s) "
+          f"(log: {out / 'train.log'})", file=sys.stderr)
+    result = training.run_neppo(run.path, threads=args.threads, log_path=out / "train.log",
+                                timeout_s=args.timeout)
+    for name in KEPT_RUN_FILES:
+        shutil.copyfile(run.path / name, out / name)
+    result.nep_txt = out / "nep.txt"
+    _write_loss_csv(out / "loss.csv", result.loss_curve)
+    _plot_loss(out / "loss.png", result.loss_curve, config)
+    record = training.training_provenance(config, run, result, snapshot.data_sha256, selection)
+    atomic_write_json(out / "provenance.json", record)
+    if not args.keep_run:
+        shutil.rmtree(run.path)
+    final = result.final
+    print(f"trained {result.steps} steps in {result.wall_s:.1f} s: force RMSE train "
+          f"{1000 * final.get('rmse_force_train_ev_per_a', float('nan')):.0f} / test "
+          f"{1000 * final.get('rmse_force_test_ev_per_a', float('nan')):.0f} meV/Å, energy RMSE train "
+          f"{1000 * final.get('rmse_energy_train_ev_per_atom', float('nan')):.1f} / test "
+          f"{1000 * final.get('rmse_energy_test_ev_per_atom', float('nan')):.1f} meV/atom")
+    print(f"model: {out / 'nep.txt'}   provenance: {out / 'provenance.json'}")
+    if args.register:
+        _register(args.register, out, record)
+    return 0
+
+
+def _selection_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    selection = manifest.get("selection")
+    if not selection:
+        return None
+    return {k: selection.get(k) for k in ("method", "pool_size", "selected", "selected_fraction")} | {
+        "labelled": manifest.get("n_frames")}
+
+
+def _plot_pool(spec: str, snapshot: Any, out: Path) -> dict[str, Any] | None:
+    from ..provenance import atomic_write_bytes, atomic_write_json
+    from ..training import pool_map
+
+    print("regenerating the DIRECT candidate pool for the PCA map (about a minute)", file=sys.stderr)
+    pool = pool_map(spec, snapshot.manifest, snapshot.train + snapshot.test)
+    summary = {"method": (snapshot.manifest.get("selection") or {}).get("method"), **pool.summary()}
+    atomic_write_json(out / "pool.json", summary)
+    atomic_write_bytes(out / "pool_pca.png", _pool_png(pool))
+    print(f"pool {pool.pool_size} candidates, DIRECT kept {pool.n_selected} "
+          f"({100 * pool.selected_fraction:.1f}%), labelled so far {pool.n_labelled} "
+          f"({100 * pool.labelled_fraction:.1f}%): {out / 'pool_pca.png'}")
+    return summary
+
+
+def _figure(size: tuple[float, float]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, dpi=110)
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _pool_png(pool: Any) -> bytes:
+    import numpy as np
+
+    fig = _figure((6.4, 5.0))
+    ax = fig.add_subplot()
+    x, y = pool.coords[:, 0], pool.coords[:, 1]
+    split = np.array([s or "" for s in pool.split])
+    ax.scatter(x, y, s=6, c="0.8", label=f"pool ({pool.pool_size})", rasterized=True)
+    picked = pool.selected & (split == "")
+    ax.scatter(x[picked], y[picked], s=16, facecolors="none", edgecolors="tab:blue",
+               label=f"DIRECT pick, not yet labelled ({int(picked.sum())})")
+    for name, colour, marker in (("train", "tab:green", "o"), ("test", "tab:red", "s")):
+        mask = split == name
+        ax.scatter(x[mask], y[mask], s=22, c=colour, marker=marker, label=f"labelled, {name} ({int(mask.sum())})")
+    ratio = pool.explained_variance_ratio
+    ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}% of variance)")
+    ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}% of variance)")
+    ax.set_title(f"DIRECT: {pool.n_selected}/{pool.pool_size} kept ({100 * pool.selected_fraction:.1f}%); "
+                 "global PCA of the fingerprints", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    return _png(fig)
+
+
+def _write_loss_csv(path: Path, curve: list[dict[str, float]]) -> None:
+    from ..provenance import atomic_write_text
+
+    columns = list(dict.fromkeys(k for row in curve for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in curve:
+        writer.writerow({k: (int(v) if k == "step" else f"{v:.6g}") for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _plot_loss(path: Path, curve: list[dict[str, float]], config: Any) -> None:
+    from ..provenance import atomic_write_bytes
+
+    fig = _figure((9.0, 3.4))
+    steps = [row["step"] for row in curve]
+    panels = (("total_loss", "loss", 1.0, ""), ("rmse_force_{}_ev_per_a", "force RMSE", 1000.0, "meV/Å"),
+              ("rmse_energy_{}_ev_per_atom", "energy RMSE", 1000.0, "meV/atom"))
+    for k, (key, title, scale, unit) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, k + 1)
+        labels = ("",) if "{}" not in key else ("train", "test")
+        for label in labels:
+            column = key.format(label)
+            values = [scale * row[column] for row in curve if column in row]
+            if values and any(v > 0 for v in values):
+                ax.plot(steps[:len(values)], values, label=label or None)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"{title} {f'({unit})' if unit else ''}", fontsize=9)
+        if len(labels) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"neppo, seed {config.seed}, batch {config.batch}; test split held out", fontsize=9, y=1.04)
+    fig.subplots_adjust(wspace=0.35)
+    atomic_write_bytes(path, _png(fig))
+
+
+def _register(name: str, out: Path, record: dict[str, Any]) -> None:
+    from ..models import register_local_model, registry_path
+
+    data = record["training_data"]
+    trainer = record.get("trainer", {})
+    try:
+        provenance = (out / "provenance.json").resolve().relative_to(registry_path().resolve().parents[1]).as_posix()
+    except ValueError:
+        provenance = str((out / "provenance.json").resolve())
+    extra = {"training": {
+        "provenance": provenance,
+        "trainer": f"{trainer.get('name')} {trainer.get('version')} (torch {trainer.get('torch')}, "
+                   f"{trainer.get('device')}, {trainer.get('threads')} thread(s))",
+        "steps": int(record["steps"]), "seed": int(record["seed"]), "wall_s": float(record["wall_s"]),
+        "reference_data_sha256": data["reference_data_sha256"] or "",
+        "n_train_frames": int(data["n_train_frames"]), "n_test_frames": int(data["n_test_frames"]),
+    }}
+    new = register_local_model(
+        name, out / "nep.txt",
+        description=(f"Li-Si-C NEP4 trained here with neppo on {data['n_train_frames']} CP2K frames "
+                     f"(train split; {data['n_test_frames']} held out), {record['steps']} steps"),
+        licence="MIT (trained by the nepbench project on its own CP2K data)",
+        citation="nepbench project model; trainer: neppo (N. Österbacka, P. Erhart), NEP: Z. Fan et al., "
+                 "Phys. Rev. B 104, 104309 (2021)",
+        extra=extra)
+    print(f"registered {name}: {new.source['path']} sha256 {new.source_sha256} "
+          f"(registry {new.registry_file})")
