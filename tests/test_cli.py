@@ -59,7 +59,12 @@ def test_parity_on_own_labels_passes_and_perturbed_model_fails_verify(model, lab
     worse = perturbed(model, tmp_path / "worse.txt", 1.3)
     assert main(["parity", "--model", str(worse), "--data", str(labelled), "--out", str(bad)]) == 0
     bad_record = json.loads((bad / "tasks" / "parity.json").read_text())
-    assert bad_record["metrics"]["force_rmse_mev_per_a"] > 200
+    m = bad_record["metrics"]
+    assert m["force_rmse_mev_per_a"] > 200
+    # the error is also stated relative to the DFT force scale, overall and per motif family
+    assert m["force_relative_rmse"] == pytest.approx(m["force_rmse_mev_per_a"] / m["dft_force_rms_mev_per_a"])
+    motifs = [k.split(".", 1)[1] for k in m if k.startswith("force_relative_rmse.")]
+    assert motifs and all(m[f"force_relative_rmse.{x}"] > 0 for x in motifs)
     assert main(["verify", str(bad)]) == 1
     assert "force_rmse" in capsys.readouterr().out
 

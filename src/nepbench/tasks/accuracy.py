@@ -109,8 +109,12 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
         metrics["energy_rmse_in_sample_offsets_mev_per_atom"] = in_sample.offset_corrected_rmse_mev_per_atom
     for el, stats in ferr.per_element.items():
         metrics[f"force_rmse_mev_per_a.{el}"] = stats.rmse_mev_per_a
+    metrics["force_relative_rmse"] = ferr.overall.relative_rmse
+    units["force_relative_rmse"] = "RMSE / DFT force RMS"
     for motif, stats in ferr.per_motif.items():
         metrics[f"force_rmse_mev_per_a.{motif}"] = stats.rmse_mev_per_a
+        metrics[f"dft_force_rms_mev_per_a.{motif}"] = stats.ref_rms_mev_per_a
+        metrics[f"force_relative_rmse.{motif}"] = stats.relative_rmse
     stressed = [(labels_of(a)[2], lab.stress_ev_per_a3) for a, lab in zip(test, test_pred)
                 if labels_of(a)[2] is not None and lab.stress_ev_per_a3 is not None]
     if stressed:
