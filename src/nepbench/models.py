@@ -467,11 +467,16 @@ def fetch_model(name: str, registry: Mapping[str, ModelRecord] | None = None,
         _link_or_copy(source, target)
     else:
         _derive(record, source, target)
-    version, species = validate_model_file(target)
-    if version != record.nep_version or species != record.species:
-        raise ModelError(f"{target}: header {version} {' '.join(species)} differs from the registry "
-                         f"({record.nep_version} {' '.join(record.species)})")
+    _check_header(target, record)
     return target
+
+
+def _check_header(path: Path, record: ModelRecord) -> None:
+    """Raise ModelError when the file's NEP version or species differ from the registry record."""
+    version, species = validate_model_file(path)
+    if version != record.nep_version or species != record.species:
+        raise ModelError(f"{path}: header {version} {' '.join(species)} differs from the registry "
+                         f"({record.nep_version} {' '.join(record.species)})")
 
 
 def local_model_path(record: ModelRecord) -> Path:
@@ -495,10 +500,7 @@ def _verified_local(record: ModelRecord) -> Path:
         raise ModelError(f"{path}: sha256 mismatch for committed model {record.name}: expected "
                          f"{record.source_sha256} (registry), got {got}; re-register it "
                          f"(`nepbench train ... --register {record.name}`) or restore the file")
-    version, species = validate_model_file(path)
-    if version != record.nep_version or species != record.species:
-        raise ModelError(f"{path}: header {version} {' '.join(species)} differs from the registry "
-                         f"({record.nep_version} {' '.join(record.species)})")
+    _check_header(path, record)
     return path
 
 
