@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.nepbench-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup cp2k chromium model test demo reference gate bench nightly clean
+.PHONY: setup cp2k chromium model test demo reference gate baseline bench nightly clean
 
 $(STAMP): requirements.txt requirements-train.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,39 @@ test: setup chromium
 
 demo: setup
 	$(BIN)/nepbench run suites/quick.toml --out reports/quick
+
+# Accuracy regression gate (docs/tracking.md): the CI-sized gate suite, then `nepbench gate` against
+# the committed baseline (exit 1 on a regression). --force: the runner's cache keys on inputs, not
+# on code. One OpenMP thread: on a busy 2-core machine spinning OpenMP workers slow NEP MD tenfold.
+GATE_OUT ?= reports/gate
+BASELINE ?= reports/baseline/results.json
+GATE_ARGS ?=
+DATA_MANIFESTS := reference_data/dft/manifest.json reference_data/aimd/manifest.json
+CHECK_DATA_COMMITTED = @if git status --porcelain -- $(DATA_MANIFESTS) 2>/dev/null | grep -q .; then \
+	echo "make baseline: reference_data has uncommitted changes; commit the data first (the gate test runs on the committed data)"; exit 2; fi
+
+gate: setup
+	OMP_NUM_THREADS=1 $(BIN)/nepbench run suites/gate.toml --out $(GATE_OUT) --force
+	$(BIN)/nepbench gate $(GATE_OUT) --baseline $(BASELINE) $(GATE_ARGS)
+
+# Rebaseline after an intended change (new model, new or relabelled reference data); commit the
+# data first, then commit reports/baseline/results.json with the change.
+baseline: setup
+	$(CHECK_DATA_COMMITTED)
+	OMP_NUM_THREADS=1 $(BIN)/nepbench run suites/gate.toml --out reports/baseline-run --force
+	$(CHECK_DATA_COMMITTED)
+	$(BIN)/nepbench gate reports/baseline-run --update-baseline --baseline $(BASELINE)
+
+# Speed: pytest-benchmark micro-benchmarks (JSON saved under .benchmarks/) and one quick asv pass
+# over benchmarks/ in .venv, recorded for HEAD (.asv/results/<machine>/).
+bench: setup
+	$(BIN)/python -m pytest tests/test_bench_nep.py --benchmark-enable --benchmark-autosave -q
+	$(BIN)/asv machine --yes > /dev/null
+	$(BIN)/asv run --quick -E existing:$(BIN)/python --set-commit-hash $$(git rev-parse HEAD)
+
+# Nightly tracking: asv on every new commit of main, results per machine, then the HTML site.
+nightly: setup
+	./scripts/nightly.sh
 
 # Grow the CP2K reference set (labels, then AIMD segments); resumable, long: run it in the background.
 reference: setup

@@ -1,0 +1,236 @@
+"""Accuracy tracked over commits (`track_*`, each with its unit), on the default model.
+
+* Held-out parity: force and energy RMSE on the reference set's test split (per-element energy
+  offsets fitted on the train split), as the `parity` task computes them. The reference set grows
+  while frames are labelled: `track_n_test_frames` shows when a step comes from the data.
+* NVE stability: energy drift and fluctuation of one NVE run (the quick suite's NVE cell).
+* NEP vs CP2K AIMD: partial-RDF error and Li diffusivity ratio D_NEP/D_AIMD after NEP MD on the
+  AIMD run's own cell and protocol; skipped per run until its AIMD reference exists.
+
+Each class runs its expensive part once in `setup_cache` (one parity pass, one MD run per case)
+and its `track_*` methods read numbers from it; `setup` raises NotImplementedError (asv: skipped)
+when the inputs are missing.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+from .common import REFERENCE_DIR, nep_engine
+
+
+def _skip_if_absent(cache: dict[str, Any]) -> None:
+    if "skip" in cache:
+        raise NotImplementedError(cache["skip"])
+
+
+class TrackParity:
+    """Errors of the default model on the held-out CP2K frames."""
+
+    timeout = 600
+
+    def setup_cache(self) -> dict[str, Any]:
+        from nepbench.errors import NepbenchError
+        from nepbench.reference import load_frames
+        from nepbench.tasks.accuracy import parity_outcome
+
+        dft = REFERENCE_DIR / "dft"
+        if not (dft / "manifest.json").is_file():
+            return {"skip": f"no reference data at {dft}"}
+        try:
+            engine = nep_engine("calorine")
+            test = load_frames(dft, split="test")
+            train = load_frames(dft, split="train")
+        except (NotImplementedError, NepbenchError) as exc:
+            return {"skip": str(exc)}
+        if not test:
+            return {"skip": "the reference set has no test frames yet"}
+        return parity_outcome(engine, test, train, f"{len(test)} held-out frames").metrics
+
+    def setup(self, cache: dict[str, Any]) -> None:
+        _skip_if_absent(cache)
+
+    def track_force_rmse(self, cache: dict[str, Any]) -> float:
+        return cache["force_rmse_mev_per_a"]
+
+    track_force_rmse.unit = "meV/Å"
+
+    def track_energy_rmse(self, cache: dict[str, Any]) -> float:
+        return cache["energy_rmse_mev_per_atom"]
+
+    track_energy_rmse.unit = "meV/atom"
+
+    def track_n_test_frames(self, cache: dict[str, Any]) -> float:
+        return cache["n_test_frames"]
+
+    track_n_test_frames.unit = "frames"
+
+
+class TrackNVEStability:
+    """One NVE run of a-Li2Si (33 atoms, seed 3, 900 K, 1 fs, 2000 steps), two numbers from it."""
+
+    timeout = 600
+
+    def setup_cache(self) -> dict[str, Any]:
+        from nepbench import systems
+        from nepbench.engines.base import MDProtocol
+        from nepbench.metrics.stability import nve_energy_drift_ev_per_atom_per_ps
+
+        try:
+            engine = nep_engine("calorine")
+        except NotImplementedError as exc:
+            return {"skip": str(exc)}
+        atoms = systems.build("a-LixSi", seed=3, x=2.0)
+        protocol = MDProtocol("nve", 900.0, 1.0, steps=2000, sample_interval=10, seed=3)
+        result = engine.md(atoms, protocol)
+        total = result.thermo["potential_energy_ev"] + result.thermo["kinetic_energy_ev"]
+        drift = nve_energy_drift_ev_per_atom_per_ps(result.thermo["time_ps"], total, len(atoms))
+        return {"drift": abs(drift.drift_ev_per_atom_per_ps), "fluctuation": drift.residual_rms_ev_per_atom}
+
+    def setup(self, cache: dict[str, Any]) -> None:
+        _skip_if_absent(cache)
+
+    def track_nve_drift(self, cache: dict[str, Any]) -> float:
+        return cache["drift"]
+
+    track_nve_drift.unit = "eV/atom/ps"
+
+    def track_nve_energy_fluctuation(self, cache: dict[str, Any]) -> float:
+        return cache["fluctuation"]
+
+    track_nve_energy_fluctuation.unit = "eV/atom"
+
+
+def _aimd_run_ids() -> list[str]:
+    try:
+        runs = tomllib.loads((REFERENCE_DIR / "aimd.toml").read_text()).get("run", [])
+    except (OSError, tomllib.TOMLDecodeError):
+        runs = []
+    return [str(r["id"]) for r in runs if "id" in r] or ["a-Li3Si-900K"]
+
+
+def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
+    """RDF error and diffusivity ratio of NEP MD against one committed AIMD run (or why not).
+
+    NEP NVT (CSVR) from the AIMD frame after its warm-up, same cell, temperature, time step,
+    coupling and production length (seed 1). Returns {"rdf_l1_error_max": normalised L1 (max over
+    pairs), "rdf_w1_max_a": Å, "li_d_ratio": D_NEP/D_AIMD or NaN when the AIMD production is
+    shorter than the task's minimum for a diffusivity fit}, or a one-line reason.
+    """
+    import numpy as np
+
+    from nepbench.aimd import load_aimd, load_aimd_spec
+    from nepbench.engines.base import MDProtocol
+    from nepbench.errors import NepbenchError
+    from nepbench.metrics.rdf import minimum_image_radius_a
+    from nepbench.tasks.md_accuracy import MIN_DIFFUSION_PS, compare_rdf, li_diffusivity
+
+    try:
+        ref = load_aimd(load_aimd_spec(REFERENCE_DIR / "aimd.toml"), run_id)
+    except NepbenchError as exc:
+        return f"no AIMD reference for {run_id}: {exc}"
+    run = ref.run.protocol
+    steps = max(1, int(round(ref.production_ps * 1000 / run.timestep_fs)))
+    protocol = MDProtocol("nvt", run.temperature_k, run.timestep_fs, steps, run.sample_interval, seed=1,
+                          thermostat_coupling_fs=run.thermostat_coupling_fs, warmup_steps=run.warmup_steps)
+    model = engine.md(ref.first_frame, protocol).trajectory
+    r_max = min(6.0, 0.999 * minimum_image_radius_a(ref.trajectory.cells_a[0]))
+    pairs = compare_rdf(ref.trajectory, model, r_max, 80)["pairs"].values()
+    ratio = float("nan")
+    if ref.production_ps >= MIN_DIFFUSION_PS:
+        ratio = li_diffusivity(model).d_cm2_per_s / li_diffusivity(ref.trajectory).d_cm2_per_s
+    return {"rdf_l1_error_max": max(p["l1"] for p in pairs), "rdf_w1_max_a": max(p["w1_a"] for p in pairs),
+            "li_d_ratio": float(np.float64(ratio))}
+
+
+class TrackAimdAgreement:
+    """NEP MD against each CP2K AIMD reference run: one NEP run per AIMD run feeds all three."""
+
+    params = _aimd_run_ids()
+    param_names = ["aimd_run"]
+    timeout = 900
+
+    def setup_cache(self) -> dict[str, Any]:
+        try:
+            engine = nep_engine("calorine")
+        except NotImplementedError as exc:
+            return {run_id: str(exc) for run_id in self.params}
+        return {run_id: nep_vs_aimd(run_id, engine) for run_id in self.params}
+
+    def setup(self, cache: dict[str, Any], run_id: str) -> None:
+        if isinstance(cache.get(run_id), str) or run_id not in cache:
+            raise NotImplementedError(cache.get(run_id, f"no result for {run_id}"))
+
+    def track_rdf_l1_error(self, cache: dict[str, Any], run_id: str) -> float:
+        return cache[run_id]["rdf_l1_error_max"]
+
+    track_rdf_l1_error.unit = "normalised L1"
+
+    def track_rdf_w1(self, cache: dict[str, Any], run_id: str) -> float:
+        return cache[run_id]["rdf_w1_max_a"]
+
+    track_rdf_w1.unit = "Å"
+
+    def track_li_diffusivity_ratio(self, cache: dict[str, Any], run_id: str) -> float:
+        """D_NEP/D_AIMD (NaN while the AIMD run is too short for a diffusivity fit)."""
+        return cache[run_id]["li_d_ratio"]
+
+    track_li_diffusivity_ratio.unit = "D_NEP/D_AIMD"
+
+
+class TrackSpeedRatio:
+    """NEP ÷ CP2K speed on one cell in one run: 8-atom c-Si, NVT 600 K, 1 fs; CP2K 2 timed steps
+    (1 warm-up) at a 100 Ry grid on one rank, NEP (calorine) 200 timed steps (10 warm-up).
+
+    Tracks the ratio of CP2K's to NEP's wall time per step on identical atoms and protocol, and
+    both per-step times. The reduced CP2K grid makes CP2K faster than in the throughput task:
+    this ratio follows the code over commits; the quick suite's `speedup` is the claim.
+    """
+
+    timeout = 600
+
+    def setup_cache(self) -> dict[str, Any]:
+        from nepbench.engines.base import MDProtocol
+        from nepbench.engines.cp2k import CP2KEngine
+        from nepbench.errors import NepbenchError
+
+        from .common import have_cp2k, tiny_cp2k_settings, tiny_si
+
+        if not have_cp2k():
+            return {"skip": "cp2k.psmp not installed"}
+        try:
+            nep = nep_engine("calorine")
+        except NotImplementedError as exc:
+            return {"skip": str(exc)}
+        atoms = tiny_si(8)
+
+        def protocol(steps: int, warmup: int) -> MDProtocol:
+            return MDProtocol("nvt", 600.0, 1.0, steps=steps, sample_interval=steps, seed=7,
+                              thermostat_coupling_fs=50.0, warmup_steps=warmup)
+
+        try:
+            cp2k_s = CP2KEngine(tiny_cp2k_settings(md=True), ranks=1, timeout_s=500).md(
+                atoms, protocol(2, 1)).timing.s_per_step
+        except NepbenchError as exc:
+            return {"skip": f"CP2K run failed: {exc}"}
+        nep_s = nep.md(atoms, protocol(200, 10)).timing.s_per_step
+        return {"ratio": cp2k_s / nep_s, "cp2k_s_per_step": cp2k_s, "nep_s_per_step": nep_s}
+
+    def setup(self, cache: dict[str, Any]) -> None:
+        _skip_if_absent(cache)
+
+    def track_nep_over_cp2k_speed(self, cache: dict[str, Any]) -> float:
+        return cache["ratio"]
+
+    track_nep_over_cp2k_speed.unit = "× (CP2K s/step ÷ NEP s/step)"
+
+    def track_cp2k_s_per_step(self, cache: dict[str, Any]) -> float:
+        return cache["cp2k_s_per_step"]
+
+    track_cp2k_s_per_step.unit = "s/step"
+
+    def track_nep_s_per_step(self, cache: dict[str, Any]) -> float:
+        return cache["nep_s_per_step"]
+
+    track_nep_s_per_step.unit = "s/step"

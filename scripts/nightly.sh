@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Nightly tracking with asv: benchmark the commits of main that this machine has not measured yet
+# (`asv run NEW`; results per machine under .asv/results/<machine>/), then draw the site
+# (`asv publish` → .asv/html). cron and Slurm lines: docs/tracking.md.
+#
+#   scripts/nightly.sh                      # build each new commit in its own virtualenv (needs the package index)
+#   NEPBENCH_ASV_MODE=existing scripts/nightly.sh   # offline: this checkout, in .venv, recorded for HEAD
+#
+# Environment: ASV (default .venv/bin/asv), NEPBENCH_ASV_MACHINE (machine name; default hostname),
+# NEPBENCH_ASV_STEPS (at most this many commits per night, spread over the range; default 5),
+# NEPBENCH_ASV_QUICK=1 (one sample per benchmark: a smoke test, not for tracking).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ASV="${ASV:-.venv/bin/asv}"
+MODE="${NEPBENCH_ASV_MODE:-build}"
+STEPS="${NEPBENCH_ASV_STEPS:-5}"
+MACHINE=(${NEPBENCH_ASV_MACHINE:+--machine "$NEPBENCH_ASV_MACHINE"})
+QUICK=(${NEPBENCH_ASV_QUICK:+--quick})
+LOG="$(mktemp -t nepbench-nightly.XXXXXX)"
+trap 'rm -f "$LOG"' EXIT
+
+echo "== nightly $(date -u +%FT%TZ) mode=$MODE $(git rev-parse --short HEAD)"
+"$ASV" machine --yes "${MACHINE[@]}" > /dev/null
+
+status=0
+case "$MODE" in
+  build)
+    # NEW = commits on main after the newest one with results on this machine ("No commit hashes
+    # selected" when there is none: a quiet night, not an error).
+    "$ASV" run NEW --steps "$STEPS" "${MACHINE[@]}" "${QUICK[@]}" 2>&1 | tee "$LOG" || status=${PIPESTATUS[0]}
+    if [ "$status" -ne 0 ] && grep -q "No commit hashes selected" "$LOG"; then
+      echo "nightly: no new commits on main"; status=0
+    fi
+    ;;
+  existing)
+    "$ASV" run -E "existing:.venv/bin/python" --set-commit-hash "$(git rev-parse HEAD)" \
+      "${MACHINE[@]}" "${QUICK[@]}" 2>&1 | tee "$LOG" || status=${PIPESTATUS[0]}
+    ;;
+  *)
+    echo "nightly: NEPBENCH_ASV_MODE must be 'build' or 'existing', not '$MODE'" >&2; exit 2 ;;
+esac
+
+"$ASV" publish
+echo "== nightly done $(date -u +%FT%TZ): site in .asv/html (asv preview to browse); asv run exit $status"
+exit "$status"

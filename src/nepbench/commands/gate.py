@@ -1,0 +1,187 @@
+"""`nepbench gate RUN --baseline FILE`: accuracy regression gate against a committed baseline.
+
+`nepbench gate RUN_DIR_OR_RESULTS_JSON` compares a run (a run folder, or its results.json) with
+`reports/baseline/results.json`; `--update-baseline` writes that file (atomically) from a run.
+The comparison rules are in `nepbench.gate`; this module reads and writes the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, NepbenchError
+
+DEFAULT_BASELINE = Path("reports") / "baseline" / "results.json"
+
+EPILOG = """exit status:
+  0  no regression: every compared metric is within its tolerance of the baseline and no
+     criterion flipped to fail
+  1  regression: a metric is worse than the baseline beyond its tolerance, a criterion flipped
+     pass → fail or can no longer be judged, a compared metric is missing, or the reference data
+     differ from the baseline's (unless --allow-data-change)
+  2  bad input: the run, its results.json, the baseline or the tolerance file is missing or
+     unreadable (one line naming the file)
+
+examples:
+  nepbench run suites/gate.toml --out reports/gate && nepbench gate reports/gate
+  nepbench gate reports/gate/results.json --baseline reports/baseline/results.json
+  nepbench gate reports/gate --update-baseline        # what `make baseline` does after the run
+  nepbench gate reports/gate --allow-data-change      # new reference frames: compare anyway
+
+Tolerances come from the baseline (copied from the suite's [gate] table when it was written);
+--tolerances SUITE.toml uses another suite file's [gate] table. docs/tracking.md explains the gate.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "gate", help="compare a run with the committed baseline; exit 0 pass, 1 regression, 2 bad input",
+        description="Accuracy regression gate: a run's metrics and verdicts against a baseline run.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", metavar="RUN", help="run folder (suite.json + tasks/) or a results.json")
+    parser.add_argument("--baseline", default=str(DEFAULT_BASELINE),
+                        help=f"baseline results.json (default {DEFAULT_BASELINE})")
+    parser.add_argument("--allow-data-change", action="store_true",
+                        help="compare even when the reference data differ from the baseline's (said in the output)")
+    parser.add_argument("--tolerances", default=None, metavar="SUITE.toml",
+                        help="take tolerances from this suite file's [gate] table instead of the baseline's")
+    parser.add_argument("--update-baseline", action="store_true",
+                        help="write the baseline from RUN (atomically) instead of comparing")
+    parser.add_argument("--reference-dir", default=None,
+                        help="reference set the run used, recorded in a new baseline (default reference_data/)")
+    parser.set_defaults(func=_gate)
+
+
+def _bad_input(exc: NepbenchError) -> NepbenchError:
+    exc.exit_code = 2
+    return exc
+
+
+def load_results(path: str | Path) -> tuple[dict[str, Any], str]:
+    """(results document, source label) of a run folder or a results.json; exit-2 errors name the file."""
+    from ..gate import GateInputError
+    from ..report.render import build_report
+
+    path = Path(path)
+    if path.is_dir() and (path / "suite.json").is_file():
+        try:
+            return build_report([path], figures=False), str(path)
+        except NepbenchError as exc:
+            raise _bad_input(exc) from None
+    if path.is_dir() and (path / "results.json").is_file():
+        path = path / "results.json"
+    if not path.exists():
+        raise GateInputError(f"{path}: not found")
+    if path.is_dir():
+        raise GateInputError(f"{path}: not a run folder (no suite.json) and holds no results.json")
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise GateInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise GateInputError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(document, dict):
+        raise GateInputError(f"{path}: expected a JSON object")
+    return document, str(path)
+
+
+def load_tolerances_file(path: str | Path) -> Any:
+    """The [gate] table of a suite file as `Tolerances` (defaults when it has none)."""
+    from ..gate import GateInputError, parse_tolerances
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise GateInputError(f"{path}: cannot read tolerances ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GateInputError(f"{path}: malformed TOML ({exc})") from None
+    try:
+        return parse_tolerances(data.get("gate"), f"{path}: [gate]")
+    except ConfigError as exc:
+        raise _bad_input(exc) from None
+
+
+def reference_details(reference_dir: Path, data_sha256: str | None) -> tuple[dict[str, Any], str | None]:
+    """(details, note): the DFT manifest's sha256 (reference.data_sha256) and frame counts of
+    `reference_dir` when its data hash is the run's, else ({}, why not)."""
+    from ..reference import data_sha256 as dft_sha256
+    from ..runner import reference_hash
+
+    if data_sha256 is None or not (reference_dir / "dft" / "manifest.json").is_file():
+        return {}, f"no reference data at {reference_dir}: details not recorded"
+    if reference_hash(reference_dir) != data_sha256:
+        return {}, (f"{reference_dir} now holds other data than the run used "
+                    "(frames added since): reference details not recorded")
+    manifest = json.loads((reference_dir / "dft" / "manifest.json").read_text())
+    files = manifest.get("files", {}).values()
+    return {"dft_manifest_sha256": dft_sha256(reference_dir / "dft"),
+            "n_frames": manifest.get("n_frames"), "n_test_frames": sum(int(f.get("n_test", 0)) for f in files),
+            "cp2k_version": (manifest.get("cp2k") or {}).get("version")}, None
+
+
+def _tolerances_for_new_baseline(args: argparse.Namespace, document: dict[str, Any]) -> tuple[Any, str]:
+    from ..gate import Tolerances
+
+    if args.tolerances:
+        return load_tolerances_file(args.tolerances), args.tolerances
+    suite_path = (document.get("suite") or {}).get("path")
+    if suite_path and Path(suite_path).is_file():
+        return load_tolerances_file(suite_path), suite_path
+    return Tolerances(), "built-in defaults (5 % relative)"
+
+
+def _update_baseline(args: argparse.Namespace) -> int:
+    from ..gate import GateInputError, baseline_document
+    from ..provenance import atomic_write_json
+    from ..runner import REFERENCE_DIR
+
+    document, source = load_results(args.run)
+    failed = [r["task_id"] for r in document.get("records", []) if r.get("status") == "failed"]
+    if failed:
+        raise GateInputError(f"{source}: task(s) {', '.join(failed)} failed; a baseline must come from a clean run")
+    tolerances, where = _tolerances_for_new_baseline(args, document)
+    data = sorted({(r.get("provenance") or {}).get("data_sha256") for r in document.get("records", [])} - {None})
+    details, note = reference_details(Path(args.reference_dir) if args.reference_dir else REFERENCE_DIR,
+                                      data[0] if len(data) == 1 else None)
+    baseline = baseline_document(document, tolerances, source, details)
+    atomic_write_json(args.baseline, baseline)
+    print(f"gate: baseline written to {args.baseline} from {source}")
+    print(f"  data sha256 {baseline['gate']['data_sha256']}; tolerances from {where}")
+    for model in baseline["gate"]["models"]:
+        print(f"  {model['task']}: {model['name']} (sha256 {model['sha256'][:12]})")
+    if note:
+        print(f"  note: {note}")
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from ..gate import GateInputError, baseline_tolerances, compare, result_lines, snapshot
+
+    if args.update_baseline:
+        return _update_baseline(args)
+    baseline_path = Path(args.baseline)
+    if not baseline_path.is_file():
+        raise GateInputError(f"{baseline_path}: baseline not found (write one with `make baseline`)")
+    base_doc, base_source = load_results(baseline_path)
+    run_doc, run_source = load_results(args.run)
+    base, run = snapshot(base_doc, base_source), snapshot(run_doc, run_source)
+    notes = []
+    if args.tolerances:
+        tolerances = load_tolerances_file(args.tolerances)
+        notes.append(f"tolerances from {args.tolerances}")
+    else:
+        tolerances = baseline_tolerances(base_doc, base_source)
+        if tolerances is None:
+            from ..gate import Tolerances
+
+            tolerances = Tolerances()
+            notes.append(f"{base_source} records no tolerances: built-in defaults (5 % relative)")
+    result = compare(base, run, tolerances, allow_data_change=args.allow_data_change)
+    result.notes[:0] = notes
+    print("\n".join(result_lines(result, base, run)))
+    return result.exit_code

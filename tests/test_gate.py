@@ -1,0 +1,370 @@
+"""The accuracy regression gate: pure comparison rules, the `nepbench gate` command, and (marker
+`gate`) the gate suite on the committed reference data against the committed baseline, plus a
+deliberately degraded copy of the default model that must trip it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from nepbench.cli import main
+from nepbench.config import load_suite
+from nepbench.gate import (
+    BASELINE_SCHEMA, GateInputError, Tolerance, Tolerances, baseline_document, compare, compare_metric, fmt,
+    parse_tolerances, snapshot, task_template,
+)
+from nepbench.errors import ConfigError
+from nepbench.report.criteria import judge_all
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = REPO / "reports" / "baseline" / "results.json"
+GATE_SUITE = REPO / "suites" / "gate.toml"
+
+FORCE = {"id": "force_rmse", "claim": "forces near DFT", "task": "parity-{model}", "metric": "force_rmse_mev_per_a",
+         "good": 100.0, "bad": 200.0, "unit": "meV/Å", "source": "project target"}
+SPEED = {"id": "speedup", "claim": "~70,000x faster", "task": "throughput-{model}", "metric": "speedup",
+         "good": 70000.0, "bad": 7000.0, "unit": "×", "source": "paper abstract"}
+TOL = Tolerances(Tolerance(0.05, 0.0), {"force_rmse_mev_per_a": Tolerance(0.05, 2.0)})
+
+
+def results_doc(force: float | None = 150.0, speed: float | None = 20000.0, model: str = "m1",
+                sha: str = "a" * 64, data: str = "d" * 64, extra_tasks: dict | None = None) -> dict:
+    """A results document as `build_report` makes one: suite, records and their verdicts."""
+    tasks, records = [], []
+    for template, metric, value, task_type in (("parity-{model}", "force_rmse_mev_per_a", force, "parity"),
+                                               ("throughput-{model}", "speedup", speed, "throughput")):
+        task_id = template.replace("{model}", model)
+        tasks.append({"id": task_id, "type": task_type, "title": task_id, "params": {}, "models": [model]})
+        metrics = {} if value is None else {metric: value}
+        records.append({"schema": "nepbench.result/1", "task_id": task_id, "task_type": task_type,
+                        "status": "done", "reason": None, "metrics": metrics,
+                        "metric_units": {metric: "meV/Å" if task_type == "parity" else "×"},
+                        "model": {"name": model, "sha256": sha}, "series": {"big": [1, 2, 3]},
+                        "provenance": {"data_sha256": data}})
+    for task_id, record in (extra_tasks or {}).items():
+        tasks.append({"id": task_id, "type": record["task_type"], "title": task_id, "params": {}, "models": [model]})
+        records.append(record)
+    criteria = [{**c, "id": f"{c['id']}[{model}]", "task": c["task"].replace("{model}", model)} for c in (FORCE, SPEED)]
+    verdicts = [v.to_dict() for v in judge_all(criteria, records)]
+    return {"schema": "nepbench.report/1", "suite": {"name": "gate", "tasks": tasks, "criteria": criteria},
+            "records": records, "verdicts": verdicts, "provenance": {"nepbench": [{"commit": "c" * 40}]}}
+
+
+def gate(base: dict, run: dict, tolerances: Tolerances = TOL, allow_data_change: bool = False):
+    return compare(snapshot(base, "baseline.json"), snapshot(run, "run"), tolerances, allow_data_change)
+
+
+# ----------------------------------------------------------------------------- pure rules
+
+
+def test_identical_run_passes_and_compares_every_criterion_metric():
+    result = gate(results_doc(), results_doc())
+    assert result.passed and result.exit_code == 0 and not result.failures
+    assert {(c.task, c.metric) for c in result.comparisons} == {
+        ("parity-{model}", "force_rmse_mev_per_a"), ("throughput-{model}", "speedup")}
+    assert all(c.ok and c.worse_by == 0 for c in result.comparisons)
+
+
+@pytest.mark.parametrize("force, speed, failing", [
+    (180.0, 20000.0, "force_rmse_mev_per_a"),   # RMSE up 20 %: lower is better → worse
+    (120.0, 20000.0, None),                     # RMSE down: better
+    (150.0, 16000.0, "speedup"),                # speed-up down 20 %: higher is better → worse
+    (150.0, 26000.0, None),                     # speed-up up: better
+])
+def test_direction_of_worse_comes_from_the_criterion(force, speed, failing):
+    result = gate(results_doc(), results_doc(force=force, speed=speed))
+    assert [f.subject for f in result.failures] == ([failing] if failing else [])
+    if failing:
+        assert result.exit_code == 1 and result.failures[0].kind == "worse"
+
+
+def test_failure_message_names_metric_both_values_and_tolerance():
+    result = gate(results_doc(force=150.0), results_doc(force=180.0))
+    (failure,) = result.failures
+    assert failure.message.startswith("force_rmse_mev_per_a [parity-{model}]: 180 meV/Å vs baseline 150 meV/Å")
+    assert "worse by 30, +20.0 %" in failure.message
+    assert "tolerance 7.5 meV/Å = max(2 meV/Å, 5 % of baseline)" in failure.message
+    assert "lower is better" in failure.message
+
+
+@pytest.mark.parametrize("baseline, value, ok", [
+    (150.0, 157.5, True),      # exactly 5 % worse: at the tolerance, passes (inclusive)
+    (150.0, 157.51, False),    # beyond
+    (20.0, 22.0, True),        # small baseline: the absolute 2 meV/Å wins over 5 % (1 meV/Å)
+    (20.0, 22.01, False),
+])
+def test_tolerance_edge_is_inclusive_and_takes_the_larger_of_abs_and_rel(baseline, value, ok):
+    c = compare_metric("parity-{model}", "force_rmse_mev_per_a", baseline, value, True, Tolerance(0.05, 2.0), "meV/Å")
+    assert c.ok is ok
+    assert c.allowed == max(2.0, 0.05 * baseline)
+    result = gate(results_doc(force=baseline), results_doc(force=value))
+    assert result.passed is ok
+
+
+def test_higher_is_better_tolerance_edge():
+    c = compare_metric("t", "speedup", 20000.0, 19000.0, False, Tolerance(0.05, 0.0))
+    assert c.worse_by == 1000.0 and c.allowed == 1000.0 and c.ok
+    assert not compare_metric("t", "speedup", 20000.0, 18999.0, False, Tolerance(0.05, 0.0)).ok
+
+
+def test_criterion_flip_pass_to_fail_fails_even_within_tolerance():
+    loose = Tolerances(Tolerance(10.0, 0.0))  # 1000 %: only the flip can fail the gate
+    result = gate(results_doc(force=99.0), results_doc(force=201.0), loose)
+    assert [f.kind for f in result.failures] == ["flip"]
+    message = result.failures[0].message
+    assert "criterion force_rmse" in message and "pass → fail" in message
+    assert "201 meV/Å" in message and "99 meV/Å" in message
+
+
+def test_pass_to_warn_is_a_note_and_fail_to_fail_is_no_flip():
+    loose = Tolerances(Tolerance(10.0, 0.0))
+    warn = gate(results_doc(force=99.0), results_doc(force=150.0), loose)
+    assert warn.passed and any("pass → warn" in n for n in warn.notes)
+    still_failing = gate(results_doc(force=600.0), results_doc(force=610.0), loose)
+    assert still_failing.passed  # the gate guards change, `nepbench verify` guards the bounds
+
+
+def test_missing_metric_fails_with_the_reason():
+    run = results_doc()
+    run["records"][0]["metrics"] = {}
+    run["records"][0]["metric_reasons"] = {"force_rmse_mev_per_a": "no test frames"}
+    run["verdicts"] = [v.to_dict() for v in judge_all(run["suite"]["criteria"], run["records"])]
+    result = gate(results_doc(), run)
+    assert result.exit_code == 1
+    (failure,) = result.failures  # the criterion and the metric report one problem, once
+    assert failure.kind == "unmeasured" and "force_rmse" in failure.message and "no test frames" in failure.message
+
+
+def test_missing_task_and_non_finite_value_fail():
+    run = results_doc()
+    del run["records"][1]
+    run["verdicts"] = [v.to_dict() for v in judge_all(run["suite"]["criteria"], run["records"])]
+    result = gate(results_doc(), run)
+    assert [f.subject for f in result.failures] == ["speedup"] and "no result record" in result.failures[0].message
+    nan = results_doc()
+    nan["records"][0]["metrics"]["force_rmse_mev_per_a"] = None
+    nan["verdicts"] = [v.to_dict() for v in judge_all(nan["suite"]["criteria"], nan["records"])]
+    assert not gate(results_doc(), nan).passed
+
+
+def test_metric_named_in_tolerances_with_direction_is_gated_too():
+    base, run = results_doc(), results_doc()
+    base["records"][0]["metrics"]["force_mae_mev_per_a"] = 100.0
+    run["records"][0]["metrics"]["force_mae_mev_per_a"] = 110.0
+    tol = Tolerances(Tolerance(), {"force_mae_mev_per_a": Tolerance(0.05, 2.0, better="lower")})
+    result = gate(base, run, tol)
+    assert [f.subject for f in result.failures] == ["force_mae_mev_per_a"]
+    without_direction = Tolerances(Tolerance(), {"force_mae_mev_per_a": Tolerance(0.05, 2.0)})
+    assert gate(base, run, without_direction).passed  # no criterion, no `better`: not compared
+
+
+def test_data_hash_mismatch_fails_unless_allowed():
+    base, run = results_doc(data="1" * 64), results_doc(data="2" * 64, force=151.0)
+    result = gate(base, run)
+    assert [f.kind for f in result.failures] == ["data"]
+    message = result.failures[0].message
+    assert "taken on data sha256 111111111111" in message and "222222222222" in message
+    assert "make baseline" in message and "--allow-data-change" in message
+    allowed = gate(base, run, allow_data_change=True)
+    assert allowed.passed and any("compared anyway" in n for n in allowed.notes)
+    assert len(allowed.comparisons) == 2  # it still compares every metric
+    worse = gate(base, results_doc(data="2" * 64, force=170.0), allow_data_change=True)
+    assert [f.subject for f in worse.failures] == ["force_rmse_mev_per_a"]
+
+
+def test_other_model_is_compared_and_noted():
+    result = gate(results_doc(), results_doc(model="mine.txt", sha="b" * 64))
+    assert result.passed
+    assert any("model mine.txt" in n and "baseline's m1" in n for n in result.notes)
+
+
+def test_task_template_handles_model_paths():
+    assert task_template("parity-/tmp/x/deg.txt", "/tmp/x/deg.txt") == "parity-{model}"
+    assert task_template("parity-nep89-lisic", "nep89-lisic") == "parity-{model}"
+    snap = snapshot(results_doc(model="/tmp/x/deg.txt"), "run")
+    assert ("parity-{model}", "force_rmse_mev_per_a") in snap.metrics
+    assert set(snap.criteria) == {"force_rmse", "speedup"}
+
+
+def test_two_models_in_one_task_is_bad_input():
+    doc = results_doc()
+    other = results_doc(model="m2")
+    doc["suite"]["tasks"] += other["suite"]["tasks"]
+    doc["records"] += other["records"]
+    with pytest.raises(GateInputError, match="more than one model"):
+        snapshot(doc, "run.json")
+
+
+def test_parse_tolerances_defaults_and_errors():
+    assert parse_tolerances(None).for_metric("x") == Tolerance(0.05, 0.0)
+    tol = parse_tolerances({"default_rel": 0.1, "tolerance": [{"metric": "a", "abs": 3}]})
+    assert tol.for_metric("a") == Tolerance(0.1, 3.0) and tol.for_metric("b") == Tolerance(0.1, 0.0)
+    assert parse_tolerances(tol.to_dict()) == tol
+    for bad, phrase in [({"default_rel": -1}, "default_rel"), ({"tolerance": [{"abs": 1}]}, "metric"),
+                        ({"tolerance": [{"metric": "a", "better": "up"}]}, "better"),
+                        ({"tolerance": [{"metric": "a"}, {"metric": "a"}]}, "twice")]:
+        with pytest.raises(ConfigError, match=phrase):
+            parse_tolerances(bad)
+
+
+def test_baseline_document_drops_series_and_records_hashes_and_tolerances():
+    doc = baseline_document(results_doc(), TOL, "reports/gate", {"dft_manifest_sha256": "e" * 64})
+    assert doc["gate"]["schema"] == BASELINE_SCHEMA and doc["gate"]["data_sha256"] == "d" * 64
+    assert doc["gate"]["models"][0] == {"task": "parity-{model}", "name": "m1", "sha256": "a" * 64}
+    assert parse_tolerances(doc["gate"]["tolerances"]) == TOL
+    assert all("series" not in r for r in doc["records"])
+    assert gate(doc, results_doc()).passed  # a baseline is itself a results document
+    mixed = results_doc()
+    mixed["records"][1]["provenance"]["data_sha256"] = "f" * 64
+    with pytest.raises(GateInputError, match="different reference-data versions"):
+        baseline_document(mixed, TOL, "reports/gate")
+
+
+def test_gate_suite_is_a_subset_of_the_quick_suite():
+    gate_suite, quick = load_suite(GATE_SUITE), load_suite(REPO / "suites" / "quick.toml")
+    quick_criteria = {c.id: c for c in quick.criteria}
+    for crit in gate_suite.criteria:
+        assert crit == quick_criteria[crit.id], f"{crit.id} differs from suites/quick.toml"
+    assert gate_suite.task("parity-nep89-lisic").params == quick.task("parity-nep89-lisic").params
+    assert gate_suite.task("md-nep89-lisic").params["nve"] == quick.task("md-nep89-lisic").params["nve"]
+    tol = parse_tolerances(tomllib.loads(GATE_SUITE.read_text())["gate"])
+    assert tol.for_metric("force_rmse_mev_per_a") == Tolerance(0.05, 2.0)
+    assert tol.for_metric("energy_rmse_mev_per_atom") == Tolerance(0.05, 1.0)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _write(path: Path, doc: dict) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_cli_pass_regression_and_bad_input_exit_codes(tmp_path, capsys):
+    base = _write(tmp_path / "base.json", baseline_document(results_doc(), TOL, "r"))
+    assert main(["gate", str(_write(tmp_path / "same.json", results_doc())), "--baseline", str(base)]) == 0
+    assert "gate: exit 0 (pass)" in capsys.readouterr().out
+    assert main(["gate", str(_write(tmp_path / "worse.json", results_doc(force=200.0))),
+                 "--baseline", str(base)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION: force_rmse_mev_per_a [parity-{model}]: 200 meV/Å vs baseline 150 meV/Å" in out
+    for args, name in [(["gate", str(tmp_path / "same.json"), "--baseline", str(tmp_path / "none.json")], "none.json"),
+                       (["gate", str(tmp_path / "nothing"), "--baseline", str(base)], "nothing"),
+                       (["gate", str(_write(tmp_path / "bad.json", {"x": 1})), "--baseline", str(base)], "bad.json")]:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and name in err[0] and "Traceback" not in err[0], err
+    (tmp_path / "broken.json").write_text("{not json")
+    assert main(["gate", str(tmp_path / "broken.json"), "--baseline", str(base)]) == 2
+    assert "broken.json: malformed JSON" in capsys.readouterr().err
+
+
+def test_cli_update_baseline_writes_atomically_with_suite_tolerances(tmp_path, capsys):
+    run = results_doc()
+    run["suite"]["path"] = str(GATE_SUITE)
+    target = tmp_path / "baseline" / "results.json"
+    assert main(["gate", str(_write(tmp_path / "run.json", run)), "--update-baseline",
+                 "--baseline", str(target), "--reference-dir", str(tmp_path / "no-data")]) == 0
+    written = json.loads(target.read_text())
+    assert written["gate"]["tolerances"] == parse_tolerances(tomllib.loads(GATE_SUITE.read_text())["gate"]).to_dict()
+    assert [p.name for p in target.parent.iterdir()] == ["results.json"]  # no temporary file left
+    assert "tolerances from" in capsys.readouterr().out
+    assert main(["gate", str(tmp_path / "run.json"), "--baseline", str(target)]) == 0
+
+
+# ----------------------------------------------------------------------------- the real gate
+
+RUN_SUITE = ("import sys; from pathlib import Path; from nepbench.config import load_suite; "
+             "from nepbench.runner import run_suite; "
+             "s = load_suite(sys.argv[1], tuple(sys.argv[4:]) or None); "
+             "r = run_suite(s, Path(sys.argv[2]), reference_dir=Path(sys.argv[3])); "
+             "sys.exit(int(any(x['status'] == 'failed' for x in r)))")
+
+
+def committed_reference(dest: Path) -> Path:
+    """The reference set as committed at HEAD (labels, manifests, specs), exported to `dest`.
+
+    The gate is pinned to committed data: a reference build in progress rewrites the working
+    tree's files every few minutes. Outside a git checkout the working tree's reference_data/ is used.
+    """
+    wanted = ("reference_data/aimd.toml", "reference_data/spec.toml", "reference_data/dft/manifest.json",
+              "reference_data/aimd/manifest.json")
+    try:
+        listed = subprocess.run(["git", "-C", str(REPO), "ls-tree", "-r", "--name-only", "HEAD", "reference_data"],
+                                capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return REPO / "reference_data"
+    for name in listed:
+        if name in wanted or (name.startswith("reference_data/dft/") and name.endswith(".extxyz.xz")):
+            blob = subprocess.run(["git", "-C", str(REPO), "show", f"HEAD:{name}"], capture_output=True,
+                                  check=True, timeout=60).stdout
+            target = dest / Path(name).relative_to("reference_data")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(blob)
+    return dest
+
+
+def run_gate_suite(out: Path, reference_dir: Path, model: str | None = None) -> Path:
+    """Run suites/gate.toml as `make gate` does (one OpenMP thread), in a fresh process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", RUN_SUITE, "suites/gate.toml", str(Path(out).resolve()),
+            str(Path(reference_dir).resolve())] + ([model] if model else [])
+    proc = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def gate_inputs(tmp_path_factory):
+    from nepbench.errors import ModelError
+    from nepbench.models import DEFAULT_MODEL, resolve_model
+
+    try:
+        model = resolve_model(DEFAULT_MODEL, fetch=os.environ.get("NEPBENCH_OFFLINE") != "1")
+    except ModelError as exc:
+        pytest.skip(f"the gate needs the default model: {exc}")
+    if not BASELINE.is_file():
+        pytest.fail(f"{BASELINE} is missing: write it with `make baseline`")
+    return model, committed_reference(tmp_path_factory.mktemp("reference"))
+
+
+def perturbed(model: Path, out: Path, factor: float) -> Path:
+    """`model` with every parameter after the `ANN` header line scaled by `factor`."""
+    lines = model.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ANN")) + 1
+    out.write_text("\n".join(lines[:start] + [f"{float(v) * factor:.8e}" for v in lines[start:]]) + "\n")
+    return out
+
+
+@pytest.mark.gate
+def test_gate_suite_on_committed_data_passes_against_committed_baseline(gate_inputs, tmp_path, capsys):
+    _, reference = gate_inputs
+    run = run_gate_suite(tmp_path / "gate", reference)
+    code = main(["gate", str(run), "--baseline", str(BASELINE)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "ok   force_rmse_mev_per_a [parity-{model}]" in out and "gate: exit 0 (pass)" in out
+
+
+@pytest.mark.gate
+def test_degraded_model_trips_the_gate(gate_inputs, tmp_path, capsys):
+    model, reference = gate_inputs
+    worse = perturbed(model.path, tmp_path / "nep89-lisic-degraded.txt", 1.01)  # every weight +1 %
+    run = run_gate_suite(tmp_path / "gate", reference, str(worse))
+    code = main(["gate", str(run), "--baseline", str(BASELINE)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    base_value = next(r for r in json.loads(BASELINE.read_text())["records"]
+                      if r["task_type"] == "parity")["metrics"]["force_rmse_mev_per_a"]
+    record = json.loads(next((run / "tasks").glob("parity-*.json")).read_text())
+    value = record["metrics"]["force_rmse_mev_per_a"]
+    assert value > base_value * 1.05 + 2.0
+    line = next(line for line in out.splitlines() if line.startswith("  REGRESSION: force_rmse_mev_per_a"))
+    assert f"{fmt(value)} meV/Å vs baseline {fmt(base_value)} meV/Å" in line
+    assert "nep89-lisic-degraded.txt" in out  # the other model is named
