@@ -141,3 +141,14 @@ def test_judge_all_validates_before_judging_and_rejects_duplicates():
         judge_all([LOWER, {**LOWER, "id": "broken", "good": "x"}], [])
     with pytest.raises(ConfigError, match="more than once"):
         judge_all([LOWER, LOWER], [])
+
+
+def test_accuracy_caveat_names_the_model_that_fails_forces_only():
+    from nepbench.report.criteria import accuracy_caveats
+    failing = judge({**LOWER, "id": "force_rmse[m]"}, record(force_rmse=250.0))
+    warned = judge({**LOWER, "id": "force_rmse[m]"}, record(force_rmse=150.0))
+    fast = judge({**HIGHER, "id": "speedup[m]", "task": "parity-m"}, record(ratio=1.0))
+    notes = accuracy_caveats([failing, fast])
+    assert len(notes) == 1 and notes[0].startswith("m fails force_rmse ")
+    # a failing speed criterion or a warning on forces is no accuracy caveat
+    assert accuracy_caveats([warned, fast]) == []

@@ -237,3 +237,24 @@ def exit_code(verdicts: Sequence[Verdict], strict: bool = False) -> int:
 def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
     """How many verdicts of each kind, in VERDICTS order."""
     return {kind: sum(v.verdict == kind for v in verdicts) for kind in VERDICTS}
+
+
+#: Criteria (by base id, before "[model]") that say whether a model is near DFT at all.
+ACCURACY_CRITERIA = ("force_rmse", "energy_rmse")
+
+
+def accuracy_caveats(verdicts: Sequence[Verdict]) -> list[str]:
+    """One line per model that fails an accuracy criterion, warning that its other verdicts rest on it.
+
+    Speed, expansion and MD verdicts of a model are measured with that model; when its forces or
+    energies fail against DFT, a "pass" elsewhere says nothing about the physics. Returns [] when
+    every model passes or warns on the accuracy criteria (or none were measured).
+    """
+    failing: dict[str, list[str]] = {}
+    for v in verdicts:
+        base = v.criterion.split("[", 1)[0]
+        if base in ACCURACY_CRITERIA and v.verdict == "fail":
+            failing.setdefault(v.model or "the model", []).append(base)
+    return [f"{model} fails {', '.join(names)} against the DFT reference: its other verdicts (speed, MD, "
+            f"expansion) are measured with a potential that is not near-DFT on these frames"
+            for model, names in failing.items()]

@@ -32,7 +32,7 @@ from .. import __version__
 from ..errors import ConfigError, InputError
 from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_text
 from . import plots
-from .criteria import Verdict, counts, exit_code, hardware_summary, judge_all
+from .criteria import Verdict, accuracy_caveats, counts, exit_code, hardware_summary, judge_all
 
 RECORD_SCHEMA = "nepbench.result/1"
 REPORT_SCHEMA = "nepbench.report/1"
@@ -265,10 +265,11 @@ def build_report(run_dirs: Sequence[str | Path], figures: bool = True,
         "verdicts": [v.to_dict() for v in verdicts],
         "summary": {**counts(verdicts), "exit_code": exit_code(verdicts),
                     "exit_code_strict": exit_code(verdicts, strict=True)},
-        "records": ordered, "provenance": provenance_summary(ordered), "notes": notes,
+        "records": ordered, "provenance": provenance_summary(ordered),
+        "notes": notes + accuracy_caveats(verdicts),
     }
     if figures:
-        report["figures"] = make_figures(report, problems=notes)
+        report["figures"] = make_figures(report, problems=report["notes"])
     return report
 
 
@@ -397,7 +398,8 @@ def claim_table_text(report: Mapping[str, Any]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3] for row in rows]
     if len(rows) == 1:
         lines.append("(the suite has no criteria)")
-    return "\n".join(lines + [_counts_line(report)])
+    notes = [f"note: {n}" for n in report.get("notes", [])]
+    return "\n".join(lines + [_counts_line(report)] + notes)
 
 
 def _md(text: Any) -> str:
