@@ -40,8 +40,6 @@ def _report(args: argparse.Namespace) -> int:
     report = build_report(args.run_dirs)
     paths = write_report(report, out_dir)
     print(claim_table_text(report))
-    for note in report["notes"]:
-        print(f"note: {note}")
     print(f"report: {paths['html']}  ({paths['markdown'].name}, {paths['results'].name}, "
           f"{len(report['figures'])} figures)")
     return 0
