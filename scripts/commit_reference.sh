@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Commit what the background reference build has finished, then rebaseline the accuracy gate on it:
+# the gate's baseline records the reference data's sha256, so new data and its baseline go together.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+git add reference_data
+if git diff --cached --quiet -- reference_data; then
+  echo "commit_reference: nothing new under reference_data/"; exit 0
+fi
+frames=$(.venv/bin/nepbench reference show | head -1 | sed -E 's/.*: ([0-9]+) frames.*/\1/')
+git commit -q -m "Reference data: ${frames} assembled CP2K frames" -- reference_data
+make baseline
+git add reports/baseline/results.json
+git commit -q -m "Gate baseline on the committed reference data (${frames} frames)" -- reports/baseline/results.json
+git log --oneline -2
