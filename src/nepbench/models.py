@@ -495,11 +495,8 @@ def _verified_local(record: ModelRecord) -> Path:
     if not path.is_file():
         raise ModelError(f"{path}: committed model file of {record.name} not found "
                          f"(registry source path {record.source['path']!r})")
-    got = sha256_file(path)
-    if got != record.source_sha256:
-        raise ModelError(f"{path}: sha256 mismatch for committed model {record.name}: expected "
-                         f"{record.source_sha256} (registry), got {got}; re-register it "
-                         f"(`nepbench train ... --register {record.name}`) or restore the file")
+    _check_hash(path, record.source_sha256, f"committed model {record.name} (re-register it with "
+                                            f"`nepbench train ... --register {record.name}` or restore the file)")
     _check_header(path, record)
     return path
 
