@@ -152,9 +152,10 @@ def _figure(size: tuple[float, float]) -> Any:
 
 
 def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
+    """PNG bytes, rendered as the report's figures are (deterministic metadata)."""
+    from ..report.plots import _png as report_png
+
+    return report_png(fig)
 
 
 def _pool_png(pool: Any) -> bytes:
