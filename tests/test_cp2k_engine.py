@@ -35,6 +35,7 @@ from nepbench.engines.cp2k import (
     parse_xyz_trajectory,
     read_md_run,
 )
+from cp2k_fakes import FakeCP2K as _FakeCP2K
 from nepbench.errors import EngineCrashed, EngineNotAvailable, InputError, SCFNotConverged
 
 HAVE_CP2K = shutil.which("cp2k.psmp") is not None and shutil.which("mpirun") is not None
@@ -355,36 +356,6 @@ def test_missing_mpirun_is_engine_not_available(monkeypatch: pytest.MonkeyPatch)
 # --------------------------------------------------------------------------------------------
 # Segments without CP2K: a fake run writes CP2K-shaped files
 # --------------------------------------------------------------------------------------------
-
-
-class _FakeCP2K:
-    """Stands in for `CP2KEngine._execute`: writes .ener, -pos-1.xyz and .restart like CP2K."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.inputs: list[str] = []
-
-    def __call__(self, directory: Path, input_text: str) -> cp2k_mod.RunOutput:
-        self.inputs.append(input_text)
-        if self.fail:
-            (directory / "nb-1.ener").write_text("partial")
-            raise EngineCrashed("cp2k exited with code 137 (fake)")
-        steps = int(next(ln.split()[1] for ln in input_text.splitlines() if ln.strip().startswith("STEPS")))
-        start = 0
-        for line in input_text.splitlines():
-            if "RESTART_FILE_NAME" in line:
-                start = int(Path(line.split()[1]).read_text())
-        coords = [ln.split() for ln in input_text.split("&COORD\n")[1].split("    &END COORD")[0].splitlines()]
-        ener, xyz = ["# header"], []
-        for step in range(start, steps + 1):
-            ener.append(f"{step} {step * 1.0} 0.01 {300 + step} {-31.0 - step * 1e-3} -30.99 {0.0 if step == 0 else 2.0}")
-            xyz.append(f"{len(coords)}\n i = {step}, time = {step * 1.0:.3f}, E = -31.0")
-            xyz += [f"{c[0]} {float(c[1]) + 0.01 * step} {c[2]} {c[3]}" for c in coords]
-        (directory / "nb-1.ener").write_text("\n".join(ener) + "\n")
-        (directory / "nb-pos-1.xyz").write_text("\n".join(xyz) + "\n")
-        (directory / "nb-1.restart").write_text(str(steps))
-        (directory / "out.out").write_text("PROGRAM ENDED AT")
-        return cp2k_mod.RunOutput(directory=directory, text="", wall_s=5.0)
 
 
 @pytest.fixture()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import lzma
 import math
 import os
 import re
@@ -44,7 +45,7 @@ from ase.io import read as ase_read
 from ase.io import write as ase_write
 
 from ..errors import EngineCrashed, EngineNotAvailable, InputError, SCFNotConverged
-from ..provenance import atomic_write_json, atomic_write_text
+from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .base import Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
 
 HARTREE_EV: float = ase_units.Hartree
@@ -932,7 +933,7 @@ def _md_result(
 # --------------------------------------------------------------------------------------------
 
 STATE_FILE = "state.json"
-FRAMES_FILE = "frames.extxyz"
+FRAMES_FILE = "frames.extxyz.xz"  # xz-compressed extxyz, rewritten whole at each commit
 ENER_FILE = "md.ener"
 RESTART_DIR = "restart"
 
@@ -968,7 +969,8 @@ def _read_state(run_dir: Path) -> dict[str, Any] | None:
         raise InputError(path, f"unreadable MD run state ({exc})") from None
 
 
-def _check_resume(state: dict[str, Any], atoms: Atoms, protocol: MDProtocol, run_dir: Path) -> None:
+def _check_resume(state: dict[str, Any], atoms: Atoms, protocol: MDProtocol, run_dir: Path,
+                  settings: CP2KSettings | None = None) -> None:
     stored = state["protocol"]
     for key in ("ensemble", "temperature_k", "timestep_fs", "sample_interval", "seed", "thermostat_coupling_fs"):
         if stored.get(key) != getattr(protocol, key):
@@ -978,6 +980,11 @@ def _check_resume(state: dict[str, Any], atoms: Atoms, protocol: MDProtocol, run
             )
     if list(state["symbols"]) != atoms.get_chemical_symbols():
         raise InputError(run_dir / STATE_FILE, "atoms differ in species/order from the run being resumed")
+    wanted = None if settings is None else json.loads(json.dumps(settings.to_dict()))
+    if wanted is not None and state.get("settings") not in (None, wanted):
+        changed = sorted(k for k, v in wanted.items() if state["settings"].get(k) != v)
+        raise InputError(run_dir / STATE_FILE, "CP2K settings differ from the run being resumed "
+                         f"({', '.join(changed)}); start a new run for new settings")
     if not np.allclose(np.array(state["cell_a"], dtype=float), atoms.cell.array, atol=1e-6):
         raise InputError(run_dir / STATE_FILE, "atoms have another cell than the run being resumed")
 
@@ -1007,7 +1014,8 @@ def _committed(run_dir: Path, total_steps: int) -> tuple[list[Atoms], dict[str, 
     """Committed frames and .ener rows, cut at `total_steps` (drops leftovers of a killed commit)."""
     frames: list[Atoms] = []
     if (run_dir / FRAMES_FILE).is_file():
-        frames = ase_read(str(run_dir / FRAMES_FILE), index=":", format="extxyz")
+        text = lzma.decompress((run_dir / FRAMES_FILE).read_bytes()).decode()
+        frames = ase_read(io.StringIO(text), index=":", format="extxyz")
         frames = [f for f in frames if int(f.info["step"]) <= total_steps]
     ener = parse_ener((run_dir / ENER_FILE).read_text()) if (run_dir / ENER_FILE).is_file() else parse_ener("")
     keep = ener["step"] <= total_steps
@@ -1027,7 +1035,7 @@ def _run_segment(
     done = 0
     restart_file = wfn_file = None
     if state is not None:
-        _check_resume(state, atoms, protocol, run_dir)
+        _check_resume(state, atoms, protocol, run_dir, engine.settings)
         done = int(state["total_steps"])
         restart_file = str((run_dir / state["restart_file"]).resolve())
         if state.get("wfn_file") and (run_dir / state["wfn_file"]).is_file():
@@ -1069,7 +1077,7 @@ def _run_segment(
         all_ener = {k: np.concatenate([old_ener[k], new_ener[k]]) for k in ENER_COLUMNS}
         buffer = io.StringIO()
         ase_write(buffer, all_frames, format="extxyz")
-        atomic_write_text(run_dir / FRAMES_FILE, buffer.getvalue())
+        atomic_write_bytes(run_dir / FRAMES_FILE, lzma.compress(buffer.getvalue().encode(), preset=9))
         atomic_write_text(run_dir / ENER_FILE, _ener_text(all_ener))
         segments = list(state["segments"]) if state else []
         segments.append({"start_step": done, "end_step": target, "wall_s": run.wall_s, "s_per_step": s_per_step})

@@ -1,0 +1,133 @@
+"""AIMD reference runs grown segment by segment: scheduling, manifest, verification, warm-up cut.
+
+CP2K is replaced by `cp2k_fakes.FakeCP2K` (CP2K-shaped files, 1 fs per step, 2 s per step), so
+these tests check nepbench's bookkeeping, not physics; the real engine is tested in
+test_cp2k_engine.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import lzma
+from pathlib import Path
+
+import pytest
+
+from cp2k_fakes import FakeCP2K
+from nepbench import aimd
+from nepbench.engines.cp2k import AIMD_SETTINGS, CP2KEngine
+from nepbench.errors import InputError
+
+SPEC = """
+settings = "aimd"
+segment_steps = 4
+
+[[run]]
+id = "si-a"
+builder = "c-Si"
+params = { repeat = [1, 1, 1] }
+seed = 1
+temperature_k = 600.0
+timestep_fs = 2.0
+sample_interval = 2
+warmup_steps = 2
+target_steps = 6
+
+[[run]]
+id = "si-b"
+builder = "c-Si"
+params = { repeat = [1, 1, 1] }
+seed = 2
+temperature_k = 900.0
+timestep_fs = 1.0
+sample_interval = 2
+warmup_steps = 4
+target_steps = 10
+"""
+
+
+@pytest.fixture()
+def spec(tmp_path: Path) -> aimd.AimdSpec:
+    path = tmp_path / "aimd.toml"
+    path.write_text(SPEC)
+    return aimd.load_aimd_spec(path)
+
+
+def _engine(monkeypatch: pytest.MonkeyPatch, settings=AIMD_SETTINGS) -> CP2KEngine:
+    engine = CP2KEngine(settings)
+    monkeypatch.setattr(engine, "version", lambda: "CP2K version fake")
+    monkeypatch.setattr(engine, "_execute", FakeCP2K())
+    return engine
+
+
+def test_grow_is_round_robin_and_stops_at_each_target(spec, monkeypatch):
+    engine = _engine(monkeypatch)
+    order = []
+    done = aimd.grow(spec, engine, on_segment=lambda run, result: order.append((run.id, result.total_steps)))
+    assert done == {"si-a": 6, "si-b": 10}
+    assert order == [("si-a", 4), ("si-b", 4), ("si-a", 6), ("si-b", 8), ("si-b", 10)]
+    # a second call finds every run at its target and runs nothing
+    assert aimd.grow(spec, engine) == done and len(engine._execute.inputs) == 5
+
+
+def test_manifest_records_length_production_and_cost(spec, monkeypatch):
+    aimd.grow(spec, _engine(monkeypatch))
+    manifest = json.loads((Path(spec.path).parent / "aimd" / "manifest.json").read_text())
+    run_a = manifest["runs"]["si-a"]
+    assert run_a["total_steps"] == 6 and run_a["segments"] == 2
+    assert run_a["length_ps"] == pytest.approx(0.012)  # 6 steps of 2 fs
+    assert run_a["production_ps"] == pytest.approx(0.008)  # after the 2-step warm-up
+    assert run_a["total_wall_s"] == pytest.approx(10.0)  # two fake segments of 5 s
+    assert run_a["settings"]["cutoff_ry"] == AIMD_SETTINGS.cutoff_ry
+    assert "frames.extxyz.xz" in run_a["files"]
+    frames_text = lzma.decompress((Path(spec.path).parent / "aimd" / "si-a" / "frames.extxyz.xz").read_bytes())
+    assert frames_text.decode().count("Lattice=") == 4  # steps 0, 2, 4, 6
+    assert aimd.verify_aimd(spec) == []
+
+
+def test_verify_catches_a_changed_frame_file(spec, monkeypatch):
+    aimd.grow(spec, _engine(monkeypatch))
+    target = Path(spec.path).parent / "aimd" / "si-b" / "frames.extxyz.xz"
+    text = lzma.decompress(target.read_bytes()).decode().replace("Si ", "Si  ", 1)
+    target.write_bytes(lzma.compress(text.encode()))
+    problems = aimd.verify_aimd(spec)
+    assert len(problems) == 1 and "si-b/frames.extxyz.xz: sha256 differs" in problems[0]
+
+
+def test_load_aimd_cuts_the_warmup(spec, monkeypatch):
+    aimd.grow(spec, _engine(monkeypatch))
+    ref = aimd.load_aimd(spec, "si-b")
+    # frames every 2 steps of 1 fs; the 4-step warm-up leaves steps 4, 6, 8, 10
+    assert ref.trajectory.times_ps.tolist() == pytest.approx([0.0, 0.002, 0.004, 0.006])
+    assert ref.production_ps == pytest.approx(0.006)
+    assert ref.total_steps == 10
+
+
+def test_load_aimd_before_its_warmup_ends_is_a_clear_error(spec, monkeypatch):
+    engine = _engine(monkeypatch)
+    engine.run_md_segment(aimd.run_dir_of(spec, spec.run("si-b")), spec.run("si-b").atoms(),
+                          spec.run("si-b").protocol, 2)
+    with pytest.raises(InputError, match="si-b has 2 steps, not past its 4-step warm-up"):
+        aimd.load_aimd(spec, "si-b")
+    with pytest.raises(InputError, match="si-a has not started"):
+        aimd.load_aimd(spec, "si-a")
+
+
+def test_resuming_with_other_cp2k_settings_is_refused(spec, monkeypatch):
+    aimd.grow(spec, _engine(monkeypatch), run_ids=["si-a"])
+    spec_longer = dataclasses.replace(spec, runs=tuple(
+        dataclasses.replace(r, target_steps=8) for r in spec.runs))
+    other = _engine(monkeypatch, dataclasses.replace(AIMD_SETTINGS, cutoff_ry=AIMD_SETTINGS.cutoff_ry + 50))
+    with pytest.raises(InputError, match=r"state.json.*CP2K settings differ.*cutoff_ry"):
+        aimd.grow(spec_longer, other, run_ids=["si-a"])
+    assert aimd.committed_steps(spec, spec.run("si-a")) == 6
+
+
+def test_unknown_run_and_malformed_spec_name_the_file(spec, tmp_path):
+    with pytest.raises(Exception, match="no AIMD run 'nope'"):
+        spec.run("nope")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[run]]\nid = 'x'\nbuilder = 'c-Si'\n")
+    with pytest.raises(Exception, match=r"bad.toml: AIMD run 'x'"):
+        aimd.load_aimd_spec(bad)
