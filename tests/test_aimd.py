@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import lzma
+import math
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,32 @@ def test_unknown_run_and_malformed_spec_name_the_file(spec, tmp_path):
     bad.write_text("[[run]]\nid = 'x'\nbuilder = 'c-Si'\n")
     with pytest.raises(Exception, match=r"bad.toml: AIMD run 'x'"):
         aimd.load_aimd_spec(bad)
+
+
+def test_conserved_drift_is_the_fitted_slope_per_atom():
+    times = [0.0, 0.1, 0.2, 0.3]
+    conserved = [-100.0, -99.9, -99.8, -99.7]  # +1 eV/ps over 32 atoms
+    assert aimd.conserved_drift_mev_per_atom_per_ps(times, conserved, 32) == pytest.approx(1000 / 32)
+    assert math.isnan(aimd.conserved_drift_mev_per_atom_per_ps([0.0], [1.0], 32))  # one point: no slope
+
+
+def test_manifest_has_temperature_and_drift(spec, monkeypatch):
+    aimd.grow(spec, _engine(monkeypatch))
+    run_b = json.loads((Path(spec.path).parent / "aimd" / "manifest.json").read_text())["runs"]["si-b"]
+    # fake .ener: T = 300 + step, conserved = -30.99 Ha every step; warm-up 4 steps of 1 fs
+    assert run_b["temperature_mean_k_after_warmup"] == pytest.approx(300 + (4 + 10) / 2)
+    assert run_b["conserved_drift_mev_per_atom_per_ps"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_second_grower_is_refused_while_one_holds_the_runs(spec, monkeypatch):
+    import fcntl
+
+    lock = Path(spec.path).parent / "aimd" / ".lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as held:  # another process growing the runs holds this lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        engine = _engine(monkeypatch)
+        with pytest.raises(InputError, match=r"\.lock: another `nepbench reference aimd` is growing"):
+            aimd.grow(spec, engine)
+        assert engine._execute.inputs == []
+    assert aimd.grow(spec, engine) == {"si-a": 6, "si-b": 10}  # free again once released

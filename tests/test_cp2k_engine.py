@@ -153,8 +153,10 @@ def test_unit_constants_match_codata() -> None:
 
 
 def test_presets_hold_the_agreed_values() -> None:
-    assert (AIMD_SETTINGS.cutoff_ry, AIMD_SETTINGS.rel_cutoff_ry) == (250.0, 50.0)
-    assert AIMD_SETTINGS.eps_scf == 1e-5 and AIMD_SETTINGS.electronic_temperature_k == 1000.0
+    # AIMD is the labels' level of theory: same grid and smearing, only SCF/MD numerics differ
+    same = ("xc", "basis_set", "potentials", "cutoff_ry", "rel_cutoff_ry", "electronic_temperature_k")
+    assert {k: getattr(AIMD_SETTINGS, k) for k in same} == {k: getattr(LABEL_SETTINGS, k) for k in same}
+    assert AIMD_SETTINGS.eps_scf == 1e-5 and AIMD_SETTINGS.eps_default == 1e-10
     assert (AIMD_SETTINGS.mixing_alpha, AIMD_SETTINGS.nbroyden) == (0.4, 8)
     assert LABEL_SETTINGS.eps_scf == 1e-6 and LABEL_SETTINGS.electronic_temperature_k == 500.0
     assert LABEL_SETTINGS.stress and not AIMD_SETTINGS.stress

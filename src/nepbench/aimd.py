@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ase import Atoms
 
@@ -111,6 +112,7 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
                  and ".segment-" not in p.as_posix()}
         dt = run.protocol.timestep_fs
         runs[run.id] = {
+            **_thermo_summary(folder, len(state["symbols"]), run.protocol.warmup_steps * dt / 1000),
             "builder": run.builder, "params": run.params, "seed": run.seed,
             "formula": Atoms(state["symbols"]).get_chemical_formula(), "n_atoms": len(state["symbols"]),
             "protocol": run.protocol.to_dict(), "target_steps": run.target_steps,
@@ -127,6 +129,38 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
     return manifest
 
 
+def conserved_drift_mev_per_atom_per_ps(times_ps: Any, conserved_ev: Any, n_atoms: int) -> float:
+    """Slope of a least-squares line through the conserved quantity, in meV/atom/ps.
+
+    With the CSVR thermostat CP2K's conserved quantity includes the thermostat's energy, so its
+    drift measures integration error (time step, SCF convergence), as in NVE.
+    """
+    import numpy as np
+
+    times_ps, conserved_ev = np.asarray(times_ps, float), np.asarray(conserved_ev, float)
+    if times_ps.size < 2 or np.ptp(times_ps) == 0:
+        return float("nan")
+    slope_ev_per_ps = np.polyfit(times_ps, conserved_ev, 1)[0]
+    return float(slope_ev_per_ps / n_atoms * 1000)
+
+
+def _thermo_summary(folder: Path, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
+    """Mean temperature after the warm-up and conserved-quantity drift of a run's committed steps."""
+    import numpy as np
+
+    from .engines.cp2k import ENER_FILE, HARTREE_EV, parse_ener
+
+    ener = parse_ener((folder / ENER_FILE).read_text()) if (folder / ENER_FILE).is_file() else None
+    if ener is None or ener["step"].size < 2:
+        return {"conserved_drift_mev_per_atom_per_ps": None, "temperature_mean_k_after_warmup": None}
+    times_ps = ener["time_fs"] / 1000
+    after = times_ps >= warmup_ps - 1e-9
+    drift = conserved_drift_mev_per_atom_per_ps(times_ps, ener["conserved_ha"] * HARTREE_EV, n_atoms)
+    return {"conserved_drift_mev_per_atom_per_ps": None if np.isnan(drift) else round(drift, 4),
+            "temperature_mean_k_after_warmup": round(float(ener["temperature_k"][after].mean()), 1)
+            if after.any() else None}
+
+
 def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall_s: float | None = None,
          on_segment: Callable[[AimdRun, Any], None] | None = None) -> dict[str, int]:
     """Extend the runs round-robin by `segment_steps` until each reaches its target (or time is up).
@@ -136,6 +170,34 @@ def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall
     """
     start = time.perf_counter()
     runs = [spec.run(r) for r in run_ids] if run_ids else list(spec.runs)
+    with _exclusive_lock(Path(spec.path).parent / "aimd" / ".lock"):
+        return _grow_locked(spec, engine, runs, start, max_wall_s, on_segment)
+
+
+@contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path`, or raise if another process holds it.
+
+    Two processes growing the same run would both continue from one restart file and overwrite
+    each other's commits, so a second `nepbench reference aimd` stops at once instead.
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(path, "another `nepbench reference aimd` is growing these runs; "
+                             "wait for it or stop it first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _grow_locked(spec: AimdSpec, engine: Any, runs: list[AimdRun], start: float, max_wall_s: float | None,
+                 on_segment: Callable[[AimdRun, Any], None] | None) -> dict[str, int]:
     while True:
         pending = [r for r in runs if committed_steps(spec, r) < r.target_steps]
         if not pending:
