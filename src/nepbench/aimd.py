@@ -161,56 +161,67 @@ def _thermo_summary(folder: Path, n_atoms: int, warmup_ps: float) -> dict[str, A
             if after.any() else None}
 
 
-def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall_s: float | None = None,
-         on_segment: Callable[[AimdRun, Any], None] | None = None) -> dict[str, int]:
-    """Extend the runs round-robin by `segment_steps` until each reaches its target (or time is up).
-
-    Each segment continues from the run's restart file; the manifest is rewritten after each one.
-    Returns the committed steps per run.
-    """
-    start = time.perf_counter()
-    runs = [spec.run(r) for r in run_ids] if run_ids else list(spec.runs)
-    with _exclusive_lock(Path(spec.path).parent / "aimd" / ".lock"):
-        return _grow_locked(spec, engine, runs, start, max_wall_s, on_segment)
+class RunBusy(Exception):
+    """Another process holds this AIMD run's lock (it is growing the run now)."""
 
 
 @contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `path`, or raise if another process holds it.
-
-    Two processes growing the same run would both continue from one restart file and overwrite
-    each other's commits, so a second `nepbench reference aimd` stops at once instead.
-    """
+def _flock(path: Path, blocking: bool) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path`; non-blocking raises RunBusy when it is held."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise InputError(path, "another `nepbench reference aimd` is growing these runs; "
-                             "wait for it or stop it first") from None
+            raise RunBusy(str(path)) from None
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _grow_locked(spec: AimdSpec, engine: Any, runs: list[AimdRun], start: float, max_wall_s: float | None,
-                 on_segment: Callable[[AimdRun, Any], None] | None) -> dict[str, int]:
+def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall_s: float | None = None,
+         on_segment: Callable[[AimdRun, Any], None] | None = None, poll_s: float = 10.0) -> dict[str, int]:
+    """Extend the runs round-robin by `segment_steps` until each reaches its target (or time is up).
+
+    Each segment continues from the run's restart file; the manifest is rewritten after each one.
+    Several processes may grow one spec side by side (e.g. one CP2K rank each on a 2-core machine):
+    a run is locked while a segment grows it (`<run>/.lock`), and a process skips runs that another
+    one holds, waiting `poll_s` s when every unfinished run is busy. Returns the committed steps per run.
+    """
+    start = time.perf_counter()
+    runs = [spec.run(r) for r in run_ids] if run_ids else list(spec.runs)
+
+    def committed() -> dict[str, int]:
+        return {r.id: committed_steps(spec, r) for r in runs}
+
     while True:
         pending = [r for r in runs if committed_steps(spec, r) < r.target_steps]
         if not pending:
-            break
+            return committed()
+        progressed = False
         for run in pending:
             if max_wall_s is not None and time.perf_counter() - start > max_wall_s:
-                return {r.id: committed_steps(spec, r) for r in runs}
-            steps = min(spec.segment_steps, run.target_steps - committed_steps(spec, run))
-            result = engine.run_md_segment(run_dir_of(spec, run), run.atoms(), run.protocol, steps)
-            write_manifest(spec)
+                return committed()
+            try:
+                with _flock(run_dir_of(spec, run) / ".lock", blocking=False):
+                    steps = min(spec.segment_steps, run.target_steps - committed_steps(spec, run))
+                    if steps < 1:  # another process finished it meanwhile
+                        continue
+                    result = engine.run_md_segment(run_dir_of(spec, run), run.atoms(), run.protocol, steps)
+            except RunBusy:
+                continue
+            progressed = True
+            with _flock(Path(spec.path).parent / "aimd" / ".manifest.lock", blocking=True):
+                write_manifest(spec)
             if on_segment:
                 on_segment(run, result)
-    return {r.id: committed_steps(spec, r) for r in runs}
+        if not progressed:
+            if max_wall_s is not None and time.perf_counter() - start + poll_s > max_wall_s:
+                return committed()
+            time.sleep(poll_s)
 
 
 @dataclass
