@@ -164,3 +164,15 @@ def test_a_grower_skips_runs_another_process_holds(spec, monkeypatch):
         assert temperatures == ["900.0"] * 3  # three si-b segments (4+4+2 steps), none for si-a
     assert aimd.grow(spec, engine) == {"si-a": 6, "si-b": 10}  # free again once released
     assert not (Path(spec.path).parent / "aimd" / "manifest.json").read_text().count(".lock")
+
+
+def test_show_table_lists_each_run_with_length_and_cost(spec, monkeypatch):
+    from nepbench.commands.reference import aimd_table
+
+    aimd.grow(spec, _engine(monkeypatch))
+    lines = aimd_table(json.loads((Path(spec.path).parent / "aimd" / "manifest.json").read_text()))
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"si-a", "si-b"}
+    # si-a: 8 atoms, 6/6 steps of 2 fs = 0.012 ps, 0.008 ps after warm-up, 10 s of CP2K
+    assert rows["si-a"][1:6] == ["8", "6/6", "2", "0.012", "0.008"]
+    assert rows["si-a"][6] == f"{10 / 3600:.2f}"

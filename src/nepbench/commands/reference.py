@@ -130,7 +130,7 @@ def _show(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise InputError(path, "manifest not found (run `nepbench reference build` first)")
     manifest = json.loads(path.read_text())
-    print(f"{manifest['name']}: {manifest['n_frames']} frames, CP2K {manifest['cp2k']['version']}, "
+    print(f"{manifest['name']}: {manifest['n_frames']} frames, {manifest['cp2k']['version']}, "
           f"{manifest['total_cp2k_wall_s']:.0f} s of CP2K")
     print(f"{'file':28s} {'frames':>6s} {'test':>5s}")
     for name, entry in manifest["files"].items():
@@ -138,4 +138,23 @@ def _show(args: argparse.Namespace) -> int:
     sel = manifest.get("selection")
     if sel:
         print(f"DIRECT: kept {sel['selected']} of {sel['pool_size']} ({100 * sel['selected_fraction']:.1f}%)")
+    aimd_manifest = Path(args.dir).parent / "aimd" / "manifest.json"
+    if aimd_manifest.is_file():
+        for line in aimd_table(json.loads(aimd_manifest.read_text())):
+            print(line)
     return 0
+
+
+def aimd_table(manifest: dict) -> list[str]:
+    """Lines describing each AIMD run of an aimd/manifest.json: length, production, cost, drift."""
+    lines = [f"AIMD ({manifest.get('spec', 'aimd.toml')})",
+             f"{'run':16s} {'atoms':>5s} {'steps':>10s} {'dt fs':>5s} {'ps':>6s} {'prod ps':>7s} "
+             f"{'CP2K h':>6s} {'s/step':>6s} {'ranks':>5s} {'drift meV/atom/ps':>17s}"]
+    for run_id, run in manifest["runs"].items():
+        drift = run.get("conserved_drift_mev_per_atom_per_ps")
+        lines.append(
+            f"{run_id:16s} {run['n_atoms']:5d} {run['total_steps']:>5d}/{run['target_steps']:<4d} "
+            f"{run['protocol']['timestep_fs']:5g} {run['length_ps']:6.3f} {run['production_ps']:7.3f} "
+            f"{run['total_wall_s'] / 3600:6.2f} {run['s_per_step_median']:6.1f} {run['ranks']:5d} "
+            f"{'—' if drift is None else f'{drift:.2f}':>17s}")
+    return lines
