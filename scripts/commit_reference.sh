@@ -7,7 +7,7 @@ git add reference_data
 if git diff --cached --quiet -- reference_data; then
   echo "commit_reference: nothing new under reference_data/"; exit 0
 fi
-frames=$(.venv/bin/nepbench reference show | head -1 | sed -E 's/.*: ([0-9]+) frames.*/\1/')
+frames=$(.venv/bin/python -c "import json; print(json.load(open('reference_data/dft/manifest.json'))['n_frames'])")
 git commit -q -m "Reference data: ${frames} assembled CP2K frames" -- reference_data
 make baseline
 git add reports/baseline/results.json
