@@ -515,6 +515,29 @@ def test_nvt_md_three_steps(tmp_path: Path) -> None:
     assert result.extra["settings"]["cutoff_ry"] == 150.0
 
 
+@pytest.mark.cp2k
+@needs_cp2k
+def test_segments_moved_to_another_folder_continue_the_one_trajectory(tmp_path: Path) -> None:
+    """2 + 2 steps through a restart file, the run folder moved in between (as a fresh clone
+    moves it), land where 4 uninterrupted steps land: positions, velocities via positions,
+    thermostat and random-number state all carry over."""
+    settings = dataclasses.replace(AIMD_SETTINGS, cutoff_ry=150.0, rel_cutoff_ry=30.0)
+    protocol = MDProtocol("nvt", 600.0, 1.0, steps=4, sample_interval=1, seed=7, thermostat_coupling_fs=50.0)
+    atoms = _si8()
+    straight = CP2KEngine(settings, workdir=tmp_path / "straight", ranks=1, timeout_s=400).md(atoms, protocol)
+    engine = CP2KEngine(settings, ranks=1, timeout_s=400)
+    engine.run_md_segment(tmp_path / "first-home", atoms, protocol, 2)
+    shutil.move(tmp_path / "first-home", tmp_path / "moved")
+    second = engine.run_md_segment(tmp_path / "moved", atoms, protocol, 2)
+    assert second.restarted and second.total_steps == 4
+    trajectory, thermo, total, _ = read_md_run(tmp_path / "moved")
+    assert total == 4 and trajectory.n_frames == 5
+    # the SCF restarts from another guess, so agreement is to SCF precision, not bitwise
+    np.testing.assert_allclose(trajectory.positions_a[-1], straight.trajectory.positions_a[-1], atol=2e-4)
+    np.testing.assert_allclose(thermo["temperature_k"], straight.thermo["temperature_k"], rtol=2e-3)
+    assert np.abs(trajectory.positions_a[-1] - atoms.positions).max() > 1e-3  # the atoms did move
+
+
 def test_launcher_replaces_mpirun(monkeypatch, tmp_path):
     """`launcher="srun --mpi=pmix"` runs `srun --mpi=pmix -n RANKS cp2k.psmp ...` instead of mpirun."""
     from nepbench.engines.cp2k import CP2KEngine
