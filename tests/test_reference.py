@@ -114,6 +114,26 @@ def test_killed_build_resumes_without_recomputing(spec, tmp_path):
     assert result.ok and result.n_frames == 8 and result.n_files == 2
 
 
+def test_two_builders_share_the_cache_without_labelling_an_item_twice(spec, tmp_path):
+    import fcntl
+
+    out = tmp_path / "dft"
+    selection = reference.select_items(spec)
+    engine = FakeEngine()
+    key = reference.item_hash(selection.items[1], engine.settings.to_dict(), engine.version())
+    (out / "cache").mkdir(parents=True)
+    with open(out / "cache" / f".{key[:24]}.lock", "a") as held:  # another builder is on item 1
+        fcntl.flock(held, fcntl.LOCK_EX)
+        report = reference.label_items(selection.items, engine, out / "cache")
+    assert (report.labelled, report.skipped_busy, engine.calls) == (7, 1, 7)
+    assert not reference._cache_path(out / "cache", key).exists()
+    assert len(list((out / "cache").glob(".*.lock"))) == 1  # only the other builder's lock is left
+    later = FakeEngine()
+    report = reference.label_items(selection.items, later, out / "cache")
+    assert (report.labelled, report.skipped_cached, later.calls) == (1, 7, 1)
+    assert not list((out / "cache").glob(".*.lock"))
+
+
 def test_scf_failure_is_logged_and_left_out(spec, tmp_path):
     out = tmp_path / "dft"
     _, report = build(spec, FakeEngine(fail_on=2), out)

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import time
 import tomllib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ase import Atoms
 
 from .engines.base import MDProtocol
 from .errors import ConfigError, InputError
-from .provenance import atomic_write_json, hardware_info, sha256_file
+from .provenance import LockHeld, atomic_write_json, exclusive_lock, hardware_info, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO_ROOT / "reference_data" / "aimd.toml"
@@ -161,27 +160,6 @@ def _thermo_summary(folder: Path, n_atoms: int, warmup_ps: float) -> dict[str, A
             if after.any() else None}
 
 
-class RunBusy(Exception):
-    """Another process holds this AIMD run's lock (it is growing the run now)."""
-
-
-@contextmanager
-def _flock(path: Path, blocking: bool) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `path`; non-blocking raises RunBusy when it is held."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise RunBusy(str(path)) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall_s: float | None = None,
          on_segment: Callable[[AimdRun, Any], None] | None = None, poll_s: float = 10.0) -> dict[str, int]:
     """Extend the runs round-robin by `segment_steps` until each reaches its target (or time is up).
@@ -206,15 +184,15 @@ def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall
             if max_wall_s is not None and time.perf_counter() - start > max_wall_s:
                 return committed()
             try:
-                with _flock(run_dir_of(spec, run) / ".lock", blocking=False):
+                with exclusive_lock(run_dir_of(spec, run) / ".lock", blocking=False):
                     steps = min(spec.segment_steps, run.target_steps - committed_steps(spec, run))
                     if steps < 1:  # another process finished it meanwhile
                         continue
                     result = engine.run_md_segment(run_dir_of(spec, run), run.atoms(), run.protocol, steps)
-            except RunBusy:
+            except LockHeld:
                 continue
             progressed = True
-            with _flock(Path(spec.path).parent / "aimd" / ".manifest.lock", blocking=True):
+            with exclusive_lock(Path(spec.path).parent / "aimd" / ".manifest.lock"):
                 write_manifest(spec)
             if on_segment:
                 on_segment(run, result)

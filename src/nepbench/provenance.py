@@ -8,9 +8,10 @@ import os
 import platform
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -86,6 +87,32 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Pretty JSON, written atomically; numpy values converted, non-finite floats become null."""
     atomic_write_text(path, json.dumps(_jsonable(value), indent=2, sort_keys=True) + "\n")
+
+
+class LockHeld(Exception):
+    """Another process holds the lock (it is working on the same item now)."""
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike[str], blocking: bool = True) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on `path` for the `with` block.
+
+    Non-blocking, it raises LockHeld at once when another process holds the lock. The lock file
+    is left in place (it is empty); the lock itself dies with the process that held it.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockHeld(str(path)) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:

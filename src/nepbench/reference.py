@@ -26,7 +26,8 @@ from ase import Atoms
 
 from .errors import ConfigError, EngineError, InputError, SCFNotConverged
 from .provenance import (
-    atomic_write_bytes, atomic_write_json, content_hash, hardware_info, package_versions, sha256_file,
+    LockHeld, atomic_write_bytes, atomic_write_json, content_hash, exclusive_lock, hardware_info,
+    package_versions, sha256_file,
 )
 from .structures import check_structure, labels_of, read_structures, with_labels, write_structures
 
@@ -232,6 +233,7 @@ class BuildReport:
     failed: int
     wall_s: float
     failures: list[str] = field(default_factory=list)
+    skipped_busy: int = 0  # items another builder was labelling at the time
 
 
 def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_failed: bool = False,
@@ -240,7 +242,9 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
     """Label every item with `engine.single_point`, skipping items already cached.
 
     An item whose SCF does not converge or whose run crashes is logged in a `.failed.json` record
-    and left out; nothing half-written reaches the cache.
+    and left out; nothing half-written reaches the cache. Several builders may share one cache
+    (e.g. one CP2K rank each on 2 cores): an item is locked while it is labelled
+    (`.<key>.lock` in the cache folder) and the others skip it.
     """
     items = list(items)
     settings = engine.settings.to_dict()
@@ -255,23 +259,39 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
         elif limit is not None and report.labelled + report.failed >= limit:
             break
         else:
+            lock = cache_dir / f".{key[:24]}.lock"
             try:
-                labels = engine.single_point(atoms)
-            except (SCFNotConverged, EngineError) as exc:
-                if not isinstance(exc, SCFNotConverged) and "not found" in str(exc):
-                    raise
-                atomic_write_json(failed, {"hash": key, "error": str(exc), "info": {
-                    k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))}})
-                report.failed += 1
-                report.failures.append(f"{atoms.info.get('builder')}#{atoms.info.get('candidate')}: {exc}")
-            else:
-                _write_cached(done, atoms, labels.energy_ev, labels.forces_ev_per_a,
-                              labels.stress_ev_per_a3, labels.wall_s, key)
-                report.labelled += 1
+                with exclusive_lock(lock, blocking=False):
+                    if done.exists():  # another builder finished it just now
+                        report.skipped_cached += 1
+                    else:
+                        _label_one(atoms, engine, key, done, failed, report)
+                    lock.unlink(missing_ok=True)  # a builder that opens it later finds `done`
+            except LockHeld:  # another builder is labelling it now
+                report.skipped_busy += 1
         if on_item:
             on_item(index + 1, len(items))
     report.wall_s = time.perf_counter() - start
     return report
+
+
+def _label_one(atoms: Atoms, engine: Any, key: str, done: Path, failed: Path, report: BuildReport) -> None:
+    """Label one item into `done`, or record its SCF failure in `failed`; count it in `report`."""
+    try:
+        labels = engine.single_point(atoms)
+    except (SCFNotConverged, EngineError) as exc:
+        if not isinstance(exc, SCFNotConverged) and "not found" in str(exc):
+            raise
+        atomic_write_json(failed, {"hash": key, "error": str(exc), "info": {
+            k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))}})
+        report.failed += 1
+        report.failures.append(f"{atoms.info.get('builder')}#{atoms.info.get('candidate')}: {exc}")
+    else:
+        _write_cached(done, atoms, labels.energy_ev, labels.forces_ev_per_a,
+                      labels.stress_ev_per_a3, labels.wall_s, key)
+        report.labelled += 1
+
+
 
 
 # --------------------------------------------------------------------------- assembly + manifest

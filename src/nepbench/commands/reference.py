@@ -85,8 +85,9 @@ def _build(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         manifest = reference.assemble(selection.items, engine_info, cache_dir, out_dir, spec, selection)
+    busy = f", {report.skipped_busy} being labelled by another build" if report.skipped_busy else ""
     print(f"reference: labelled {report.labelled}, cached {report.skipped_cached}, "
-          f"failed {report.failed} in {report.wall_s:.0f} s; set has {manifest['n_frames']} frames")
+          f"failed {report.failed}{busy} in {report.wall_s:.0f} s; set has {manifest['n_frames']} frames")
     for line in report.failures:
         print(f"  failed: {line}")
     return 0
