@@ -3,8 +3,8 @@
 #   nohup scripts/reference_background.sh > logs/reference_build.log 2>&1 &
 # Two jobs side by side, one CP2K rank each: the DIRECT-selected single-point labels and an AIMD
 # grower. When the labels are done, a second AIMD grower takes the freed core; growers share the
-# runs through per-run locks. On 2 cores a 1-rank label took 1.25-1.55x the time of a 2-rank one
-# (docs/cp2k_settings.md), so two 1-rank jobs get more done per hour than one 2-rank job.
+# runs through per-run locks. On 2 cores a 1-rank label took ~1.3x the time of a 2-rank one
+# (docs/cp2k_settings.md, "Ranks"), so two 1-rank jobs get ~1.5x as much done per hour.
 # Finished items are cached under reference_data/; commit them with scripts/commit_reference.sh.
 set -u
 cd "$(dirname "$0")/.."
