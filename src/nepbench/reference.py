@@ -318,7 +318,16 @@ def frame_sha256(atoms: Atoms) -> str:
 
 def assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, out_dir: Path,
              spec: ReferenceSpec, selection: Selection | None) -> dict[str, Any]:
-    """Write per-motif extxyz.xz files and manifest.json from the finished cache items."""
+    """Write per-motif extxyz.xz files and manifest.json from the finished cache items.
+
+    Builders sharing a cache assemble one at a time, so the files and the manifest always agree.
+    """
+    with exclusive_lock(Path(out_dir) / ".assemble.lock"):
+        return _assemble(items, engine_info, cache_dir, Path(out_dir), spec, selection)
+
+
+def _assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, out_dir: Path,
+              spec: ReferenceSpec, selection: Selection | None) -> dict[str, Any]:
     settings = engine_info["settings"]
     version = engine_info["version"]
     by_motif: dict[str, list[Atoms]] = {}
