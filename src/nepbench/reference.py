@@ -12,7 +12,6 @@ Everything is written atomically; a killed build resumes where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import time
