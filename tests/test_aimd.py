@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import lzma
-import math
 from pathlib import Path
 
 import pytest
@@ -134,11 +133,18 @@ def test_unknown_run_and_malformed_spec_name_the_file(spec, tmp_path):
         aimd.load_aimd_spec(bad)
 
 
-def test_conserved_drift_is_the_fitted_slope_per_atom():
-    times = [0.0, 0.1, 0.2, 0.3]
-    conserved = [-100.0, -99.9, -99.8, -99.7]  # +1 eV/ps over 32 atoms
-    assert aimd.conserved_drift_mev_per_atom_per_ps(times, conserved, 32) == pytest.approx(1000 / 32)
-    assert math.isnan(aimd.conserved_drift_mev_per_atom_per_ps([0.0], [1.0], 32))  # one point: no slope
+def test_manifest_drift_is_the_fitted_slope_of_the_conserved_quantity_per_atom(spec, monkeypatch):
+    from nepbench.engines.cp2k import ENER_FILE, HARTREE_EV
+
+    aimd.grow(spec, _engine(monkeypatch))
+    ener = aimd.run_dir_of(spec, spec.run("si-a")) / ENER_FILE
+    rows = [ln.split() for ln in ener.read_text().splitlines() if not ln.startswith("#")]
+    # conserved quantity rising 1 eV per ps over the run's 8 atoms: 125 meV/atom/ps
+    for row in rows:
+        row[5] = repr(-30.99 + float(row[1]) / 1000 / HARTREE_EV)
+    ener.write_text("# header\n" + "\n".join(" ".join(r) for r in rows) + "\n")
+    run_a = aimd.write_manifest(spec)["runs"]["si-a"]
+    assert run_a["conserved_drift_mev_per_atom_per_ps"] == pytest.approx(1000 / 8, rel=1e-3)
 
 
 def test_manifest_has_temperature_and_drift(spec, monkeypatch):

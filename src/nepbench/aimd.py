@@ -128,34 +128,22 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
     return manifest
 
 
-def conserved_drift_mev_per_atom_per_ps(times_ps: Any, conserved_ev: Any, n_atoms: int) -> float:
-    """Slope of a least-squares line through the conserved quantity, in meV/atom/ps.
+def _thermo_summary(folder: Path, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
+    """Mean temperature after the warm-up and conserved-quantity drift of a run's committed steps.
 
     With the CSVR thermostat CP2K's conserved quantity includes the thermostat's energy, so its
-    drift measures integration error (time step, SCF convergence), as in NVE.
+    drift (the NVE energy-drift metric applied to it) measures integration error: time step, SCF.
     """
-    import numpy as np
-
-    times_ps, conserved_ev = np.asarray(times_ps, float), np.asarray(conserved_ev, float)
-    if times_ps.size < 2 or np.ptp(times_ps) == 0:
-        return float("nan")
-    slope_ev_per_ps = np.polyfit(times_ps, conserved_ev, 1)[0]
-    return float(slope_ev_per_ps / n_atoms * 1000)
-
-
-def _thermo_summary(folder: Path, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
-    """Mean temperature after the warm-up and conserved-quantity drift of a run's committed steps."""
-    import numpy as np
-
     from .engines.cp2k import ENER_FILE, HARTREE_EV, parse_ener
+    from .metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 
     ener = parse_ener((folder / ENER_FILE).read_text()) if (folder / ENER_FILE).is_file() else None
-    if ener is None or ener["step"].size < 2:
+    if ener is None or ener["step"].size < 3:
         return {"conserved_drift_mev_per_atom_per_ps": None, "temperature_mean_k_after_warmup": None}
     times_ps = ener["time_fs"] / 1000
     after = times_ps >= warmup_ps - 1e-9
-    drift = conserved_drift_mev_per_atom_per_ps(times_ps, ener["conserved_ha"] * HARTREE_EV, n_atoms)
-    return {"conserved_drift_mev_per_atom_per_ps": None if np.isnan(drift) else round(drift, 4),
+    drift = nve_energy_drift_ev_per_atom_per_ps(times_ps, ener["conserved_ha"] * HARTREE_EV, n_atoms)
+    return {"conserved_drift_mev_per_atom_per_ps": round(drift.drift_ev_per_atom_per_ps * 1000, 4),
             "temperature_mean_k_after_warmup": round(float(ener["temperature_k"][after].mean()), 1)
             if after.any() else None}
 
