@@ -291,8 +291,6 @@ def _label_one(atoms: Atoms, engine: Any, key: str, done: Path, failed: Path, re
         report.labelled += 1
 
 
-
-
 # --------------------------------------------------------------------------- assembly + manifest
 
 def _fixed8(values: np.ndarray) -> list[str]:
