@@ -3,8 +3,9 @@
 
 For a few committed reference frames of the kinds the AIMD runs simulate (Li-rich a-LixSi, Li in
 a-C), each candidate setting computes a single point; its forces are compared with the committed
-label (LABEL_SETTINGS, 400 Ry), and its wall time and SCF iteration count are recorded. The grid
-work dominates an MD step, so wall time per SCF iteration is the cost that an AIMD step scales with.
+label (LABEL_SETTINGS, 400 Ry), and its wall time and SCF iteration count are recorded. An MD
+step is a handful of SCF iterations (about 11 in the committed AIMD), so wall time per SCF
+iteration is the cost an AIMD step scales with.
 
     .venv/bin/python scripts/aimd_settings_study.py --ranks 1 [--out reference_data/studies/aimd_settings.json]
 
