@@ -60,9 +60,11 @@ def md_series(shift):
     t = np.linspace(0, 10, 30)
     temps = [600.0, 800.0, 1000.0]
     d_ref = [1e-6, 5e-6, 1.5e-5]
-    return {"rdf": {"r_a": r.tolist(), "pairs": {"Li-Si": {"ref": peak(2.6), "model": peak(2.6 + shift)},
-                                                 "Si-Si": {"ref": peak(2.35), "model": peak(2.35 + shift)}}},
-            "msd": {"Li": {"time_ps": t.tolist(), "ref": (2.0 * t).tolist(), "model": ((2.0 + shift) * t).tolist()}},
+    return {"rdf": {"a-Li3Si-900K": {
+                "r_a": r.tolist(), "pairs": {"Li-Si": {"ref": peak(2.6), "model": peak(2.6 + shift)},
+                                             "Si-Si": {"ref": peak(2.35), "model": peak(2.35 + shift)}}}},
+            "msd": {"a-Li3Si-900K": {
+                "Li": {"time_ps": t.tolist(), "ref": (2.0 * t).tolist(), "model": ((2.0 + shift) * t).tolist()}}},
             "arrhenius": {"temperature_k": temps, "d_ref_cm2_per_s": d_ref,
                           "d_model_cm2_per_s": [d * (1 + shift) for d in d_ref],
                           "d_ref_stderr": [d * 0.1 for d in d_ref], "d_model_stderr": [d * 0.1 for d in d_ref]}}
@@ -359,7 +361,7 @@ def test_headless_chromium_renders_the_report(written, tmp_path):
 
 def test_a_malformed_series_costs_its_figure_not_the_report(tmp_path):
     records = fixture_records()
-    records[2]["series"]["rdf"]["pairs"] = {"Li-Si": [1.0, 2.0]}  # a list where {"ref", "model"} belongs
+    records[2]["series"]["rdf"]["a-Li3Si-900K"]["pairs"] = {"Li-Si": [1.0, 2.0]}  # a list where {"ref", "model"} belongs
     records[0]["series"]["forces"]["Li"] = "oops"
     report = build_report([write_run(tmp_path, records)])
     files = {f["file"] for f in report["figures"]}

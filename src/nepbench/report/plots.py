@@ -139,31 +139,47 @@ def _motif_value(entry: Any) -> float:
         return float("nan")
 
 
+def _runs_of(series_by_model: Mapping[str, Mapping[str, Any]], key: str) -> dict[str, Mapping[str, Any]]:
+    """{model label: {AIMD run id: data}} from the md_accuracy series block `key` ("rdf" or "msd")."""
+    return {label: s[key] for label, s in series_by_model.items()
+            if isinstance(s, Mapping) and isinstance(s.get(key), Mapping) and s[key]}
+
+
+def _grid(fig: Figure, n_panels: int, columns: int = 3) -> list[Any]:
+    cols = min(columns, n_panels)
+    rows = -(-n_panels // cols)
+    fig.set_size_inches(4.0 * cols, 3.0 * rows)
+    return [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
+
+
 def rdf_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
-    """g(r) per pair: the AIMD reference in black, each model in colour."""
-    usable = {label: s["rdf"] for label, s in series_by_model.items()
-              if isinstance(s, Mapping) and isinstance(s.get("rdf"), Mapping)
-              and _array(s["rdf"].get("r_a")) is not None and isinstance(s["rdf"].get("pairs"), Mapping)}
-    pairs = sorted({p for rdf in usable.values() for p in rdf["pairs"]})
-    if not pairs:
+    """g(r) per AIMD run and species pair: the AIMD reference in black, each model in colour.
+
+    Series layout (md_accuracy): {"rdf": {run id: {"r_a": [...], "pairs": {pair: {"ref", "model"}}}}}.
+    """
+    usable = _runs_of(series_by_model, "rdf")
+    panels = sorted({(run, pair) for runs in usable.values() for run, data in runs.items()
+                     if isinstance(data, Mapping) and isinstance(data.get("pairs"), Mapping)
+                     for pair in data["pairs"]})
+    if not panels:
         return None
-    columns = min(3, len(pairs))
-    rows = -(-len(pairs) // columns)
-    fig = Figure(figsize=(4.0 * columns, 3.0 * rows))
+    fig = Figure()
     colours = _colours(len(usable))
-    for i, pair in enumerate(pairs):
-        ax = fig.add_subplot(rows, columns, i + 1)
+    for ax, (run, pair) in zip(_grid(fig, len(panels)), panels):
         drew_ref = False
-        for (label, rdf), colour in zip(usable.items(), colours):
-            r = _array(rdf["r_a"])
-            data = rdf["pairs"].get(pair) or {}
-            ref, model = _array(data.get("ref")), _array(data.get("model"))
+        for (label, runs), colour in zip(usable.items(), colours):
+            data = runs.get(run) or {}
+            r = _array(data.get("r_a"))
+            curves = (data.get("pairs") or {}).get(pair) or {}
+            if r is None:
+                continue
+            ref, model = _array(curves.get("ref")), _array(curves.get("model"))
             if ref is not None and ref.size == r.size and not drew_ref:
                 ax.plot(r, ref, **REF_STYLE)
                 drew_ref = True
             if model is not None and model.size == r.size:
                 ax.plot(r, model, color=colour, lw=1.2, ls="--", label=label)
-        ax.set_title(pair, fontsize=9)
+        ax.set_title(f"{run}: {pair}", fontsize=9)
         ax.set_xlabel("r (Å)")
         ax.set_ylabel("g(r)")
         ax.legend(fontsize=7)
@@ -171,19 +187,21 @@ def rdf_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes |
 
 
 def msd_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
-    """Mean squared displacement vs time per species: AIMD in black, models in colour."""
-    usable = {label: s["msd"] for label, s in series_by_model.items()
-              if isinstance(s, Mapping) and isinstance(s.get("msd"), Mapping) and s["msd"]}
-    species = sorted({sp for msd in usable.values() for sp in msd})
-    if not species:
+    """Mean squared displacement vs time per AIMD run and species: AIMD in black, models in colour.
+
+    Series layout (md_accuracy): {"msd": {run id: {species: {"time_ps", "ref", "model"}}}}.
+    """
+    usable = _runs_of(series_by_model, "msd")
+    panels = sorted({(run, sp) for runs in usable.values() for run, data in runs.items()
+                     if isinstance(data, Mapping) for sp in data})
+    if not panels:
         return None
-    fig = Figure(figsize=(4.2 * len(species), 3.4))
+    fig = Figure()
     colours = _colours(len(usable))
-    for i, sp in enumerate(species):
-        ax = fig.add_subplot(1, len(species), i + 1)
+    for ax, (run, sp) in zip(_grid(fig, len(panels)), panels):
         drew_ref = False
-        for (label, msd), colour in zip(usable.items(), colours):
-            data = msd.get(sp) or {}
+        for (label, runs), colour in zip(usable.items(), colours):
+            data = (runs.get(run) or {}).get(sp) or {}
             t = _array(data.get("time_ps"))
             if t is None:
                 continue
@@ -193,7 +211,7 @@ def msd_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes |
                 drew_ref = True
             if model is not None and model.size == t.size:
                 ax.plot(t, model, color=colour, lw=1.2, ls="--", label=label)
-        ax.set_title(f"{sp} MSD", fontsize=9)
+        ax.set_title(f"{run}: {sp} MSD", fontsize=9)
         ax.set_xlabel("time (ps)")
         ax.set_ylabel("MSD (Å²)")
         ax.legend(fontsize=7)

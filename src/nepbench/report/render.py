@@ -7,7 +7,8 @@ a record for the same task the finished one wins (then the newest).
 
 Series (plot data) by task type:
   parity       {"forces": {el: {"ref", "pred"}}, "energy": {"ref", "pred"}, "per_motif": {motif: {...}}}
-  md_accuracy  {"rdf": {"r_a", "pairs": {pair: {"ref", "model"}}}, "msd": {sp: {"time_ps", "ref", "model"}},
+  md_accuracy  {"rdf": {run: {"r_a", "pairs": {pair: {"ref", "model"}}}},
+                "msd": {run: {sp: {"time_ps", "ref", "model"}}}, "runs": {run: {"aimd_production_ps", ...}},
                 "arrhenius": {"temperature_k", "d_ref_cm2_per_s", "d_model_cm2_per_s", *_stderr}}
   throughput   {"identical_n": [{"n_atoms", "cp2k_s_per_step", "nep_s_per_step", "ratio", ...}],
                 "scaling": {engine: {"n_atoms", "s_per_atom_step"}}}

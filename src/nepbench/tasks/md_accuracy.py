@@ -4,6 +4,7 @@ energy drift of an NVE run as MD stability."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from . import TaskContext, TaskOutcome
 from .accuracy import missing_species, model_species
 
 MIN_DIFFUSION_PS = 0.5  # shortest production run from which a diffusivity is fitted
+MIN_RDF_PS = 0.1  # shortest production run whose g(r) is compared (10–20 frames at the runs' 5–10 fs spacing)
 
 
 def compare_rdf(ref_traj: Any, model_traj: Any, r_max_a: float, n_bins: int) -> dict[str, Any]:
@@ -33,6 +35,29 @@ def compare_rdf(ref_traj: Any, model_traj: Any, r_max_a: float, n_bins: int) -> 
                        "l1": rdf_l1_error(g_ref.r_a, ref, g_mod.partials[pair]),
                        "w1_a": rdf_wasserstein1(g_ref.r_a, ref, g_mod.partials[pair])}
     return {"r_a": g_ref.r_a, "pairs": pairs}
+
+
+def trajectory_halves(traj: Any) -> tuple[Any, Any]:
+    """The first and the second half of a trajectory's frames (an odd middle frame goes to the second)."""
+    half = traj.n_frames // 2
+    parts = []
+    for frames in (slice(0, half), slice(half, traj.n_frames)):
+        parts.append(dataclasses.replace(traj, times_ps=traj.times_ps[frames],
+                                         positions_a=traj.positions_a[frames], cells_a=traj.cells_a[frames]))
+    return parts[0], parts[1]
+
+
+def rdf_halves_l1_max(ref_traj: Any, r_max_a: float, n_bins: int) -> float:
+    """Largest RDF L1 error, over species pairs, between the first and second half of a reference run.
+
+    It shows how much g(r) from a run of this length moves by sampling alone, so a model–AIMD
+    `rdf_l1_error_max` near it cannot be told from noise. Each half has half the frames, so it errs
+    high (by about √2 for uncorrelated frames). Needs at least 2 frames.
+    """
+    if ref_traj.n_frames < 2:
+        raise ValueError(f"need at least 2 frames to split a run in halves, got {ref_traj.n_frames}")
+    first, second = trajectory_halves(ref_traj)
+    return max(v["l1"] for v in compare_rdf(first, second, r_max_a, n_bins)["pairs"].values())
 
 
 def li_diffusivity(traj: Any, species: str = "Li") -> Any:
@@ -54,12 +79,13 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     engine = NepCpuEngine(ctx.model_path)
     species = model_species(ctx)
     factors = [int(f) for f in p.get("length_factors", [1, 4])]
+    min_rdf_ps = float(p.get("min_rdf_production_ps", MIN_RDF_PS))
     metrics: dict[str, float] = {}
     units: dict[str, str] = {}
     reasons: dict[str, str] = {}
     series: dict[str, Any] = {"rdf": {}, "msd": {}, "runs": {}}
     arrhenius_rows: list[tuple[str, float, Any, Any]] = []
-    l1_all, w1_all, logratio_all = [], [], []
+    l1_all, w1_all, logratio_all, halves_all = [], [], [], []
     method_bits = []
     for run_id in p.get("runs", [r.id for r in aimd_spec.runs]):
         try:
@@ -70,6 +96,11 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         lacking = missing_species([ref.first_frame], species)
         if lacking:
             reasons[f"rdf_l1_error_max.{run_id}"] = f"not applicable: model lacks {', '.join(lacking)}"
+            continue
+        if ref.production_ps < min_rdf_ps or ref.trajectory.n_frames < 2:
+            reasons[f"rdf_l1_error_max.{run_id}"] = (
+                f"AIMD production {ref.production_ps:.3f} ps < {min_rdf_ps} ps: too short to compare g(r)")
+            method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (too short)")
             continue
         run = ref.run
         production_steps = max(1, int(round(ref.production_ps * 1000 / run.protocol.timestep_fs)))
@@ -87,6 +118,8 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         w1 = max(v["w1_a"] for v in rdf["pairs"].values())
         metrics[f"rdf_l1_error_max.{run_id}"] = l1
         metrics[f"rdf_w1_max_a.{run_id}"] = w1
+        metrics[f"rdf_l1_aimd_halves.{run_id}"] = rdf_halves_l1_max(ref.trajectory, r_max, int(p.get("n_bins", 80)))
+        halves_all.append(metrics[f"rdf_l1_aimd_halves.{run_id}"])
         l1_all.append(l1)
         w1_all.append(w1)
         series["rdf"][run_id] = {"r_a": rdf["r_a"], "pairs": {
@@ -118,9 +151,11 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     if l1_all:
         metrics["rdf_l1_error_max"] = max(l1_all)
         metrics["rdf_w1_max_a"] = max(w1_all)
-        units.update({"rdf_l1_error_max": "", "rdf_w1_max_a": "Å"})
+        metrics["rdf_l1_aimd_halves_max"] = max(halves_all)
+        units.update({"rdf_l1_error_max": "", "rdf_w1_max_a": "Å", "rdf_l1_aimd_halves_max": ""})
     else:
-        reasons["rdf_l1_error_max"] = "no AIMD reference run has finished its warm-up yet"
+        reasons["rdf_l1_error_max"] = (
+            f"no AIMD run has ≥{min_rdf_ps} ps of production yet (see reference_data/aimd/manifest.json)")
     if logratio_all:
         metrics["li_d_log10_ratio_abs_max"] = max(logratio_all)
         units["li_d_log10_ratio_abs_max"] = "|log10(D_NEP/D_AIMD)|"
@@ -130,8 +165,8 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     _arrhenius(arrhenius_rows, metrics, series)
     _nve_drift(p, engine, ctx, metrics, units, reasons, series)
     method = ("NEP NVT (CSVR) from the AIMD frame after warm-up, same cell/T/dt/coupling; production "
-              f"length ×{factors}; g(r) L1 (capped) and W1 per pair, max over pairs; D(Li) from MSD, "
-              "block stderr; " + "; ".join(method_bits))
+              f"length ×{factors}; g(r) L1 (capped) and W1 per pair, max over pairs, beside the L1 between "
+              "the AIMD's own two halves (sampling floor); D(Li) from MSD, block stderr; " + "; ".join(method_bits))
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
                        engines={"nep_cpu": engine.version()}, seed=int(p.get("seed", 0)),
                        metric_reasons=reasons)

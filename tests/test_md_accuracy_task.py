@@ -1,0 +1,108 @@
+"""The md_accuracy task end to end on a small AIMD run grown by FakeCP2K, and its report figures.
+
+FakeCP2K moves every atom by the same 0.01 Å per step, so the reference g(r) is the same in every
+frame: the sampling floor between the run's two halves must come out as zero, and the figures must
+be drawn from the series exactly as the task writes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cp2k_fakes import FakeCP2K
+from nepbench import aimd
+from nepbench.config import TaskSpec
+from nepbench.engines.base import Trajectory
+from nepbench.engines.cp2k import AIMD_SETTINGS, CP2KEngine
+from nepbench.models import write_random_model
+from nepbench.report import plots
+from nepbench.tasks import TaskContext
+from nepbench.tasks.md_accuracy import MIN_RDF_PS, rdf_halves_l1_max, run_md_accuracy, trajectory_halves
+
+SPEC = """
+settings = "aimd"
+segment_steps = 6
+
+[[run]]
+id = "lisi"
+builder = "a-LixSi"
+params = { x = 2.0, n_atoms = 12, relax_steps = 0 }
+seed = 1
+temperature_k = 900.0
+timestep_fs = 1.0
+sample_interval = 2
+warmup_steps = 2
+target_steps = 12
+"""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NVE = {"builder": "a-LixSi", "params": {"x": 2.0, "n_atoms": 12, "relax_steps": 0}, "temperature_k": 300.0,
+       "timestep_fs": 0.5, "steps": 20, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory, monkeypatch_module):
+    root = tmp_path_factory.mktemp("reference_data")
+    (root / "aimd.toml").write_text(SPEC)
+    engine = CP2KEngine(AIMD_SETTINGS)
+    monkeypatch_module.setattr(engine, "version", lambda: "CP2K version fake")
+    monkeypatch_module.setattr(engine, "_execute", FakeCP2K())
+    aimd.grow(aimd.load_aimd_spec(root / "aimd.toml"), engine)
+    return root
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def _run(reference_dir, tmp_path, **params):
+    model = write_random_model(tmp_path / "nep.txt", species=("Li", "Si"), seed=2)
+    spec = TaskSpec("md-random", "md_accuracy", "md", {"runs": ["lisi"], "length_factors": [1], "n_bins": 40,
+                                                        "nve": NVE, **params})
+    return run_md_accuracy(spec, TaskContext(tmp_path / "work", reference_dir, model, "random", None))
+
+
+def test_compares_g_r_beside_the_aimd_sampling_floor_and_draws_the_figures(reference_dir, tmp_path):
+    outcome = _run(reference_dir, tmp_path, min_rdf_production_ps=0.0)
+    metrics = outcome.metrics
+    assert 0.0 <= metrics["rdf_l1_error_max.lisi"] <= 1.0
+    assert metrics["rdf_l1_error_max"] == metrics["rdf_l1_error_max.lisi"]
+    # rigidly translated frames: both halves have the same g(r)
+    assert metrics["rdf_l1_aimd_halves.lisi"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["rdf_l1_aimd_halves_max"] == metrics["rdf_l1_aimd_halves.lisi"]
+    assert set(outcome.series["rdf"]) == {"lisi"} and set(outcome.series["msd"]) == {"lisi"}
+    assert {"Li-Li", "Li-Si", "Si-Si"} <= set(outcome.series["rdf"]["lisi"]["pairs"])
+    assert "too short" in outcome.metric_reasons["li_d_log10_ratio.lisi"]
+    # the report draws the series as the task wrote them
+    for draw in (plots.rdf_overlay_png, plots.msd_overlay_png):
+        png = draw({"random": outcome.series})
+        assert png is not None and png.startswith(PNG_SIGNATURE)
+
+
+def test_a_run_shorter_than_the_minimum_is_not_compared(reference_dir, tmp_path):
+    outcome = _run(reference_dir, tmp_path)  # default minimum, far longer than the 10 fs run here
+    assert MIN_RDF_PS > 0.01
+    assert "rdf_l1_error_max.lisi" not in outcome.metrics and "rdf_l1_error_max" not in outcome.metrics
+    assert "too short to compare g(r)" in outcome.metric_reasons["rdf_l1_error_max.lisi"]
+    assert f"≥{MIN_RDF_PS} ps" in outcome.metric_reasons["rdf_l1_error_max"]
+    assert "nve_drift_abs_ev_per_atom_per_ps" in outcome.metrics  # the NVE check still runs
+
+
+def _cubic_trajectory(spacings_a: list[float]) -> Trajectory:
+    """Frames of a simple cubic lattice (3×3×3 in a cube of side 3a) with lattice spacing a per frame."""
+    grid = np.array([[i, j, k] for i in range(3) for j in range(3) for k in range(3)], float)
+    return Trajectory(("Si",) * 27, np.arange(len(spacings_a)) * 0.01, np.array([grid * a for a in spacings_a]),
+                      np.array([np.eye(3) * 3 * a for a in spacings_a]))
+
+
+def test_halves_floor_sees_a_run_that_changes_between_its_halves():
+    steady = _cubic_trajectory([2.5] * 4)
+    changing = _cubic_trajectory([2.5, 2.5, 2.2, 2.2])
+    first, second = trajectory_halves(changing)
+    assert first.n_frames == 2 and second.n_frames == 2 and np.allclose(second.cells_a[0], np.eye(3) * 6.6)
+    assert rdf_halves_l1_max(steady, 3.2, 40) == pytest.approx(0.0, abs=1e-12)
+    assert rdf_halves_l1_max(changing, 3.2, 40) > 0.5  # the first shell moved from 2.5 Å to 2.2 Å
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        rdf_halves_l1_max(_cubic_trajectory([2.5]), 3.2, 40)
