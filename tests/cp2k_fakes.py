@@ -9,7 +9,7 @@ from nepbench.errors import EngineCrashed
 
 
 class FakeCP2K:
-    """Stands in for `CP2KEngine._execute`: writes .ener, -pos-1.xyz and .restart like CP2K."""
+    """Stands in for `CP2KEngine._execute`: writes .ener, -pos-1.xyz, .restart and SCF lines like CP2K."""
 
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
@@ -34,5 +34,7 @@ class FakeCP2K:
         (directory / "nb-1.ener").write_text("\n".join(ener) + "\n")
         (directory / "nb-pos-1.xyz").write_text("\n".join(xyz) + "\n")
         (directory / "nb-1.restart").write_text(str(steps))
-        (directory / "out.out").write_text("PROGRAM ENDED AT")
-        return cp2k_mod.RunOutput(directory=directory, text="", wall_s=5.0)
+        # one SCF run per force evaluation (the start geometry, then each step); step k takes 5 + k
+        text = "".join(f"  *** SCF run converged in {5 + step:5d} steps ***\n" for step in range(start, steps + 1))
+        (directory / "out.out").write_text(text + "PROGRAM ENDED AT")
+        return cp2k_mod.RunOutput(directory=directory, text=text + "PROGRAM ENDED AT", wall_s=5.0)

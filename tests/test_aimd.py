@@ -79,6 +79,8 @@ def test_manifest_records_length_production_and_cost(spec, monkeypatch):
     assert run_a["length_ps"] == pytest.approx(0.012)  # 6 steps of 2 fs
     assert run_a["production_ps"] == pytest.approx(0.008)  # after the 2-step warm-up
     assert run_a["total_wall_s"] == pytest.approx(10.0)  # two fake segments of 5 s
+    # SCF iterations of the timed steps (FakeCP2K: 5 + step): 7, 8, 9 in segment 0→4, 11 in 4→6
+    assert run_a["scf_iterations_per_step"] == pytest.approx((7 + 8 + 9 + 11) / 4)
     assert run_a["settings"]["cutoff_ry"] == AIMD_SETTINGS.cutoff_ry
     assert "frames.extxyz.xz" in run_a["files"]
     frames_text = lzma.decompress((Path(spec.path).parent / "aimd" / "si-a" / "frames.extxyz.xz").read_bytes())
@@ -182,3 +184,4 @@ def test_show_table_lists_each_run_with_length_and_cost(spec, monkeypatch):
     # si-a: 8 atoms, 6/6 steps of 2 fs = 0.012 ps, 0.008 ps after warm-up, 10 s of CP2K
     assert rows["si-a"][1:6] == ["8", "6/6", "2", "0.012", "0.008"]
     assert rows["si-a"][6] == f"{10 / 3600:.2f}"
+    assert rows["si-a"][8] == f"{(7 + 8 + 9 + 11) / 4:.1f}"  # SCF iterations per step

@@ -376,8 +376,10 @@ def test_segments_append_and_restart(fake_engine: CP2KEngine, tmp_path: Path) ->
     first = fake_engine.run_md_segment(tmp_path, atoms, PROTO, 3)
     assert (first.total_steps, first.new_steps, first.restarted) == (3, 3, False)
     assert first.s_per_step == pytest.approx(2.0)
+    assert first.scf_iterations_mean == pytest.approx(7.5)  # steps 2 and 3 (FakeCP2K: 5 + step)
     second = fake_engine.run_md_segment(tmp_path, atoms, PROTO, 4)
     assert (second.total_steps, second.restarted) == (7, True)
+    assert second.scf_iterations_mean == pytest.approx(11.0)  # steps 5, 6, 7, as s_per_step times them
     restart_line = [ln for ln in fake_engine._execute.inputs[1].splitlines() if "RESTART_FILE_NAME" in ln][0]
     assert restart_line.endswith("restart/step-000000003.restart")
     assert "STEPS 7" in fake_engine._execute.inputs[1]
@@ -526,10 +528,12 @@ def test_segments_moved_to_another_folder_continue_the_one_trajectory(tmp_path: 
     atoms = _si8()
     straight = CP2KEngine(settings, workdir=tmp_path / "straight", ranks=1, timeout_s=400).md(atoms, protocol)
     engine = CP2KEngine(settings, ranks=1, timeout_s=400)
-    engine.run_md_segment(tmp_path / "first-home", atoms, protocol, 2)
+    first = engine.run_md_segment(tmp_path / "first-home", atoms, protocol, 2)
     shutil.move(tmp_path / "first-home", tmp_path / "moved")
     second = engine.run_md_segment(tmp_path / "moved", atoms, protocol, 2)
     assert second.restarted and second.total_steps == 4
+    for segment in (first, second):  # read from CP2K's own output: one timed step each
+        assert segment.scf_iterations_mean is not None and 1 <= segment.scf_iterations_mean <= settings.max_scf
     trajectory, thermo, total, _ = read_md_run(tmp_path / "moved")
     assert total == 4 and trajectory.n_frames == 5
     # the SCF restarts from another guess, so agreement is to SCF precision, not bitwise

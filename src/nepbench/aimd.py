@@ -119,6 +119,7 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
             "production_ps": max(0.0, (state["total_steps"] - run.protocol.warmup_steps) * dt / 1000),
             "total_wall_s": round(state["total_wall_s"], 1),
             "s_per_step_median": sorted(s["s_per_step"] for s in state["segments"])[len(state["segments"]) // 2],
+            "scf_iterations_per_step": _mean_scf_iterations(state["segments"]),
             "segments": len(state["segments"]), "cp2k_version": state["version"],
             "settings": state["settings"], "ranks": state["ranks"], "files": files,
         }
@@ -126,6 +127,18 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
                 "spec_sha256": sha256_file(spec.path), "runs": runs, "hardware": hardware_info()}
     atomic_write_json(Path(spec.path).parent / "aimd" / "manifest.json", manifest)
     return manifest
+
+
+def _mean_scf_iterations(segments: list[dict[str, Any]]) -> float | None:
+    """Mean SCF iterations per timed MD step over the segments that recorded it (None if none did).
+
+    Each segment's mean covers its steps after the first (as its s_per_step does), so it is
+    weighted by that number of steps.
+    """
+    pairs = [(s["scf_iterations_mean"], s["end_step"] - s["start_step"] - 1) for s in segments
+             if s.get("scf_iterations_mean") is not None and s["end_step"] - s["start_step"] > 1]
+    weight = sum(w for _, w in pairs)
+    return round(sum(m * w for m, w in pairs) / weight, 2) if weight else None
 
 
 def _thermo_summary(folder: Path, n_atoms: int, warmup_ps: float) -> dict[str, Any]:

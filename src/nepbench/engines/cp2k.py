@@ -440,6 +440,7 @@ def _subsys_section(atoms: Atoms, settings: CP2KSettings, periodic: str) -> list
 
 _ENERGY_RE = re.compile(r"ENERGY\| Total FORCE_EVAL \( QS \) energy \[a\.u\.\]:\s+(\S+)")
 _SCF_FAILED_RE = re.compile(r"SCF run NOT converged")
+_SCF_CONVERGED_RE = re.compile(r"\*\*\* SCF run converged in\s+(\d+) steps? \*\*\*")
 _FLOAT = r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[EeDd][-+]?\d+)?"
 
 
@@ -499,6 +500,11 @@ def parse_stress_ev_per_a3(text: str) -> np.ndarray:
 def scf_failures(text: str) -> int:
     """How many SCF runs in the output did not converge."""
     return len(_SCF_FAILED_RE.findall(text))
+
+
+def scf_iterations(text: str) -> list[int]:
+    """SCF iterations of each converged SCF run in the output, in order (one per MD force evaluation)."""
+    return [int(n) for n in _SCF_CONVERGED_RE.findall(text)]
 
 
 def abort_message(text: str) -> str | None:
@@ -951,6 +957,8 @@ class SegmentResult:
         wall_s: wall time of this segment's CP2K run in s (set-up included).
         s_per_step: mean CP2K `UsedTime` per new step in s.
         restarted: True when the segment continued from an earlier one.
+        scf_iterations_mean: mean SCF iterations over the same steps as `s_per_step` (None when
+            the output shows none).
     """
 
     run_dir: Path
@@ -959,6 +967,7 @@ class SegmentResult:
     wall_s: float
     s_per_step: float
     restarted: bool
+    scf_iterations_mean: float | None = None
 
 
 def _read_state(run_dir: Path) -> dict[str, Any] | None:
@@ -1066,6 +1075,9 @@ def _run_segment(
             raise EngineCrashed(f"cp2k MD segment wrote no restart file in {work}")
         timed = new_ener["step"] > (done + 1)  # the first step carries the initial SCF
         s_per_step = float(new_ener["used_time_s"][timed].mean()) if timed.any() else float("nan")
+        # SCF runs in order: the start geometry, the first new step, then the timed steps
+        timed_scf = scf_iterations(run.text)[2:]
+        scf_mean = float(np.mean(timed_scf)) if timed_scf else None
         # --- commit: new restart under a new name, then data files, then the state (commit point)
         (run_dir / RESTART_DIR).mkdir(exist_ok=True)
         restart_rel = f"{RESTART_DIR}/step-{target:09d}.restart"
@@ -1082,7 +1094,8 @@ def _run_segment(
         atomic_write_bytes(run_dir / FRAMES_FILE, lzma.compress(buffer.getvalue().encode(), preset=9))
         atomic_write_text(run_dir / ENER_FILE, _ener_text(all_ener))
         segments = list(state["segments"]) if state else []
-        segments.append({"start_step": done, "end_step": target, "wall_s": run.wall_s, "s_per_step": s_per_step})
+        segments.append({"start_step": done, "end_step": target, "wall_s": run.wall_s, "s_per_step": s_per_step,
+                         "scf_iterations_mean": scf_mean})
         new_state = {
             "total_steps": target,
             "total_wall_s": float(sum(s["wall_s"] for s in segments)),
@@ -1108,7 +1121,7 @@ def _run_segment(
             shutil.rmtree(work, ignore_errors=True)
     return SegmentResult(
         run_dir=run_dir, total_steps=target, new_steps=n_steps, wall_s=run.wall_s,
-        s_per_step=s_per_step, restarted=restarted,
+        s_per_step=s_per_step, restarted=restarted, scf_iterations_mean=scf_mean,
     )
 
 
