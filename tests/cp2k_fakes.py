@@ -11,8 +11,9 @@ from nepbench.errors import EngineCrashed
 class FakeCP2K:
     """Stands in for `CP2KEngine._execute`: writes .ener, -pos-1.xyz, .restart and SCF lines like CP2K."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, extra_steps: int = 0) -> None:
         self.fail = fail
+        self.extra_steps = extra_steps  # run this many steps past what STEPS asks (a misread input)
         self.inputs: list[str] = []
 
     def __call__(self, directory: Path, input_text: str) -> cp2k_mod.RunOutput:
@@ -20,11 +21,12 @@ class FakeCP2K:
         if self.fail:
             (directory / "nb-1.ener").write_text("partial")
             raise EngineCrashed("cp2k exited with code 137 (fake)")
-        steps = int(next(ln.split()[1] for ln in input_text.splitlines() if ln.strip().startswith("STEPS")))
+        n_steps = int(next(ln.split()[1] for ln in input_text.splitlines() if ln.strip().startswith("STEPS")))
         start = 0
         for line in input_text.splitlines():
             if "RESTART_FILE_NAME" in line:
                 start = int(Path(line.split()[1]).read_text())
+        steps = start + n_steps + self.extra_steps  # like CP2K: STEPS counts from the restart's step
         coords = [ln.split() for ln in input_text.split("&COORD\n")[1].split("    &END COORD")[0].splitlines()]
         ener, xyz = ["# header"], []
         for step in range(start, steps + 1):

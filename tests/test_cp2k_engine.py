@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -382,7 +383,7 @@ def test_segments_append_and_restart(fake_engine: CP2KEngine, tmp_path: Path) ->
     assert second.scf_iterations_mean == pytest.approx(11.0)  # steps 5, 6, 7, as s_per_step times them
     restart_line = [ln for ln in fake_engine._execute.inputs[1].splitlines() if "RESTART_FILE_NAME" in ln][0]
     assert restart_line.endswith("restart/step-000000003.restart")
-    assert "STEPS 7" in fake_engine._execute.inputs[1]
+    assert "STEPS 4" in fake_engine._execute.inputs[1]  # CP2K counts STEPS from the restart's step 3
     trajectory, thermo, total, wall = read_md_run(tmp_path)
     assert total == 7 and wall == pytest.approx(10.0)
     assert trajectory.times_ps.tolist() == pytest.approx([0.0, 0.002, 0.004, 0.006])  # every 2nd step
@@ -403,6 +404,18 @@ def test_failed_segment_leaves_earlier_ones_intact(
     after = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before
     assert read_md_run(tmp_path)[2] == 4
+
+
+def test_a_segment_that_runs_past_its_target_is_refused(
+    fake_engine: CP2KEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its restart file would lie beyond the committed frames, so the next segment would skip steps."""
+    fake_engine.run_md_segment(tmp_path, _si8(), PROTO, 3)
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.setattr(fake_engine, "_execute", _FakeCP2K(extra_steps=3))
+    with pytest.raises(EngineCrashed, match="ran to step 9, past its target 6"):
+        fake_engine.run_md_segment(tmp_path, _si8(), PROTO, 3)
+    assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_orphan_rows_from_a_killed_commit_are_ignored(fake_engine: CP2KEngine, tmp_path: Path) -> None:
@@ -532,6 +545,9 @@ def test_segments_moved_to_another_folder_continue_the_one_trajectory(tmp_path: 
     shutil.move(tmp_path / "first-home", tmp_path / "moved")
     second = engine.run_md_segment(tmp_path / "moved", atoms, protocol, 2)
     assert second.restarted and second.total_steps == 4
+    # CP2K stopped exactly at step 4: the committed restart carries that step counter
+    restart_text = (tmp_path / "moved" / "restart" / "step-000000004.restart").read_text()
+    assert re.search(r"STEP_START_VAL\s+4\b", restart_text)
     for segment in (first, second):  # read from CP2K's own output: one timed step each
         assert segment.scf_iterations_mean is not None and 1 <= segment.scf_iterations_mean <= settings.max_scf
     trajectory, thermo, total, _ = read_md_run(tmp_path / "moved")

@@ -218,7 +218,9 @@ class MDInput:
 
     Attributes:
         ensemble: "nvt" (CSVR thermostat) or "nve".
-        steps: CP2K's STEPS (total step counter to reach, restarts included).
+        steps: CP2K's STEPS: how many steps to run. CP2K counts them from STEP_START_VAL, which a
+            restart with RESTART_COUNTERS sets to the restart's step, so a restarted run ends at
+            restart step + steps (measured with CP2K 2023.1), not at `steps`.
         timestep_fs: time step in fs.
         temperature_k: initial velocity / thermostat temperature in K.
         thermostat_coupling_fs: CSVR time constant in fs.
@@ -1042,85 +1044,103 @@ def _run_segment(
     for stale in run_dir.glob(".segment-*"):
         shutil.rmtree(stale, ignore_errors=True)
     state = _read_state(run_dir)
-    restarted = state is not None
-    done = 0
     restart_file = wfn_file = None
     if state is not None:
         _check_resume(state, atoms, protocol, run_dir, engine.settings)
-        done = int(state["total_steps"])
         restart_file = str((run_dir / state["restart_file"]).resolve())
         if state.get("wfn_file") and (run_dir / state["wfn_file"]).is_file():
             wfn_file = str((run_dir / state["wfn_file"]).resolve())
-    target = done + n_steps
-    md_input = _md_input(protocol, target, restart_file)
+    md_input = _md_input(protocol, n_steps, restart_file)  # CP2K counts STEPS from the restart's step
     input_text = build_input(atoms, engine.settings, md=md_input, wfn_restart_file=wfn_file)
     work = Path(tempfile.mkdtemp(prefix=".segment-", dir=run_dir))
     succeeded = False
     try:
         run = engine._execute(work, input_text)
-        ener, frames = _read_md_outputs(work, len(atoms))
-        new_rows = (ener["step"] > done) & (ener["step"] <= target)
-        if not restarted:
-            new_rows |= ener["step"] == 0
-        if int(ener["step"].max(initial=-1)) < target:
-            raise EngineCrashed(f"cp2k MD segment stopped before step {target} in {work}")
-        new_ener = {k: v[new_rows] for k, v in ener.items()}
-        new_frames = [
-            f for f in frames
-            if (f.step > done or (not restarted and f.step == 0)) and f.step <= target
-            and f.step % protocol.sample_interval == 0
-        ]
-        restart_src = work / f"{PROJECT}-1.restart"
-        if not restart_src.is_file():
-            raise EngineCrashed(f"cp2k MD segment wrote no restart file in {work}")
-        timed = new_ener["step"] > (done + 1)  # the first step carries the initial SCF
-        s_per_step = float(new_ener["used_time_s"][timed].mean()) if timed.any() else float("nan")
-        # SCF runs in order: the start geometry, the first new step, then the timed steps
-        timed_scf = scf_iterations(run.text)[2:]
-        scf_mean = float(np.mean(timed_scf)) if timed_scf else None
-        # --- commit: new restart under a new name, then data files, then the state (commit point)
-        (run_dir / RESTART_DIR).mkdir(exist_ok=True)
-        restart_rel = f"{RESTART_DIR}/step-{target:09d}.restart"
-        wfn_rel = f"{RESTART_DIR}/step-{target:09d}.wfn"
-        shutil.copyfile(restart_src, run_dir / restart_rel)
-        wfn_src = work / f"{PROJECT}-RESTART.wfn"
-        if wfn_src.is_file():
-            shutil.copyfile(wfn_src, run_dir / wfn_rel)
-        old_frames, old_ener = _committed(run_dir, done)
-        all_frames = old_frames + _frames_to_atoms(new_frames, atoms.cell.array, atoms.pbc, protocol.timestep_fs)
-        all_ener = {k: np.concatenate([old_ener[k], new_ener[k]]) for k in ENER_COLUMNS}
-        buffer = io.StringIO()
-        ase_write(buffer, all_frames, format="extxyz")
-        atomic_write_bytes(run_dir / FRAMES_FILE, lzma.compress(buffer.getvalue().encode(), preset=9))
-        atomic_write_text(run_dir / ENER_FILE, _ener_text(all_ener))
-        segments = list(state["segments"]) if state else []
-        segments.append({"start_step": done, "end_step": target, "wall_s": run.wall_s, "s_per_step": s_per_step,
-                         "scf_iterations_mean": scf_mean})
-        new_state = {
-            "total_steps": target,
-            "total_wall_s": float(sum(s["wall_s"] for s in segments)),
-            "restart_file": restart_rel,
-            "wfn_file": wfn_rel if wfn_src.is_file() else None,
-            "protocol": protocol.to_dict(),
-            "settings": engine.settings.to_dict(),
-            "ranks": engine.ranks,
-            "version": engine.version(),
-            "symbols": atoms.get_chemical_symbols(),
-            "cell_a": atoms.cell.array.tolist(),
-            "pbc": [bool(p) for p in atoms.pbc],
-            "segments": segments,
-        }
-        atomic_write_json(run_dir / STATE_FILE, new_state)
-        if state is not None:
-            for rel in (state.get("restart_file"), state.get("wfn_file")):
-                if rel and rel not in (restart_rel, wfn_rel):
-                    (run_dir / rel).unlink(missing_ok=True)
+        result = commit_segment(engine, run_dir, work, atoms, protocol, n_steps, run.wall_s, run.text)
         succeeded = True
     finally:
         if succeeded or engine.workdir is None:  # a failed segment is kept only with a workdir
             shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def commit_segment(
+    engine: CP2KEngine, run_dir: Path, work: Path, atoms: Atoms, protocol: MDProtocol, n_steps: int,
+    wall_s: float, text: str,
+) -> SegmentResult:
+    """Commit the finished CP2K MD run in `work` as the next `n_steps` steps of the run in `run_dir`.
+
+    Checks that CP2K ended exactly `n_steps` after the run's committed step, then writes the new
+    restart, frames, energies and state (the state last: it is the commit point). `wall_s` is the
+    CP2K run's wall time in s and `text` its output (for SCF iteration counts).
+    """
+    state = _read_state(run_dir)
+    restarted = state is not None
+    done = int(state["total_steps"]) if state is not None else 0
+    target = done + n_steps
+    ener, frames = _read_md_outputs(work, len(atoms))
+    new_rows = (ener["step"] > done) & (ener["step"] <= target)
+    if not restarted:
+        new_rows |= ener["step"] == 0
+    last_step = int(ener["step"].max(initial=-1))
+    if last_step < target:
+        raise EngineCrashed(f"cp2k MD segment stopped before step {target} in {work}")
+    if last_step > target:
+        raise EngineCrashed(f"cp2k MD segment ran to step {last_step}, past its target {target}, in {work}: "
+                            "its restart file would not match the committed frames")
+    new_ener = {k: v[new_rows] for k, v in ener.items()}
+    new_frames = [
+        f for f in frames
+        if (f.step > done or (not restarted and f.step == 0)) and f.step <= target
+        and f.step % protocol.sample_interval == 0
+    ]
+    restart_src = work / f"{PROJECT}-1.restart"
+    if not restart_src.is_file():
+        raise EngineCrashed(f"cp2k MD segment wrote no restart file in {work}")
+    timed = new_ener["step"] > (done + 1)  # the first step carries the initial SCF
+    s_per_step = float(new_ener["used_time_s"][timed].mean()) if timed.any() else float("nan")
+    # SCF runs in order: the start geometry, the first new step, then the timed steps
+    timed_scf = scf_iterations(text)[2:]
+    scf_mean = float(np.mean(timed_scf)) if timed_scf else None
+    # --- commit: new restart under a new name, then data files, then the state (commit point)
+    (run_dir / RESTART_DIR).mkdir(exist_ok=True)
+    restart_rel = f"{RESTART_DIR}/step-{target:09d}.restart"
+    wfn_rel = f"{RESTART_DIR}/step-{target:09d}.wfn"
+    shutil.copyfile(restart_src, run_dir / restart_rel)
+    wfn_src = work / f"{PROJECT}-RESTART.wfn"
+    if wfn_src.is_file():
+        shutil.copyfile(wfn_src, run_dir / wfn_rel)
+    old_frames, old_ener = _committed(run_dir, done)
+    all_frames = old_frames + _frames_to_atoms(new_frames, atoms.cell.array, atoms.pbc, protocol.timestep_fs)
+    all_ener = {k: np.concatenate([old_ener[k], new_ener[k]]) for k in ENER_COLUMNS}
+    buffer = io.StringIO()
+    ase_write(buffer, all_frames, format="extxyz")
+    atomic_write_bytes(run_dir / FRAMES_FILE, lzma.compress(buffer.getvalue().encode(), preset=9))
+    atomic_write_text(run_dir / ENER_FILE, _ener_text(all_ener))
+    segments = list(state["segments"]) if state else []
+    segments.append({"start_step": done, "end_step": target, "wall_s": wall_s, "s_per_step": s_per_step,
+                     "scf_iterations_mean": scf_mean})
+    new_state = {
+        "total_steps": target,
+        "total_wall_s": float(sum(s["wall_s"] for s in segments)),
+        "restart_file": restart_rel,
+        "wfn_file": wfn_rel if wfn_src.is_file() else None,
+        "protocol": protocol.to_dict(),
+        "settings": engine.settings.to_dict(),
+        "ranks": engine.ranks,
+        "version": engine.version(),
+        "symbols": atoms.get_chemical_symbols(),
+        "cell_a": atoms.cell.array.tolist(),
+        "pbc": [bool(p) for p in atoms.pbc],
+        "segments": segments,
+    }
+    atomic_write_json(run_dir / STATE_FILE, new_state)
+    if state is not None:
+        for rel in (state.get("restart_file"), state.get("wfn_file")):
+            if rel and rel not in (restart_rel, wfn_rel):
+                (run_dir / rel).unlink(missing_ok=True)
     return SegmentResult(
-        run_dir=run_dir, total_steps=target, new_steps=n_steps, wall_s=run.wall_s,
+        run_dir=run_dir, total_steps=target, new_steps=n_steps, wall_s=wall_s,
         s_per_step=s_per_step, restarted=restarted, scf_iterations_mean=scf_mean,
     )
 
