@@ -8,7 +8,10 @@ if git diff --cached --quiet -- reference_data; then
   echo "commit_reference: nothing new under reference_data/"; exit 0
 fi
 frames=$(.venv/bin/python -c "import json; print(json.load(open('reference_data/dft/manifest.json'))['n_frames'])")
-git commit -q -m "Reference data: ${frames} assembled CP2K frames" -- reference_data
+aimd=$(.venv/bin/python -c "import json, pathlib; p = pathlib.Path('reference_data/aimd/manifest.json')
+runs = json.loads(p.read_text())['runs'] if p.is_file() else {}
+print(', '.join(f\"{k} {v['total_steps']} steps\" for k, v in runs.items()) or 'none')")
+git commit -q -m "Reference data: ${frames} assembled CP2K frames; AIMD: ${aimd}" -- reference_data
 make baseline
 git add reports/baseline/results.json
 git commit -q -m "Gate baseline on the committed reference data (${frames} frames)" -- reports/baseline/results.json
