@@ -88,6 +88,23 @@ def test_manifest_records_length_production_and_cost(spec, monkeypatch):
     assert aimd.verify_aimd(spec) == []
 
 
+def test_s_per_step_is_the_median_over_steps_so_one_stalled_step_does_not_set_it(spec, monkeypatch):
+    from nepbench.engines.cp2k import ENER_FILE
+
+    aimd.grow(spec, _engine(monkeypatch))
+    ener_path = Path(spec.path).parent / "aimd" / "si-a" / ENER_FILE
+    lines = ener_path.read_text().splitlines()
+    # FakeCP2K books 2 s per step; step 3 of si-a (in its first segment) stalls for 900 s
+    lines = [" ".join(ln.split()[:6] + ["900.0"]) if ln.split()[0] == "3" else ln for ln in lines]
+    ener_path.write_text("\n".join(lines) + "\n")
+    state_path = ener_path.parent / "state.json"
+    state = json.loads(state_path.read_text())
+    state["segments"][0]["s_per_step"] = (2.0 + 900.0 + 2.0) / 3  # its timed steps 2, 3, 4
+    state_path.write_text(json.dumps(state))
+    manifest = aimd.write_manifest(spec)  # steps 2, 3, 4, 6 took 2, 900, 2, 2 s
+    assert manifest["runs"]["si-a"]["s_per_step_median"] == pytest.approx(2.0)
+
+
 def test_verify_catches_a_changed_frame_file(spec, monkeypatch):
     aimd.grow(spec, _engine(monkeypatch))
     target = Path(spec.path).parent / "aimd" / "si-b" / "frames.extxyz.xz"
@@ -184,4 +201,16 @@ def test_show_table_lists_each_run_with_length_and_cost(spec, monkeypatch):
     # si-a: 8 atoms, 6/6 steps of 2 fs = 0.012 ps, 0.008 ps after warm-up, 10 s of CP2K
     assert rows["si-a"][1:6] == ["8", "6/6", "2", "0.012", "0.008"]
     assert rows["si-a"][6] == f"{10 / 3600:.2f}"
-    assert rows["si-a"][8] == f"{(7 + 8 + 9 + 11) / 4:.1f}"  # SCF iterations per step
+    assert rows["si-a"][7] == "0.00"  # at its target: nothing left
+    assert rows["si-a"][9] == f"{(7 + 8 + 9 + 11) / 4:.1f}"  # SCF iterations per step
+
+
+def test_show_table_gives_the_cp2k_time_left_at_the_measured_speed():
+    from nepbench.commands.reference import aimd_table
+
+    run = {"n_atoms": 32, "total_steps": 30, "target_steps": 600, "protocol": {"timestep_fs": 2.0},
+           "length_ps": 0.06, "production_ps": 0.0, "total_wall_s": 2400.0, "s_per_step_median": 80.0,
+           "ranks": 1, "scf_iterations_per_step": None, "conserved_drift_mev_per_atom_per_ps": None}
+    row = aimd_table({"runs": {"a": run}})[2].split()
+    assert row[6:9] == ["0.67", f"{570 * 80 / 3600:.2f}", "80.0"]  # 570 steps left at 80 s
+    assert row[9] == "—"

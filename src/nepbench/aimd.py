@@ -118,7 +118,7 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
             "total_steps": state["total_steps"], "length_ps": state["total_steps"] * dt / 1000,
             "production_ps": max(0.0, (state["total_steps"] - run.protocol.warmup_steps) * dt / 1000),
             "total_wall_s": round(state["total_wall_s"], 1),
-            "s_per_step_median": sorted(s["s_per_step"] for s in state["segments"])[len(state["segments"]) // 2],
+            "s_per_step_median": _s_per_step_median(folder, state),
             "scf_iterations_per_step": _mean_scf_iterations(state["segments"]),
             "segments": len(state["segments"]), "cp2k_version": state["version"],
             "settings": state["settings"], "ranks": state["ranks"], "files": files,
@@ -127,6 +127,27 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
                 "spec_sha256": sha256_file(spec.path), "runs": runs, "hardware": hardware_info()}
     atomic_write_json(Path(spec.path).parent / "aimd" / "manifest.json", manifest)
     return manifest
+
+
+def _s_per_step_median(folder: Path, state: dict[str, Any]) -> float:
+    """Median CP2K time per MD step in s over every timed step of the committed segments.
+
+    A segment's first step carries its start-up SCF and is left out, as in each segment's
+    `s_per_step`. Per step, not per segment, so one slow or paused stretch does not set it.
+    Falls back to the median of the segments' means when md.ener is missing.
+    """
+    import numpy as np
+
+    from .engines.cp2k import ENER_FILE, parse_ener
+
+    segments = state["segments"]
+    if (folder / ENER_FILE).is_file():
+        ener = parse_ener((folder / ENER_FILE).read_text())
+        firsts = [s["start_step"] + 1 for s in segments]
+        timed = (ener["step"] > 0) & (ener["step"] <= state["total_steps"]) & ~np.isin(ener["step"], firsts)
+        if timed.any():
+            return round(float(np.median(ener["used_time_s"][timed])), 2)
+    return float(np.median([s["s_per_step"] for s in segments]))
 
 
 def _mean_scf_iterations(segments: list[dict[str, Any]]) -> float | None:
