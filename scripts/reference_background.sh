@@ -6,6 +6,8 @@
 # runs through per-run locks. On 2 cores a 1-rank label took ~1.3x the time of a 2-rank one
 # (docs/cp2k_settings.md, "Ranks"), so two 1-rank jobs get ~1.5x as much done per hour.
 # Finished items are cached under reference_data/; commit them with scripts/commit_reference.sh.
+# Stop the growers with SIGTERM (`pkill -TERM -f "nepbench reference aimd"`): each commits the
+# segment it is running, then exits. AIMD_MAX_MINUTES=N: start no new segment after N minutes.
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p logs

@@ -214,3 +214,30 @@ def test_show_table_gives_the_cp2k_time_left_at_the_measured_speed():
     row = aimd_table({"runs": {"a": run}})[2].split()
     assert row[6:9] == ["0.67", f"{570 * 80 / 3600:.2f}", "80.0"]  # 570 steps left at 80 s
     assert row[9] == "—"
+
+
+def test_a_stop_request_ends_growth_after_the_running_segment(spec, monkeypatch):
+    engine = _engine(monkeypatch)
+    asked = []
+    done = aimd.grow(spec, engine, on_segment=lambda run, result: asked.append(run.id),
+                     stop_requested=lambda: bool(asked))
+    assert asked == ["si-a"] and done == {"si-a": 4, "si-b": 0}  # the first segment is committed
+    assert json.loads((Path(spec.path).parent / "aimd" / "si-a" / "state.json").read_text())["total_steps"] == 4
+
+
+def test_sigterm_asks_once_then_interrupts():
+    import os
+    import signal
+
+    from nepbench.commands.reference import graceful_stop
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        stop = graceful_stop()
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.is_set()  # first signal: finish the segment, then stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)  # second: abandon it
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from .. import reference
 from ..errors import InputError
@@ -93,6 +97,26 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def graceful_stop() -> threading.Event:
+    """Make SIGTERM ask for a stop after the running AIMD segment; a second SIGTERM interrupts it.
+
+    The first signal sets the returned event (the grower commits the segment under way, then
+    exits). The second raises KeyboardInterrupt, which kills the CP2K run and drops that segment;
+    the committed ones stay intact.
+    """
+    event = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+        print("aimd: stop requested; finishing the running segment (signal again to abandon it)",
+              file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGTERM, handler)
+    return event
+
+
 def _aimd(args: argparse.Namespace) -> int:
     from .. import aimd
     from ..engines import cp2k
@@ -105,7 +129,9 @@ def _aimd(args: argparse.Namespace) -> int:
         print(f"  {run.id:20s} step {result.total_steps:6d}/{run.target_steps}  "
               f"{result.s_per_step:6.1f} s/step", flush=True)
 
-    done = aimd.grow(spec, engine, args.run, None if args.max_minutes is None else 60 * args.max_minutes, show)
+    stop = graceful_stop()
+    done = aimd.grow(spec, engine, args.run, None if args.max_minutes is None else 60 * args.max_minutes, show,
+                     stop_requested=stop.is_set)
     for run_id, steps in done.items():
         print(f"aimd {run_id}: {steps} steps committed")
     return 0
