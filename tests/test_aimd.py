@@ -199,21 +199,25 @@ def test_show_table_lists_each_run_with_length_and_cost(spec, monkeypatch):
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(rows) == {"si-a", "si-b"}
     # si-a: 8 atoms, 6/6 steps of 2 fs = 0.012 ps, 0.008 ps after warm-up, 10 s of CP2K
-    assert rows["si-a"][1:6] == ["8", "6/6", "2", "0.012", "0.008"]
-    assert rows["si-a"][6] == f"{10 / 3600:.2f}"
-    assert rows["si-a"][7] == "0.00"  # at its target: nothing left
-    assert rows["si-a"][9] == f"{(7 + 8 + 9 + 11) / 4:.1f}"  # SCF iterations per step
+    assert rows["si-a"][1:4] + rows["si-a"][5:7] == ["8", "6/6", "2", "0.012", "0.008"]
+    # target 600 K; FakeCP2K books 1 fs and 300 + step K per step: steps 4–6 are past 0.004 ps
+    assert rows["si-a"][4] == "600/305"
+    assert rows["si-a"][7] == f"{10 / 3600:.2f}"
+    assert rows["si-a"][8] == "0.00"  # at its target: nothing left
+    assert rows["si-a"][10] == f"{(7 + 8 + 9 + 11) / 4:.1f}"  # SCF iterations per step
 
 
 def test_show_table_gives_the_cp2k_time_left_at_the_measured_speed():
     from nepbench.commands.reference import aimd_table
 
-    run = {"n_atoms": 32, "total_steps": 30, "target_steps": 600, "protocol": {"timestep_fs": 2.0},
+    run = {"n_atoms": 32, "total_steps": 30, "target_steps": 600,
+           "protocol": {"timestep_fs": 2.0, "temperature_k": 900.0},
            "length_ps": 0.06, "production_ps": 0.0, "total_wall_s": 2400.0, "s_per_step_median": 80.0,
            "ranks": 1, "scf_iterations_per_step": None, "conserved_drift_mev_per_atom_per_ps": None}
     row = aimd_table({"runs": {"a": run}})[2].split()
-    assert row[6:9] == ["0.67", f"{570 * 80 / 3600:.2f}", "80.0"]  # 570 steps left at 80 s
-    assert row[9] == "—"
+    assert row[4] == "900/—"  # no production yet: no mean temperature
+    assert row[7:10] == ["0.67", f"{570 * 80 / 3600:.2f}", "80.0"]  # 570 steps left at 80 s
+    assert row[10] == "—"
 
 
 def test_a_stop_request_ends_growth_after_the_running_segment(spec, monkeypatch):
