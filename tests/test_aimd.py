@@ -245,3 +245,24 @@ def test_sigterm_asks_once_then_interrupts():
             os.kill(os.getpid(), signal.SIGTERM)  # second: abandon it
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_each_segment_records_its_ranks_and_s_per_step_uses_the_current_ones(spec, monkeypatch):
+    from nepbench.engines.cp2k import ENER_FILE
+
+    engine = _engine(monkeypatch)
+    engine.ranks = 1
+    engine.run_md_segment(Path(spec.path).parent / "aimd" / "si-a", spec.run("si-a").atoms(),
+                          spec.run("si-a").protocol, 4)
+    engine.ranks = 16  # e.g. resumed on an HPC node
+    engine.run_md_segment(Path(spec.path).parent / "aimd" / "si-a", spec.run("si-a").atoms(),
+                          spec.run("si-a").protocol, 2)
+    folder = Path(spec.path).parent / "aimd" / "si-a"
+    state = json.loads((folder / "state.json").read_text())
+    assert [s["ranks"] for s in state["segments"]] == [1, 16] and state["ranks"] == 16
+    # the 1-rank steps 2–4 took 10 s each, the 16-rank step 6 took FakeCP2K's 2 s
+    lines = [" ".join(ln.split()[:6] + ["10.0"]) if ln.split()[0] in ("2", "3", "4") else ln
+             for ln in (folder / ENER_FILE).read_text().splitlines()]
+    (folder / ENER_FILE).write_text("\n".join(lines) + "\n")
+    run = aimd.write_manifest(spec)["runs"]["si-a"]
+    assert run["ranks"] == 16 and run["s_per_step_median"] == pytest.approx(2.0)

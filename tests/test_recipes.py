@@ -541,6 +541,7 @@ def test_slurm_examples_are_valid_bash_and_use_real_cli_options() -> None:
             seen.add((path.name, args.command))
     assert ("run_suite_array.sbatch", "run") in seen
     assert ("cp2k_reference.sbatch", "reference") in seen
+    assert ("cp2k_aimd.sbatch", "reference") in seen
     assert ("merge.sbatch", "report") in seen
 
 
@@ -558,6 +559,35 @@ def test_slurm_reference_uses_srun_launcher() -> None:
     calls = [parse_nepbench(a) for a in _nepbench_invocations(text)]
     builds = [c for c in calls if c.command == "reference" and c.reference_command == "build"]
     assert builds and all(c.launcher == "srun" for c in builds)
+
+
+def test_slurm_aimd_grows_one_run_per_element_with_srun_and_a_time_limit() -> None:
+    text = (ROOT / "examples" / "slurm" / "cp2k_aimd.sbatch").read_text()
+    calls = [parse_nepbench(a) for a in _nepbench_invocations(text)]
+    grows = [c for c in calls if c.command == "reference" and c.reference_command == "aimd"]
+    assert grows and all(c.launcher == "srun" and c.run and len(c.run) == 1 and c.max_minutes for c in grows)
+    assert "SLURM_ARRAY_TASK_ID" in text
+
+
+def test_cp2k_batch_scripts_source_the_shim_from_the_submit_folder() -> None:
+    """sbatch runs a spooled copy of a script, so a path beside `$0` would not exist."""
+    shim = ROOT / "examples" / "slurm" / "cp2k_shim.sh"
+    subprocess.run(["bash", "-n", str(shim)], check=True)
+    for name in ("cp2k_reference.sbatch", "cp2k_aimd.sbatch"):
+        text = (ROOT / "examples" / "slurm" / name).read_text()
+        assert 'source "${SLURM_SUBMIT_DIR:-$PWD}/examples/slurm/cp2k_shim.sh"' in text, name
+        assert "dirname \"$0\"" not in text, name
+
+
+def test_cp2k_shim_puts_the_image_cp2k_first_on_path(tmp_path) -> None:
+    shim = ROOT / "examples" / "slurm" / "cp2k_shim.sh"
+    script = f'IMAGE=/images/nepbench.sif; SLURM_JOB_ID=42; source "{shim}"; command -v cp2k.psmp; echo "$TMPDIR"'
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)
+    found, tmpdir = out.stdout.split()
+    assert found == f"{tmp_path}/.cp2k_scratch/42/bin/cp2k.psmp" and tmpdir == f"{tmp_path}/.cp2k_scratch/42"
+    body = Path(found).read_text()
+    assert f'apptainer exec --bind "{tmp_path}" "/images/nepbench.sif" cp2k.psmp "$@"' in body
+    assert os.access(found, os.X_OK)
 
 
 # ------------------------------------------------------------------------------ entrypoint

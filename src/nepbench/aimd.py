@@ -130,7 +130,9 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
 
 
 def _s_per_step_median(folder: Path, state: dict[str, Any]) -> float:
-    """Median CP2K time per MD step in s over every timed step of the committed segments.
+    """Median CP2K time per MD step in s over every timed step of the segments run on the run's
+    current rank count (`state["ranks"]`; segments from before ranks were recorded per segment count
+    as that too).
 
     A segment's first step carries its start-up SCF and is left out, as in each segment's
     `s_per_step`. Per step, not per segment, so one slow or paused stretch does not set it.
@@ -140,11 +142,13 @@ def _s_per_step_median(folder: Path, state: dict[str, Any]) -> float:
 
     from .engines.cp2k import ENER_FILE, parse_ener
 
-    segments = state["segments"]
+    segments = [s for s in state["segments"] if s.get("ranks", state["ranks"]) == state["ranks"]]
     if (folder / ENER_FILE).is_file():
         ener = parse_ener((folder / ENER_FILE).read_text())
-        firsts = [s["start_step"] + 1 for s in segments]
-        timed = (ener["step"] > 0) & (ener["step"] <= state["total_steps"]) & ~np.isin(ener["step"], firsts)
+        in_segments = np.zeros(ener["step"].shape, bool)
+        for seg in segments:  # their steps after the first
+            in_segments |= (ener["step"] > seg["start_step"] + 1) & (ener["step"] <= seg["end_step"])
+        timed = in_segments & (ener["step"] <= state["total_steps"])
         if timed.any():
             return round(float(np.median(ener["used_time_s"][timed])), 2)
     return float(np.median([s["s_per_step"] for s in segments]))

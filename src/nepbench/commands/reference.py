@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     aimd.add_argument("--run", action="append", default=None, help="only this run id (repeatable)")
     aimd.add_argument("--max-minutes", type=float, default=None, help="stop after about this long")
     aimd.add_argument("--ranks", type=int, default=2, help="MPI ranks for CP2K (default 2)")
+    aimd.add_argument("--launcher", default=None, help="MPI launcher, e.g. 'srun' (default mpirun)")
     aimd.set_defaults(func=_aimd)
 
     show = rsub.add_parser("show", help="frame counts per motif and split, CP2K settings and cost")
@@ -45,13 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.set_defaults(func=_show)
 
 
-def make_label_engine(preset: str, ranks: int, launcher: str | None):
-    """The CP2K engine with the spec's settings preset."""
+def make_cp2k_engine(preset: str, ranks: int, launcher: str | None, spec_name: str = "spec.toml"):
+    """The CP2K engine with a spec's settings preset ("label" or "aimd"), ranks and MPI launcher."""
     from ..engines import cp2k
 
     presets = {"label": cp2k.LABEL_SETTINGS, "aimd": cp2k.AIMD_SETTINGS}
     if preset not in presets:
-        raise InputError("spec.toml", f"unknown cp2k_preset {preset!r} (known: {', '.join(presets)})")
+        raise InputError(spec_name, f"unknown CP2K settings preset {preset!r} (known: {', '.join(presets)})")
     kwargs = {"ranks": ranks}
     if launcher:
         kwargs["launcher"] = launcher
@@ -70,7 +71,7 @@ def _build(args: argparse.Namespace) -> int:
         for key, fam in selection.per_family.items():
             print(f"  {key:32s} pool {fam['pool']:4d}  selected {fam['selected']:3d}")
         return 0
-    engine = make_label_engine(spec.cp2k_preset, args.ranks, args.launcher)
+    engine = make_cp2k_engine(spec.cp2k_preset, args.ranks, args.launcher, args.spec)
     engine_info = {"settings": engine.settings.to_dict(), "version": engine.version(),
                    "input_template_sha256": getattr(engine, "input_template_sha256", lambda: None)()}
     cache_dir = out_dir / "cache"
@@ -119,11 +120,9 @@ def graceful_stop() -> threading.Event:
 
 def _aimd(args: argparse.Namespace) -> int:
     from .. import aimd
-    from ..engines import cp2k
 
     spec = aimd.load_aimd_spec(args.spec)
-    presets = {"label": cp2k.LABEL_SETTINGS, "aimd": cp2k.AIMD_SETTINGS}
-    engine = cp2k.CP2KEngine(presets[spec.settings_preset], ranks=args.ranks)
+    engine = make_cp2k_engine(spec.settings_preset, args.ranks, args.launcher, args.spec)
 
     def show(run, result) -> None:
         print(f"  {run.id:20s} step {result.total_steps:6d}/{run.target_steps}  "

@@ -1119,7 +1119,7 @@ def commit_segment(
     atomic_write_text(run_dir / ENER_FILE, _ener_text(all_ener))
     segments = list(state["segments"]) if state else []
     segments.append({"start_step": done, "end_step": target, "wall_s": wall_s, "s_per_step": s_per_step,
-                     "scf_iterations_mean": scf_mean})
+                     "scf_iterations_mean": scf_mean, "ranks": engine.ranks})
     new_state = {
         "total_steps": target,
         "total_wall_s": float(sum(s["wall_s"] for s in segments)),
