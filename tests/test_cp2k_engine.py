@@ -528,6 +528,11 @@ def test_nvt_md_three_steps(tmp_path: Path) -> None:
     assert result.timing.timed_steps == 2 and result.timing.timed_wall_s > 0  # step 1 carries set-up
     assert result.timing.total_wall_s > result.timing.timed_wall_s
     assert result.extra["settings"]["cutoff_ry"] == 150.0
+    # SCF iterations: one SCF run per step 0..3 in CP2K's output; the timed steps are 2 and 3
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    counts = cp2k_mod.scf_iterations((run_dir / "out.out").read_text())
+    assert len(counts) == 4 and counts[0] > counts[3]  # step 0 starts from scratch
+    assert result.extra["scf_iterations_per_timed_step"] == pytest.approx((counts[2] + counts[3]) / 2)
 
 
 @pytest.mark.cp2k

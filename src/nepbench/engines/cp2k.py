@@ -788,7 +788,7 @@ class CP2KEngine(Engine):
                 shutil.rmtree(directory, ignore_errors=True)
         if ener["step"].size == 0 or int(ener["step"][-1]) < total_steps:
             raise EngineCrashed(f"cp2k MD stopped before step {total_steps} in {directory}")
-        return _md_result(atoms, protocol, ener, frames, run.wall_s, self)
+        return _md_result(atoms, protocol, ener, frames, run.wall_s, self, run.text)
 
     # ---- resumable AIMD segments -----------------------------------------------------------
 
@@ -906,7 +906,9 @@ def _md_result(
     frames: list[XYZFrame],
     wall_s: float,
     engine: CP2KEngine,
+    text: str = "",
 ) -> MDResult:
+    """MDResult of a finished CP2K MD run; `text` is CP2K's output, for the SCF iteration counts."""
     warm = protocol.warmup_steps
     kept = [f for f in frames if f.step >= warm and (f.step - warm) % protocol.sample_interval == 0]
     steps = np.array([f.step for f in kept], dtype=int)
@@ -928,13 +930,16 @@ def _md_result(
         warmup_steps=warm,
         total_wall_s=wall_s,
     )
+    scf = scf_iterations(text)  # one SCF run per force evaluation: step 0, 1, 2, ...
+    timed_scf = [scf[int(step)] for step in ener["step"][timed] if int(step) < len(scf)]
     return MDResult(
         engine=engine.name,
         protocol=protocol,
         trajectory=trajectory,
         thermo=thermo,
         timing=timing,
-        extra={"settings": engine.settings.to_dict(), "version": engine.version(), "ranks": engine.ranks},
+        extra={"settings": engine.settings.to_dict(), "version": engine.version(), "ranks": engine.ranks,
+               "scf_iterations_per_timed_step": float(np.mean(timed_scf)) if timed_scf else None},
     )
 
 
