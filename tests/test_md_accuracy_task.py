@@ -2,7 +2,8 @@
 
 FakeCP2K moves every atom by the same 0.01 Å per step, so the reference g(r) is the same in every
 frame: the sampling floor between the run's two halves must come out as zero, and the figures must
-be drawn from the series exactly as the task writes them.
+be drawn from the series exactly as the task writes them. Its temperature is 300 + step K, which
+matches the 300 K run and is 65 % short of the 900 K one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ id = "lisi"
 builder = "a-LixSi"
 params = { x = 2.0, n_atoms = 12, relax_steps = 0 }
 seed = 1
+temperature_k = 300.0
+timestep_fs = 1.0
+sample_interval = 2
+warmup_steps = 2
+target_steps = 12
+
+[[run]]
+id = "hot"
+builder = "a-LixSi"
+params = { x = 2.0, n_atoms = 12, relax_steps = 0 }
+seed = 2
 temperature_k = 900.0
 timestep_fs = 1.0
 sample_interval = 2
@@ -57,9 +69,9 @@ def monkeypatch_module():
         yield patch
 
 
-def _run(reference_dir, tmp_path, **params):
+def _run(reference_dir, tmp_path, runs=("lisi",), **params):
     model = write_random_model(tmp_path / "nep.txt", species=("Li", "Si"), seed=2)
-    spec = TaskSpec("md-random", "md_accuracy", "md", {"runs": ["lisi"], "length_factors": [1], "n_bins": 40,
+    spec = TaskSpec("md-random", "md_accuracy", "md", {"runs": list(runs), "length_factors": [1], "n_bins": 40,
                                                         "nve": NVE, **params})
     return run_md_accuracy(spec, TaskContext(tmp_path / "work", reference_dir, model, "random", None))
 
@@ -88,6 +100,14 @@ def test_a_run_shorter_than_the_minimum_is_not_compared(reference_dir, tmp_path)
     assert "too short to compare g(r)" in outcome.metric_reasons["rdf_l1_error_max.lisi"]
     assert f"≥{MIN_RDF_PS} ps" in outcome.metric_reasons["rdf_l1_error_max"]
     assert "nve_drift_abs_ev_per_atom_per_ps" in outcome.metrics  # the NVE check still runs
+
+
+def test_a_run_far_from_its_thermostat_temperature_is_not_compared(reference_dir, tmp_path):
+    outcome = _run(reference_dir, tmp_path, runs=("lisi", "hot"), min_rdf_production_ps=0.0)
+    reason = outcome.metric_reasons["rdf_l1_error_max.hot"]
+    assert "not equilibrated" in reason and "against its 900 K thermostat (-66 %)" in reason
+    assert "rdf_l1_error_max.hot" not in outcome.metrics
+    assert outcome.metrics["rdf_l1_error_max"] == outcome.metrics["rdf_l1_error_max.lisi"]  # lisi still compared
 
 
 def _cubic_trajectory(spacings_a: list[float]) -> Trajectory:

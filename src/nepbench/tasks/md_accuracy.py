@@ -20,6 +20,9 @@ from .accuracy import missing_species, model_species
 
 MIN_DIFFUSION_PS = 0.5  # shortest production run from which a diffusivity is fitted
 MIN_RDF_PS = 0.1  # shortest production run whose g(r) is compared (10–20 frames at the runs' 5–10 fs spacing)
+#: Largest |mean T / thermostat T − 1| of an AIMD production for it to count as equilibrated. A 32-atom
+#: cell's instantaneous T scatters by ~14 % (σ/T = √(2/3N)); the mean over a production is far tighter.
+MAX_TEMPERATURE_OFFSET = 0.10
 
 
 def compare_rdf(ref_traj: Any, model_traj: Any, r_max_a: float, n_bins: int) -> dict[str, Any]:
@@ -80,6 +83,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     species = model_species(ctx)
     factors = [int(f) for f in p.get("length_factors", [1, 4])]
     min_rdf_ps = float(p.get("min_rdf_production_ps", MIN_RDF_PS))
+    max_t_offset = float(p.get("max_temperature_offset", MAX_TEMPERATURE_OFFSET))
     metrics: dict[str, float] = {}
     units: dict[str, str] = {}
     reasons: dict[str, str] = {}
@@ -103,6 +107,14 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (too short)")
             continue
         run = ref.run
+        t_mean = float(np.mean(ref.thermo["temperature_k"]))
+        t_offset = t_mean / run.protocol.temperature_k - 1
+        if abs(t_offset) > max_t_offset:
+            reasons[f"rdf_l1_error_max.{run_id}"] = (
+                f"AIMD production averages {t_mean:.0f} K against its {run.protocol.temperature_k:.0f} K "
+                f"thermostat ({100 * t_offset:+.0f} %): not equilibrated; lengthen its warm-up in aimd.toml")
+            method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (not equilibrated)")
+            continue
         production_steps = max(1, int(round(ref.production_ps * 1000 / run.protocol.timestep_fs)))
         model_trajs = {}
         for factor in factors:
