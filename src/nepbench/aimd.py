@@ -110,15 +110,16 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
                  for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
                  and ".segment-" not in p.as_posix()}
         dt = run.protocol.timestep_fs
+        ener = _read_ener(folder)
         runs[run.id] = {
-            **_thermo_summary(folder, len(state["symbols"]), run.protocol.warmup_steps * dt / 1000),
+            **_thermo_summary(ener, len(state["symbols"]), run.protocol.warmup_steps * dt / 1000),
             "builder": run.builder, "params": run.params, "seed": run.seed,
             "formula": Atoms(state["symbols"]).get_chemical_formula(), "n_atoms": len(state["symbols"]),
             "protocol": run.protocol.to_dict(), "target_steps": run.target_steps,
             "total_steps": state["total_steps"], "length_ps": state["total_steps"] * dt / 1000,
             "production_ps": max(0.0, (state["total_steps"] - run.protocol.warmup_steps) * dt / 1000),
             "total_wall_s": round(state["total_wall_s"], 1),
-            "s_per_step_median": _s_per_step_median(folder, state),
+            "s_per_step_median": _s_per_step_median(ener, state),
             "scf_iterations_per_step": _mean_scf_iterations(state["segments"]),
             "segments": len(state["segments"]), "cp2k_version": state["version"],
             "settings": state["settings"], "ranks": state["ranks"], "files": files,
@@ -129,22 +130,26 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
     return manifest
 
 
-def _s_per_step_median(folder: Path, state: dict[str, Any]) -> float:
+def _read_ener(folder: Path) -> dict[str, Any] | None:
+    """The columns of a run's md.ener (see `engines.cp2k.parse_ener`), or None when it has none."""
+    from .engines.cp2k import ENER_FILE, parse_ener
+
+    return parse_ener((folder / ENER_FILE).read_text()) if (folder / ENER_FILE).is_file() else None
+
+
+def _s_per_step_median(ener: dict[str, Any] | None, state: dict[str, Any]) -> float:
     """Median CP2K time per MD step in s over every timed step of the segments run on the run's
     current rank count (`state["ranks"]`; segments from before ranks were recorded per segment count
     as that too).
 
     A segment's first step carries its start-up SCF and is left out, as in each segment's
     `s_per_step`. Per step, not per segment, so one slow or paused stretch does not set it.
-    Falls back to the median of the segments' means when md.ener is missing.
+    Falls back to the median of the segments' means when md.ener is missing (`ener` None).
     """
     import numpy as np
 
-    from .engines.cp2k import ENER_FILE, parse_ener
-
     segments = [s for s in state["segments"] if s.get("ranks", state["ranks"]) == state["ranks"]]
-    if (folder / ENER_FILE).is_file():
-        ener = parse_ener((folder / ENER_FILE).read_text())
+    if ener is not None:
         in_segments = np.zeros(ener["step"].shape, bool)
         for seg in segments:  # their steps after the first
             in_segments |= (ener["step"] > seg["start_step"] + 1) & (ener["step"] <= seg["end_step"])
@@ -166,16 +171,15 @@ def _mean_scf_iterations(segments: list[dict[str, Any]]) -> float | None:
     return round(sum(m * w for m, w in pairs) / weight, 2) if weight else None
 
 
-def _thermo_summary(folder: Path, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
-    """Mean temperature after the warm-up and conserved-quantity drift of a run's committed steps.
+def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
+    """Mean temperature after the warm-up and conserved-quantity drift of a run's md.ener columns.
 
     With the CSVR thermostat CP2K's conserved quantity includes the thermostat's energy, so its
     drift (the NVE energy-drift metric applied to it) measures integration error: time step, SCF.
     """
-    from .engines.cp2k import ENER_FILE, HARTREE_EV, parse_ener
+    from .engines.cp2k import HARTREE_EV
     from .metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 
-    ener = parse_ener((folder / ENER_FILE).read_text()) if (folder / ENER_FILE).is_file() else None
     if ener is None or ener["step"].size < 3:
         return {"conserved_drift_mev_per_atom_per_ps": None, "temperature_mean_k_after_warmup": None}
     times_ps = ener["time_fs"] / 1000
