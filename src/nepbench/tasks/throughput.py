@@ -70,7 +70,7 @@ def cp2k_timing_shared(cp2k, atoms: Atoms, protocol: MDProtocol, cache_dir: Path
     timing = tp.summarise_repeats([result.timing.s_per_step])
     # SCF iterations of the timed step(s): a fresh start has little wavefunction history, so its
     # steps can take more iterations than a long AIMD run's (compare reference_data/aimd/manifest.json)
-    timing["scf_iterations_per_step"] = getattr(result, "extra", {}).get("scf_iterations_per_timed_step")
+    timing["scf_iterations_per_step"] = result.extra.get("scf_iterations_per_timed_step")
     atomic_write_json(path, timing)
     return timing
 
