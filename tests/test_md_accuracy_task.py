@@ -21,32 +21,21 @@ from nepbench.report import plots
 from nepbench.tasks import TaskContext
 from nepbench.tasks.md_accuracy import MIN_RDF_PS, rdf_halves_l1_max, run_md_accuracy, trajectory_halves
 
-SPEC = """
-settings = "aimd"
-segment_steps = 6
-
+RUN = """
 [[run]]
-id = "lisi"
+id = "{id}"
 builder = "a-LixSi"
-params = { x = 2.0, n_atoms = 12, relax_steps = 0 }
-seed = 1
-temperature_k = 300.0
-timestep_fs = 1.0
-sample_interval = 2
-warmup_steps = 2
-target_steps = 12
-
-[[run]]
-id = "hot"
-builder = "a-LixSi"
-params = { x = 2.0, n_atoms = 12, relax_steps = 0 }
-seed = 2
-temperature_k = 900.0
+params = {{ x = 2.0, n_atoms = 12, relax_steps = 0 }}
+seed = {seed}
+temperature_k = {temperature_k}
 timestep_fs = 1.0
 sample_interval = 2
 warmup_steps = 2
 target_steps = 12
 """
+# two runs that differ only in their thermostat temperature (FakeCP2K's frames sit near 300 K)
+SPEC = ('settings = "aimd"\nsegment_steps = 6\n' + RUN.format(id="lisi", seed=1, temperature_k=300.0)
+        + RUN.format(id="hot", seed=2, temperature_k=900.0))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NVE = {"builder": "a-LixSi", "params": {"x": 2.0, "n_atoms": 12, "relax_steps": 0}, "temperature_k": 300.0,
        "timestep_fs": 0.5, "steps": 20, "seed": 3}
