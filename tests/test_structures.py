@@ -7,7 +7,8 @@ import pytest
 from ase import Atoms
 
 from nepbench.errors import InputError
-from nepbench.structures import check_structure, read_structures, with_labels, write_structures
+from nepbench.structures import (check_structure, min_interatomic_distance_a, read_structures,
+                                  with_labels, write_structures)
 
 GOOD = """2
 Lattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3 pbc="T T T"
@@ -66,3 +67,44 @@ def test_labels_round_trip_compressed(tmp_path):
         assert np.allclose(back.get_stress(), np.arange(6) * 1e-3)
     with pytest.raises(InputError, match="no energy/forces"):
         read_structures(write(tmp_path, GOOD), require_labels=True)
+
+
+def _ase_min_distance_a(atoms: Atoms, cutoff_a: float) -> float:
+    from ase.neighborlist import neighbor_list
+
+    _, _, d = neighbor_list("ijd", atoms, cutoff_a)
+    return float(d.min()) if len(d) else float("inf")
+
+
+def test_min_distance_matches_ase_neighbour_list_on_random_cells():
+    """The k-d tree search gives ASE's minimum-image answer: skewed and thin cells (images of an
+    atom itself count), mixed periodicity, atoms outside the cell, cutoffs above the cell width."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for t in range(150):
+        n = int(rng.integers(1, 30))
+        cell = np.diag(rng.uniform(1.5, 8.0, 3)) + rng.uniform(-2.0, 2.0, (3, 3)) * (t % 2)
+        atoms = Atoms(f"Si{n}", positions=rng.uniform(-3.0, 10.0, (n, 3)), cell=cell,
+                      pbc=rng.random(3) < 0.7)
+        widths = atoms.cell.volume / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+        if widths.min() < 1.0:
+            continue
+        for cutoff in (0.5, 2.0, 5.0):
+            expected = _ase_min_distance_a(atoms, cutoff)
+            assert min_interatomic_distance_a(atoms, cutoff) == pytest.approx(expected, abs=1e-9), (t, cutoff)
+            checked += 1
+    assert checked > 200
+
+
+def test_min_distance_of_a_repeated_cell_is_that_of_the_cell():
+    base = Atoms("Si2", positions=[[0, 0, 0], [1.1, 1.2, 1.3]], cell=[4.0, 4.5, 5.0], pbc=True)
+    big = base.repeat((40, 40, 40))
+    assert min_interatomic_distance_a(big, 3.0) == pytest.approx(min_interatomic_distance_a(base, 3.0))
+    assert min_interatomic_distance_a(base, 3.0) == pytest.approx(np.sqrt(1.1**2 + 1.2**2 + 1.3**2))
+    assert min_interatomic_distance_a(big, 2.0) == float("inf")
+
+
+def test_min_distance_refuses_a_cell_too_thin_for_the_cutoff():
+    atoms = Atoms("Si", positions=[[0, 0, 0]], cell=[0.001, 5.0, 5.0], pbc=True)
+    with pytest.raises(ValueError, match="too thin"):
+        min_interatomic_distance_a(atoms, 2.0)

@@ -147,9 +147,11 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         from ..engines.gpumd import GpumdEngine
 
         gpumd = GpumdEngine(ctx.model_path)
-        ok, gpu_reason = gpumd.available()
+        ok, gpu_detail = gpumd.available()
+        gpu_reason = None if ok else gpu_detail
         if ok:
             engines["gpumd"] = gpumd.version()
+            gpu_on = f"{engines['gpumd']} on {', '.join(hardware['gpus'])}"
             g_n, g_rate = [], []
             for target in p.get("gpu_sizes", [4096, 32768, 262144]):
                 atoms = cell_of_size(base, target)
@@ -170,6 +172,8 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
               "{cpu}; warm-up excluded; NEP median of {r} repeats".format(
                   T=p.get("temperature_k", 900.0), dt=p.get("timestep_fs", 1.0),
                   c=engines.get("cp2k", "missing"), cpu=cpu, r=p.get("repeats", 3)))
+    if "gpumd" in engines:
+        method += f"; GPUMD: {gpu_on}, one run per size"
     reasons: dict[str, str] = {}
     if gpu_reason:
         method += f"; GPU not measured: {gpu_reason}"
