@@ -68,3 +68,29 @@ def test_missing_program_is_skipped_with_reason_and_retried(tmp_path, calls):
     assert records[0]["status"] == "skipped" and "gpumd not found" in records[0]["reason"]
     runner.run_suite(suite, tmp_path, reference_dir=tmp_path)
     assert calls == ["g", "g"]
+
+
+def test_code_modified_flag_follows_tracked_code_only(tmp_path):
+    """A record says whether the code it ran differs from its commit: edits under src/ count,
+    data and untracked files do not (the data hash covers data)."""
+    import subprocess
+
+    from nepbench.provenance import git_code_modified
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert git_code_modified(tmp_path) is None  # not a repository
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    (tmp_path / "reference_data").mkdir()
+    (tmp_path / "reference_data" / "d.txt").write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_code_modified(tmp_path) is False
+    (tmp_path / "reference_data" / "d.txt").write_text("2\n")
+    (tmp_path / "src" / "new.py").write_text("untracked\n")
+    assert git_code_modified(tmp_path / "src") is False
+    (tmp_path / "src" / "a.py").write_text("x = 2\n")
+    assert git_code_modified(tmp_path / "src") is True

@@ -169,6 +169,24 @@ def hardware_info() -> dict[str, Any]:
     }
 
 
+#: Folders whose uncommitted changes alter what a run computes (data changes are in data_sha256).
+CODE_PATHS = ("src", "suites", "models")
+
+
+def git_code_modified(repo: str | os.PathLike[str] | None = None) -> bool | None:
+    """True when tracked files under CODE_PATHS differ from HEAD (the run's code is not the commit's);
+    None outside git."""
+    try:
+        cwd = repo or Path(__file__).resolve().parent
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             timeout=10, check=True, cwd=cwd).stdout.strip()
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                             capture_output=True, text=True, timeout=30, check=True, cwd=top).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.strip())
+
+
 def git_commit(repo: str | os.PathLike[str] | None = None) -> str | None:
     """HEAD commit of the nepbench checkout, or None outside git."""
     try:

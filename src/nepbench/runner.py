@@ -19,7 +19,8 @@ from . import __version__
 from .config import Suite, TaskSpec
 from .errors import EngineNotAvailable, ModelError, NepbenchError
 from .provenance import (
-    atomic_write_json, content_hash, git_commit, hardware_info, package_versions, sha256_file,
+    atomic_write_json, content_hash, git_code_modified, git_commit, hardware_info, package_versions,
+    sha256_file,
 )
 from .tasks import TaskContext, TaskOutcome, task_function
 
@@ -83,7 +84,7 @@ def make_record(spec: TaskSpec, outcome: TaskOutcome, model: ResolvedModel | Non
             "model_sha256": model.sha256 if model else None, "data_sha256": data_sha256,
             "packages": package_versions(), "engines": outcome.engines, "hardware": hardware_info(),
             "seed": outcome.seed, "wall_s": round(wall_s, 3), "nepbench_version": __version__,
-            "nepbench_commit": git_commit(),
+            "nepbench_commit": git_commit(), "nepbench_code_modified": git_code_modified(),
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
         "input_hash": input_hash,

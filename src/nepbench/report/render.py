@@ -226,8 +226,8 @@ def provenance_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "packages": versions["packages"],
         "engines": versions["engines"],
         "hardware": _unique(hardware_summary(r) for r, _ in prov),
-        "nepbench": _unique({"version": p.get("nepbench_version"), "commit": p.get("nepbench_commit")}
-                            for _, p in prov),
+        "nepbench": _unique({"version": p.get("nepbench_version"), "commit": p.get("nepbench_commit"),
+                             "code_modified": p.get("nepbench_code_modified")} for _, p in prov),
         "tasks": [{"task_id": r["task_id"], "status": r["status"], "model": _model_name(r),
                    "wall_s": p.get("wall_s"), "seed": p.get("seed"), "created_utc": p.get("created_utc"),
                    "hardware": hardware_summary(r), "input_hash": r.get("input_hash")} for r, p in prov],
@@ -487,7 +487,9 @@ def provenance_tables(prov: Mapping[str, Any]) -> list[tuple[tuple[str, ...], li
          [(n, "package", versions(v)) for n, v in prov["packages"].items()]
          + [(n, "engine", versions(v)) for n, v in prov["engines"].items()]),
         (("Hardware",), [(h or "—",) for h in prov["hardware"]]),
-        (("nepbench version", "commit"), [(n["version"], n["commit"]) for n in prov["nepbench"]]),
+        (("nepbench version", "commit", "code changed since commit"),
+         [(n["version"], n["commit"], {True: "yes", False: "no"}.get(n.get("code_modified"), "unknown"))
+          for n in prov["nepbench"]]),
         (("Task", "Status", "Model", "Wall (s)", "Seed", "Created (UTC)", "Input hash"),
          [(t["task_id"], t["status"], t["model"] or "—", fmt_value(t["wall_s"]), t["seed"], t["created_utc"],
            str(t["input_hash"] or "")[:16]) for t in prov["tasks"]]),

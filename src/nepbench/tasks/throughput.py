@@ -171,7 +171,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     method = ("NVT (CSVR) at {T} K, {dt} fs, same cells and protocol for every engine; {c} on "
               "{cpu}; warm-up excluded; NEP median of {r} repeats".format(
                   T=p.get("temperature_k", 900.0), dt=p.get("timestep_fs", 1.0),
-                  c=engines.get("cp2k", "missing"), cpu=cpu, r=p.get("repeats", 3)))
+                  c=engines.get("cp2k", "CP2K not installed"), cpu=cpu, r=p.get("repeats", 3)))
     if "gpumd" in engines:
         method += f"; GPUMD: {gpu_on}, one run per size"
     reasons: dict[str, str] = {}
