@@ -266,3 +266,82 @@ def test_each_segment_records_its_ranks_and_s_per_step_uses_the_current_ones(spe
     (folder / ENER_FILE).write_text("\n".join(lines) + "\n")
     run = aimd.write_manifest(spec)["runs"]["si-a"]
     assert run["ranks"] == 16 and run["s_per_step_median"] == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------ pre-relaxed start (prerelax.py)
+
+V1_MODEL = Path(__file__).resolve().parents[1] / "models" / "nepbench-lisic-v1" / "nep.txt"
+PRERELAX_SPEC = f"""
+settings = "aimd"
+segment_steps = 4
+
+[[run]]
+id = "lic"
+builder = "a-LiC"
+params = {{ n_c = 12 }}
+seed = 3
+temperature_k = 1200.0
+timestep_fs = 1.0
+sample_interval = 2
+warmup_steps = 2
+target_steps = 8
+prerelax = {{ model = "{V1_MODEL}", fmax_ev_per_a = 0.05 }}
+"""
+
+
+def _grow_one_segment(spec, engine) -> None:
+    done: list[int] = []
+    aimd.grow(spec, engine, on_segment=lambda run, result: done.append(1), stop_requested=lambda: bool(done))
+    assert done == [1]
+
+
+def _coords(input_text: str):
+    import numpy as np
+
+    block = input_text.split("&COORD")[1].split("&END COORD")[0]
+    return np.array([[float(x) for x in line.split()[1:4]] for line in block.strip().splitlines()])
+
+
+def test_prerelaxed_start_is_relaxed_once_and_is_where_cp2k_starts(tmp_path, monkeypatch):
+    import numpy as np
+    from ase.io import read
+
+    from nepbench import prerelax
+
+    (tmp_path / "aimd.toml").write_text(PRERELAX_SPEC)
+    spec = aimd.load_aimd_spec(tmp_path / "aimd.toml")
+    run = spec.run("lic")
+    engine = _engine(monkeypatch)
+    _grow_one_segment(spec, engine)
+    start = read(aimd.run_dir_of(spec, run) / "start.extxyz")
+    assert start.info["prerelax_fmax_ev_per_a"] < 0.05
+    assert start.info["prerelax_energy_after_ev_per_atom"] < start.info["prerelax_energy_before_ev_per_atom"] - 0.5
+    built = run.atoms()
+    first = _coords(engine._execute.inputs[0])
+    np.testing.assert_allclose(first, start.positions, atol=1e-6)
+    assert np.abs(first - built.positions).max() > 0.1  # CP2K did not start from the random packing
+
+    def no_second_relaxation(*args, **kwargs):
+        raise AssertionError("relaxed again")
+
+    monkeypatch.setattr(prerelax, "relax_positions", no_second_relaxation)
+    assert aimd.grow(spec, engine, run_ids=["lic"]) == {"lic": 8}
+    manifest = json.loads((tmp_path / "aimd" / "manifest.json").read_text())
+    entry = manifest["runs"]["lic"]
+    assert entry["prerelax"] == {"model": str(V1_MODEL), "fmax_ev_per_a": 0.05, "max_steps": 3000}
+    assert "start.extxyz" in entry["files"]  # hashed, so `reference verify` catches a changed start
+
+
+def test_prerelax_cannot_be_added_to_a_run_that_began_without_it(tmp_path, monkeypatch):
+    unrelaxed = PRERELAX_SPEC.split("prerelax =")[0]
+    (tmp_path / "aimd.toml").write_text(unrelaxed)
+    _grow_one_segment(aimd.load_aimd_spec(tmp_path / "aimd.toml"), _engine(monkeypatch))
+    (tmp_path / "aimd.toml").write_text(PRERELAX_SPEC)
+    with pytest.raises(InputError, match="began without pre-relaxation"):
+        aimd.grow(aimd.load_aimd_spec(tmp_path / "aimd.toml"), _engine(monkeypatch))
+
+
+def test_prerelax_settings_are_checked(tmp_path):
+    (tmp_path / "aimd.toml").write_text(PRERELAX_SPEC.replace("fmax_ev_per_a = 0.05", "fmax = 0.05"))
+    with pytest.raises(Exception, match=r"aimd.toml: AIMD run 'lic': prerelax needs 'model'.*unknown: fmax"):
+        aimd.load_aimd_spec(tmp_path / "aimd.toml")

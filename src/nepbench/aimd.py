@@ -17,6 +17,7 @@ from ase import Atoms
 
 from .engines.base import MDProtocol
 from .errors import ConfigError, InputError
+from .prerelax import Prerelax, start_structure
 from .provenance import LockHeld, atomic_write_json, exclusive_lock, hardware_info, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,8 +34,10 @@ class AimdRun:
     seed: int
     protocol: MDProtocol
     target_steps: int
+    prerelax: Prerelax | None = None
 
     def atoms(self) -> Atoms:
+        """The builder's structure (species, order and cell of the run; positions before any pre-relaxation)."""
         from . import systems
 
         return systems.build(self.builder, seed=self.seed, **self.params)
@@ -75,8 +78,10 @@ def load_aimd_spec(path: str | Path = DEFAULT_SPEC) -> AimdSpec:
                 sample_interval=int(raw.get("sample_interval", 5)), seed=int(raw["seed"]),
                 thermostat_coupling_fs=float(raw.get("thermostat_coupling_fs", 50.0)),
                 warmup_steps=int(raw.get("warmup_steps", 0)))
+            prerelax = (Prerelax.from_dict(raw["prerelax"], f"{path}: AIMD run {raw['id']!r}")
+                        if "prerelax" in raw else None)
             runs.append(AimdRun(str(raw["id"]), str(raw["builder"]), dict(raw.get("params", {})),
-                                int(raw["seed"]), protocol, int(raw["target_steps"])))
+                                int(raw["seed"]), protocol, int(raw["target_steps"]), prerelax))
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"{path}: AIMD run {raw.get('id', '?')!r}: {exc}") from None
     return AimdSpec(tuple(runs), str(data.get("settings", "aimd")), int(data.get("segment_steps", 20)),
@@ -85,6 +90,14 @@ def load_aimd_spec(path: str | Path = DEFAULT_SPEC) -> AimdSpec:
 
 def run_dir_of(spec: AimdSpec, run: AimdRun) -> Path:
     return Path(spec.path).parent / "aimd" / run.id
+
+
+def start_atoms(spec: AimdSpec, run: AimdRun) -> Atoms:
+    """The structure the run starts from: the builder's, or its pre-relaxed form (`prerelax.py`)."""
+    built = run.atoms()
+    if run.prerelax is None:
+        return built
+    return start_structure(run_dir_of(spec, run), built, run.prerelax, committed_steps(spec, run) > 0)
 
 
 def committed_steps(spec: AimdSpec, run: AimdRun) -> int:
@@ -114,6 +127,7 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
         runs[run.id] = {
             **_thermo_summary(ener, len(state["symbols"]), run.protocol.warmup_steps * dt / 1000),
             "builder": run.builder, "params": run.params, "seed": run.seed,
+            "prerelax": run.prerelax.to_dict() if run.prerelax else None,
             "formula": Atoms(state["symbols"]).get_chemical_formula(), "n_atoms": len(state["symbols"]),
             "protocol": run.protocol.to_dict(), "target_steps": run.target_steps,
             "total_steps": state["total_steps"], "length_ps": state["total_steps"] * dt / 1000,
@@ -225,7 +239,8 @@ def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall
                     steps = min(spec.segment_steps, run.target_steps - committed_steps(spec, run))
                     if steps < 1:  # another process finished it meanwhile
                         continue
-                    result = engine.run_md_segment(run_dir_of(spec, run), run.atoms(), run.protocol, steps)
+                    result = engine.run_md_segment(run_dir_of(spec, run), start_atoms(spec, run),
+                                                    run.protocol, steps)
             except LockHeld:
                 continue
             progressed = True

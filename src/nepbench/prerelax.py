@@ -1,0 +1,118 @@
+"""Pre-relaxation of an AIMD start structure with a NEP model (positions only, fixed cell).
+
+The builders pack atoms at random with only minimum distances enforced. For covalent carbon such
+a start lies far above any bonded network (the NEP89 energy of the seeded 28-atom a-LiC cell falls
+by ~1.8 eV/atom on relaxation), and CP2K AIMD started from it turns that energy into heat faster
+than the thermostat removes it: the first a-LiC run reached 6,700 K after 20 fs at a 1,200 K target.
+Relaxing the start to the nearest local minimum of a NEP model removes that energy before the
+first DFT step. Only the start geometry depends on the model; every AIMD step is DFT.
+
+The relaxed start is written once into the run's folder (`start.extxyz`, with the model, its
+sha256 and the forces reached) and read back on every later segment, so a run's start does not
+change with the machine or the model cache.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from ase import Atoms
+from ase.io import read, write
+
+from .errors import ConfigError, InputError
+from .provenance import atomic_write_text
+from .structures import check_structure
+
+START_FILE = "start.extxyz"
+
+
+@dataclass(frozen=True)
+class Prerelax:
+    """FIRE relaxation of positions with a NEP model.
+
+    Attributes:
+        model: registry name or path of the NEP model (nep.txt).
+        fmax_ev_per_a: stop when the largest atomic force is below this (eV/Å).
+        max_steps: FIRE steps allowed; not converged by then is an error.
+    """
+
+    model: str
+    fmax_ev_per_a: float = 0.05
+    max_steps: int = 3000
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], where: str) -> "Prerelax":
+        unknown = sorted(set(raw) - {"model", "fmax_ev_per_a", "max_steps"})
+        if unknown or "model" not in raw:
+            raise ConfigError(f"{where}: prerelax needs 'model' and takes fmax_ev_per_a, max_steps"
+                              + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+        p = cls(str(raw["model"]), float(raw.get("fmax_ev_per_a", 0.05)), int(raw.get("max_steps", 3000)))
+        if not (p.fmax_ev_per_a > 0 and p.max_steps > 0):
+            raise ConfigError(f"{where}: prerelax fmax_ev_per_a and max_steps must be > 0")
+        return p
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def relax_positions(atoms: Atoms, prerelax: Prerelax) -> tuple[Atoms, dict[str, Any]]:
+    """A copy of `atoms` relaxed with the NEP model; info: model, sha256, energies (eV/atom), steps."""
+    from ase.optimize import FIRE
+    from calorine.calculators import CPUNEP
+
+    from .models import resolve_model
+
+    model = resolve_model(prerelax.model)
+    relaxed = atoms.copy()
+    relaxed.calc = CPUNEP(str(model.path))
+    e0 = relaxed.get_potential_energy() / len(relaxed)
+    opt = FIRE(relaxed, logfile=None)
+    converged = bool(opt.run(fmax=prerelax.fmax_ev_per_a, steps=prerelax.max_steps))
+    fmax = float(np.linalg.norm(relaxed.get_forces(), axis=1).max())
+    if not converged:
+        raise InputError(model.path, f"pre-relaxation did not reach max|F| < {prerelax.fmax_ev_per_a} eV/Å "
+                         f"in {prerelax.max_steps} FIRE steps (max|F| {fmax:.3f} eV/Å)")
+    info = {"prerelax_model": model.name, "prerelax_model_sha256": model.sha256,
+            "prerelax_energy_before_ev_per_atom": float(e0),
+            "prerelax_energy_after_ev_per_atom": float(relaxed.get_potential_energy() / len(relaxed)),
+            "prerelax_fmax_ev_per_a": fmax, "prerelax_steps": int(opt.nsteps)}
+    out = Atoms(relaxed.get_chemical_symbols(), positions=relaxed.positions, cell=relaxed.cell, pbc=relaxed.pbc)
+    out.info.update(info)
+    return out, info
+
+
+def start_structure(run_dir: Path, built: Atoms, prerelax: Prerelax, started: bool) -> Atoms:
+    """The run's pre-relaxed start: read from `run_dir/start.extxyz`, or relaxed and written there.
+
+    Args:
+        run_dir: the AIMD run's folder.
+        built: the builder's structure (species, order and cell must match a stored start).
+        prerelax: the relaxation settings.
+        started: the run already has committed steps; then the start must exist (a run begun from
+            an unrelaxed structure cannot be given a relaxed start afterwards).
+    """
+    path = run_dir / START_FILE
+    if path.is_file():
+        try:
+            stored = read(path, format="extxyz")
+        except Exception as exc:  # ase raises many types on a malformed file
+            raise InputError(path, f"unreadable start structure ({exc})") from None
+        if stored.get_chemical_symbols() != built.get_chemical_symbols() or not np.allclose(
+                stored.cell.array, built.cell.array, atol=1e-6):
+            raise InputError(path, "start structure differs in species, order or cell from the run's builder")
+        check_structure(stored, path)
+        return stored
+    if started:
+        raise InputError(run_dir / "state.json", "this run began without pre-relaxation; remove its folder "
+                         "to restart it from a pre-relaxed start, or drop 'prerelax' from the spec")
+    relaxed, _ = relax_positions(built, prerelax)
+    check_structure(relaxed, f"{path} (pre-relaxed)")
+    buf = io.StringIO()
+    write(buf, relaxed, format="extxyz")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buf.getvalue())
+    return relaxed
