@@ -105,6 +105,21 @@ def test_s_per_step_is_the_median_over_steps_so_one_stalled_step_does_not_set_it
     assert manifest["runs"]["si-a"]["s_per_step_median"] == pytest.approx(2.0)
 
 
+def test_manifest_ignores_md_ener_rows_past_the_committed_step(spec, monkeypatch):
+    """A commit killed after md.ener was appended but before state.json moved on leaves rows past
+    the committed step; the temperature, drift and s/step of the manifest must not use them."""
+    from nepbench.engines.cp2k import ENER_FILE
+
+    aimd.grow(spec, _engine(monkeypatch), run_ids=["si-a"])
+    before = aimd.write_manifest(spec)["runs"]["si-a"]
+    ener_path = Path(spec.path).parent / "aimd" / "si-a" / ENER_FILE
+    orphan = "         7      14.000000       0.1  99999.0  -10.0  5.0  900.0\n"
+    ener_path.write_text(ener_path.read_text() + orphan)
+    after = aimd.write_manifest(spec)["runs"]["si-a"]
+    for key in ("temperature_mean_k_after_warmup", "conserved_drift_mev_per_atom_per_ps", "s_per_step_median"):
+        assert after[key] == before[key], key
+
+
 def test_verify_catches_a_changed_frame_file(spec, monkeypatch):
     aimd.grow(spec, _engine(monkeypatch))
     target = Path(spec.path).parent / "aimd" / "si-b" / "frames.extxyz.xz"

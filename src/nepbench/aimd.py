@@ -123,7 +123,7 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
                  for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
                  and ".segment-" not in p.as_posix()}
         dt = run.protocol.timestep_fs
-        ener = _read_ener(folder)
+        ener = _read_ener(folder, state["total_steps"])
         runs[run.id] = {
             **_thermo_summary(ener, len(state["symbols"]), run.protocol.warmup_steps * dt / 1000),
             "builder": run.builder, "params": run.params, "seed": run.seed,
@@ -144,11 +144,16 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
     return manifest
 
 
-def _read_ener(folder: Path) -> dict[str, Any] | None:
-    """The columns of a run's md.ener (see `engines.cp2k.parse_ener`), or None when it has none."""
+def _read_ener(folder: Path, total_steps: int) -> dict[str, Any] | None:
+    """The columns of a run's md.ener (see `engines.cp2k.parse_ener`) up to its committed step
+    `total_steps` (rows past it are leftovers of a killed commit), or None when it has none."""
     from .engines.cp2k import ENER_FILE, parse_ener
 
-    return parse_ener((folder / ENER_FILE).read_text()) if (folder / ENER_FILE).is_file() else None
+    if not (folder / ENER_FILE).is_file():
+        return None
+    ener = parse_ener((folder / ENER_FILE).read_text())
+    keep = ener["step"] <= total_steps
+    return {name: column[keep] for name, column in ener.items()}
 
 
 def _s_per_step_median(ener: dict[str, Any] | None, state: dict[str, Any]) -> float:
@@ -167,9 +172,8 @@ def _s_per_step_median(ener: dict[str, Any] | None, state: dict[str, Any]) -> fl
         in_segments = np.zeros(ener["step"].shape, bool)
         for seg in segments:  # their steps after the first
             in_segments |= (ener["step"] > seg["start_step"] + 1) & (ener["step"] <= seg["end_step"])
-        timed = in_segments & (ener["step"] <= state["total_steps"])
-        if timed.any():
-            return round(float(np.median(ener["used_time_s"][timed])), 2)
+        if in_segments.any():
+            return round(float(np.median(ener["used_time_s"][in_segments])), 2)
     return float(np.median([s["s_per_step"] for s in segments]))
 
 
