@@ -369,11 +369,10 @@ def parse_exyz_frames(text: str, source: str = "dump.xyz") -> list[dict[str, Any
         if "lattice" not in info or "properties" not in info:
             raise InputError(source, f"line {i + 2}: missing Lattice= or Properties=")
         props = _properties(info["properties"], source)
+        table = [lines[j].split() for j in range(i + 2, i + 2 + n)]
         width = sum(k for _, _, k in props)
-        tokens = " ".join(lines[i + 2:i + 2 + n]).split()  # one split: ~10x faster than per row at 1e6 atoms
-        if len(tokens) != n * width:
+        if any(len(row) != width for row in table):
             raise InputError(source, f"frame {len(frames)}: rows do not have {width} columns")
-        table = np.array(tokens).reshape(n, width)
         frame: dict[str, Any] = {
             "n_atoms": n,
             "time_fs": float(info["time"]) if "time" in info else None,
@@ -389,10 +388,10 @@ def parse_exyz_frames(text: str, source: str = "dump.xyz") -> list[dict[str, Any
         for name, kind, k in props:
             if kind.upper() == "S":
                 if name == "species":
-                    frame["symbols"] = tuple(table[:, col].tolist())
+                    frame["symbols"] = tuple(row[col] for row in table)
             else:
                 try:
-                    values = table[:, col:col + k].astype(float)
+                    values = np.asarray([row[col:col + k] for row in table], dtype=float)
                 except ValueError:
                     raise InputError(source, f"frame {len(frames)}: non-numeric '{name}' values") from None
                 frame["arrays"][name] = values
