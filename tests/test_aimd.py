@@ -360,3 +360,22 @@ def test_prerelax_settings_are_checked(tmp_path):
     (tmp_path / "aimd.toml").write_text(PRERELAX_SPEC.replace("fmax_ev_per_a = 0.05", "fmax = 0.05"))
     with pytest.raises(Exception, match=r"aimd.toml: AIMD run 'lic': prerelax needs 'model'.*unknown: fmax"):
         aimd.load_aimd_spec(tmp_path / "aimd.toml")
+
+
+def test_changed_spec_is_caught_by_verify_and_manifest_only_rewrites_it(spec, monkeypatch, capsys):
+    """Lengthening a warm-up in aimd.toml leaves the committed steps valid but the manifest stale:
+    verify says so, and `reference aimd --manifest-only` rewrites it without running CP2K."""
+    from nepbench.cli import main
+
+    aimd.grow(spec, _engine(monkeypatch))
+    path = Path(spec.path)
+    path.write_text(path.read_text().replace("warmup_steps = 2\n", "warmup_steps = 4\n", 1))
+    problems = aimd.verify_aimd(aimd.load_aimd_spec(path))
+    assert len(problems) == 1 and "written for another version of aimd.toml" in problems[0]
+    monkeypatch.setattr("nepbench.commands.reference.make_cp2k_engine",
+                        lambda *a, **k: pytest.fail("--manifest-only must not start CP2K"))
+    assert main(["reference", "aimd", str(path), "--manifest-only"]) == 0
+    assert "manifest rewritten for si-a, si-b" in capsys.readouterr().out
+    assert aimd.verify_aimd(aimd.load_aimd_spec(path)) == []
+    entry = json.loads((path.parent / "aimd" / "manifest.json").read_text())["runs"]["si-a"]
+    assert entry["protocol"]["warmup_steps"] == 4 and entry["production_ps"] == pytest.approx(0.004)

@@ -307,6 +307,9 @@ def verify_aimd(spec: AimdSpec) -> list[str]:
         return []
     manifest = json.loads(path.read_text())
     problems = []
+    if manifest.get("spec_sha256") != sha256_file(spec.path):
+        problems.append(f"{path}: written for another version of {Path(spec.path).name} (rewrite it with "
+                        "`nepbench reference aimd --manifest-only`)")
     for run_id, entry in manifest["runs"].items():
         folder = path.parent / run_id
         for rel, digest in entry["files"].items():

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import reference
 from ..errors import InputError
+from ..provenance import exclusive_lock
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     aimd.add_argument("--max-minutes", type=float, default=None, help="stop after about this long")
     aimd.add_argument("--ranks", type=int, default=2, help="MPI ranks for CP2K (default 2)")
     aimd.add_argument("--launcher", default=None, help="MPI launcher, e.g. 'srun' (default mpirun)")
+    aimd.add_argument("--manifest-only", action="store_true",
+                      help="run no CP2K: rewrite aimd/manifest.json from the spec as it is now "
+                           "(after changing a run's warm-up or target)")
     aimd.set_defaults(func=_aimd)
 
     show = rsub.add_parser("show", help="frame counts per motif and split, CP2K settings and cost")
@@ -122,6 +126,11 @@ def _aimd(args: argparse.Namespace) -> int:
     from .. import aimd
 
     spec = aimd.load_aimd_spec(args.spec)
+    if args.manifest_only:
+        with exclusive_lock(Path(spec.path).parent / "aimd" / ".manifest.lock"):
+            runs = aimd.write_manifest(spec)["runs"]
+        print(f"aimd: manifest rewritten for {', '.join(runs) or 'no started runs'}")
+        return 0
     engine = make_cp2k_engine(spec.settings_preset, args.ranks, args.launcher, args.spec)
 
     def show(run, result) -> None:
