@@ -26,6 +26,16 @@ MIN_DISTANCE_A = 0.5
 _KNOWN = set(chemical_symbols[1:])
 
 
+def cell_thicknesses_a(cell_a: np.ndarray) -> np.ndarray:
+    """Perpendicular widths of a cell (rows = vectors) in Å: volume / area of each opposite face."""
+    cell = np.asarray(cell_a, dtype=float)
+    volume = abs(float(np.linalg.det(cell)))
+    if volume <= 1e-12:
+        raise ValueError("cell has zero volume")
+    areas = np.array([np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)])
+    return volume / areas
+
+
 def min_interatomic_distance_a(atoms: Atoms, cutoff_a: float = 2.0) -> float:
     """Smallest interatomic distance in Å (minimum image), or `inf` if none within `cutoff_a`.
 
@@ -47,12 +57,10 @@ def min_interatomic_distance_a(atoms: Atoms, cutoff_a: float = 2.0) -> float:
         # fractional coordinates along periodic axes wrapped into [0, 1)
         frac = np.linalg.solve(cell.T, positions.T).T
         frac[:, pbc] -= np.floor(frac[:, pbc])
-        volume = abs(np.linalg.det(cell))
-        areas = np.array([np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)])
-        margin = np.where(pbc, cutoff_a * areas / volume, 0.0)  # the cutoff in units of each cell width
+        widths = np.where(pbc, cell_thicknesses_a(cell), np.inf)
+        margin = cutoff_a / widths  # the cutoff in units of each cell width (0 along open axes)
         reach = np.ceil(margin).astype(int)
         if np.prod(2 * reach + 1) > 10_000:
-            widths = np.where(pbc, volume / areas, np.inf)
             raise ValueError(f"periodic cell widths {np.round(widths, 4).tolist()} Å are too thin for a "
                              f"{cutoff_a} Å neighbour search")
         shifts = np.array(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij")).reshape(3, -1).T

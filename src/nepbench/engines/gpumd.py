@@ -41,7 +41,7 @@ from ase import Atoms
 from ..errors import EngineCrashed, EngineError, EngineNotAvailable, InputError
 from ..models import read_nep_header
 from ..provenance import gpu_models
-from ..structures import check_structure
+from ..structures import cell_thicknesses_a, check_structure
 from .base import Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
 
 #: GPUMD release this engine was written against (FACTS.md).
@@ -129,16 +129,6 @@ def msd_correlation_steps(protocol: MDProtocol) -> int | None:
     """
     nc = protocol.steps // protocol.sample_interval // 2
     return nc if nc >= 2 else None
-
-
-def cell_thicknesses_a(cell_a: np.ndarray) -> np.ndarray:
-    """Perpendicular widths of a cell (rows = vectors) in Å: volume / area of each opposite face."""
-    cell = np.asarray(cell_a, dtype=float)
-    volume = abs(float(np.linalg.det(cell)))
-    if volume <= 1e-12:
-        raise ValueError("cell has zero volume")
-    areas = np.array([np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)])
-    return volume / areas
 
 
 def rdf_cutoff_a(cell_a: np.ndarray, requested_a: float = 6.0) -> float | None:
