@@ -59,8 +59,9 @@ class Prerelax:
         return asdict(self)
 
 
-def relax_positions(atoms: Atoms, prerelax: Prerelax) -> tuple[Atoms, dict[str, Any]]:
-    """A copy of `atoms` relaxed with the NEP model; info: model, sha256, energies (eV/atom), steps."""
+def relax_positions(atoms: Atoms, prerelax: Prerelax) -> Atoms:
+    """A copy of `atoms` relaxed with the NEP model; its `info` holds the model, its sha256, the
+    energies before and after (eV/atom), the largest force reached (eV/Å) and the FIRE steps."""
     from ase.optimize import FIRE
     from calorine.calculators import CPUNEP
 
@@ -76,13 +77,12 @@ def relax_positions(atoms: Atoms, prerelax: Prerelax) -> tuple[Atoms, dict[str, 
     if not converged:
         raise InputError(model.path, f"pre-relaxation did not reach max|F| < {prerelax.fmax_ev_per_a} eV/Å "
                          f"in {prerelax.max_steps} FIRE steps (max|F| {fmax:.3f} eV/Å)")
-    info = {"prerelax_model": model.name, "prerelax_model_sha256": model.sha256,
-            "prerelax_energy_before_ev_per_atom": float(e0),
-            "prerelax_energy_after_ev_per_atom": float(relaxed.get_potential_energy() / len(relaxed)),
-            "prerelax_fmax_ev_per_a": fmax, "prerelax_steps": int(opt.nsteps)}
     out = Atoms(relaxed.get_chemical_symbols(), positions=relaxed.positions, cell=relaxed.cell, pbc=relaxed.pbc)
-    out.info.update(info)
-    return out, info
+    out.info.update({"prerelax_model": model.name, "prerelax_model_sha256": model.sha256,
+                     "prerelax_energy_before_ev_per_atom": float(e0),
+                     "prerelax_energy_after_ev_per_atom": float(relaxed.get_potential_energy() / len(relaxed)),
+                     "prerelax_fmax_ev_per_a": fmax, "prerelax_steps": int(opt.nsteps)})
+    return out
 
 
 def start_structure(run_dir: Path, built: Atoms, prerelax: Prerelax, started: bool) -> Atoms:
@@ -109,7 +109,7 @@ def start_structure(run_dir: Path, built: Atoms, prerelax: Prerelax, started: bo
     if started:
         raise InputError(run_dir / "state.json", "this run began without pre-relaxation; remove its folder "
                          "to restart it from a pre-relaxed start, or drop 'prerelax' from the spec")
-    relaxed, _ = relax_positions(built, prerelax)
+    relaxed = relax_positions(built, prerelax)
     check_structure(relaxed, f"{path} (pre-relaxed)")
     buf = io.StringIO()
     write(buf, relaxed, format="extxyz")
