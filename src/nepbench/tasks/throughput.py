@@ -143,6 +143,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         units[f"speedup_cpu_extrapolated_n{target_n}"] = "× (fit)"
 
     gpu_reason = None
+    gpu_note = ""
     try:
         from ..engines.gpumd import GpumdEngine
 
@@ -151,7 +152,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         gpu_reason = None if ok else gpu_detail
         if ok:
             engines["gpumd"] = gpumd.version()
-            gpu_on = f"{engines['gpumd']} on {', '.join(hardware['gpus'])}"
+            gpu_note = f"; GPUMD: {engines['gpumd']} on {', '.join(hardware['gpus'])}, one run per size"
             g_n, g_rate = [], []
             for target in p.get("gpu_sizes", [4096, 32768, 262144]):
                 atoms = cell_of_size(base, target)
@@ -172,8 +173,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
               "{cpu}; warm-up excluded; NEP median of {r} repeats".format(
                   T=p.get("temperature_k", 900.0), dt=p.get("timestep_fs", 1.0),
                   c=engines.get("cp2k", "CP2K not installed"), cpu=cpu, r=p.get("repeats", 3)))
-    if "gpumd" in engines:
-        method += f"; GPUMD: {gpu_on}, one run per size"
+    method += gpu_note
     reasons: dict[str, str] = {}
     if gpu_reason:
         method += f"; GPU not measured: {gpu_reason}"
