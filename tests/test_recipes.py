@@ -289,39 +289,32 @@ def test_gpumd_is_cloned_checked_out_and_verified_by_commit(cf: list[Instruction
         assert 'git checkout --detach "$GPUMD_COMMIT"' in script
         assert 'test "$(git rev-parse HEAD)" = "$GPUMD_COMMIT"' in script
         assert 'test "$(git rev-parse "${GPUMD_TAG}^{commit}")" = "$GPUMD_COMMIT"' in script
-        assert re.search(r'make -j"?\S+"? gpumd nep CFLAGS="-std=c\+\+17 -O3 \$GENCODE"', script)
-        assert "-arch=sm_60" not in script and "c++14" not in script
         for lib in gpumd["linked_libraries"]:
             assert lib in script  # the build checks that each linked library was collected
         assert "/opt/gpumd/bin/gpumd" in script and "/opt/gpumd/bin/nep" in script
 
 
-def _gencode_snippet(post: str) -> str:
-    """The %post lines that turn CUDA_ARCHS into GENCODE (from GENCODE="" to the PTX line)."""
-    lines = post.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.strip() == 'GENCODE=""')
-    end = next(i for i, l in enumerate(lines) if "code=compute_${LAST}" in l)
-    return "\n".join(lines[start:end + 1])
+BUILD_CALL = re.compile(r'MAKE_JOBS="\$MAKE_JOBS" bash /opt/src/build_gpumd\.sh /opt/src/GPUMD /opt/gpumd "\$CUDA_ARCHS"')
 
 
-@pytest.mark.parametrize("archs, expected", [
-    ("80,90", "-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 "
-              "-gencode arch=compute_90,code=compute_90"),
-    ("86", "-gencode arch=compute_86,code=sm_86 -gencode arch=compute_86,code=compute_86"),
-])
-def test_arch_list_becomes_gencode_flags(stages: list[DefStage], archs: str, expected: str) -> None:
-    script = 'set -eu\nCUDA_ARCHS="$1"\n' + _gencode_snippet(_def_stage(stages, "gpumd").body("post")) \
-        + '\necho "$GENCODE"\n'
-    out = subprocess.run(["sh", "-c", script, "sh", archs], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == expected.split()
-
-
-@pytest.mark.parametrize("archs", ["sm_80", "", "80,,90x"])
-def test_bad_arch_list_fails_the_build(stages: list[DefStage], archs: str) -> None:
-    script = 'set -eu\nCUDA_ARCHS="$1"\n' + _gencode_snippet(_def_stage(stages, "gpumd").body("post")) \
-        + '\necho "$GENCODE"\n'
-    out = subprocess.run(["sh", "-c", script, "sh", archs], capture_output=True, text=True)
-    assert out.returncode != 0
+def test_gpumd_is_built_by_the_one_build_script(cf: list[Instruction], stages: list[DefStage]) -> None:
+    """Both recipes copy scripts/build_gpumd.sh into the GPUMD stage and build with it, for the
+    CUDA_ARCHS build argument; no recipe keeps its own copy of the compiler flags
+    (tests/test_build_gpumd.py checks what the script does with them)."""
+    build = cf_stage(cf, "gpumd")
+    copies = [i.args.split() for i in build if i.keyword == "COPY"]
+    assert ["scripts/build_gpumd.sh", "/opt/src/build_gpumd.sh"] in copies
+    gpumd_def = _def_stage(stages, "gpumd")
+    assert ("scripts/build_gpumd.sh", "/opt/src/build_gpumd.sh") in gpumd_def.files()
+    for script in (_cf_run_text(build), _code(gpumd_def.body("post"))):
+        assert len(BUILD_CALL.findall(script)) == 1
+        assert "gencode" not in script.lower() and "CFLAGS" not in script
+        # after the build: the repository and tag join the script's BUILD_INFO
+        assert re.search(r"printf 'repo=%s\\ntag=%s\\n' \"\$GPUMD_REPO\" \"\$GPUMD_TAG\" "
+                         r">> /opt/gpumd/share/BUILD_INFO", script)
+        # built before the libraries it loads are collected
+        assert script.index("build_gpumd.sh") < script.index("ldd /opt/gpumd/bin/gpumd")
+    assert (ROOT / "scripts" / "build_gpumd.sh").is_file()
 
 
 def test_cuda_arch_defaults_match_pins(cf: list[Instruction], stages: list[DefStage]) -> None:
@@ -442,11 +435,15 @@ def test_image_tag_names_what_is_inside() -> None:
 
 
 def provided_commands(cf: list[Instruction], stages: list[DefStage]) -> set[str]:
-    """Programs on the image's PATH, read from the recipes: the binaries installed into
-    <prefix>/bin in the GPUMD stage, CP2K's from its package, nepbench's console scripts."""
+    """Programs on the image's PATH, read from the recipes: the binaries scripts/build_gpumd.sh
+    installs into <prefix>/bin when both GPUMD stages call it with the pinned prefix, CP2K's from
+    its package, nepbench's console scripts."""
     prefix = PINS["gpumd"]["install_prefix"]
-    build = _cf_run_text(cf_stage(cf, "gpumd")) + _def_stage(stages, "gpumd").body("post")
-    programs = set(re.findall(rf"install -D -m 0755 \S+ {re.escape(prefix)}/bin/(\S+)", build))
+    builds = [_cf_run_text(cf_stage(cf, "gpumd")), _code(_def_stage(stages, "gpumd").body("post"))]
+    programs: set[str] = set()
+    if all(re.search(rf"build_gpumd\.sh \S+ {re.escape(prefix)} ", b) for b in builds):
+        script = (ROOT / "scripts" / "build_gpumd.sh").read_text()
+        programs = set(re.findall(r'install -D -m 0755 \S+ "\$prefix/bin/(\w+)"', script))
     final = _cf_run_text(cf_stage(cf, "runtime")) + _def_stage(stages, "final").body("post")
     if re.search(r"\bcp2k=", final):
         programs |= {"cp2k.psmp", "cp2k.popt", "cp2k"}
