@@ -98,6 +98,17 @@ def test_minimum_image_radius_checked() -> None:
     assert minimum_image_radius_a(sheared) == pytest.approx(A_SI * np.sqrt(1 / 5))
 
 
+@pytest.mark.parametrize("cell, message", [
+    (np.diag([5.0, 5.0, 0.0]), "singular"),
+    (np.array([[5.0, 0, 0], [10.0, 0, 0], [0, 0, 5.0]]), "singular"),
+    (np.diag([5.0, np.nan, 5.0]), "finite"),
+    (np.eye(2) * 5.0, "finite"),
+])
+def test_minimum_image_radius_refuses_a_bad_cell(cell: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        minimum_image_radius_a(cell)
+
+
 def test_rdf_trajectory_averages_frames() -> None:
     atoms = _diamond_si(rattle=0.05)
     n_frames = 4

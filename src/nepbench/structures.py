@@ -19,21 +19,12 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 from ase.io import read, write
 
+from .cell import cell_thicknesses_a
 from .errors import InputError
 from .provenance import atomic_write_bytes
 
 MIN_DISTANCE_A = 0.5
 _KNOWN = set(chemical_symbols[1:])
-
-
-def cell_thicknesses_a(cell_a: np.ndarray) -> np.ndarray:
-    """Perpendicular widths of a cell (rows = vectors) in Å: volume / area of each opposite face."""
-    cell = np.asarray(cell_a, dtype=float)
-    volume = abs(float(np.linalg.det(cell)))
-    if volume <= 1e-12:
-        raise ValueError("cell has zero volume")
-    areas = np.array([np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)])
-    return volume / areas
 
 
 def min_interatomic_distance_a(atoms: Atoms, cutoff_a: float = 2.0) -> float:

@@ -38,10 +38,11 @@ from typing import Any, Literal
 import numpy as np
 from ase import Atoms
 
+from ..cell import cell_thicknesses_a
 from ..errors import EngineCrashed, EngineError, EngineNotAvailable, InputError
 from ..models import read_nep_header
 from ..provenance import gpu_models
-from ..structures import cell_thicknesses_a, check_structure
+from ..structures import check_structure
 from .base import Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
 
 #: GPUMD release this engine was written against (FACTS.md).

@@ -20,6 +20,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..cell import cell_thicknesses_a
+
 Backend = Literal["auto", "scipy", "ase"]
 
 #: Default cap of `rdf_l1_error`: 1.0 = no closer to the reference than a structureless ideal gas.
@@ -27,15 +29,12 @@ L1_CAP = 1.0
 
 
 def minimum_image_radius_a(cell_a: np.ndarray) -> float:
-    """Half the smallest perpendicular width of a cell (rows = cell vectors, Å), in Å."""
-    cell = np.asarray(cell_a, dtype=float)
-    if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
-        raise ValueError(f"cell must be a finite (3, 3) array, got shape {cell.shape}")
-    volume = abs(float(np.linalg.det(cell)))
-    if volume <= 1e-12:
-        raise ValueError("cell is singular (zero volume)")
-    areas = [np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)]
-    return 0.5 * volume / float(max(areas))
+    """Half the smallest perpendicular width of a cell (rows = cell vectors, Å), in Å.
+
+    Raises:
+        ValueError: a cell that is not a finite (3, 3) array, or has zero volume.
+    """
+    return 0.5 * float(cell_thicknesses_a(cell_a).min())
 
 
 def _is_axis_aligned(cell: np.ndarray) -> bool:
