@@ -68,8 +68,9 @@ def cp2k_timing_shared(cp2k, atoms: Atoms, protocol: MDProtocol, cache_dir: Path
         return json.loads(path.read_text())
     result = cp2k.md(atoms, protocol)
     timing = tp.summarise_repeats([result.timing.s_per_step])
-    # SCF iterations of the timed step(s): a fresh start has little wavefunction history, so its
-    # steps can take more iterations than a long AIMD run's (compare reference_data/aimd/manifest.json)
+    # SCF iterations of the timed step(s), recorded because a fresh start has little wavefunction
+    # history; on the quick cell steps 1-10 all took 10 (docs/cp2k_settings.md), so steps 2-3 are
+    # steady state there
     timing["scf_iterations_per_step"] = result.extra.get("scf_iterations_per_timed_step")
     atomic_write_json(path, timing)
     return timing
