@@ -3,7 +3,8 @@
 # the gate's baseline records the reference data's sha256, so new data and its baseline go together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# growers write the manifest from the aimd.toml they started with: rewrite it from the file as it is now
+# growers adopt edits of aimd.toml that leave a run's system and dynamics alone; rewrite the manifest
+# from the file as it is now in case a grower stopped before the edit or the file was broken then
 .venv/bin/nepbench reference aimd --manifest-only
 git add reference_data
 if git diff --cached --quiet -- reference_data; then

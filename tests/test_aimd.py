@@ -379,3 +379,44 @@ def test_changed_spec_is_caught_by_verify_and_manifest_only_rewrites_it(spec, mo
     assert aimd.verify_aimd(aimd.load_aimd_spec(path)) == []
     entry = json.loads((path.parent / "aimd" / "manifest.json").read_text())["runs"]["si-a"]
     assert entry["protocol"]["warmup_steps"] == 4 and entry["production_ps"] == pytest.approx(0.004)
+
+
+def test_a_grower_writes_the_manifest_for_aimd_toml_as_edited_while_it_runs(spec, monkeypatch):
+    """A longer warm-up written into aimd.toml while a grower runs reaches the manifest the
+    grower writes next, with the file's sha256: verify finds nothing stale."""
+    path = Path(spec.path)
+    engine = _engine(monkeypatch)
+    fake = engine._execute
+
+    def edit_then_run(*args, **kwargs):
+        if len(fake.inputs) == 1:  # during the second segment
+            path.write_text(path.read_text().replace("warmup_steps = 2\n", "warmup_steps = 4\n", 1))
+        return fake(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_execute", edit_then_run)
+    aimd.grow(spec, engine, run_ids=["si-a"])
+    manifest = json.loads((path.parent / "aimd" / "manifest.json").read_text())
+    assert manifest["runs"]["si-a"]["protocol"]["warmup_steps"] == 4
+    assert manifest["runs"]["si-a"]["production_ps"] == pytest.approx(0.004)
+    assert aimd.verify_aimd(aimd.load_aimd_spec(path)) == []
+
+
+@pytest.mark.parametrize("edit", [
+    ("temperature_k = 600.0\n", "temperature_k = 700.0\n"),  # other dynamics: not this run's manifest
+    ("[[run]]\nid = \"si-a\"", "[[run]\nid = \"si-a\""),      # no longer loads
+])
+def test_a_grower_keeps_its_own_spec_when_aimd_toml_changes_the_run_or_breaks(spec, monkeypatch, edit):
+    path = Path(spec.path)
+    engine = _engine(monkeypatch)
+    fake = engine._execute
+
+    def edit_then_run(*args, **kwargs):
+        if len(fake.inputs) == 0:
+            path.write_text(path.read_text().replace(*edit, 1))
+        return fake(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_execute", edit_then_run)
+    aimd.grow(spec, engine, run_ids=["si-a"], stop_requested=lambda: len(fake.inputs) >= 1)  # one segment
+    manifest = json.loads((path.parent / "aimd" / "manifest.json").read_text())
+    assert manifest["runs"]["si-a"]["protocol"]["temperature_k"] == 600.0
+    assert manifest["spec_sha256"] == spec.sha256 != aimd.sha256_file(path)

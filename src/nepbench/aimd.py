@@ -7,9 +7,10 @@ protocol, CP2K settings and version, committed length, cost and file hashes.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,10 +50,13 @@ class AimdRun:
 
 @dataclass(frozen=True)
 class AimdSpec:
+    """The runs of an aimd.toml; `sha256` is that of the text they were parsed from."""
+
     runs: tuple[AimdRun, ...]
     settings_preset: str = "aimd"
     segment_steps: int = 20
     path: str = ""
+    sha256: str = ""
 
     def run(self, run_id: str) -> AimdRun:
         for run in self.runs:
@@ -65,9 +69,10 @@ def load_aimd_spec(path: str | Path = DEFAULT_SPEC) -> AimdSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: AIMD spec not found")
+    raw_bytes = path.read_bytes()
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(raw_bytes.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc})") from None
     runs = []
     for raw in data.get("run", []):
@@ -85,7 +90,34 @@ def load_aimd_spec(path: str | Path = DEFAULT_SPEC) -> AimdSpec:
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"{path}: AIMD run {raw.get('id', '?')!r}: {exc}") from None
     return AimdSpec(tuple(runs), str(data.get("settings", "aimd")), int(data.get("segment_steps", 20)),
-                    str(path))
+                    str(path), hashlib.sha256(raw_bytes).hexdigest())
+
+
+def _same_system_and_dynamics(a: AimdRun, b: AimdRun) -> bool:
+    """True when two runs differ at most in what is analysis or length: warm-up cut, target."""
+    strip = {"warmup_steps": 0, "steps": 1}
+    return (a.builder, a.params, a.seed, a.prerelax, replace(a.protocol, **strip)) == \
+        (b.builder, b.params, b.seed, b.prerelax, replace(b.protocol, **strip))
+
+
+def reload_aimd_spec(spec: AimdSpec) -> AimdSpec:
+    """The spec as its file reads now when it still describes the runs being grown, else `spec`.
+
+    A grower runs for hours with the spec it started with. When aimd.toml is edited meanwhile in
+    what is analysis or length only (a longer warm-up, another target), the manifest it writes
+    must describe the file as it is. When the file no longer loads, or changes a run's system or
+    dynamics, the manifest keeps describing `spec` and records `spec.sha256`, which `verify_aimd`
+    reports as a manifest for another version of aimd.toml (the next segment refuses a changed
+    protocol anyway).
+    """
+    try:
+        current = load_aimd_spec(spec.path)
+    except (ConfigError, InputError, OSError):
+        return spec
+    now = {run.id: run for run in current.runs}
+    if all(run.id not in now or _same_system_and_dynamics(run, now[run.id]) for run in spec.runs):
+        return current
+    return spec
 
 
 def run_dir_of(spec: AimdSpec, run: AimdRun) -> Path:
@@ -109,7 +141,7 @@ def committed_steps(spec: AimdSpec, run: AimdRun) -> int:
 
 
 def write_manifest(spec: AimdSpec) -> dict[str, Any]:
-    """reference_data/aimd/manifest.json from the runs' committed state."""
+    """reference_data/aimd/manifest.json from the runs' committed state, for `spec` as loaded."""
     import json
 
     runs = {}
@@ -139,7 +171,7 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
             "settings": state["settings"], "ranks": state["ranks"], "files": files,
         }
     manifest = {"schema": "nepbench.aimd/1", "spec": Path(spec.path).name,
-                "spec_sha256": sha256_file(spec.path), "runs": runs, "hardware": hardware_info()}
+                "spec_sha256": spec.sha256 or sha256_file(spec.path), "runs": runs, "hardware": hardware_info()}
     atomic_write_json(Path(spec.path).parent / "aimd" / "manifest.json", manifest)
     return manifest
 
@@ -249,7 +281,7 @@ def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall
                 continue
             progressed = True
             with exclusive_lock(Path(spec.path).parent / "aimd" / ".manifest.lock"):
-                write_manifest(spec)
+                write_manifest(reload_aimd_spec(spec))
             if on_segment:
                 on_segment(run, result)
         if not progressed:
