@@ -12,6 +12,7 @@ import json
 import lzma
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cp2k_fakes import FakeCP2K
@@ -214,25 +215,28 @@ def test_show_table_lists_each_run_with_length_and_cost(spec, monkeypatch):
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(rows) == {"si-a", "si-b"}
     # si-a: 8 atoms, 6/6 steps of 2 fs = 0.012 ps, 0.008 ps after warm-up, 10 s of CP2K
-    assert rows["si-a"][1:4] + rows["si-a"][5:7] == ["8", "6/6", "2", "0.012", "0.008"]
+    assert rows["si-a"][1:4] + rows["si-a"][6:8] == ["8", "6/6", "2", "0.012", "0.008"]
     # target 600 K; FakeCP2K books 1 fs and 300 + step K per step: steps 4–6 are past 0.004 ps
     assert rows["si-a"][4] == "600/305"
-    assert rows["si-a"][7] == f"{10 / 3600:.2f}"
-    assert rows["si-a"][8] == "0.00"  # at its target: nothing left
-    assert rows["si-a"][10] == f"{(7 + 8 + 9 + 11) / 4:.1f}"  # SCF iterations per step
+    assert rows["si-a"][5] == "2/—"  # 2-step warm-up; 6 steps are too few to detect equilibration
+    assert rows["si-a"][8] == f"{10 / 3600:.2f}"
+    assert rows["si-a"][9] == "0.00"  # at its target: nothing left
+    assert rows["si-a"][11] == f"{(7 + 8 + 9 + 11) / 4:.1f}"  # SCF iterations per step
 
 
 def test_show_table_gives_the_cp2k_time_left_at_the_measured_speed():
     from nepbench.commands.reference import aimd_table
 
     run = {"n_atoms": 32, "total_steps": 30, "target_steps": 600,
-           "protocol": {"timestep_fs": 2.0, "temperature_k": 900.0},
+           "protocol": {"timestep_fs": 2.0, "temperature_k": 900.0, "warmup_steps": 150},
            "length_ps": 0.06, "production_ps": 0.0, "total_wall_s": 2400.0, "s_per_step_median": 80.0,
-           "ranks": 1, "scf_iterations_per_step": None, "conserved_drift_mev_per_atom_per_ps": None}
+           "ranks": 1, "scf_iterations_per_step": None, "conserved_drift_mev_per_atom_per_ps": None,
+           "potential_energy_equilibrated_at_step": 158}
     row = aimd_table({"runs": {"a": run}})[2].split()
     assert row[4] == "900/—"  # no production yet: no mean temperature
-    assert row[7:10] == ["0.67", f"{570 * 80 / 3600:.2f}", "80.0"]  # 570 steps left at 80 s
-    assert row[10] == "—"
+    assert row[5] == "150/158"
+    assert row[8:11] == ["0.67", f"{570 * 80 / 3600:.2f}", "80.0"]  # 570 steps left at 80 s
+    assert row[11] == "—"
 
 
 def test_a_stop_request_ends_growth_after_the_running_segment(spec, monkeypatch):
@@ -420,3 +424,52 @@ def test_a_grower_keeps_its_own_spec_when_aimd_toml_changes_the_run_or_breaks(sp
     manifest = json.loads((path.parent / "aimd" / "manifest.json").read_text())
     assert manifest["runs"]["si-a"]["protocol"]["temperature_k"] == 600.0
     assert manifest["spec_sha256"] == spec.sha256 != aimd.sha256_file(path)
+
+
+def test_manifest_gives_the_step_where_the_potential_energy_is_detected_stationary(spec, monkeypatch):
+    """FakeCP2K's potential energy is a relaxation (decaying over ~15 steps) plus noise: the
+    manifest's detected start of equilibration lies past the decay and before its end."""
+    from nepbench.engines.cp2k import ENER_FILE, HARTREE_EV
+
+    long_spec = Path(spec.path)
+    long_spec.write_text(long_spec.read_text().replace("target_steps = 10\n", "target_steps = 120\n", 1))
+    spec = aimd.load_aimd_spec(long_spec)
+    aimd.grow(spec, _engine(monkeypatch), run_ids=["si-b"])
+    ener_path = long_spec.parent / "aimd" / "si-b" / ENER_FILE
+    rng = np.random.default_rng(1)
+    rows = []
+    for line in ener_path.read_text().splitlines():
+        if line.startswith("#"):
+            rows.append(line)
+            continue
+        cols = line.split()
+        step = int(cols[0])
+        cols[4] = f"{(-100.0 + (0.4 * np.exp(-step / 15) + 0.01 * rng.normal()) / HARTREE_EV):.12f}"
+        rows.append(" ".join(cols))
+    ener_path.write_text("\n".join(rows) + "\n")
+    entry = aimd.write_manifest(spec)["runs"]["si-b"]
+    assert 25 <= entry["potential_energy_equilibrated_at_step"] <= 80  # 0.4 eV e^(-t/15) = 10 meV at t = 55
+    assert entry["potential_energy_effective_samples"] >= aimd.EQUILIBRATION_MIN_EFFECTIVE_SAMPLES
+
+
+def test_no_equilibration_step_is_given_while_the_energy_still_drifts(spec, monkeypatch):
+    """A potential energy falling steadily over the whole run leaves too few effective samples
+    after any start: the manifest gives no step rather than a spurious one."""
+    from nepbench.engines.cp2k import ENER_FILE, HARTREE_EV
+
+    long_spec = Path(spec.path)
+    long_spec.write_text(long_spec.read_text().replace("target_steps = 10\n", "target_steps = 120\n", 1))
+    spec = aimd.load_aimd_spec(long_spec)
+    aimd.grow(spec, _engine(monkeypatch), run_ids=["si-b"])
+    ener_path = long_spec.parent / "aimd" / "si-b" / ENER_FILE
+    rng = np.random.default_rng(2)
+    rows = []
+    for line in ener_path.read_text().splitlines():
+        cols = line.split()
+        if not line.startswith("#"):
+            cols[4] = f"{(-100.0 + (-0.002 * int(cols[0]) + 0.01 * rng.normal()) / HARTREE_EV):.12f}"
+        rows.append(" ".join(cols))
+    ener_path.write_text("\n".join(rows) + "\n")
+    entry = aimd.write_manifest(spec)["runs"]["si-b"]
+    assert entry["potential_energy_equilibrated_at_step"] is None
+    assert entry["potential_energy_effective_samples"] < aimd.EQUILIBRATION_MIN_EFFECTIVE_SAMPLES

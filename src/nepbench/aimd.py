@@ -221,23 +221,48 @@ def _mean_scf_iterations(segments: list[dict[str, Any]]) -> float | None:
     return round(sum(m * w for m, w in pairs) / weight, 2) if weight else None
 
 
+#: Fewest MD steps after a detected start of equilibration (metrics/equilibration.py), and fewest
+#: effectively independent samples after it for the start to be reported: with fewer, a slow
+#: relaxation still under way cannot be told from a fluctuation.
+EQUILIBRATION_MIN_STEPS = 20
+EQUILIBRATION_MIN_EFFECTIVE_SAMPLES = 10.0
+
+
 def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
-    """Mean temperature after the warm-up and conserved-quantity drift of a run's md.ener columns.
+    """Mean temperature after the warm-up, conserved-quantity drift and the detected end of
+    equilibration of a run's md.ener columns.
 
     With the CSVR thermostat CP2K's conserved quantity includes the thermostat's energy, so its
     drift (the NVE energy-drift metric applied to it) measures integration error: time step, SCF.
+    `potential_energy_equilibrated_at_step` is the MD step from which the potential energy is
+    stationary by `detect_equilibration` (steps 1 on), a check on the warm-up chosen in aimd.toml,
+    not a cut. It is None with fewer than 2 × EQUILIBRATION_MIN_STEPS steps, or when fewer than
+    EQUILIBRATION_MIN_EFFECTIVE_SAMPLES effectively independent samples follow it (their number is
+    `potential_energy_effective_samples`).
     """
     from .engines.cp2k import HARTREE_EV
+    from .metrics.equilibration import detect_equilibration
     from .metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 
+    empty = {"conserved_drift_mev_per_atom_per_ps": None, "temperature_mean_k_after_warmup": None,
+             "potential_energy_equilibrated_at_step": None, "potential_energy_effective_samples": None}
     if ener is None or ener["step"].size < 3:
-        return {"conserved_drift_mev_per_atom_per_ps": None, "temperature_mean_k_after_warmup": None}
+        return empty
     times_ps = ener["time_fs"] / 1000
     after = times_ps >= warmup_ps - 1e-9
     drift = nve_energy_drift_ev_per_atom_per_ps(times_ps, ener["conserved_ha"] * HARTREE_EV, n_atoms)
+    moved = ener["step"] >= 1
+    equilibrated = effective = None
+    if moved.sum() >= 2 * EQUILIBRATION_MIN_STEPS:
+        found = detect_equilibration(ener["potential_ha"][moved], min_samples=EQUILIBRATION_MIN_STEPS)
+        effective = round(found.effective_samples, 1)
+        if found.effective_samples >= EQUILIBRATION_MIN_EFFECTIVE_SAMPLES:
+            equilibrated = int(ener["step"][moved][found.start_index])
     return {"conserved_drift_mev_per_atom_per_ps": round(drift.drift_ev_per_atom_per_ps * 1000, 4),
             "temperature_mean_k_after_warmup": round(float(ener["temperature_k"][after].mean()), 1)
-            if after.any() else None}
+            if after.any() else None,
+            "potential_energy_equilibrated_at_step": equilibrated,
+            "potential_energy_effective_samples": effective}
 
 
 def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall_s: float | None = None,

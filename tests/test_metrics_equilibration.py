@@ -1,0 +1,66 @@
+"""Equilibration detection and statistical inefficiency on series whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nepbench.metrics.equilibration import detect_equilibration, statistical_inefficiency
+
+
+def _ar1(rho: float, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=n)
+    x = np.empty(n)
+    x[0] = noise[0] / np.sqrt(1 - rho**2)
+    for i in range(1, n):
+        x[i] = rho * x[i - 1] + noise[i]
+    return x
+
+
+def test_white_noise_has_inefficiency_near_one() -> None:
+    g = [statistical_inefficiency(np.random.default_rng(s).normal(size=4000)) for s in range(10)]
+    assert np.mean(g) == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.8])
+def test_ar1_inefficiency_matches_its_closed_form(rho: float) -> None:
+    g = np.mean([statistical_inefficiency(_ar1(rho, 20000, seed)) for seed in range(5)])
+    assert g == pytest.approx((1 + rho) / (1 - rho), rel=0.12)
+
+
+def test_constant_series_has_inefficiency_one() -> None:
+    assert statistical_inefficiency(np.full(50, 3.0)) == 1.0
+
+
+def test_stationary_series_is_judged_stationary_from_the_start() -> None:
+    found = detect_equilibration(np.random.default_rng(3).normal(size=300))
+    assert found.start_index < 30 and found.n_samples == 300
+    assert found.effective_samples == pytest.approx((300 - found.start_index) / found.statistical_inefficiency)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_decaying_transient_is_cut_off(seed: int) -> None:
+    """A relaxation of 15 noise widths decaying over 20 samples, then noise: equilibration is
+    found after the transient has fallen to about the noise, not at the start."""
+    n = 400
+    t = np.arange(n)
+    x = 15.0 * np.exp(-t / 20.0) + np.random.default_rng(seed).normal(size=n)
+    found = detect_equilibration(x)
+    assert 30 <= found.start_index <= 120  # 15 e^(-t/20) is 1.0 at t = 54
+
+
+def test_a_late_step_change_moves_the_start_past_it() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=150) + 6.0, rng.normal(size=250)])
+    assert 145 <= detect_equilibration(x).start_index <= 165
+
+
+@pytest.mark.parametrize("values, message", [
+    (np.array([1.0, np.nan, 2.0] * 10), "NaN"),
+    (np.ones((5, 5)), "one-dimensional"),
+    (np.arange(5.0), "at least 10"),
+])
+def test_bad_series_is_refused(values: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        detect_equilibration(values)
