@@ -152,3 +152,46 @@ def test_accuracy_caveat_names_the_model_that_fails_forces_only():
     assert len(notes) == 1 and notes[0].startswith("m fails force_rmse ")
     # a failing speed criterion or a warning on forces is no accuracy caveat
     assert accuracy_caveats([warned, fast]) == []
+
+
+RDF = {"id": "rdf[m]", "claim": "Reproduces the AIMD g(r)", "task": "md-m", "metric": "rdf_l1_error_max",
+       "good": 0.15, "bad": 0.40, "unit": "", "source": "docs", "floor": "rdf_l1_aimd_halves_max"}
+
+
+def test_floor_beyond_the_pass_bound_is_noted_with_both_numbers():
+    from nepbench.report.criteria import floor_caveats
+    v = judge(RDF, record(task="md-m", rdf_l1_error_max=0.506, rdf_l1_aimd_halves_max=0.253))
+    assert v.verdict == "fail" and v.floor_metric == "rdf_l1_aimd_halves_max" and v.floor_value == 0.253
+    notes = floor_caveats([v])
+    assert len(notes) == 1 and notes[0].startswith("rdf[m]: ")
+    assert "rdf_l1_aimd_halves_max = 0.253" in notes[0] and "(0.15)" in notes[0] and "0.506" in notes[0]
+    # the verdict itself is unchanged: the note qualifies it
+    assert exit_code([v]) == 1
+
+
+@pytest.mark.parametrize("metrics", [
+    {"rdf_l1_error_max": 0.2, "rdf_l1_aimd_halves_max": 0.10},   # floor below the pass bound
+    {"rdf_l1_error_max": 0.2},                                   # floor not measured
+    {"rdf_l1_error_max": 0.2, "rdf_l1_aimd_halves_max": float("nan")},
+])
+def test_no_floor_note_when_the_floor_is_below_the_bound_or_absent(metrics):
+    from nepbench.report.criteria import floor_caveats
+    v = judge(RDF, record(task="md-m", **metrics))
+    assert v.verdict == "warn" and floor_caveats([v]) == []
+
+
+def test_higher_is_better_floor_counts_below_good():
+    from nepbench.report.criteria import floor_caveats
+    crit = {**HIGHER, "floor": "ratio_noise"}
+    assert floor_caveats([judge(crit, record(task="speed", ratio=50000.0, ratio_noise=60000.0))])
+    assert not floor_caveats([judge(crit, record(task="speed", ratio=50000.0, ratio_noise=80000.0))])
+
+
+def test_suite_floor_survives_model_expansion():
+    from pathlib import Path
+
+    from nepbench.config import load_suite
+    suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "quick.toml", models=("nep89-lisic",))
+    rdf = next(c for c in suite.criteria if c.id.startswith("rdf["))
+    assert rdf.floor == "rdf_l1_aimd_halves_max"
+    assert validate_criterion(rdf.to_dict()).floor == "rdf_l1_aimd_halves_max"

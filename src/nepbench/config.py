@@ -2,7 +2,7 @@
 
 A suite file has a `[suite]` table (name, description), `[[task]]` tables (id, type, plus
 type-specific parameters) and `[[criterion]]` tables (id, claim, task, metric, good, bad, unit,
-source). Lower is better when good < bad, higher is better when good > bad.
+source, and optionally floor). Lower is better when good < bad, higher is better when good > bad.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class Criterion:
-    """A claim turned into a bound on one metric of one task."""
+    """A claim turned into a bound on one metric of one task.
+
+    `floor` (optional) names a metric of the same task that measures the reference's own sampling
+    noise in the metric's unit (e.g. the AIMD g(r) between its two halves); the report says when
+    that noise alone is beyond the pass bound.
+    """
 
     id: str
     claim: str
@@ -44,6 +49,7 @@ class Criterion:
     bad: float
     unit: str
     source: str
+    floor: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -82,7 +88,7 @@ def _criterion(raw: dict[str, Any], path: Path, index: int) -> Criterion:
     if good == bad:
         raise ConfigError(f"{where}: good and bad must differ")
     return Criterion(str(raw["id"]), str(raw["claim"]), str(raw["task"]), str(raw["metric"]),
-                     good, bad, str(raw["unit"]), str(raw["source"]))
+                     good, bad, str(raw["unit"]), str(raw["source"]), str(raw.get("floor", "")))
 
 
 def expand_models(tasks: list[TaskSpec], models: tuple[str, ...]) -> list[TaskSpec]:
@@ -131,7 +137,7 @@ def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite
             for model in suite_models:
                 expanded.append(Criterion(f"{crit.id}[{model}]", f"{crit.claim} ({model})",
                                           crit.task.replace("{model}", model), crit.metric,
-                                          crit.good, crit.bad, crit.unit, crit.source))
+                                          crit.good, crit.bad, crit.unit, crit.source, crit.floor))
         else:
             expanded.append(crit)
     for crit in expanded:

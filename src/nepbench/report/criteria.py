@@ -57,6 +57,8 @@ class Verdict:
         task_status: the record's status, or None when there is no record.
         unexpected: True for a gap nobody explained (failed task, no record, metric silently
             absent, NaN/inf): the gate cannot vouch for the claim, so verify exits 2.
+        floor_metric / floor_value: the criterion's `floor` metric and its value in the record
+            (the reference's own sampling noise, in `unit`), or "" / None.
     """
 
     criterion: str
@@ -76,6 +78,8 @@ class Verdict:
     model: str | None = None
     task_status: str | None = None
     unexpected: bool = False
+    floor_metric: str = ""
+    floor_value: float | None = None
 
     @property
     def lower_is_better(self) -> bool:
@@ -118,7 +122,7 @@ def validate_criterion(raw: Criterion | Mapping[str, Any]) -> Criterion:
     if good == bad:
         raise ConfigError(f"{where}: good and bad must differ (both {good:g})")
     return Criterion(str(data["id"]), str(data["claim"]), str(data["task"]), str(data["metric"]),
-                     good, bad, str(data["unit"]), str(data["source"]))
+                     good, bad, str(data["unit"]), str(data["source"]), str(data.get("floor") or ""))
 
 
 def score(value: float, good: float, bad: float) -> float:
@@ -197,7 +201,9 @@ def judge(criterion: Criterion | Mapping[str, Any], record: Mapping[str, Any] | 
         return Verdict(value=None, verdict="not_measured", reason=reason, unexpected=unexpected, **common)
     value = float(record["metrics"][crit.metric])  # type: ignore[index]
     s = score(value, crit.good, crit.bad)
-    return Verdict(value=value, verdict=verdict_of_score(s), score=s, **common)
+    floor = _number((record or {}).get("metrics", {}).get(crit.floor)) if crit.floor else None
+    return Verdict(value=value, verdict=verdict_of_score(s), score=s, floor_metric=crit.floor,
+                   floor_value=floor if floor is not None and math.isfinite(floor) else None, **common)
 
 
 def judge_all(criteria: Iterable[Criterion | Mapping[str, Any]],
@@ -258,3 +264,24 @@ def accuracy_caveats(verdicts: Sequence[Verdict]) -> list[str]:
     return [f"{model} fails {', '.join(names)} against the DFT reference: its other verdicts (speed, MD, "
             f"expansion) are measured with a potential that is not near-DFT on these frames"
             for model, names in failing.items()]
+
+
+def floor_caveats(verdicts: Sequence[Verdict]) -> list[str]:
+    """One line per judged criterion whose reference noise alone is beyond its pass bound.
+
+    The criterion's `floor` metric measures how far the reference disagrees with itself (say, the
+    AIMD g(r) of its first half against its second). When that is worse than `good`, no model can
+    pass however good it is, and a fail within a few floors of the value is partly noise: the line
+    gives both numbers and says that a longer reference is what would sharpen the verdict.
+    """
+    lines = []
+    for v in verdicts:
+        if not v.judged or v.floor_value is None or v.value is None:
+            continue
+        beyond = v.floor_value > v.good if v.lower_is_better else v.floor_value < v.good
+        if beyond:
+            unit = f" {v.unit}" if v.unit else ""
+            lines.append(f"{v.criterion}: the reference's own sampling noise ({v.floor_metric} = "
+                         f"{v.floor_value:.3g}{unit}) is beyond the pass bound ({v.good:g}{unit}); no model "
+                         f"can pass until the reference is longer (measured: {v.value:.3g}{unit})")
+    return lines

@@ -33,7 +33,7 @@ from .. import __version__
 from ..errors import ConfigError, InputError
 from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_text
 from . import plots
-from .criteria import Verdict, accuracy_caveats, counts, exit_code, hardware_summary, judge_all
+from .criteria import Verdict, accuracy_caveats, counts, exit_code, floor_caveats, hardware_summary, judge_all
 
 RECORD_SCHEMA = "nepbench.result/1"
 REPORT_SCHEMA = "nepbench.report/1"
@@ -267,7 +267,7 @@ def build_report(run_dirs: Sequence[str | Path], figures: bool = True,
         "summary": {**counts(verdicts), "exit_code": exit_code(verdicts),
                     "exit_code_strict": exit_code(verdicts, strict=True)},
         "records": ordered, "provenance": provenance_summary(ordered),
-        "notes": notes + accuracy_caveats(verdicts),
+        "notes": notes + accuracy_caveats(verdicts) + floor_caveats(verdicts),
     }
     if figures:
         report["figures"] = make_figures(report, problems=report["notes"])
