@@ -426,28 +426,32 @@ def test_a_grower_keeps_its_own_spec_when_aimd_toml_changes_the_run_or_breaks(sp
     assert manifest["spec_sha256"] == spec.sha256 != aimd.sha256_file(path)
 
 
-def test_manifest_gives_the_step_where_the_potential_energy_is_detected_stationary(spec, monkeypatch):
-    """FakeCP2K's potential energy is a relaxation (decaying over ~15 steps) plus noise: the
-    manifest's detected start of equilibration lies past the decay and before its end."""
+def _manifest_of_a_120_step_run_with_potential(spec, monkeypatch, potential_ev) -> dict:
+    """Grow si-b to 120 FakeCP2K steps, give step n the potential energy potential_ev(n) (eV, whole
+    cell, plus -100 Ha) in its md.ener, and return the run's manifest entry."""
     from nepbench.engines.cp2k import ENER_FILE, HARTREE_EV
 
-    long_spec = Path(spec.path)
-    long_spec.write_text(long_spec.read_text().replace("target_steps = 10\n", "target_steps = 120\n", 1))
-    spec = aimd.load_aimd_spec(long_spec)
+    path = Path(spec.path)
+    path.write_text(path.read_text().replace("target_steps = 10\n", "target_steps = 120\n", 1))
+    spec = aimd.load_aimd_spec(path)
     aimd.grow(spec, _engine(monkeypatch), run_ids=["si-b"])
-    ener_path = long_spec.parent / "aimd" / "si-b" / ENER_FILE
-    rng = np.random.default_rng(1)
+    ener_path = path.parent / "aimd" / "si-b" / ENER_FILE
     rows = []
     for line in ener_path.read_text().splitlines():
-        if line.startswith("#"):
-            rows.append(line)
-            continue
         cols = line.split()
-        step = int(cols[0])
-        cols[4] = f"{(-100.0 + (0.4 * np.exp(-step / 15) + 0.01 * rng.normal()) / HARTREE_EV):.12f}"
+        if not line.startswith("#"):
+            cols[4] = f"{-100.0 + potential_ev(int(cols[0])) / HARTREE_EV:.12f}"
         rows.append(" ".join(cols))
     ener_path.write_text("\n".join(rows) + "\n")
-    entry = aimd.write_manifest(spec)["runs"]["si-b"]
+    return aimd.write_manifest(spec)["runs"]["si-b"]
+
+
+def test_manifest_gives_the_step_where_the_potential_energy_is_detected_stationary(spec, monkeypatch):
+    """A relaxation (0.4 eV decaying over 15 steps) plus 10 meV of noise: the detected start of
+    equilibration lies past the decay and well before the run's end."""
+    rng = np.random.default_rng(1)
+    entry = _manifest_of_a_120_step_run_with_potential(
+        spec, monkeypatch, lambda step: 0.4 * np.exp(-step / 15) + 0.01 * rng.normal())
     assert 25 <= entry["potential_energy_equilibrated_at_step"] <= 80  # 0.4 eV e^(-t/15) = 10 meV at t = 55
     assert entry["potential_energy_effective_samples"] >= aimd.EQUILIBRATION_MIN_EFFECTIVE_SAMPLES
 
@@ -455,21 +459,8 @@ def test_manifest_gives_the_step_where_the_potential_energy_is_detected_stationa
 def test_no_equilibration_step_is_given_while_the_energy_still_drifts(spec, monkeypatch):
     """A potential energy falling steadily over the whole run leaves too few effective samples
     after any start: the manifest gives no step rather than a spurious one."""
-    from nepbench.engines.cp2k import ENER_FILE, HARTREE_EV
-
-    long_spec = Path(spec.path)
-    long_spec.write_text(long_spec.read_text().replace("target_steps = 10\n", "target_steps = 120\n", 1))
-    spec = aimd.load_aimd_spec(long_spec)
-    aimd.grow(spec, _engine(monkeypatch), run_ids=["si-b"])
-    ener_path = long_spec.parent / "aimd" / "si-b" / ENER_FILE
     rng = np.random.default_rng(2)
-    rows = []
-    for line in ener_path.read_text().splitlines():
-        cols = line.split()
-        if not line.startswith("#"):
-            cols[4] = f"{(-100.0 + (-0.002 * int(cols[0]) + 0.01 * rng.normal()) / HARTREE_EV):.12f}"
-        rows.append(" ".join(cols))
-    ener_path.write_text("\n".join(rows) + "\n")
-    entry = aimd.write_manifest(spec)["runs"]["si-b"]
+    entry = _manifest_of_a_120_step_run_with_potential(
+        spec, monkeypatch, lambda step: -0.002 * step + 0.01 * rng.normal())
     assert entry["potential_energy_equilibrated_at_step"] is None
     assert entry["potential_energy_effective_samples"] < aimd.EQUILIBRATION_MIN_EFFECTIVE_SAMPLES
