@@ -56,7 +56,7 @@ def test_model_override(tmp_path):
     (('good = 100', 'good = 200'), "must differ"),
     (('type = "throughput"', 'type = "dance"'), "unknown type"),
     (('metric = "force_rmse_mev_per_a"\n', ''), "lacks metric"),
-    (('good = 100', 'good = "x"'), "must be numbers"),
+    (('good = 100', 'good = "x"'), "must be finite numbers"),
     (('task = "parity-{model}"', 'task = "nope"'), "unknown task"),
     (('[suite]', '[suite'), "malformed TOML"),
 ])

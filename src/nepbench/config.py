@@ -7,7 +7,10 @@ source, and optionally floor). Lower is better when good < bad, higher is better
 
 from __future__ import annotations
 
+import math
+import numbers
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,20 +78,40 @@ class Suite:
         raise ConfigError(f"{self.path}: no task {task_id!r} (have {', '.join(t.id for t in self.tasks)})")
 
 
-def _criterion(raw: dict[str, Any], path: Path, index: int) -> Criterion:
-    where = f"{path}: criterion {raw.get('id', index)!r}"
-    required = ("id", "claim", "task", "metric", "good", "bad", "unit", "source")
-    missing = [k for k in required if k not in raw]
+CRITERION_FIELDS = ("id", "claim", "task", "metric", "good", "bad", "unit", "source")
+
+
+def _bound(value: Any) -> float | None:
+    """A criterion bound as a finite float, or None for non-numbers (bools and strings included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def criterion_from_mapping(raw: Any, where: str) -> Criterion:
+    """A checked `Criterion` from a suite table or a suite.json entry; `where` starts each error.
+
+    Raises:
+        ConfigError: not a table, a field missing, good or bad not a finite number, or good == bad.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a table of fields, got {type(raw).__name__}")
+    missing = [key for key in CRITERION_FIELDS if key not in raw]
     if missing:
         raise ConfigError(f"{where} lacks {', '.join(missing)}")
-    try:
-        good, bad = float(raw["good"]), float(raw["bad"])
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: good and bad must be numbers") from None
+    good, bad = _bound(raw["good"]), _bound(raw["bad"])
+    if good is None or bad is None:
+        raise ConfigError(f"{where}: good and bad must be finite numbers "
+                          f"(got good={raw['good']!r}, bad={raw['bad']!r})")
     if good == bad:
-        raise ConfigError(f"{where}: good and bad must differ")
+        raise ConfigError(f"{where}: good and bad must differ (both {good:g})")
     return Criterion(str(raw["id"]), str(raw["claim"]), str(raw["task"]), str(raw["metric"]),
-                     good, bad, str(raw["unit"]), str(raw["source"]), str(raw.get("floor", "")))
+                     good, bad, str(raw["unit"]), str(raw["source"]), str(raw.get("floor") or ""))
+
+
+def _criterion(raw: dict[str, Any], path: Path, index: int) -> Criterion:
+    return criterion_from_mapping(raw, f"{path}: criterion {raw.get('id', index)!r}")
 
 
 def expand_models(tasks: list[TaskSpec], models: tuple[str, ...]) -> list[TaskSpec]:

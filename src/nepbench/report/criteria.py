@@ -28,11 +28,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..config import Criterion
+from ..config import Criterion, criterion_from_mapping
 from ..errors import ConfigError
 
 VERDICTS = ("pass", "warn", "fail", "not_measured")
-CRITERION_FIELDS = ("id", "claim", "task", "metric", "good", "bad", "unit", "source")
 EXIT_OK, EXIT_FAIL, EXIT_CANNOT_JUDGE = 0, 1, 2
 
 
@@ -102,27 +101,15 @@ def _number(value: Any) -> float | None:
 
 
 def validate_criterion(raw: Criterion | Mapping[str, Any]) -> Criterion:
-    """A checked `Criterion` from a dict (suite.json) or a `Criterion`.
+    """A checked `Criterion` from a dict (suite.json) or a `Criterion` (`config.criterion_from_mapping`).
 
     Raises:
         ConfigError: a field is missing, good or bad is not a finite number, or good == bad;
             the message names the criterion.
     """
     data = raw.to_dict() if isinstance(raw, Criterion) else raw
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"criterion {data!r}: expected a table of fields, got {type(data).__name__}")
-    where = f"criterion {data.get('id', '?')!r}"
-    missing = [key for key in CRITERION_FIELDS if key not in data]
-    if missing:
-        raise ConfigError(f"{where} lacks {', '.join(missing)}")
-    good, bad = _number(data["good"]), _number(data["bad"])
-    if good is None or bad is None or not (math.isfinite(good) and math.isfinite(bad)):
-        raise ConfigError(f"{where}: good and bad must be finite numbers "
-                          f"(got good={data['good']!r}, bad={data['bad']!r})")
-    if good == bad:
-        raise ConfigError(f"{where}: good and bad must differ (both {good:g})")
-    return Criterion(str(data["id"]), str(data["claim"]), str(data["task"]), str(data["metric"]),
-                     good, bad, str(data["unit"]), str(data["source"]), str(data.get("floor") or ""))
+    name = data.get("id", "?") if isinstance(data, Mapping) else data
+    return criterion_from_mapping(data, f"criterion {name!r}")
 
 
 def score(value: float, good: float, bad: float) -> float:
