@@ -57,6 +57,8 @@ def test_model_override(tmp_path):
     (('type = "throughput"', 'type = "dance"'), "unknown type"),
     (('metric = "force_rmse_mev_per_a"\n', ''), "lacks metric"),
     (('good = 100', 'good = "x"'), "must be finite numbers"),
+    (('good = 100', 'good = nan'), "must be finite numbers"),
+    (('good = 100', 'good = true'), "must be finite numbers"),
     (('task = "parity-{model}"', 'task = "nope"'), "unknown task"),
     (('[suite]', '[suite'), "malformed TOML"),
 ])
