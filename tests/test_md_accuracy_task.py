@@ -76,8 +76,14 @@ def test_compares_g_r_beside_the_aimd_sampling_floor_and_draws_the_figures(refer
     assert set(outcome.series["rdf"]) == {"lisi"} and set(outcome.series["msd"]) == {"lisi"}
     assert {"Li-Li", "Li-Si", "Si-Si"} <= set(outcome.series["rdf"]["lisi"]["pairs"])
     assert "too short" in outcome.metric_reasons["li_d_log10_ratio.lisi"]
+    # the AIMD run itself, every committed step: FakeCP2K books 300 + step K at 1 fs per step
+    history = outcome.series["aimd_thermo"]["lisi"]
+    assert history["time_ps"] == pytest.approx([0.001 * s for s in range(13)])
+    assert history["temperature_k"] == pytest.approx([300.0 + s for s in range(13)])
+    assert history["warmup_ps"] == pytest.approx(0.002) and history["target_temperature_k"] == 300.0
+    assert history["potential_ev_per_atom"][0] == 0.0 and history["equilibrated_ps"] is None  # 12 steps: too few
     # the report draws the series as the task wrote them
-    for draw in (plots.rdf_overlay_png, plots.msd_overlay_png):
+    for draw in (plots.aimd_thermo_png, plots.rdf_overlay_png, plots.msd_overlay_png):
         png = draw({"random": outcome.series})
         assert png is not None and png.startswith(PNG_SIGNATURE)
 
@@ -96,6 +102,7 @@ def test_a_run_far_from_its_thermostat_temperature_is_not_compared(reference_dir
     reason = outcome.metric_reasons["rdf_l1_error_max.hot"]
     assert "not equilibrated" in reason and "against its 900 K thermostat (-66 %)" in reason
     assert "rdf_l1_error_max.hot" not in outcome.metrics
+    assert set(outcome.series["aimd_thermo"]) == {"lisi", "hot"}  # drawn, so the reader sees why
     assert outcome.metrics["rdf_l1_error_max"] == outcome.metrics["rdf_l1_error_max.lisi"]  # lisi still compared
 
 

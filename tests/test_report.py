@@ -321,9 +321,20 @@ def test_plots_return_none_without_data(function, series):
 
 
 @pytest.mark.parametrize("function", [plots.per_motif_overlay_png, plots.rdf_overlay_png, plots.msd_overlay_png,
-                                      plots.arrhenius_overlay_png, plots.expansion_overlay_png])
+                                      plots.arrhenius_overlay_png, plots.expansion_overlay_png,
+                                      plots.aimd_thermo_png])
 def test_overlay_plots_return_none_without_data(function):
     assert function({}) is None and function({"m": {}}) is None
+
+
+def test_aimd_thermo_plot_draws_each_run_and_skips_a_malformed_one():
+    run = {"time_ps": [0.0, 0.002, 0.004, 0.006], "temperature_k": [900.0, 1300.0, 1000.0, 905.0],
+           "potential_ev_per_atom": [0.0, -0.1, -0.2, -0.2], "target_temperature_k": 900.0,
+           "warmup_ps": 0.004, "equilibrated_ps": 0.002}
+    png = plots.aimd_thermo_png({"m": {"aimd_thermo": {"a": run, "b": {**run, "equilibrated_ps": None}}}})
+    assert png is not None and png.startswith(PNG_SIGNATURE)
+    broken = {**run, "temperature_k": [900.0]}  # lengths differ: no panel
+    assert plots.aimd_thermo_png({"m": {"aimd_thermo": {"a": broken}}}) is None
 
 
 def test_parity_uses_hexbin_for_many_points_and_is_deterministic():

@@ -228,6 +228,53 @@ EQUILIBRATION_MIN_STEPS = 20
 EQUILIBRATION_MIN_EFFECTIVE_SAMPLES = 10.0
 
 
+def _equilibrated_step(ener: dict[str, Any]) -> tuple[int | None, float | None]:
+    """(MD step from which the potential energy is stationary, effective samples after it).
+
+    `detect_equilibration` over steps 1 on. The step is None with fewer than
+    2 × EQUILIBRATION_MIN_STEPS steps or fewer than EQUILIBRATION_MIN_EFFECTIVE_SAMPLES effective
+    samples after it; the sample count is None only in the first case.
+    """
+    from .metrics.equilibration import detect_equilibration
+
+    moved = ener["step"] >= 1
+    if moved.sum() < 2 * EQUILIBRATION_MIN_STEPS:
+        return None, None
+    found = detect_equilibration(ener["potential_ha"][moved], min_samples=EQUILIBRATION_MIN_STEPS)
+    step = int(ener["step"][moved][found.start_index])
+    return (step if found.effective_samples >= EQUILIBRATION_MIN_EFFECTIVE_SAMPLES else None,
+            round(found.effective_samples, 1))
+
+
+def thermo_history(spec: AimdSpec, run_id: str) -> dict[str, Any] | None:
+    """Every committed step's temperature and potential energy of an AIMD run, for plotting.
+
+    Returns None before the run's first commit, else {"time_ps", "temperature_k",
+    "potential_ev_per_atom" (relative to step 0), "target_temperature_k", "warmup_ps",
+    "equilibrated_ps" (the detected start of a stationary potential energy, or None)}; lists, in
+    ps, K and eV/atom.
+    """
+    import json
+
+    from .engines.cp2k import HARTREE_EV
+
+    run = spec.run(run_id)
+    folder = run_dir_of(spec, run)
+    if not (folder / "state.json").is_file():
+        return None
+    state = json.loads((folder / "state.json").read_text())
+    ener = _read_ener(folder, state["total_steps"])
+    if ener is None or ener["step"].size == 0:
+        return None
+    potential = ener["potential_ha"] * HARTREE_EV / len(state["symbols"])
+    step, _ = _equilibrated_step(ener)
+    dt_ps = run.protocol.timestep_fs / 1000
+    return {"time_ps": (ener["step"] * dt_ps).tolist(), "temperature_k": ener["temperature_k"].tolist(),
+            "potential_ev_per_atom": (potential - potential[0]).tolist(),
+            "target_temperature_k": run.protocol.temperature_k, "warmup_ps": run.warmup_ps,
+            "equilibrated_ps": None if step is None else step * dt_ps}
+
+
 def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
     """Mean temperature after the warm-up, conserved-quantity drift and the detected end of
     equilibration of a run's md.ener columns.
@@ -241,7 +288,6 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float)
     `potential_energy_effective_samples`).
     """
     from .engines.cp2k import HARTREE_EV
-    from .metrics.equilibration import detect_equilibration
     from .metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 
     empty = {"conserved_drift_mev_per_atom_per_ps": None, "temperature_mean_k_after_warmup": None,
@@ -251,13 +297,7 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float)
     times_ps = ener["time_fs"] / 1000
     after = times_ps >= warmup_ps - 1e-9
     drift = nve_energy_drift_ev_per_atom_per_ps(times_ps, ener["conserved_ha"] * HARTREE_EV, n_atoms)
-    moved = ener["step"] >= 1
-    equilibrated = effective = None
-    if moved.sum() >= 2 * EQUILIBRATION_MIN_STEPS:
-        found = detect_equilibration(ener["potential_ha"][moved], min_samples=EQUILIBRATION_MIN_STEPS)
-        effective = round(found.effective_samples, 1)
-        if found.effective_samples >= EQUILIBRATION_MIN_EFFECTIVE_SAMPLES:
-            equilibrated = int(ener["step"][moved][found.start_index])
+    equilibrated, effective = _equilibrated_step(ener)
     return {"conserved_drift_mev_per_atom_per_ps": round(drift.drift_ev_per_atom_per_ps * 1000, 4),
             "temperature_mean_k_after_warmup": round(float(ener["temperature_k"][after].mean()), 1)
             if after.any() else None,

@@ -152,6 +152,44 @@ def _grid(fig: Figure, n_panels: int, columns: int = 3) -> list[Any]:
     return [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
 
 
+def aimd_thermo_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """The AIMD reference runs themselves: temperature (black, target dotted) and potential energy per
+    atom (blue, right axis) vs time, with the warm-up's end (dashed) and the detected start of a
+    stationary potential energy (dash-dot). The same for every model, so drawn from the first that has it.
+
+    Series layout (md_accuracy): {"aimd_thermo": {run id: {"time_ps", "temperature_k",
+    "potential_ev_per_atom", "target_temperature_k", "warmup_ps", "equilibrated_ps"}}}.
+    """
+    runs = next(iter(_runs_of(series_by_model, "aimd_thermo").values()), None)
+    panels = sorted(run for run, data in (runs or {}).items()
+                    if isinstance(data, Mapping) and _pair(data.get("time_ps"), data.get("temperature_k")))
+    if not panels:
+        return None
+    fig = Figure()
+    for ax, run in zip(_grid(fig, len(panels)), panels):
+        data = runs[run]
+        t, temperature = _pair(data["time_ps"], data["temperature_k"])
+        ax.plot(t, temperature, color="black", lw=0.8, label="T")
+        target = data.get("target_temperature_k")
+        if isinstance(target, (int, float)):
+            ax.axhline(target, color="black", lw=0.8, ls=":")
+        for key, style, label in (("warmup_ps", "--", "warm-up end"), ("equilibrated_ps", "-.", "E_pot stationary")):
+            if isinstance(data.get(key), (int, float)):
+                ax.axvline(data[key], color="grey", lw=1.0, ls=style, label=label)
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("T (K)")
+        ax.set_title(f"{run}: CP2K AIMD", fontsize=9)
+        potential = _pair(data["time_ps"], data.get("potential_ev_per_atom"))
+        if potential is not None:
+            right = ax.twinx()
+            right.plot(potential[0], potential[1] * 1000, color="tab:blue", lw=0.8)
+            right.set_ylabel("E_pot − E_pot(0) (meV/atom)", color="tab:blue")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.set_size_inches(fig.get_size_inches() * [1.3, 1.0])  # room for the right-hand axes
+    fig.tight_layout()
+    return _png(fig)
+
+
 def rdf_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
     """g(r) per AIMD run and species pair: the AIMD reference in black, each model in colour.
 
@@ -394,7 +432,9 @@ PER_TASK: dict[str, Sequence[tuple[str, str, Any]]] = {
 }
 OVERLAY: dict[str, Sequence[tuple[str, str, Any]]] = {
     "parity": (("motifs", "Force RMSE by structural motif, models side by side", per_motif_overlay_png),),
-    "md_accuracy": (("rdf", "Radial distribution functions: AIMD (black) vs models (dashed)", rdf_overlay_png),
+    "md_accuracy": (("aimd", "The CP2K AIMD references: temperature and potential energy, warm-up end (dashed) "
+                             "and detected equilibration (dash-dot)", aimd_thermo_png),
+                    ("rdf", "Radial distribution functions: AIMD (black) vs models (dashed)", rdf_overlay_png),
                     ("msd", "Mean squared displacement: AIMD (black) vs models (dashed)", msd_overlay_png),
                     ("arrhenius", "Li diffusivity vs inverse temperature", arrhenius_overlay_png)),
     "throughput": (),

@@ -74,7 +74,7 @@ def li_msd(traj: Any, species: str = "Li") -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
-    from ..aimd import load_aimd, load_aimd_spec
+    from ..aimd import load_aimd, load_aimd_spec, thermo_history
     from ..engines.nep_cpu import NepCpuEngine
 
     p = spec.params
@@ -87,11 +87,14 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     metrics: dict[str, float] = {}
     units: dict[str, str] = {}
     reasons: dict[str, str] = {}
-    series: dict[str, Any] = {"rdf": {}, "msd": {}, "runs": {}}
+    series: dict[str, Any] = {"rdf": {}, "msd": {}, "runs": {}, "aimd_thermo": {}}
     arrhenius_rows: list[tuple[str, float, Any, Any]] = []
     l1_all, w1_all, logratio_all, halves_all = [], [], [], []
     method_bits = []
     for run_id in p.get("runs", [r.id for r in aimd_spec.runs]):
+        history = thermo_history(aimd_spec, run_id)  # every run, compared or not: is it equilibrated?
+        if history is not None:
+            series["aimd_thermo"][run_id] = history
         try:
             ref = load_aimd(aimd_spec, run_id)
         except InputError as exc:
