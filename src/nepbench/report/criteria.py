@@ -257,9 +257,10 @@ def floor_caveats(verdicts: Sequence[Verdict]) -> list[str]:
     """One line per judged criterion whose reference noise alone is beyond its pass bound.
 
     The criterion's `floor` metric measures how far the reference disagrees with itself (say, the
-    AIMD g(r) of its first half against its second). When that is worse than `good`, no model can
-    pass however good it is, and a fail within a few floors of the value is partly noise: the line
-    gives both numbers and says that a longer reference is what would sharpen the verdict.
+    AIMD g(r) of its first half against its second; each half has half the samples, so it errs
+    high). When that is worse than `good`, a pass is hardly within reach however good the model is,
+    and a fail near the floor is partly noise: the line gives both numbers and says that a longer
+    reference is what would sharpen the verdict.
     """
     lines = []
     for v in verdicts:
@@ -269,6 +270,7 @@ def floor_caveats(verdicts: Sequence[Verdict]) -> list[str]:
         if beyond:
             unit = f" {v.unit}" if v.unit else ""
             lines.append(f"{v.criterion}: the reference's own sampling noise ({v.floor_metric} = "
-                         f"{v.floor_value:.3g}{unit}) is beyond the pass bound ({v.good:g}{unit}); no model "
-                         f"can pass until the reference is longer (measured: {v.value:.3g}{unit})")
+                         f"{v.floor_value:.3g}{unit}) is beyond the pass bound ({v.good:g}{unit}): the "
+                         f"verdict is limited by the reference's length as much as by the model "
+                         f"(measured: {v.value:.3g}{unit})")
     return lines
