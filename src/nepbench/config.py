@@ -81,12 +81,17 @@ class Suite:
 CRITERION_FIELDS = ("id", "claim", "task", "metric", "good", "bad", "unit", "source")
 
 
-def _bound(value: Any) -> float | None:
-    """A criterion bound as a finite float, or None for non-numbers (bools and strings included)."""
+def real_number(value: Any) -> float | None:
+    """`value` as a float, or None for bools (numpy's too), strings and other non-numbers."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    return float(value)
+
+
+def finite_number(value: Any) -> float | None:
+    """`real_number(value)` when it is finite, else None (a criterion bound, a gate value)."""
+    number = real_number(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def criterion_from_mapping(raw: Any, where: str) -> Criterion:
@@ -100,7 +105,7 @@ def criterion_from_mapping(raw: Any, where: str) -> Criterion:
     missing = [key for key in CRITERION_FIELDS if key not in raw]
     if missing:
         raise ConfigError(f"{where} lacks {', '.join(missing)}")
-    good, bad = _bound(raw["good"]), _bound(raw["bad"])
+    good, bad = finite_number(raw["good"]), finite_number(raw["bad"])
     if good is None or bad is None:
         raise ConfigError(f"{where}: good and bad must be finite numbers "
                           f"(got good={raw['good']!r}, bad={raw['bad']!r})")

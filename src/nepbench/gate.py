@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .config import finite_number
 from .errors import ConfigError, NepbenchError
 
 BASELINE_SCHEMA = "nepbench.gate-baseline/1"
@@ -187,13 +188,6 @@ class Snapshot:
     models: Mapping[str, tuple[str, str]]
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _task_models(suite: Mapping[str, Any]) -> dict[str, str]:
     """task id → the model string it was expanded with (from the suite's task list)."""
     out = {}
@@ -250,7 +244,7 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
         if model:
             models[template] = (str(model.get("name")), str(model.get("sha256")))
         for name, value in (record.get("metrics") or {}).items():
-            metrics[(template, name)] = _number(value)
+            metrics[(template, name)] = finite_number(value)
         for name, unit in (record.get("metric_units") or {}).items():
             units[(template, name)] = str(unit)
         for name, why in (record.get("metric_reasons") or {}).items():
@@ -265,11 +259,11 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
         task = template_of.get(str(v.get("task")), str(v.get("task")))
         model = models_of.get(str(v.get("task"))) or v.get("model")
         key = criterion_template(str(v["criterion"]), model)
-        good, bad = _number(v.get("good")), _number(v.get("bad"))
+        good, bad = finite_number(v.get("good")), finite_number(v.get("bad"))
         if good is None or bad is None:
             raise GateInputError(f"{source}: criterion {v['criterion']!r} has no numeric good/bad bounds")
         criteria[key] = CriterionState(key, task, str(v.get("metric")), good < bad, str(v.get("verdict")),
-                                       _number(v.get("value")), good, bad, str(v.get("unit") or ""),
+                                       finite_number(v.get("value")), good, bad, str(v.get("unit") or ""),
                                        v.get("reason"))
     return Snapshot(source, metrics, units, statuses, reasons, criteria, tuple(data), models)
 

@@ -26,9 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
-
-from ..config import Criterion, criterion_from_mapping
+from ..config import Criterion, criterion_from_mapping, finite_number, real_number
 from ..errors import ConfigError
 
 VERDICTS = ("pass", "warn", "fail", "not_measured")
@@ -91,13 +89,6 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "lower_is_better": self.lower_is_better}
-
-
-def _number(value: Any) -> float | None:
-    """`value` as a float, or None for bools, strings and other non-numbers."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    return float(value)
 
 
 def validate_criterion(raw: Criterion | Mapping[str, Any]) -> Criterion:
@@ -165,7 +156,7 @@ def _unmeasured_reason(crit: Criterion, record: Mapping[str, Any] | None) -> tup
         return f"task {crit.task!r} reported no metric {crit.metric!r} (has: {have})", True
     if metrics[crit.metric] is None:
         return f"metric {crit.metric!r} is null (NaN or inf in the run)", True
-    value = _number(metrics[crit.metric])
+    value = real_number(metrics[crit.metric])
     if value is None:
         return f"metric {crit.metric!r} is not a number ({metrics[crit.metric]!r})", True
     if not math.isfinite(value):
@@ -188,9 +179,9 @@ def judge(criterion: Criterion | Mapping[str, Any], record: Mapping[str, Any] | 
         return Verdict(value=None, verdict="not_measured", reason=reason, unexpected=unexpected, **common)
     value = float(record["metrics"][crit.metric])  # type: ignore[index]
     s = score(value, crit.good, crit.bad)
-    floor = _number((record or {}).get("metrics", {}).get(crit.floor)) if crit.floor else None
+    floor = finite_number(record["metrics"].get(crit.floor)) if crit.floor else None  # type: ignore[index]
     return Verdict(value=value, verdict=verdict_of_score(s), score=s, floor_metric=crit.floor,
-                   floor_value=floor if floor is not None and math.isfinite(floor) else None, **common)
+                   floor_value=floor, **common)
 
 
 def judge_all(criteria: Iterable[Criterion | Mapping[str, Any]],
