@@ -141,7 +141,8 @@ def committed_steps(spec: AimdSpec, run: AimdRun) -> int:
 
 
 def write_manifest(spec: AimdSpec) -> dict[str, Any]:
-    """reference_data/aimd/manifest.json from the runs' committed state, for `spec` as loaded."""
+    """reference_data/aimd/manifest.json from the runs' committed state, for `spec` as loaded
+    (its `spec_sha256` is `spec.sha256`: the text `spec` was parsed from, not the file as it is now)."""
     import json
 
     runs = {}
@@ -171,7 +172,7 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
             "settings": state["settings"], "ranks": state["ranks"], "files": files,
         }
     manifest = {"schema": "nepbench.aimd/1", "spec": Path(spec.path).name,
-                "spec_sha256": spec.sha256 or sha256_file(spec.path), "runs": runs, "hardware": hardware_info()}
+                "spec_sha256": spec.sha256, "runs": runs, "hardware": hardware_info()}
     atomic_write_json(Path(spec.path).parent / "aimd" / "manifest.json", manifest)
     return manifest
 
@@ -281,11 +282,8 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float)
 
     With the CSVR thermostat CP2K's conserved quantity includes the thermostat's energy, so its
     drift (the NVE energy-drift metric applied to it) measures integration error: time step, SCF.
-    `potential_energy_equilibrated_at_step` is the MD step from which the potential energy is
-    stationary by `detect_equilibration` (steps 1 on), a check on the warm-up chosen in aimd.toml,
-    not a cut. It is None with fewer than 2 × EQUILIBRATION_MIN_STEPS steps, or when fewer than
-    EQUILIBRATION_MIN_EFFECTIVE_SAMPLES effectively independent samples follow it (their number is
-    `potential_energy_effective_samples`).
+    `potential_energy_equilibrated_at_step` and `potential_energy_effective_samples` are
+    `_equilibrated_step`'s pair: a check on the warm-up chosen in aimd.toml, not a cut.
     """
     from .engines.cp2k import HARTREE_EV
     from .metrics.stability import nve_energy_drift_ev_per_atom_per_ps
