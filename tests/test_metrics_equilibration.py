@@ -56,6 +56,22 @@ def test_a_late_step_change_moves_the_start_past_it() -> None:
     assert 145 <= detect_equilibration(x).start_index <= 165
 
 
+@pytest.mark.parametrize("stride", [1, 4, 7])
+def test_a_stride_picks_the_best_start_on_its_grid(stride: int) -> None:
+    """With a stride the start is the best of the starts on the grid, found by brute force."""
+    n = 300
+    x = 10.0 * np.exp(-np.arange(n) / 15.0) + np.random.default_rng(1).normal(size=n)
+    found = detect_equilibration(x, stride=stride)
+    n_eff = {t0: (n - t0) / statistical_inefficiency(x[t0:]) for t0 in range(0, n - 9, stride)}
+    assert found.start_index == max(n_eff, key=n_eff.get)
+    assert found.effective_samples == pytest.approx(n_eff[found.start_index])
+
+
+def test_a_stride_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="stride"):
+        detect_equilibration(np.arange(20.0), stride=0)
+
+
 @pytest.mark.parametrize("values, message", [
     (np.array([1.0, np.nan, 2.0] * 10), "NaN"),
     (np.ones((5, 5)), "one-dimensional"),
