@@ -100,10 +100,24 @@ def test_a_run_shorter_than_the_minimum_is_not_compared(reference_dir, tmp_path)
 def test_a_run_far_from_its_thermostat_temperature_is_not_compared(reference_dir, tmp_path):
     outcome = _run(reference_dir, tmp_path, runs=("lisi", "hot"), min_rdf_production_ps=0.0)
     reason = outcome.metric_reasons["rdf_l1_error_max.hot"]
-    assert "not equilibrated" in reason and "against its 900 K thermostat (-66 %)" in reason
+    assert "not equilibrated" in reason and "against its 900 K thermostat (-66 %, " in reason
     assert "rdf_l1_error_max.hot" not in outcome.metrics
     assert set(outcome.series["aimd_thermo"]) == {"lisi", "hot"}  # drawn, so the reader sees why
     assert outcome.metrics["rdf_l1_error_max"] == outcome.metrics["rdf_l1_error_max.lisi"]  # lisi still compared
+    # production frames every 2 steps from step 2 to 12: FakeCP2K's 302 … 312 K
+    assert outcome.metrics["aimd_temperature_mean_k.lisi"] == pytest.approx(307.0)
+    assert outcome.metrics["aimd_temperature_mean_k.hot"] == pytest.approx(307.0)
+    assert 0 < outcome.metrics["aimd_temperature_stderr_k.hot"] < 10
+    assert "307 ± " in reason and "standard errors" in reason
+
+
+def test_an_offset_within_its_sampling_error_does_not_stop_the_comparison(reference_dir, tmp_path):
+    """The refusal needs the offset to be both large and significant: with a threshold of 10⁶
+    standard errors the −66 % run is within its error, so it is compared (and so with a 70 % bound)."""
+    for params in ({"min_temperature_offset_z": 1e6}, {"max_temperature_offset": 0.7}):
+        outcome = _run(reference_dir, tmp_path, runs=("hot",), min_rdf_production_ps=0.0, **params)
+        assert "rdf_l1_error_max.hot" in outcome.metrics, params
+        assert "T 307 ± " in outcome.method and "against 900 K (-65.9 %" in outcome.method
 
 
 def _cubic_trajectory(spacings_a: list[float]) -> Trajectory:

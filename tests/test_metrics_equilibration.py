@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nepbench.metrics.equilibration import detect_equilibration, statistical_inefficiency
+from nepbench.metrics.equilibration import detect_equilibration, statistical_inefficiency, thermostat_offset
 
 
 def _ar1(rho: float, n: int, seed: int) -> np.ndarray:
@@ -80,3 +80,36 @@ def test_a_stride_below_one_is_refused() -> None:
 def test_bad_series_is_refused(values: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         detect_equilibration(values)
+
+
+def test_thermostat_offset_error_follows_the_correlation_of_the_samples() -> None:
+    """AR(1) noise around 1000 K: the mean's standard error is σ √(g/n), with g the closed-form
+    inefficiency of the process, so the same σ with more correlation gives a larger error."""
+    rho, n = 0.8, 20000
+    x = _ar1(rho, n, seed=4)
+    temps = 1000.0 + 50.0 * x / x.std()
+    found = thermostat_offset(temps, 900.0)
+    g = (1 + rho) / (1 - rho)
+    assert found.mean_k == pytest.approx(temps.mean())
+    assert found.relative_offset == pytest.approx(temps.mean() / 900.0 - 1)
+    assert found.stderr_k == pytest.approx(50.0 * np.sqrt(g / n), rel=0.15)
+    assert found.z == pytest.approx((temps.mean() - 900.0) / found.stderr_k)
+    uncorrelated = thermostat_offset(1000.0 + 50.0 * np.random.default_rng(4).normal(size=n), 900.0)
+    assert uncorrelated.stderr_k == pytest.approx(50.0 / np.sqrt(n), rel=0.1)
+
+
+def test_thermostat_offset_of_a_constant_series() -> None:
+    assert thermostat_offset(np.full(20, 900.0), 900.0).z == 0.0
+    hot = thermostat_offset(np.full(20, 990.0), 900.0)
+    assert hot.z == np.inf and hot.stderr_k == 0.0 and hot.relative_offset == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("temps, target, message", [
+    (np.array([900.0]), 900.0, "at least 2"),
+    (np.array([900.0, np.nan]), 900.0, "NaN"),
+    (np.array([900.0, 910.0]), 0.0, "positive"),
+    (np.array([900.0, 910.0]), np.nan, "positive"),
+])
+def test_thermostat_offset_refuses_bad_input(temps, target, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        thermostat_offset(temps, target)

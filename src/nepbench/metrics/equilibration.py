@@ -99,3 +99,45 @@ def detect_equilibration(values: np.ndarray, min_samples: int = 10,
         if n_eff > best.effective_samples:
             best = Equilibration(t0, g, n_eff, n)
     return best
+
+
+@dataclass(frozen=True)
+class ThermostatOffset:
+    """Mean of a kinetic-temperature series against its thermostat's target (`thermostat_offset`).
+
+    Attributes:
+        mean_k: mean temperature, K.
+        stderr_k: standard error of that mean, K: σ √(g / n) with g the series' statistical
+            inefficiency, so correlated samples count as fewer independent ones.
+        relative_offset: mean_k / target_k − 1 (dimensionless).
+        z: (mean_k − target_k) / stderr_k: how many standard errors the offset is (± inf when
+            the series is constant and off target, 0 when it sits on target).
+    """
+
+    mean_k: float
+    stderr_k: float
+    relative_offset: float
+    z: float
+
+
+def thermostat_offset(temperatures_k: np.ndarray, target_k: float) -> ThermostatOffset:
+    """How far, and how significantly, an equally spaced temperature series (K) averages off `target_k`.
+
+    A small cell's instantaneous temperature scatters by σ/T = √(2/3N) (14 % at 32 atoms), and its
+    samples are correlated over the thermostat's time, so a short run's mean can sit several per
+    cent off target by chance: compare the offset with `stderr_k` before calling it a bias.
+
+    Raises:
+        ValueError: fewer than 2 samples, non-finite values, or a target that is not > 0.
+    """
+    if not (np.isfinite(target_k) and target_k > 0):
+        raise ValueError(f"target temperature must be a positive number of K, got {target_k}")
+    t = _series(temperatures_k, 2)
+    mean = float(t.mean())
+    stderr = float(t.std() * np.sqrt(statistical_inefficiency(t) / len(t)))
+    delta = mean - target_k
+    if stderr > 0:
+        z = delta / stderr
+    else:
+        z = 0.0 if delta == 0 else float(np.copysign(np.inf, delta))
+    return ThermostatOffset(mean, stderr, mean / target_k - 1.0, z)

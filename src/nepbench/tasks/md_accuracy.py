@@ -13,6 +13,7 @@ from ..config import TaskSpec
 from ..engines.base import MDProtocol
 from ..errors import InputError
 from ..metrics.diffusion import arrhenius_fit, diffusivity, msd_multiple_origins
+from ..metrics.equilibration import thermostat_offset
 from ..metrics.rdf import minimum_image_radius_a, rdf_l1_error, rdf_trajectory, rdf_wasserstein1
 from ..metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 from . import TaskContext, TaskOutcome
@@ -20,9 +21,13 @@ from .accuracy import missing_species, model_species
 
 MIN_DIFFUSION_PS = 0.5  # shortest production run from which a diffusivity is fitted
 MIN_RDF_PS = 0.1  # shortest production run whose g(r) is compared (10–20 frames at the runs' 5–10 fs spacing)
-#: Largest |mean T / thermostat T − 1| of an AIMD production for it to count as equilibrated. A 32-atom
-#: cell's instantaneous T scatters by ~14 % (σ/T = √(2/3N)); the mean over a production is far tighter.
+#: An AIMD production whose mean T is more than this fraction off its thermostat temperature, and
+#: significantly so (below), counts as not equilibrated.
 MAX_TEMPERATURE_OFFSET = 0.10
+#: ... significantly: by more than this many standard errors of the mean. A 32-atom cell's instantaneous
+#: T scatters by ~14 % (σ/T = √(2/3N)) and is correlated over the thermostat's time, so the mean of a
+#: 0.2–0.4 ps production has a standard error of ~4 %: 10 % alone is 2.5 σ, within reach of chance.
+MIN_TEMPERATURE_OFFSET_Z = 3.0
 
 
 def compare_rdf(ref_traj: Any, model_traj: Any, r_max_a: float, n_bins: int) -> dict[str, Any]:
@@ -84,6 +89,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     factors = [int(f) for f in p.get("length_factors", [1, 4])]
     min_rdf_ps = float(p.get("min_rdf_production_ps", MIN_RDF_PS))
     max_t_offset = float(p.get("max_temperature_offset", MAX_TEMPERATURE_OFFSET))
+    min_t_offset_z = float(p.get("min_temperature_offset_z", MIN_TEMPERATURE_OFFSET_Z))
     metrics: dict[str, float] = {}
     units: dict[str, str] = {}
     reasons: dict[str, str] = {}
@@ -110,13 +116,18 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (too short)")
             continue
         run = ref.run
-        t_mean = float(np.mean(ref.thermo["temperature_k"]))
-        t_offset = t_mean / run.protocol.temperature_k - 1
-        if abs(t_offset) > max_t_offset:
+        temp = thermostat_offset(ref.thermo["temperature_k"], run.protocol.temperature_k)
+        metrics[f"aimd_temperature_mean_k.{run_id}"] = temp.mean_k
+        metrics[f"aimd_temperature_stderr_k.{run_id}"] = temp.stderr_k
+        units.update({f"aimd_temperature_mean_k.{run_id}": "K", f"aimd_temperature_stderr_k.{run_id}": "K"})
+        t_text = (f"T {temp.mean_k:.0f} ± {temp.stderr_k:.0f} K against {run.protocol.temperature_k:.0f} K "
+                  f"({100 * temp.relative_offset:+.1f} %, {temp.z:+.1f} σ)")
+        if abs(temp.relative_offset) > max_t_offset and abs(temp.z) > min_t_offset_z:
             reasons[f"rdf_l1_error_max.{run_id}"] = (
-                f"AIMD production averages {t_mean:.0f} K against its {run.protocol.temperature_k:.0f} K "
-                f"thermostat ({100 * t_offset:+.0f} %): not equilibrated; lengthen its warm-up in aimd.toml")
-            method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (not equilibrated)")
+                f"AIMD production averages {temp.mean_k:.0f} ± {temp.stderr_k:.0f} K against its "
+                f"{run.protocol.temperature_k:.0f} K thermostat ({100 * temp.relative_offset:+.0f} %, "
+                f"{abs(temp.z):.1f} standard errors): not equilibrated; lengthen its warm-up in aimd.toml")
+            method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (not equilibrated: {t_text})")
             continue
         production_steps = max(1, int(round(ref.production_ps * 1000 / run.protocol.timestep_fs)))
         model_trajs = {}
@@ -148,7 +159,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         if ref.production_ps < MIN_DIFFUSION_PS:
             reasons[f"li_d_log10_ratio.{run_id}"] = (
                 f"AIMD production {ref.production_ps:.2f} ps < {MIN_DIFFUSION_PS} ps: too short to fit D")
-            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD")
+            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD, {t_text}")
             continue
         d_ref = li_diffusivity(ref.trajectory)
         d_mod = {f: li_diffusivity(t) for f, t in model_trajs.items()}
@@ -162,7 +173,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         logratio_all.append(abs(ratio))
         arrhenius_rows.append((run.builder + str(run.params), run.protocol.temperature_k, d_ref,
                                d_mod[factors[0]]))
-        method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD")
+        method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD, {t_text}")
     if l1_all:
         metrics["rdf_l1_error_max"] = max(l1_all)
         metrics["rdf_w1_max_a"] = max(w1_all)
