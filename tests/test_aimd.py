@@ -19,6 +19,7 @@ from cp2k_fakes import FakeCP2K
 from nepbench import aimd
 from nepbench.engines.cp2k import AIMD_SETTINGS, CP2KEngine
 from nepbench.errors import InputError
+from nepbench.metrics.equilibration import mean_standard_error
 
 SPEC = """
 settings = "aimd"
@@ -187,6 +188,10 @@ def test_manifest_has_temperature_and_drift(spec, monkeypatch):
     run_b = json.loads((Path(spec.path).parent / "aimd" / "manifest.json").read_text())["runs"]["si-b"]
     # fake .ener: T = 300 + step, conserved = -30.99 Ha every step; warm-up 4 steps of 1 fs
     assert run_b["temperature_mean_k_after_warmup"] == pytest.approx(300 + (4 + 10) / 2)
+    # steps 4–10: 304 … 310 K, a ramp; its g > 1, so the error is wider than σ/√n = 0.76 K
+    ramp = np.arange(304.0, 311.0)
+    assert run_b["temperature_stderr_k_after_warmup"] > round(ramp.std() / np.sqrt(ramp.size), 1)
+    assert run_b["temperature_stderr_k_after_warmup"] == pytest.approx(mean_standard_error(ramp), abs=0.05)
     assert run_b["conserved_drift_mev_per_atom_per_ps"] == pytest.approx(0.0, abs=1e-9)
 
 
@@ -217,7 +222,7 @@ def test_show_table_lists_each_run_with_length_and_cost(spec, monkeypatch):
     # si-a: 8 atoms, 6/6 steps of 2 fs = 0.012 ps, 0.008 ps after warm-up, 10 s of CP2K
     assert rows["si-a"][1:4] + rows["si-a"][6:8] == ["8", "6/6", "2", "0.012", "0.008"]
     # target 600 K; FakeCP2K books 1 fs and 300 + step K per step: steps 4–6 are past 0.004 ps
-    assert rows["si-a"][4] == "600/305"
+    assert rows["si-a"][4] == "600/305±0"  # steps 4–6: 304, 305, 306 K, uncorrelated: σ/√3 = 0.47 K
     assert rows["si-a"][5] == "2/—"  # 2-step warm-up; 6 steps are too few to detect equilibration
     assert rows["si-a"][8] == f"{10 / 3600:.2f}"
     assert rows["si-a"][9] == "0.00"  # at its target: nothing left
@@ -234,6 +239,10 @@ def test_show_table_gives_the_cp2k_time_left_at_the_measured_speed():
            "potential_energy_equilibrated_at_step": 158}
     row = aimd_table({"runs": {"a": run}})[2].split()
     assert row[4] == "900/—"  # no production yet: no mean temperature
+    run.update(temperature_mean_k_after_warmup=988.4, temperature_stderr_k_after_warmup=36.2)
+    assert aimd_table({"runs": {"a": run}})[2].split()[4] == "900/988±36"
+    del run["temperature_stderr_k_after_warmup"]  # a manifest from before the error was recorded
+    assert aimd_table({"runs": {"a": run}})[2].split()[4] == "900/988"
     assert row[5] == "150/158"
     assert row[8:11] == ["0.67", f"{570 * 80 / 3600:.2f}", "80.0"]  # 570 steps left at 80 s
     assert row[11] == "—"

@@ -277,8 +277,8 @@ def thermo_history(spec: AimdSpec, run_id: str) -> dict[str, Any] | None:
 
 
 def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
-    """Mean temperature after the warm-up, conserved-quantity drift and the detected end of
-    equilibration of a run's md.ener columns.
+    """Mean temperature after the warm-up (with the standard error of that mean over its correlated
+    steps), conserved-quantity drift and the detected end of equilibration of a run's md.ener columns.
 
     With the CSVR thermostat CP2K's conserved quantity includes the thermostat's energy, so its
     drift (the NVE energy-drift metric applied to it) measures integration error: time step, SCF.
@@ -286,9 +286,11 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float)
     `_equilibrated_step`'s pair: a check on the warm-up chosen in aimd.toml, not a cut.
     """
     from .engines.cp2k import HARTREE_EV
+    from .metrics.equilibration import mean_standard_error
     from .metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 
     empty = {"conserved_drift_mev_per_atom_per_ps": None, "temperature_mean_k_after_warmup": None,
+             "temperature_stderr_k_after_warmup": None,
              "potential_energy_equilibrated_at_step": None, "potential_energy_effective_samples": None}
     if ener is None or ener["step"].size < 3:
         return empty
@@ -296,9 +298,11 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float)
     after = times_ps >= warmup_ps - 1e-9
     drift = nve_energy_drift_ev_per_atom_per_ps(times_ps, ener["conserved_ha"] * HARTREE_EV, n_atoms)
     equilibrated, effective = _equilibrated_step(ener)
+    temps_after = ener["temperature_k"][after]
     return {"conserved_drift_mev_per_atom_per_ps": round(drift.drift_ev_per_atom_per_ps * 1000, 4),
-            "temperature_mean_k_after_warmup": round(float(ener["temperature_k"][after].mean()), 1)
-            if after.any() else None,
+            "temperature_mean_k_after_warmup": round(float(temps_after.mean()), 1) if after.any() else None,
+            "temperature_stderr_k_after_warmup": round(mean_standard_error(temps_after), 1)
+            if temps_after.size >= 2 else None,
             "potential_energy_equilibrated_at_step": equilibrated,
             "potential_energy_effective_samples": effective}
 

@@ -184,24 +184,26 @@ def aimd_table(manifest: dict) -> list[str]:
     """Lines describing each AIMD run of an aimd/manifest.json: length, production, cost, drift.
 
     "left h" is the CP2K time still needed to reach the run's target at its measured s/step (same ranks);
-    "T K" is the run's thermostat target / its mean temperature after the warm-up ("—" before then);
+    "T K" is the run's thermostat target / its mean temperature after the warm-up ± the standard error
+    of that mean over its correlated steps ("—" before then);
     "warm-up/eq." is the warm-up in steps / the step from which the potential energy is detected to be
     stationary (metrics/equilibration.py; "—" while the run is too short to tell).
     """
     lines = [f"AIMD ({manifest.get('spec', 'aimd.toml')})",
-             f"{'run':16s} {'atoms':>5s} {'steps':>10s} {'dt fs':>5s} {'T K':>9s} {'warm-up/eq.':>11s} {'ps':>6s} {'prod ps':>7s} "
+             f"{'run':16s} {'atoms':>5s} {'steps':>10s} {'dt fs':>5s} {'T K':>13s} {'warm-up/eq.':>11s} {'ps':>6s} {'prod ps':>7s} "
              f"{'CP2K h':>6s} {'left h':>6s} {'s/step':>6s} {'SCF/step':>8s} {'ranks':>5s} {'drift meV/atom/ps':>17s}"]
     for run_id, run in manifest["runs"].items():
         drift = run.get("conserved_drift_mev_per_atom_per_ps")
         scf = run.get("scf_iterations_per_step")
         left_h = max(0, run["target_steps"] - run["total_steps"]) * run["s_per_step_median"] / 3600
-        t_mean = run.get("temperature_mean_k_after_warmup")
-        temps = f"{run['protocol']['temperature_k']:.0f}/{'—' if t_mean is None else f'{t_mean:.0f}'}"
+        t_mean, t_err = run.get("temperature_mean_k_after_warmup"), run.get("temperature_stderr_k_after_warmup")
+        temps = (f"{run['protocol']['temperature_k']:.0f}/{'—' if t_mean is None else f'{t_mean:.0f}'}"
+                 f"{'' if t_mean is None or t_err is None else f'±{t_err:.0f}'}")
         eq_step = run.get("potential_energy_equilibrated_at_step")
         warm = f"{run['protocol']['warmup_steps']}/{'—' if eq_step is None else eq_step}"
         lines.append(
             f"{run_id:16s} {run['n_atoms']:5d} {run['total_steps']:>5d}/{run['target_steps']:<4d} "
-            f"{run['protocol']['timestep_fs']:5g} {temps:>9s} {warm:>11s} {run['length_ps']:6.3f} {run['production_ps']:7.3f} "
+            f"{run['protocol']['timestep_fs']:5g} {temps:>13s} {warm:>11s} {run['length_ps']:6.3f} {run['production_ps']:7.3f} "
             f"{run['total_wall_s'] / 3600:6.2f} {left_h:6.2f} {run['s_per_step_median']:6.1f} "
             f"{'—' if scf is None else f'{scf:.1f}':>8s} {run['ranks']:5d} "
             f"{'—' if drift is None else f'{drift:.2f}':>17s}")

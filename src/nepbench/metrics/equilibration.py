@@ -101,14 +101,24 @@ def detect_equilibration(values: np.ndarray, min_samples: int = 10,
     return best
 
 
+def mean_standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of a correlated, equally spaced series: σ √(g / n), in the series'
+    units, with g its `statistical_inefficiency` (correlated samples count as n / g independent ones).
+
+    Raises:
+        ValueError: fewer than 2 samples or non-finite values.
+    """
+    x = _series(values, 2)
+    return float(x.std() * np.sqrt(statistical_inefficiency(x) / len(x)))
+
+
 @dataclass(frozen=True)
 class ThermostatOffset:
     """Mean of a kinetic-temperature series against its thermostat's target (`thermostat_offset`).
 
     Attributes:
         mean_k: mean temperature, K.
-        stderr_k: standard error of that mean, K: σ √(g / n) with g the series' statistical
-            inefficiency, so correlated samples count as fewer independent ones.
+        stderr_k: standard error of that mean, K (`mean_standard_error`).
         relative_offset: mean_k / target_k − 1 (dimensionless).
         z: (mean_k − target_k) / stderr_k: how many standard errors the offset is (± inf when
             the series is constant and off target, 0 when it sits on target).
@@ -134,7 +144,7 @@ def thermostat_offset(temperatures_k: np.ndarray, target_k: float) -> Thermostat
         raise ValueError(f"target temperature must be a positive number of K, got {target_k}")
     t = _series(temperatures_k, 2)
     mean = float(t.mean())
-    stderr = float(t.std() * np.sqrt(statistical_inefficiency(t) / len(t)))
+    stderr = mean_standard_error(t)
     delta = mean - target_k
     if stderr > 0:
         z = delta / stderr
