@@ -58,6 +58,23 @@ def test_random_walk_diffusivity_recovered() -> None:
     assert "blocks" in res.method
 
 
+def test_axes_give_the_diffusivity_along_the_chosen_components() -> None:
+    """A walk fast in the x–y plane (2 Å²/ps) and slow along z (0.2 Å²/ps), like Li along a slab:
+    axes (0, 1) give the in-plane D and (2,) the D across it, each with its own 2d."""
+    d_plane, d_normal = 2.0, 0.2
+    pos, t = _random_walk(1.0, 2000, 80, 0.01, seed=5)
+    start = pos[:1]
+    pos = start + (pos - start) * np.sqrt(np.array([d_plane, d_plane, d_normal]))  # step variance 2 D dt per axis
+    for axes, d_true in (((0, 1), d_plane), ((2,), d_normal), ((0, 1, 2), (2 * d_plane + d_normal) / 3)):
+        res = diffusivity(pos, t, axes=axes)
+        assert abs(res.d_cm2_per_s - d_true * 1e-4) < 4 * res.stderr_cm2_per_s, axes
+        assert res.d_cm2_per_s == pytest.approx(d_true * 1e-4, rel=0.1), axes
+    assert "over axes xy" in diffusivity(pos, t, axes=(0, 1)).method
+    for bad in ((), (0, 0), (3,)):
+        with pytest.raises(ValueError, match="axes"):
+            diffusivity(pos, t, axes=bad)
+
+
 def test_fit_window_rule() -> None:
     assert diffusive_fit_window_ps(10.0) == pytest.approx((1.0, 5.0))
     assert diffusive_fit_window_ps(10.0, 0.2, 0.6) == pytest.approx((2.0, 6.0))

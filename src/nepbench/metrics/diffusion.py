@@ -196,14 +196,14 @@ def diffusivity(
     n_blocks: int = 5,
     start_fraction: float = 0.1,
     end_fraction: float = 0.5,
-    dimensions: int = 3,
+    axes: tuple[int, ...] = (0, 1, 2),
 ) -> Diffusivity:
     """Tracer diffusivity (cm²/s) of the selected atoms, with a block-averaged standard error.
 
     The trajectory is cut into `n_blocks` contiguous blocks of equal length. The fit window is
     [start_fraction, end_fraction] x the span of one block (`diffusive_fit_window_ps`). D is the
-    slope of a least-squares line MSD = 2 d D t + c over that window, divided by 2 d (d = 3 for 3-D),
-    with the MSD of the *whole* trajectory (all time origins); each block gets its own MSD and D
+    slope of a least-squares line MSD = 2 d D t + c over that window, divided by 2 d, where the MSD
+    sums the d = len(axes) Cartesian components in `axes` (all three by default), with the MSD of the *whole* trajectory (all time origins); each block gets its own MSD and D
     over the *same* window, and stderr = std(D_blocks, ddof=1) / sqrt(n_blocks).
 
     Why one window for both: for diffusive motion the relative error of a slope fitted over a fixed
@@ -221,19 +221,25 @@ def diffusivity(
         n_blocks: number of blocks for the uncertainty (>= 3; the stderr has n_blocks - 1 degrees
             of freedom, so 3 blocks give a rough error bar: a 95 % interval is +-4.3 stderr).
         start_fraction, end_fraction: the fit window as fractions of one block's span.
-        dimensions: 1, 2 or 3 (D = slope / (2 dimensions)).
+        axes: the Cartesian components (0 = x, 1 = y, 2 = z) whose displacements enter the MSD:
+            (0, 1) gives the in-plane D of a slab whose normal is z, (2,) the D across it.
 
     Raises:
         ValueError: as `msd_multiple_origins`, n_blocks < 3, or blocks too short for the window.
     """
     if int(n_blocks) != n_blocks or n_blocks < 3:
         raise ValueError(f"n_blocks must be an integer >= 3, got {n_blocks}")
-    if dimensions not in (1, 2, 3):
-        raise ValueError(f"dimensions must be 1, 2 or 3, got {dimensions}")
+    axes = tuple(axes)
+    if not axes or len(set(axes)) != len(axes) or not set(axes) <= {0, 1, 2}:
+        raise ValueError(f"axes must be distinct Cartesian components among 0, 1, 2, got {axes}")
+    dimensions = len(axes)
     pos = _positions(positions_a)
     times = np.asarray(times_ps, dtype=float)
     dt = _timestep_ps(times, pos.shape[0])
     sel = _select(pos, mask)
+    if dimensions < 3:  # components left out of the MSD move by zero
+        sel = sel.copy()
+        sel[..., [a for a in range(3) if a not in axes]] = 0.0
     block_len = pos.shape[0] // int(n_blocks)
     if block_len < 2:
         raise ValueError(f"{pos.shape[0]} frames are too few for {n_blocks} blocks")
@@ -256,7 +262,8 @@ def diffusivity(
         fit_window_ps=window,
         method=(
             f"MSD (multiple origins, stride {origin_stride}), linear fit over "
-            f"[{start_fraction:g}, {end_fraction:g}] x block span, D = slope/{2 * dimensions}; "
+            f"[{start_fraction:g}, {end_fraction:g}] x block span, D = slope/{2 * dimensions}"
+            f"{'' if dimensions == 3 else ' over axes ' + ''.join('xyz'[a] for a in axes)}; "
             f"stderr from {n_blocks} contiguous blocks"
         ),
         block_d_cm2_per_s=tuple(float(x) for x in blocks),
