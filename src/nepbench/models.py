@@ -39,7 +39,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from .errors import ModelError
-from .provenance import atomic_write_bytes, sha256_bytes, sha256_file
+from .provenance import atomic_write_bytes, give_default_mode, sha256_bytes, sha256_file
 
 DEFAULT_MODEL = "nep89-lisic"
 REGISTRY_ENV = "NEPBENCH_REGISTRY"
@@ -415,6 +415,7 @@ def _derive(record: ModelRecord, source: Path, target: Path) -> None:
     os.close(fd)
     try:
         read_model(str(source)).keep_species(list(record.derived.keep_species)).write(tmp)
+        give_default_mode(tmp, target)
         got = sha256_file(tmp)
         if got != record.derived.derived_sha256:
             raise ModelError(

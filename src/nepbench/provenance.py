@@ -61,12 +61,38 @@ def content_hash(value: Any) -> str:
     return sha256_bytes(canonical_json(value).encode())
 
 
+def _current_umask() -> int:
+    """The process umask: read from /proc on Linux (no change of process state), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_default_mode(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Give a temporary file (mkstemp makes it 0600) the mode `target` will need: the existing
+    target's mode, else what a plain open() would give (0666 less the umask), so a report written
+    on a shared machine is as readable as any other file its user writes."""
+    try:
+        mode = os.stat(target).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o666 & ~_current_umask()
+    os.chmod(tmp, mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace."""
+    """Write `data` to `path` via a temporary file in the same folder and os.replace; the file gets
+    the mode a plain write would give it (`give_default_mode`)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        give_default_mode(tmp, target)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
