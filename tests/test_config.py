@@ -61,12 +61,30 @@ def test_model_override(tmp_path):
     (('good = 100', 'good = true'), "must be finite numbers"),
     (('task = "parity-{model}"', 'task = "nope"'), "unknown task"),
     (('[suite]', '[suite'), "malformed TOML"),
+    # a string is not split into one model per character
+    (('models = ["m1", "m2"]', 'models = "m1"'), "models must be a list of model names"),
+    (('models = ["m1", "m2"]', 'models = ["m1", 2]'), "models must be a list of model names"),
+    (('name = "t"', 'name = "t"\nmodel = ["m1"]'), "[suite] has unknown key(s) model"),
+    (('[suite]\nname = "t"\nmodels = ["m1", "m2"]', 'suite = "t"'), "'suite' must be a table"),
+    ((SUITE, 'task = 5\n[suite]\nname = "t"\n'), "'task' must be an array of tables"),
+    (('[[criterion]]', '[[criterions]]'), "unknown table(s) criterions"),
+    (('unit = "meV/Å"', 'unit = "meV/Å"\nflor = "x"'), "unknown key(s) flor"),
+    (('[[task]]\nid = "speed"', SUITE[SUITE.index("[[criterion]]"):] + '\n[[task]]\nid = "speed"'),
+     "duplicate criterion id(s) 'force[m1]', 'force[m2]'"),
 ])
 def test_bad_suites_name_the_file(tmp_path, change, message):
     path = write(tmp_path, SUITE.replace(*change))
     with pytest.raises(ConfigError) as info:
         load_suite(path)
     assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_suite_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "suite.toml"
+    path.write_bytes(SUITE.encode() + b"\n# \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        load_suite(path)
+    assert str(path) in str(info.value)
 
 
 def test_shipped_suites_parse():

@@ -79,6 +79,9 @@ class Suite:
 
 
 CRITERION_FIELDS = ("id", "claim", "task", "metric", "good", "bad", "unit", "source")
+#: Top-level tables a suite file may hold ([gate] is read by `nepbench gate`), and [suite]'s keys.
+SUITE_TABLES = frozenset({"suite", "task", "criterion", "gate"})
+SUITE_HEAD_KEYS = frozenset({"name", "description", "models"})
 
 
 def real_number(value: Any) -> float | None:
@@ -116,7 +119,20 @@ def criterion_from_mapping(raw: Any, where: str) -> Criterion:
 
 
 def _criterion(raw: dict[str, Any], path: Path, index: int) -> Criterion:
-    return criterion_from_mapping(raw, f"{path}: criterion {raw.get('id', index)!r}")
+    where = f"{path}: criterion {raw.get('id', index)!r}"
+    unknown = sorted(set(raw) - set(CRITERION_FIELDS) - {"floor"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(CRITERION_FIELDS)}, floor)")
+    return criterion_from_mapping(raw, where)
+
+
+def _model_names(value: Any, path: Path) -> tuple[str, ...]:
+    """The `[suite] models` list: model names (strings)."""
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        raise ConfigError(f"{path}: [suite] models must be a list of model names, e.g. [\"nep89-lisic\"], "
+                          f"got {value!r}")
+    return tuple(value)
 
 
 def expand_models(tasks: list[TaskSpec], models: tuple[str, ...]) -> list[TaskSpec]:
@@ -138,11 +154,28 @@ def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite
     if not path.is_file():
         raise ConfigError(f"{path}: suite file not found")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc})") from None
+    unknown = sorted(set(data) - SUITE_TABLES)
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (known: {', '.join(sorted(SUITE_TABLES))})")
     head = data.get("suite", {})
-    suite_models = tuple(models or head.get("models", ()))
+    if not isinstance(head, Mapping):
+        raise ConfigError(f"{path}: 'suite' must be a table ([suite]), got {type(head).__name__}")
+    unknown = sorted(set(head) - SUITE_HEAD_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: [suite] has unknown key(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(SUITE_HEAD_KEYS))})")
+    suite_models = tuple(models or _model_names(head.get("models", []), path))
+    for table in ("task", "criterion"):
+        entries = data.get(table, [])
+        if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+            raise ConfigError(f"{path}: '{table}' must be an array of tables ([[{table}]])")
     tasks: list[TaskSpec] = []
     for index, raw in enumerate(data.get("task", [])):
         if "id" not in raw or "type" not in raw:
@@ -168,6 +201,10 @@ def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite
                                           crit.good, crit.bad, crit.unit, crit.source, crit.floor))
         else:
             expanded.append(crit)
+    crit_ids = [c.id for c in expanded]
+    repeated = sorted({c for c in crit_ids if crit_ids.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"{path}: duplicate criterion id(s) {', '.join(map(repr, repeated))}")
     for crit in expanded:
         if crit.task not in ids:
             raise ConfigError(f"{path}: criterion {crit.id!r} names unknown task {crit.task!r}")
