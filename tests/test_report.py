@@ -244,8 +244,32 @@ def test_conflicting_suites_are_refused(tmp_path):
     other = suite_dict()
     other["criteria"][0] = dict(other["criteria"][0], good=50.0)
     write_run(tmp_path / "b", [], suite=other)
-    with pytest.raises(InputError, match="differs"):
+    crit = other["criteria"][0]["id"]
+    with pytest.raises(InputError) as info:
         build_report([tmp_path / "a", tmp_path / "b"], figures=False)
+    message = str(info.value)  # names the later file and the earlier one
+    assert message.startswith(str(tmp_path / "b" / "suite.json"))
+    assert f"criterion {crit!r} is defined twice, differently (in {tmp_path / 'a' / 'suite.json'})" in message
+    # within one suite.json
+    twice = suite_dict()
+    twice["criteria"].append(dict(twice["criteria"][0], good=50.0))
+    write_run(tmp_path / "c", [], suite=twice)
+    with pytest.raises(InputError, match="is defined twice, differently \\(earlier in this file\\)"):
+        build_report([tmp_path / "c"], figures=False)
+
+
+def test_a_folder_without_task_records_is_refused_and_its_report_kept(tmp_path):
+    write_run(tmp_path / "a", [])
+    (tmp_path / "a" / "results.json").write_text('{"kept": true}')
+    with pytest.raises(InputError, match="tasks: no task records: nothing to report"):
+        write_report(build_report([tmp_path / "a"], figures=False), tmp_path / "a")
+    assert main(["report", str(tmp_path / "a")]) == 1
+    assert (tmp_path / "a" / "results.json").read_text() == '{"kept": true}'
+    if (tmp_path / "a" / "tasks").is_dir():
+        (tmp_path / "a" / "tasks").rmdir()
+    (tmp_path / "a" / "tasks").write_text("")
+    with pytest.raises(InputError, match="tasks: must be the folder of task records"):
+        build_report([tmp_path / "a"], figures=False)
 
 
 # ----------------------------------------------------------------------------- verify and errors
@@ -287,11 +311,23 @@ def test_verify_missing_directory_is_exit_2(tmp_path, capsys):
     ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "weird"}', "'status'"),
     ('{"schema": "other/1"}', "unknown schema"),
     ('[1, 2]', "JSON object"),
+    (b'{"schema": "nepbench.result/1", "task_id": "\xff"}', "not UTF-8"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"metric_reasons": "oops"}', "'metric_reasons' must be a JSON object"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"metric_reasons": {"a": 1}}', "'metric_reasons' of 'a' is 1"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"provenance": {"packages": [1]}}', "'provenance.packages' must be a JSON object"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"model": {"name": ["m"]}}', "'model.name' must be a string or null"),
 ])
 def test_malformed_record_one_clear_error_and_no_results(tmp_path, capsys, content, problem):
     run = write_run(tmp_path, fixture_records()[:2])
     bad = run / "tasks" / "broken.json"
-    bad.write_text(content)
+    if isinstance(content, bytes):
+        bad.write_bytes(content)
+    else:
+        bad.write_text(content)
     assert main(["report", str(run)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(bad) in err and problem in err

@@ -52,9 +52,11 @@ FIGURES_DIR = "figures"
 def _read_json(path: Path) -> Any:
     """Parsed JSON of `path`; InputError naming the file when it is unreadable or malformed."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -72,14 +74,26 @@ def _check_record(path: Path, record: Any) -> dict[str, Any]:
             raise InputError(path, f"'{key}' must be a non-empty string")
     if record.get("status") not in STATUSES:
         raise InputError(path, f"'status' is {record.get('status')!r}; expected one of {', '.join(STATUSES)}")
-    for key in ("metrics", "metric_units", "series", "provenance"):
+    for key in ("metrics", "metric_units", "metric_reasons", "series", "provenance"):
         if record.get(key) is not None and not isinstance(record[key], dict):
             raise InputError(path, f"'{key}' must be a JSON object")
     for name, value in (record.get("metrics") or {}).items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InputError(path, f"metric {name!r} is {value!r}; metrics must be numbers")
-    if record.get("model") is not None and not isinstance(record["model"], dict):
-        raise InputError(path, "'model' must be a JSON object or null")
+    for key in ("metric_units", "metric_reasons"):
+        for name, value in (record.get(key) or {}).items():
+            if not isinstance(value, str):
+                raise InputError(path, f"'{key}' of {name!r} is {value!r}; it must be a string")
+    for key in ("packages", "engines", "hardware"):
+        if (record.get("provenance") or {}).get(key) is not None and not isinstance(record["provenance"][key], dict):
+            raise InputError(path, f"'provenance.{key}' must be a JSON object")
+    model = record.get("model")
+    if model is not None:
+        if not isinstance(model, dict):
+            raise InputError(path, "'model' must be a JSON object or null")
+        for key in ("name", "sha256"):
+            if model.get(key) is not None and not isinstance(model[key], str):
+                raise InputError(path, f"'model.{key}' must be a string or null, not {model[key]!r}")
     return record
 
 
@@ -107,21 +121,27 @@ def load_run_dir(run_dir: str | Path) -> tuple[dict[str, Any], list[tuple[Path, 
         problem = "no such directory" if not run_dir.exists() else "not a nepbench run directory (no suite.json)"
         raise InputError(run_dir if not run_dir.exists() else suite_path, problem)
     suite = _check_suite(suite_path, _read_json(suite_path))
+    tasks_dir = run_dir / "tasks"
+    if tasks_dir.exists() and not tasks_dir.is_dir():
+        raise InputError(tasks_dir, "must be the folder of task records, not a file")
     records = []
-    for path in sorted((run_dir / "tasks").glob("*.json")):
+    for path in sorted(tasks_dir.glob("*.json")):
         if not path.name.startswith("."):  # skip half-written temporary files
             records.append((path, _check_record(path, _read_json(path))))
     return suite, records
 
 
 def _merge_by_id(path: Path, kind: str, merged: dict[str, dict[str, Any]],
-                 items: Iterable[dict[str, Any]]) -> None:
-    """Add `items` to `merged` by id; InputError when one id has two different definitions."""
+                 items: Iterable[dict[str, Any]], origin: dict[str, Path]) -> None:
+    """Add `items` to `merged` by id (`origin`: the file each id came from); InputError when one id
+    has two different definitions."""
     for item in items:
         key = str(item.get("id"))
         if key in merged and merged[key] != item:
-            raise InputError(path, f"{kind} {key!r} differs from the one in an earlier run directory")
+            where = "earlier in this file" if origin[key] == path else f"in {origin[key]}"
+            raise InputError(path, f"{kind} {key!r} is defined twice, differently ({where})")
         merged.setdefault(key, item)
+        origin.setdefault(key, path)
 
 
 def merge_suites(suites: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
@@ -129,11 +149,13 @@ def merge_suites(suites: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any
     first_path, first = suites[0]
     tasks: dict[str, dict[str, Any]] = {}
     criteria: dict[str, dict[str, Any]] = {}
+    task_origin: dict[str, Path] = {}
+    criterion_origin: dict[str, Path] = {}
     for path, suite in suites:
         if suite.get("name") != first.get("name"):
             raise InputError(path, f"suite {suite.get('name')!r} is not {first.get('name')!r} of {first_path}")
-        _merge_by_id(path, "task", tasks, suite.get("tasks", []))
-        _merge_by_id(path, "criterion", criteria, suite.get("criteria", []))
+        _merge_by_id(path, "task", tasks, suite.get("tasks", []), task_origin)
+        _merge_by_id(path, "criterion", criteria, suite.get("criteria", []), criterion_origin)
     return {**first, "tasks": list(tasks.values()), "criteria": list(criteria.values())}
 
 
@@ -631,8 +653,16 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
 
     Everything is rendered in memory first, so a rendering error leaves the folder as it was.
     PNG files in figures/ that this report no longer draws are removed. Returns the paths written.
+
+    Raises:
+        InputError: the report holds no task record (nothing is written: a report of nothing
+            must not replace a real one, e.g. after `tasks/` was moved away).
     """
     out = Path(out_dir)
+    if not report.get("records"):
+        dirs = ", ".join(str(Path(d) / "tasks") for d in report.get("run_dirs", [])) or str(out)
+        raise InputError(dirs, f"no task records: nothing to report, {out} left as it was "
+                         "(`nepbench run SUITE --out DIR` writes them)")
     figures = _figures(report)
     markdown = render_markdown({**report, "figures": figures})
     page = render_html({**report, "figures": figures})
