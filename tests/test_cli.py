@@ -146,3 +146,88 @@ def test_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "nepbench run suites/quick.toml" in capsys.readouterr().out
+
+
+def test_parity_refuses_a_folder_holding_another_suites_run(model, labelled, tmp_path, capsys):
+    """Writing parity's own suite.json over a suite run would change what `verify` judges there."""
+    out = tmp_path / "quick"
+    out.mkdir()
+    held = '{"name": "quick", "tasks": [], "criteria": []}'
+    (out / "suite.json").write_text(held)
+    assert main(["parity", "--model", str(model), "--data", str(labelled), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "holds a run of suite 'quick'" in err[0]
+    assert (out / "suite.json").read_text() == held and not (out / "tasks").exists()
+    # an earlier parity output is a rerun: allowed
+    again = tmp_path / "parity-out"
+    for _ in range(2):
+        assert main(["parity", "--model", str(model), "--data", str(labelled), "--out", str(again)]) == 0
+
+
+def _split(labelled: Path, tmp_path: Path, train_symbols: set[str] | None, n_frames: int | None = None) -> Path:
+    """The labelled frames with split=train on those whose elements are all in `train_symbols`
+    (None: no split at all), the rest split=test; the first `n_frames` only."""
+    from nepbench.structures import read_structures
+
+    frames = read_structures(labelled, require_labels=True)[:n_frames]
+    for frame in frames:
+        if train_symbols is not None:
+            frame.info["split"] = "train" if set(frame.get_chemical_symbols()) <= train_symbols else "test"
+    path = tmp_path / "split.extxyz"
+    write_structures(path, frames)
+    return path
+
+
+@pytest.mark.parametrize("train_symbols, n_frames, phrase", [
+    (None, 1, "fitted in-sample on 1 frame(s) with 1 independent composition(s)"),
+    ({"C"}, None, "cannot be fitted for Li, Si"),  # train = a-C only
+])
+def test_parity_does_not_report_energy_errors_the_offsets_would_fake(
+        train_symbols, n_frames, phrase, model, labelled, tmp_path, capsys):
+    """One frame fitted in-sample would give exactly 0 meV/atom (a pass); a train split lacking
+    elements would leave their offsets at 0 (a huge error). Forces are still compared; the energy
+    criterion is not measured, with the reason, and `verify --strict` cannot judge (exit 2)."""
+    data = _split(labelled, tmp_path, train_symbols, n_frames)
+    out = tmp_path / "out"
+    assert main(["parity", "--model", str(model), "--data", str(data), "--out", str(out)]) == 0
+    record = json.loads((out / "tasks" / "parity.json").read_text())
+    assert "energy_rmse_mev_per_atom" not in record["metrics"]
+    assert phrase in record["metric_reasons"]["energy_rmse_mev_per_atom"]
+    assert record["metrics"]["force_rmse_mev_per_a"] < 1e-3
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0  # forces pass; a criterion not measured for a stated reason is shown
+    assert "NOT MEASURED  energy_rmse" in capsys.readouterr().out
+    assert main(["verify", "--strict", str(out)]) == 2
+
+
+@pytest.mark.parametrize("params, phrase", [
+    (["x=abc"], "parameter x must be a finite number, got 'abc'"),
+    (["x=null"], "parameter x must be a finite number, got None"),
+    (["n_atoms=2.5"], "parameter n_atoms must be an integer, got 2.5"),
+    (["x=NaN"], "parameter x must be a finite number, got nan"),
+    (["n_atoms=-3"], "cannot build with n_atoms=-3: no LixSi cell with x = 2.0 near -3 atoms"),
+])
+def test_systems_build_bad_parameter_values_one_line(params, phrase, tmp_path, capsys):
+    out = tmp_path / "cell.extxyz"
+    args = ["systems", "build", "a-LixSi", "--seed", "1", "--out", str(out)]
+    for item in params:
+        args += ["-p", item]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and phrase in err[0] and "a-LixSi" in err[0], err
+    assert not out.exists()
+
+
+def test_an_unforeseen_error_is_one_line_and_not_a_verdict(tmp_path, capsys, monkeypatch):
+    """verify's 0 and 1 are verdicts: a crash must give neither, and no traceback without --debug."""
+    from nepbench.report import render
+
+    def crash(*args, **kwargs):
+        raise KeyError("series")
+
+    monkeypatch.setattr(render, "build_report", crash)
+    assert main(["verify", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nepbench: error: KeyError") and "--debug" in err[0]
+    assert main(["--debug", "verify", str(tmp_path)]) == 2
+    assert "Traceback" in capsys.readouterr().err

@@ -94,3 +94,26 @@ def test_code_modified_flag_follows_tracked_code_only(tmp_path):
     assert git_code_modified(tmp_path / "src") is False
     (tmp_path / "src" / "a.py").write_text("x = 2\n")
     assert git_code_modified(tmp_path / "src") is True
+
+
+def test_a_folder_holding_another_suites_run_is_refused_untouched(tmp_path, calls):
+    from nepbench.errors import InputError
+
+    runner.run_suite(suite_of(TaskSpec("a", "parity", "A", {"value": 1})), tmp_path, reference_dir=tmp_path)
+    held = (tmp_path / "suite.json").read_text()
+    other = Suite("other", "", (TaskSpec("b", "parity", "B", {"value": 2}),), (), "other.toml")
+    with pytest.raises(InputError, match="holds a run of suite 't', not 'other'"):
+        runner.run_suite(other, tmp_path, reference_dir=tmp_path)
+    assert (tmp_path / "suite.json").read_text() == held and calls == ["a"]
+    (tmp_path / "suite.json").write_text("{not json")
+    with pytest.raises(InputError, match="suite.json: unreadable"):
+        runner.run_suite(other, tmp_path, reference_dir=tmp_path)
+
+
+def test_an_unknown_task_id_writes_nothing(tmp_path, calls):
+    from nepbench.errors import ConfigError
+
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="no task 'typo'"):
+        runner.run_suite(suite_of(TaskSpec("a", "parity", "A", {"value": 1})), out, ["typo"], reference_dir=tmp_path)
+    assert not out.exists() and calls == []

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status of an error no check foresaw: 2, "cannot judge" for verify and gate, never a verdict.
+INTERNAL_ERROR_EXIT = 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except Exception as exc:  # a case no check foresaw: still one line, and never 0 or 1 ("a claim fails")
+        if args.debug:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        print(f"nepbench: error: {type(exc).__name__}{where}: {exc} "
+              "(unexpected; rerun with --debug for the traceback and report it)", file=sys.stderr)
+        return INTERNAL_ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from . import __version__
 from .config import Suite, TaskSpec
-from .errors import EngineNotAvailable, ModelError, NepbenchError
+from .errors import EngineNotAvailable, InputError, ModelError, NepbenchError
 from .provenance import (
     atomic_write_json, content_hash, git_code_modified, git_commit, hardware_info, package_versions,
     sha256_file,
@@ -131,13 +131,44 @@ def run_task(spec: TaskSpec, out_dir: Path, models: dict[str, ResolvedModel],
     return record, False
 
 
+def claim_run_dir(out_dir: Path, suite_name: str) -> None:
+    """Check that `out_dir` may take a run of suite `suite_name`: it is new, empty, or already holds
+    a run of that suite (a rerun, or another Slurm array task of it).
+
+    Raises:
+        InputError: `out_dir` is a file, or holds the run of another suite (writing there would
+            replace that run's suite.json, and with it the criteria `verify` judges) or a
+            suite.json that cannot be read.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "output folder is a file")
+    suite_json = out_dir / "suite.json"
+    if not suite_json.exists():
+        return
+    try:
+        held = json.loads(suite_json.read_text(encoding="utf-8"))
+        held_name = held.get("name") if isinstance(held, dict) else None
+    except (OSError, ValueError) as exc:
+        raise InputError(suite_json, f"unreadable ({type(exc).__name__}); give another output folder "
+                         "or remove it") from None
+    if held_name != suite_name:
+        raise InputError(out_dir, f"holds a run of suite {held_name!r}, not {suite_name!r}: give another "
+                         "output folder (one folder holds one suite's run; `nepbench report` merges folders)")
+
+
 def run_suite(suite: Suite, out_dir: Path, task_ids: list[str] | None = None,
               reference_dir: Path = REFERENCE_DIR, force: bool = False,
               on_task: Callable[[TaskSpec, dict[str, Any], bool], None] | None = None) -> list[dict[str, Any]]:
-    """Run every task of `suite` (or `task_ids`) into `out_dir`; returns the records in suite order."""
+    """Run every task of `suite` (or `task_ids`) into `out_dir`; returns the records in suite order.
+
+    Raises:
+        ConfigError: an unknown task id (before anything is written).
+        InputError: `out_dir` holds another suite's run (`claim_run_dir`).
+    """
+    specs = [suite.task(t) for t in task_ids] if task_ids else list(suite.tasks)
+    claim_run_dir(out_dir, suite.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "suite.json", suite.to_dict())
-    specs = [suite.task(t) for t in task_ids] if task_ids else list(suite.tasks)
     models: dict[str, ResolvedModel] = {}
     records = []
     for spec in specs:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from ..config import TaskSpec, load_suite
 
+#: The suite name of a `nepbench parity` output folder: a rerun may write over one, never over a suite's run.
+PARITY_SUITE = "parity"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -34,10 +37,12 @@ def _parity(args: argparse.Namespace) -> int:
     from ..models import resolve_model
     from ..provenance import atomic_write_json, sha256_file
     from ..report.render import build_report, claim_table_text, write_report
-    from ..runner import ResolvedModel, make_record, record_path
+    from ..runner import ResolvedModel, claim_run_dir, make_record, record_path
     from ..structures import read_structures
     from ..tasks.accuracy import parity_outcome
 
+    out = Path(args.out)
+    claim_run_dir(out, PARITY_SUITE)  # before the work: never over another suite's run
     info = resolve_model(args.model)
     frames = read_structures(args.data, allowed_species=info.species, require_labels=True)
     test = [f for f in frames if f.info.get("split") == "test"]
@@ -54,8 +59,7 @@ def _parity(args: argparse.Namespace) -> int:
     outcome = parity_outcome(NepCpuEngine(info.path), test, train, f"{len(test)} frames of {args.data}")
     data_sha = sha256_file(args.data)
     record = make_record(spec, outcome, model, data_sha, data_sha, time.perf_counter() - start)
-    out = Path(args.out)
-    atomic_write_json(out / "suite.json", {"name": "parity", "description": f"parity on {args.data}",
+    atomic_write_json(out / "suite.json", {"name": PARITY_SUITE, "description": f"parity on {args.data}",
                                            "tasks": [spec.to_dict()],
                                            "criteria": [c.to_dict() for c in criteria]})
     atomic_write_json(record_path(out, spec.id), record)

@@ -50,10 +50,15 @@ def _build(args: argparse.Namespace) -> int:
     from ..structures import write_structures
     from ..systems import build
 
+    params = parse_params(args.param)
     try:
-        atoms = build(args.name, seed=args.seed, **parse_params(args.param))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        atoms = build(args.name, seed=args.seed, **params)
+    except (ValueError, TypeError, AssertionError, ArithmeticError) as exc:  # a value the builder cannot use
+        message = str(exc) or type(exc).__name__
+        if message.startswith(("unknown builder", "builder ")):
+            raise ConfigError(message) from None
+        shown = " ".join(f"{k}={v!r}" for k, v in params.items()) or "its defaults"
+        raise ConfigError(f"builder {args.name!r} cannot build with {shown}: {message}") from None
     write_structures(args.out, [atoms])
     print(f"{args.out}: {atoms.get_chemical_formula()} ({len(atoms)} atoms)")
     return 0

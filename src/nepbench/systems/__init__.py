@@ -27,6 +27,7 @@ for every seed; the seed still goes into `info`. Strain is applied separately by
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -89,15 +90,36 @@ def build(name: str, seed: int, **params: Any) -> Atoms:
     kwargs = {**entry.defaults, **params}
     if entry.takes_seed:
         kwargs["seed"] = int(seed)
-    accepted = set(inspect.signature(entry.func).parameters)
+    signature = inspect.signature(entry.func).parameters
+    accepted = set(signature)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ValueError(f"builder {name!r} takes no parameter(s) {', '.join(unknown)}; "
                          f"it takes {', '.join(sorted(accepted - {'seed'}))}")
+    for key, value in params.items():
+        _check_param_type(name, key, value, signature[key].default)
     atoms = entry.func(**kwargs)
     atoms.info.update({"builder": name, "motif": entry.motif, "seed": int(seed)})
     atoms.info.update({k: _info_value(v) for k, v in kwargs.items() if k != "seed"})
     return atoms
+
+
+def _check_param_type(builder: str, key: str, value: Any, default: Any) -> None:
+    """ValueError when `value` cannot stand where the builder's default is a bool, int or float
+    (None and parameters without a default are left to the builder)."""
+    if default is inspect.Parameter.empty or default is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        kind = "a finite number"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"builder {builder!r}: parameter {key} must be {kind}, got {value!r}")
 
 
 def available() -> list[str]:

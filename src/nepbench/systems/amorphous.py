@@ -77,6 +77,10 @@ def lixsi_counts(x: float, n_atoms: int = 32) -> tuple[int, int]:
 
 
 def _cube(symbols: list[str], volume_a3: float, seed: int, relax_steps: int) -> Atoms:
+    if not symbols:
+        raise ValueError("the cell would hold no atoms (n_atoms must be ≥ 1)")
+    if relax_steps < 0:
+        raise ValueError(f"relax_steps must be ≥ 0, got {relax_steps}")
     rng = np.random.default_rng(seed)
     order = [symbols[k] for k in rng.permutation(len(symbols))]
     length = volume_a3 ** (1 / 3)

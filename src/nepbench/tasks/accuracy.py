@@ -50,6 +50,34 @@ def offset_corrected_energy_residuals_ev_per_atom(
     return (test_pred + test_counts @ mu - test_ref) / n_atoms, mu
 
 
+def offset_fit_problem(fit_counts: np.ndarray, test_counts: np.ndarray, elements: list[str],
+                       in_sample: bool) -> str | None:
+    """Why per-element energy offsets fitted on frames with `fit_counts` would not give honest
+    per-atom energy errors on frames with `test_counts` (atoms per element, columns `elements`);
+    None when they would.
+
+    Three ways: an element of the test frames is absent from the fit (its offset would silently stay
+    0); the test compositions are not combinations of the fitted ones (the fit cannot tell the
+    offsets they need apart); or, fitted in-sample, no more frames than independent offsets (the
+    fit would absorb the errors and report 0).
+    """
+    n_fit = fit_counts.shape[0]
+    absent = [el for j, el in enumerate(elements) if test_counts[:, j].any() and not fit_counts[:, j].any()]
+    if absent:
+        return (f"energy offsets cannot be fitted for {', '.join(absent)}: absent from the {n_fit} frame(s) "
+                "they are fitted on")
+    fit_rows = fit_counts / fit_counts.sum(axis=1, keepdims=True)
+    test_rows = test_counts / test_counts.sum(axis=1, keepdims=True)
+    rank = int(np.linalg.matrix_rank(fit_rows))
+    if int(np.linalg.matrix_rank(np.vstack([fit_rows, test_rows]))) > rank:
+        return (f"the {n_fit} frame(s) the energy offsets are fitted on span {rank} independent "
+                f"composition(s), too few to tell apart the offsets of the test frames' {len(elements)} elements")
+    if in_sample and n_fit <= rank:
+        return (f"energy offsets fitted in-sample on {n_fit} frame(s) with {rank} independent composition(s): "
+                "the fit would absorb the energy errors; give more frames than elements, or frames with split=train")
+    return None
+
+
 def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     """Energy, force and stress errors of the model on the reference set's held-out split."""
     from ..engines.nep_cpu import NepCpuEngine
@@ -88,18 +116,24 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
     elements = sorted({s for a in offsets_from + test for s in a.get_chemical_symbols()})
     e_ref_test = np.array([labels_of(a)[0] for a in test])
     e_pred_test = np.array([lab.energy_ev for lab in test_pred])
-    residual, mu = offset_corrected_energy_residuals_ev_per_atom(
-        np.array([labels_of(a)[0] for a in offsets_from]), np.array([lab.energy_ev for lab in train_pred]),
-        _counts(offsets_from, elements), e_ref_test, e_pred_test, _counts(test, elements))
-
+    fit_counts, test_counts = _counts(offsets_from, elements), _counts(test, elements)
     metrics: dict[str, float] = {
         "force_rmse_mev_per_a": ferr.rmse_mev_per_a, "force_mae_mev_per_a": ferr.mae_mev_per_a,
         "force_r2": ferr.r2, "dft_force_rms_mev_per_a": ferr.ref_rms_mev_per_a,
         "force_max_abs_error_mev_per_a": ferr.max_abs_error_mev_per_a,
-        "energy_rmse_mev_per_atom": 1000 * float(np.sqrt(np.mean(residual**2))),
-        "energy_mae_mev_per_atom": 1000 * float(np.mean(np.abs(residual))),
         "n_test_frames": float(len(test)), "n_frames_for_offsets": float(len(offsets_from)),
     }
+    reasons: dict[str, str] = {}
+    problem = offset_fit_problem(fit_counts, test_counts, elements, in_sample=not train)
+    if problem:  # forces stand; the energy errors would be an artefact of the offsets
+        reasons = {"energy_rmse_mev_per_atom": problem, "energy_mae_mev_per_atom": problem}
+        mu = np.zeros(len(elements))  # unused: no energy series is drawn
+    else:
+        residual, mu = offset_corrected_energy_residuals_ev_per_atom(
+            np.array([labels_of(a)[0] for a in offsets_from]), np.array([lab.energy_ev for lab in train_pred]),
+            fit_counts, e_ref_test, e_pred_test, test_counts)
+        metrics["energy_rmse_mev_per_atom"] = 1000 * float(np.sqrt(np.mean(residual**2)))
+        metrics["energy_mae_mev_per_atom"] = 1000 * float(np.mean(np.abs(residual)))
     units = {"force_rmse_mev_per_a": "meV/Å", "force_mae_mev_per_a": "meV/Å",
              "dft_force_rms_mev_per_a": "meV/Å", "energy_rmse_mev_per_atom": "meV/atom",
              "energy_mae_mev_per_atom": "meV/atom", "force_r2": ""}
@@ -127,17 +161,17 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
     shift = _counts(test, elements) @ mu
     series = {
         "forces": {el: {"ref": d.ref_ev_per_a, "pred": d.pred_ev_per_a} for el, d in parity.items()},
-        "energy": {"ref": e_ref_test / n_atoms, "pred": (e_pred_test + shift) / n_atoms},
+        **({} if problem else {"energy": {"ref": e_ref_test / n_atoms, "pred": (e_pred_test + shift) / n_atoms}}),
         "per_motif": {m: {"force_rmse_mev_per_a": s.rmse_mev_per_a, "n_frames": motif_of.count(m)}
                       for m, s in ferr.per_motif.items()},
-        "energy_offsets_ev_per_atom": dict(zip(elements, mu.tolist())),
+        **({} if problem else {"energy_offsets_ev_per_atom": dict(zip(elements, mu.tolist()))}),
     }
     offsets = (f"offsets fitted on {len(offsets_from)} training frames" if train
                else "offsets fitted on the same frames (in-sample)")
-    method = (f"{what}; force components over all atoms; energies per atom after per-element "
-              f"{offsets}; NEP via {engine.version()}")
+    energies = f"energies not compared ({problem})" if problem else f"energies per atom after per-element {offsets}"
+    method = f"{what}; force components over all atoms; {energies}; NEP via {engine.version()}"
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
-                       engines={"nep_cpu": engine.version()}, seed=0)
+                       engines={"nep_cpu": engine.version()}, seed=0, metric_reasons=reasons)
 
 
 def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
