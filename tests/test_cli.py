@@ -4,6 +4,7 @@ clear error (non-zero exit, nothing written) for each kind of bad model or bad d
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,18 @@ def _bad_data(kind: str, labelled: Path, tmp_path: Path) -> Path:
         text[2] = "Fe " + " ".join(text[2].split()[1:])
     elif kind == "truncated":
         text = text[: n // 2]
+    elif kind == "energy_text":
+        text[1] = re.sub(r"energy=\S+", "energy=abc", text[1])
+    elif kind == "stress_nan":
+        text[1] = re.sub(r'stress="[^"]*"', 'stress="nan 0 0 0 0 0 0 0 0"', text[1])
+    elif kind == "element":
+        text[2] = "Xx " + " ".join(text[2].split()[1:])
+    elif kind == "forces2":
+        text[1] = text[1].replace("forces:R:3", "forces:R:2")
+        text[2:2 + n] = [" ".join(line.split()[:-1]) for line in text[2:2 + n]]
+    elif kind == "folder":
+        path.mkdir()
+        return path
     elif kind == "unlabelled":
         path.write_text("2\nLattice=\"5 0 0 0 5 0 0 0 5\" Properties=species:S:1:pos:R:3 pbc=\"T T T\"\n"
                         "Si 0 0 0\nSi 1.3 1.3 1.3\n")
@@ -124,6 +137,9 @@ def _bad_data(kind: str, labelled: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("kind, phrase", [
     ("malformed", "malformed extxyz"), ("nan", "non-finite"), ("overlap", "closer than"),
     ("species", "not in the model"), ("truncated", "malformed extxyz"), ("unlabelled", "no energy/forces"),
+    ("energy_text", "frame 0 has unreadable labels"), ("stress_nan", "frame 0: stress must be"),
+    ("element", "unknown element symbol 'Xx'"), ("forces2", "forces have shape"),
+    ("folder", "is a folder, not an extxyz file"),
 ])
 def test_bad_data_one_line_no_results(kind, phrase, model, labelled, tmp_path, capsys):
     path = _bad_data(kind, labelled, tmp_path)

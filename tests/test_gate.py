@@ -263,6 +263,9 @@ def test_cli_pass_regression_and_bad_input_exit_codes(tmp_path, capsys):
     (tmp_path / "broken.json").write_text("{not json")
     assert main(["gate", str(tmp_path / "broken.json"), "--baseline", str(base)]) == 2
     assert "broken.json: malformed JSON" in capsys.readouterr().err
+    (tmp_path / "latin1.json").write_bytes(b'{"name": "\xe9"}')
+    assert main(["gate", str(tmp_path / "latin1.json"), "--baseline", str(base)]) == 2
+    assert "latin1.json: not UTF-8 text" in capsys.readouterr().err
 
 
 def test_cli_update_baseline_writes_atomically_with_suite_tolerances(tmp_path, capsys):

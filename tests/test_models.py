@@ -78,6 +78,14 @@ def test_registry_file_schema():
     assert len(records["nep89"].species) == 89
 
 
+def test_registry_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "registry.toml"
+    path.write_bytes(b"# \xff\n[models]\n")
+    with pytest.raises(ModelError, match="not UTF-8") as exc:
+        models.load_registry(path)
+    assert str(path) in one_line(exc)
+
+
 @pytest.mark.parametrize("edit, problem", [
     (lambda t: t.replace('licence = "CC0"\n', ""), "missing field 'licence'"),
     (lambda t: t.replace('"' + "a" * 64 + '"', '"ABC"'), "64 lower-case hex"),

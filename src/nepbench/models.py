@@ -226,9 +226,11 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Model
     """All registry records by name, each checked against the schema (ModelError names the file)."""
     path = Path(path) if path is not None else registry_path()
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{path}: model registry not found") from None
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{path}: malformed registry (not UTF-8 text at byte {exc.start})") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ModelError(f"{path}: malformed registry ({str(exc).splitlines()[0]})") from None
     models = data.get("models")

@@ -115,10 +115,14 @@ def read_structures(
     With `require_labels`, each frame must carry a finite energy (eV) and forces (eV/Å).
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder, not an extxyz file")
     if not path.is_file():
         raise InputError(path, "file not found")
     try:
         frames = read(str(path), index=":", format="extxyz")
+    except KeyError as exc:  # ASE's lookup of an element symbol
+        raise InputError(path, f"malformed extxyz (unknown element symbol {exc.args[0]!r})") from None
     except Exception as exc:  # ASE raises many types on malformed text
         raise InputError(path, f"malformed extxyz ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not frames:
@@ -127,12 +131,25 @@ def read_structures(
     for index, atoms in enumerate(frames):
         check_structure(atoms, path, species, frame=index)
         if require_labels:
-            energy, forces, _ = labels_of(atoms)
-            if energy is None or forces is None:
-                raise InputError(path, f"frame {index} has no energy/forces labels")
-            if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
-                raise InputError(path, f"frame {index} has non-finite energy or forces")
+            _check_labels(atoms, path, index)
     return frames
+
+
+def _check_labels(atoms: Atoms, path: Path, index: int) -> None:
+    """InputError naming `path` and frame `index` unless the frame has a finite energy (eV), finite
+    forces (eV/Å) of shape (n_atoms, 3) and, where present, a finite 6-component stress (eV/Å³)."""
+    try:
+        energy, forces, stress = labels_of(atoms)
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"frame {index} has unreadable labels ({str(exc)[:120]})") from None
+    if energy is None or forces is None:
+        raise InputError(path, f"frame {index} has no energy/forces labels")
+    if forces.shape != (len(atoms), 3):
+        raise InputError(path, f"frame {index}: forces have shape {forces.shape}, expected ({len(atoms)}, 3)")
+    if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+        raise InputError(path, f"frame {index} has non-finite energy or forces")
+    if stress is not None and (stress.shape != (6,) or not np.all(np.isfinite(stress))):
+        raise InputError(path, f"frame {index}: stress must be 6 (Voigt) or 3×3 finite numbers")
 
 
 def labels_of(atoms: Atoms) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:

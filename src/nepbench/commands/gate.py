@@ -79,9 +79,11 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], str]:
     if path.is_dir():
         raise GateInputError(f"{path}: not a run folder (no suite.json) and holds no results.json")
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise GateInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise GateInputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise GateInputError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(document, dict):
@@ -95,9 +97,11 @@ def load_tolerances_file(path: str | Path) -> Any:
 
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise GateInputError(f"{path}: cannot read tolerances ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise GateInputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise GateInputError(f"{path}: malformed TOML ({exc})") from None
     try:
