@@ -96,3 +96,27 @@ def test_shipped_suites_parse():
         assert suite.tasks and suite.criteria
         for crit in suite.criteria:
             assert crit.source.strip()
+
+
+def test_a_misspelt_task_parameter_is_refused(tmp_path):
+    path = write(tmp_path, SUITE.replace('split = "test"', 'splt = "test"'))
+    with pytest.raises(ConfigError) as info:
+        load_suite(path)
+    message = str(info.value)
+    assert str(path) in message and "task 'parity-{model}' (parity) has unknown parameter(s) splt" in message
+    assert "known: motifs, split" in message
+
+
+@pytest.mark.parametrize("task_type, module", [
+    ("parity", "accuracy"), ("md_accuracy", "md_accuracy"), ("throughput", "throughput")])
+def test_declared_task_parameters_cover_what_the_code_reads(task_type, module):
+    """The loader refuses parameters outside the declared set, so every key the task's code reads
+    (p.get("k"), p["k"], params.get("k")) must be declared, or a valid suite would be refused."""
+    import re
+
+    from nepbench.tasks import task_params
+
+    source = (Path(__file__).resolve().parents[1] / "src" / "nepbench" / "tasks" / f"{module}.py").read_text()
+    read = set(re.findall(r"\b(?:p|params)(?:\.get\(|\[)\"([a-z_0-9]+)\"", source))
+    assert read, "the pattern found no parameter reads: has the code's style changed?"
+    assert read <= task_params(task_type), read - task_params(task_type)

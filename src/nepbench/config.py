@@ -127,6 +127,18 @@ def _criterion(raw: dict[str, Any], path: Path, index: int) -> Criterion:
     return criterion_from_mapping(raw, where)
 
 
+def _check_task_params(path: Path, task_id: str, task_type: str, params: Mapping[str, Any]) -> None:
+    """ConfigError naming the file and task for a parameter its type does not read (a misspelt
+    `splt` would otherwise leave the default in force without a word)."""
+    from .tasks import task_params
+
+    known = task_params(task_type)
+    unknown = sorted(set(params) - known - {"model"})
+    if unknown:
+        raise ConfigError(f"{path}: task {task_id!r} ({task_type}) has unknown parameter(s) "
+                          f"{', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
 def _model_names(value: Any, path: Path) -> tuple[str, ...]:
     """The `[suite] models` list: model names (strings)."""
     if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
@@ -184,6 +196,7 @@ def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite
             raise ConfigError(f"{path}: task {raw['id']!r} has unknown type {raw['type']!r} "
                               f"(known: {', '.join(TASK_TYPES)})")
         params = {k: v for k, v in raw.items() if k not in ("id", "type", "title")}
+        _check_task_params(path, str(raw["id"]), str(raw["type"]), params)
         tasks.append(TaskSpec(str(raw["id"]), str(raw["type"]), str(raw.get("title", raw["id"])), params))
     if any("{model}" in t.id for t in tasks) and not suite_models:
         raise ConfigError(f"{path}: tasks use {{model}} but no models are given")

@@ -59,6 +59,25 @@ class TaskContext:
 TaskFunction = Callable[[TaskSpec, TaskContext], TaskOutcome]
 
 
+def task_params(task_type: str) -> frozenset[str]:
+    """The parameters tasks of `task_type` read (besides "model", which model expansion adds)."""
+    if task_type == "parity":
+        from .accuracy import PARITY_PARAMS
+        return PARITY_PARAMS
+    if task_type == "md_accuracy":
+        from .md_accuracy import MD_ACCURACY_PARAMS
+        return MD_ACCURACY_PARAMS
+    if task_type == "throughput":
+        from .throughput import THROUGHPUT_PARAMS
+        return THROUGHPUT_PARAMS
+    if task_type == "expansion":
+        from dataclasses import fields
+
+        from .lithiation import ExpansionParams
+        return frozenset(f.name for f in fields(ExpansionParams))
+    raise ValueError(f"unknown task type {task_type!r}")
+
+
 def task_function(task_type: str) -> TaskFunction:
     """The function that runs tasks of `task_type` (imported lazily)."""
     if task_type == "parity":

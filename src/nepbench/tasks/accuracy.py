@@ -50,6 +50,10 @@ def offset_corrected_energy_residuals_ev_per_atom(
     return (test_pred + test_counts @ mu - test_ref) / n_atoms, mu
 
 
+#: Parameters a parity task reads (suite files are checked against them when loaded).
+PARITY_PARAMS = frozenset({"split", "motifs"})
+
+
 def offset_fit_problem(fit_counts: np.ndarray, test_counts: np.ndarray, elements: list[str],
                        in_sample: bool) -> str | None:
     """Why per-element energy offsets fitted on frames with `fit_counts` would not give honest
