@@ -24,7 +24,8 @@ EPILOG = """exit status:
      pass → fail or can no longer be judged, a compared metric is missing, or the reference data
      differ from the baseline's (unless --allow-data-change)
   2  bad input: the run, its results.json, the baseline or the tolerance file is missing or
-     unreadable (one line naming the file)
+     unreadable (one line naming the file), or an unexpected error (one line; --debug shows
+     the traceback)
 
 examples:
   nepbench run suites/gate.toml --out reports/gate && nepbench gate reports/gate

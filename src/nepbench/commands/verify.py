@@ -13,7 +13,8 @@ EPILOG = """exit status:
   1  at least one criterion fails (at or beyond its "bad" bound)
   2  cannot judge: no criterion could be judged at all (no results), a task failed or has no
      record, a metric is missing without a stated reason or is NaN/inf, the run directory or a
-     record is unreadable or malformed, or --strict and any criterion is not measured
+     record is unreadable or malformed, --strict and any criterion is not measured, or an
+     unexpected error (one line; --debug shows the traceback)
 
 examples:
   nepbench verify reports/quick
