@@ -128,16 +128,19 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
         "n_test_frames": float(len(test)), "n_frames_for_offsets": float(len(offsets_from)),
     }
     reasons: dict[str, str] = {}
+    energy_series: dict[str, Any] = {}
     problem = offset_fit_problem(fit_counts, test_counts, elements, in_sample=not train)
     if problem:  # forces stand; the energy errors would be an artefact of the offsets
         reasons = {"energy_rmse_mev_per_atom": problem, "energy_mae_mev_per_atom": problem}
-        mu = np.zeros(len(elements))  # unused: no energy series is drawn
     else:
         residual, mu = offset_corrected_energy_residuals_ev_per_atom(
             np.array([labels_of(a)[0] for a in offsets_from]), np.array([lab.energy_ev for lab in train_pred]),
             fit_counts, e_ref_test, e_pred_test, test_counts)
         metrics["energy_rmse_mev_per_atom"] = 1000 * float(np.sqrt(np.mean(residual**2)))
         metrics["energy_mae_mev_per_atom"] = 1000 * float(np.mean(np.abs(residual)))
+        n_atoms = np.array([len(a) for a in test])
+        energy_series = {"energy": {"ref": e_ref_test / n_atoms, "pred": (e_pred_test + test_counts @ mu) / n_atoms},
+                         "energy_offsets_ev_per_atom": dict(zip(elements, mu.tolist()))}
     units = {"force_rmse_mev_per_a": "meV/Å", "force_mae_mev_per_a": "meV/Å",
              "dft_force_rms_mev_per_a": "meV/Å", "energy_rmse_mev_per_atom": "meV/atom",
              "energy_mae_mev_per_atom": "meV/atom", "force_r2": ""}
@@ -161,14 +164,11 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
         metrics["stress_mae_gpa"] = serr.mae_gpa
         units["stress_rmse_gpa"] = "GPa"
     parity = parity_data(ref_f, pred_f, symbols, MAX_PARITY_POINTS, seed=0)
-    n_atoms = np.array([len(a) for a in test])
-    shift = _counts(test, elements) @ mu
     series = {
         "forces": {el: {"ref": d.ref_ev_per_a, "pred": d.pred_ev_per_a} for el, d in parity.items()},
-        **({} if problem else {"energy": {"ref": e_ref_test / n_atoms, "pred": (e_pred_test + shift) / n_atoms}}),
         "per_motif": {m: {"force_rmse_mev_per_a": s.rmse_mev_per_a, "n_frames": motif_of.count(m)}
                       for m, s in ferr.per_motif.items()},
-        **({} if problem else {"energy_offsets_ev_per_atom": dict(zip(elements, mu.tolist()))}),
+        **energy_series,
     }
     offsets = (f"offsets fitted on {len(offsets_from)} training frames" if train
                else "offsets fitted on the same frames (in-sample)")
