@@ -1,6 +1,7 @@
 """The runner: one record per task with provenance; a rerun recomputes nothing finished."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,35 @@ def test_an_unknown_task_id_writes_nothing(tmp_path, calls):
     with pytest.raises(ConfigError, match="no task 'typo'"):
         runner.run_suite(suite_of(TaskSpec("a", "parity", "A", {"value": 1})), out, ["typo"], reference_dir=tmp_path)
     assert not out.exists() and calls == []
+
+
+def test_a_code_change_recomputes_instead_of_reusing_old_results(tmp_path, calls, monkeypatch):
+    suite = suite_of(TaskSpec("a", "parity", "A", {"value": 1}))
+    runner.run_suite(suite, tmp_path, reference_dir=tmp_path)
+    runner.run_suite(suite, tmp_path, reference_dir=tmp_path)
+    assert calls == ["a"]
+    first = json.loads((tmp_path / "tasks" / "a.json").read_text())
+    assert first["provenance"]["nepbench_code_sha256"] == runner.code_sha256()
+    monkeypatch.setattr(runner, "code_sha256", lambda: "f" * 64)
+    runner.run_suite(suite, tmp_path, reference_dir=tmp_path)
+    assert calls == ["a", "a"]
+    assert json.loads((tmp_path / "tasks" / "a.json").read_text())["provenance"]["nepbench_code_sha256"] == "f" * 64
+
+
+def test_code_sha256_follows_the_python_sources_only(tmp_path):
+    from nepbench.provenance import code_sha256
+
+    def package(name: str, body: str) -> Path:
+        root = tmp_path / name
+        (root / "sub" / "__pycache__").mkdir(parents=True)
+        (root / "sub" / "m.py").write_text(body)
+        (root / "sub" / "__pycache__" / "m.cpython-311.pyc").write_bytes(name.encode())
+        (root / "notes.txt").write_text(name)
+        return root
+
+    same_a, same_b = package("a", "x = 1\n"), package("b", "x = 1\n")  # only .pyc and .txt differ
+    assert code_sha256(same_a) == code_sha256(same_b)
+    assert code_sha256(package("c", "x = 2\n")) != code_sha256(same_a)
+    (same_a / "sub" / "m.py").rename(same_a / "sub" / "n.py")  # a rename is a change (new folder: no cache)
+    assert code_sha256(same_a) == code_sha256(same_b)  # cached for the folder within a process
+    assert code_sha256.__wrapped__(same_a) != code_sha256(same_b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -197,6 +198,22 @@ def hardware_info() -> dict[str, Any]:
 
 #: Folders whose uncommitted changes alter what a run computes (data changes are in data_sha256).
 CODE_PATHS = ("src", "suites", "models")
+
+
+@functools.lru_cache(maxsize=8)
+def code_sha256(package_dir: str | os.PathLike[str] | None = None) -> str:
+    """sha256 over the nepbench package's Python sources (relative path and bytes of every *.py,
+    sorted): the code a run computed with, the same in a git checkout, an installed wheel or a
+    container. Part of each task's cache key, so changed code recomputes instead of reusing
+    results the old code produced. Computed once per process and folder."""
+    root = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def git_code_modified(repo: str | os.PathLike[str] | None = None) -> bool | None:

@@ -19,8 +19,8 @@ from . import __version__
 from .config import Suite, TaskSpec
 from .errors import EngineNotAvailable, InputError, ModelError, NepbenchError
 from .provenance import (
-    atomic_write_json, content_hash, git_code_modified, git_commit, hardware_info, package_versions,
-    sha256_file,
+    atomic_write_json, code_sha256, content_hash, git_code_modified, git_commit, hardware_info,
+    package_versions, sha256_file,
 )
 from .tasks import TaskContext, TaskOutcome, task_function
 
@@ -45,9 +45,10 @@ def reference_hash(reference_dir: Path) -> str | None:
 
 
 def task_input_hash(spec: TaskSpec, model: ResolvedModel | None, data_sha256: str | None) -> str:
-    """The cache key of a task: its parameters, the model's and the data's sha256, nepbench version."""
+    """The cache key of a task: its parameters, the model's and the data's sha256, nepbench's
+    version and the sha256 of its code (`code_sha256`: after a code change a rerun recomputes)."""
     return content_hash({"task": spec.to_dict(), "model_sha256": model.sha256 if model else None,
-                         "data_sha256": data_sha256, "nepbench": __version__})
+                         "data_sha256": data_sha256, "nepbench": __version__, "code_sha256": code_sha256()})
 
 
 def _resolve(name: str, cache: dict[str, ResolvedModel]) -> ResolvedModel:
@@ -85,6 +86,7 @@ def make_record(spec: TaskSpec, outcome: TaskOutcome, model: ResolvedModel | Non
             "packages": package_versions(), "engines": outcome.engines, "hardware": hardware_info(),
             "seed": outcome.seed, "wall_s": round(wall_s, 3), "nepbench_version": __version__,
             "nepbench_commit": git_commit(), "nepbench_code_modified": git_code_modified(),
+            "nepbench_code_sha256": code_sha256(),
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
         "input_hash": input_hash,

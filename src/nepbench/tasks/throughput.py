@@ -21,7 +21,7 @@ from ..config import TaskSpec
 from ..engines.base import MDProtocol
 from ..errors import EngineNotAvailable
 from ..metrics import throughput as tp
-from ..provenance import atomic_write_json, content_hash, hardware_info
+from ..provenance import atomic_write_json, code_sha256, content_hash, hardware_info
 from . import TaskContext, TaskOutcome
 
 
@@ -64,12 +64,13 @@ def cp2k_timing_shared(cp2k, atoms: Atoms, protocol: MDProtocol, cache_dir: Path
 
     The CP2K side of a speed ratio does not depend on the NEP model, so when a suite compares
     several models their throughput tasks reuse one measurement (same run, same machine). The key
-    covers the cell, the protocol, the CP2K settings, version and rank count.
+    covers the cell, the protocol, the CP2K settings, version and rank count, and nepbench's code
+    (`provenance.code_sha256`), so a rerun after a code change measures CP2K again with the NEP side.
     """
     key = content_hash({"numbers": atoms.numbers.tolist(), "positions": np.round(atoms.positions, 6).tolist(),
                         "cell": np.round(atoms.cell.array, 6).tolist(), "protocol": asdict(protocol),
                         "settings": asdict(cp2k.settings), "version": cp2k.version(),
-                        "ranks": getattr(cp2k, "ranks", None)})[:24]
+                        "ranks": getattr(cp2k, "ranks", None), "code_sha256": code_sha256()})[:24]
     path = cache_dir / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
