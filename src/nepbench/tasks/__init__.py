@@ -59,37 +59,31 @@ class TaskContext:
 TaskFunction = Callable[[TaskSpec, TaskContext], TaskOutcome]
 
 
+#: Task type → (module under nepbench.tasks, its run function). Each module also declares
+#: `TASK_PARAMS`, the parameters its tasks read; suite files are checked against them when loaded.
+TASK_MODULES = {
+    "parity": ("accuracy", "run_parity"),
+    "md_accuracy": ("md_accuracy", "run_md_accuracy"),
+    "throughput": ("throughput", "run_throughput"),
+    "expansion": ("lithiation", "run_expansion"),
+}
+
+
+def _task_module(task_type: str) -> tuple[Any, str]:
+    import importlib
+
+    if task_type not in TASK_MODULES:
+        raise KeyError(task_type)
+    module, function = TASK_MODULES[task_type]
+    return importlib.import_module(f"{__name__}.{module}"), function
+
+
 def task_params(task_type: str) -> frozenset[str]:
     """The parameters tasks of `task_type` read (besides "model", which model expansion adds)."""
-    if task_type == "parity":
-        from .accuracy import PARITY_PARAMS
-        return PARITY_PARAMS
-    if task_type == "md_accuracy":
-        from .md_accuracy import MD_ACCURACY_PARAMS
-        return MD_ACCURACY_PARAMS
-    if task_type == "throughput":
-        from .throughput import THROUGHPUT_PARAMS
-        return THROUGHPUT_PARAMS
-    if task_type == "expansion":
-        from dataclasses import fields
-
-        from .lithiation import ExpansionParams
-        return frozenset(f.name for f in fields(ExpansionParams))
-    raise ValueError(f"unknown task type {task_type!r}")
+    return frozenset(_task_module(task_type)[0].TASK_PARAMS)
 
 
 def task_function(task_type: str) -> TaskFunction:
     """The function that runs tasks of `task_type` (imported lazily)."""
-    if task_type == "parity":
-        from .accuracy import run_parity
-        return run_parity
-    if task_type == "md_accuracy":
-        from .accuracy import run_md_accuracy
-        return run_md_accuracy
-    if task_type == "throughput":
-        from .throughput import run_throughput
-        return run_throughput
-    if task_type == "expansion":
-        from .lithiation import run_expansion
-        return run_expansion
-    raise KeyError(task_type)
+    module, function = _task_module(task_type)
+    return getattr(module, function)

@@ -51,7 +51,7 @@ def offset_corrected_energy_residuals_ev_per_atom(
 
 
 #: Parameters a parity task reads (suite files are checked against them when loaded).
-PARITY_PARAMS = frozenset({"split", "motifs"})
+TASK_PARAMS = frozenset({"split", "motifs"})
 
 
 def offset_fit_problem(fit_counts: np.ndarray, test_counts: np.ndarray, elements: list[str],
@@ -176,9 +176,3 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
     method = f"{what}; force components over all atoms; {energies}; NEP via {engine.version()}"
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
                        engines={"nep_cpu": engine.version()}, seed=0, metric_reasons=reasons)
-
-
-def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
-    from .md_accuracy import run_md_accuracy as run
-
-    return run(spec, ctx)

@@ -164,6 +164,10 @@ class ExpansionParams:
         return max(self.shell_thicknesses_nm) if self.headline_t_nm is None else float(self.headline_t_nm)
 
 
+#: Parameters an expansion task reads (suite files are checked against them when loaded).
+TASK_PARAMS = frozenset(f.name for f in fields(ExpansionParams))
+
+
 def t_key(t_nm: float) -> str:
     """Shell thickness as used in metric names and series keys: 1 → "1.0", 0.25 → "0.25"."""
     s = f"{float(t_nm):g}"

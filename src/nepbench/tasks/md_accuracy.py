@@ -20,8 +20,8 @@ from . import TaskContext, TaskOutcome
 from .accuracy import missing_species, model_species
 
 #: Parameters an md_accuracy task reads (suite files are checked against them when loaded).
-MD_ACCURACY_PARAMS = frozenset({"runs", "length_factors", "min_rdf_production_ps", "max_temperature_offset",
-                                "min_temperature_offset_z", "r_max_a", "n_bins", "seed", "nve"})
+TASK_PARAMS = frozenset({"runs", "length_factors", "min_rdf_production_ps", "max_temperature_offset",
+                         "min_temperature_offset_z", "r_max_a", "n_bins", "seed", "nve"})
 MIN_DIFFUSION_PS = 0.5  # shortest production run from which a diffusivity is fitted
 MIN_RDF_PS = 0.1  # shortest production run whose g(r) is compared (10–20 frames at the runs' 5–10 fs spacing)
 #: An AIMD production whose mean T is more than this fraction off its thermostat temperature, and

@@ -26,7 +26,7 @@ from . import TaskContext, TaskOutcome
 
 
 #: Parameters a throughput task reads (suite files are checked against them when loaded).
-THROUGHPUT_PARAMS = frozenset({
+TASK_PARAMS = frozenset({
     "builder", "builder_params", "temperature_k", "timestep_fs", "seed", "repeats", "identical_sizes",
     "cp2k_ranks", "cp2k_steps", "cp2k_warmup", "nep_threads", "nep_steps", "nep_warmup", "nep_sizes",
     "nep_atom_steps", "extrapolate_to_n", "gpu_sizes", "gpu_atom_steps"})
