@@ -156,6 +156,44 @@ def test_model_xyz_roundtrip_with_masses_and_velocities():
 def test_model_xyz_rejects_cellless_structure():
     with pytest.raises(ValueError, match="cell"):
         g.write_model_xyz(Atoms("Si2", positions=[[0, 0, 0], [2, 0, 0]]))
+    with pytest.raises(ValueError, match="at least 2 atoms"):  # GPUMD's own limit (read_xyz.cu)
+        g.write_model_xyz(Atoms("Si", positions=[[0, 0, 0]], cell=[5, 5, 5], pbc=True))
+
+
+def test_a_particle_in_wide_vacuum_is_written_periodic_and_a_narrow_gap_is_not():
+    """GPUMD searches a free direction whole (O(N²)); with vacuum wider than PERIODIC_VACUUM_A
+    the images cannot interact, so the direction is written periodic. A gap narrower than that
+    stays free, and a periodic direction stays periodic."""
+    from nepbench.systems import core_shell_particle
+
+    particle = core_shell_particle(seed=1, core_radius_nm=0.5, shell_thickness_nm=0.3, vacuum_nm=1.0)
+    assert not any(particle.pbc)
+    gaps = g.vacuum_gaps_a(particle)
+    np.testing.assert_allclose(gaps, 20.0, atol=1.5)  # 1 nm each side
+    assert g.gpumd_pbc(particle) == (True, True, True)
+    assert 'pbc="T T T"' in g.write_model_xyz(particle).splitlines()[1]
+    # 6 Å each side: 12 Å of vacuum in x only when the cell is widened there alone
+    tight = particle.copy()
+    tight.cell = np.diag(particle.cell.lengths() - np.array([0.0, gaps[1] - 8.0, gaps[2] - 8.0]))
+    tight.positions -= [0.0, (gaps[1] - 8.0) / 2, (gaps[2] - 8.0) / 2]
+    assert g.gpumd_pbc(tight) == (True, False, False)
+    slab = tight.copy()
+    slab.pbc = (False, True, True)  # periodic in y and z whatever their gap
+    assert g.gpumd_pbc(slab) == (True, True, True)
+    for model in ("nep89-lisic", "nepbench-lisic-v1"):  # the margin holds for the models shipped
+        assert g.PERIODIC_VACUUM_A >= _radial_cutoff_a(model) + 1.0 + 1.0
+
+
+def _radial_cutoff_a(model: str) -> float:
+    """The radial cutoff of a registry model (line 'cutoff rc_r rc_a ...'); 8 Å when not on disk."""
+    from nepbench.models import resolve_model
+
+    try:
+        path = Path(resolve_model(model, fetch=False).path)
+    except Exception:
+        return 8.0
+    line = next((ln for ln in path.read_text().splitlines() if ln.startswith("cutoff")), "cutoff 8")
+    return float(line.split()[1])
 
 
 # ------------------------------------------------------------------------------------ parsers

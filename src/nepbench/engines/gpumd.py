@@ -26,6 +26,7 @@ Formats were read from GPUMD v5.6's sources (commit 5fad844f…, see docs/gpumd.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shutil
@@ -75,16 +76,42 @@ def _num(value: float) -> str:
     return f"{float(value):.10g}"
 
 
+#: A non-periodic direction whose vacuum (cell width minus the atoms' extent) is at least this wide,
+#: in Å, is written periodic for GPUMD. Images are then further apart than any NEP cutoff in use
+#: (NEP89: 6 Å radial) plus GPUMD's 1 Å neighbour skin, so no force changes; but GPUMD bins
+#: only periodic directions and searches a free one whole, so a particle in vacuum written
+#: "F F F" costs O(N²) per neighbour-list rebuild (src/force/neighbor.cu at the pinned commit).
+PERIODIC_VACUUM_A = 12.0
+
+
+def vacuum_gaps_a(atoms: Atoms) -> np.ndarray:
+    """Per cell direction: the cell's width minus the atoms' extent along it, in Å (the vacuum a
+    periodic image would sit behind)."""
+    cell = np.asarray(atoms.cell.array, dtype=float)
+    frac = np.linalg.solve(cell.T, np.asarray(atoms.positions, dtype=float).T).T
+    extent = frac.max(axis=0) - frac.min(axis=0)
+    return cell_thicknesses_a(cell) * (1.0 - extent)
+
+
+def gpumd_pbc(atoms: Atoms, vacuum_a: float = PERIODIC_VACUUM_A) -> tuple[bool, bool, bool]:
+    """The pbc written for GPUMD: periodic where `atoms` is, and where a free direction has at
+    least `vacuum_a` Å of vacuum (see PERIODIC_VACUUM_A)."""
+    gaps = vacuum_gaps_a(atoms)
+    return tuple(bool(p) or bool(g >= vacuum_a) for p, g in zip(atoms.pbc, gaps))  # type: ignore[return-value]
+
+
 def write_model_xyz(atoms: Atoms, velocities_a_per_fs: np.ndarray | None = None) -> str:
     """GPUMD `model.xyz` text for `atoms`: species, positions (Å), masses (amu, from ASE).
 
     Masses are written explicitly so GPUMD integrates with the same masses as the other engines.
     `velocities_a_per_fs` (n_atoms, 3) in Å/fs adds a `vel` column; GPUMD then ignores the
-    `velocity` keyword and starts from these velocities.
+    `velocity` keyword and starts from these velocities. pbc is `gpumd_pbc(atoms)`: a free
+    direction with a wide vacuum is written periodic (same forces, no O(N²) neighbour search).
+    GPUMD refuses fewer than 2 atoms.
     """
     n = len(atoms)
-    if n == 0:
-        raise ValueError("atoms is empty")
+    if n < 2:
+        raise ValueError(f"GPUMD needs at least 2 atoms, got {n}")
     cell = np.asarray(atoms.cell.array, dtype=float)
     if abs(np.linalg.det(cell)) < 1e-9:
         raise ValueError("GPUMD needs a cell with non-zero volume (lattice is mandatory in model.xyz)")
@@ -92,7 +119,7 @@ def write_model_xyz(atoms: Atoms, velocities_a_per_fs: np.ndarray | None = None)
     masses = atoms.get_masses()
     if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(cell))):
         raise ValueError("non-finite positions or cell")
-    pbc = " ".join("T" if p else "F" for p in atoms.pbc)
+    pbc = " ".join("T" if p else "F" for p in gpumd_pbc(atoms))
     lattice = " ".join(_num(x) for x in cell.reshape(-1))
     props = "species:S:1:pos:R:3:mass:R:1"
     vel = None
@@ -601,8 +628,8 @@ class GpumdEngine(Engine):
         """Run `protocol` on `atoms` with GPUMD (warm-up first, excluded from timing and frames)."""
         binary = self._require_available()
         check_structure(atoms, "input structure", allowed_species=self._model_species())
-        try:
-            cutoff = rdf_cutoff_a(atoms.cell.array, self.rdf_cutoff_a)
+        try:  # GPUMD's g(r) divides by the box volume: meaningless for a particle in vacuum
+            cutoff = rdf_cutoff_a(atoms.cell.array, self.rdf_cutoff_a) if all(atoms.pbc) else None
         except ValueError as exc:
             raise InputError("input structure", str(exc)) from None
         run_in = write_run_in(protocol, thermostat=self.thermostat, rdf_cutoff=cutoff,
@@ -630,6 +657,7 @@ class GpumdEngine(Engine):
         try:
             thermo = parse_thermo(self._read(run_dir, "thermo.out"), str(run_dir / "thermo.out"))
             traj = parse_dump_exyz(self._read(run_dir, "dump.xyz"), warmup_ps, str(run_dir / "dump.xyz"))
+            traj = dataclasses.replace(traj, pbc=tuple(bool(p) for p in atoms.pbc))  # not gpumd_pbc's
             extra: dict[str, Any] = {}
             if (run_dir / "msd.out").is_file():
                 extra["msd"] = parse_msd((run_dir / "msd.out").read_text(), str(run_dir / "msd.out"))
@@ -719,7 +747,8 @@ class GpumdEngine(Engine):
 
 
 __all__ = [
-    "GpumdEngine", "PINNED_COMMIT", "PINNED_VERSION", "THERMO_COLUMNS", "cell_thicknesses_a",
+    "GpumdEngine", "PERIODIC_VACUUM_A", "PINNED_COMMIT", "PINNED_VERSION", "THERMO_COLUMNS", "cell_thicknesses_a",
+    "gpumd_pbc", "vacuum_gaps_a",
     "coupling_steps", "msd_correlation_steps", "parse_dump_exyz", "parse_exyz_frames",
     "parse_msd", "parse_rdf", "parse_run_wall_s", "parse_speed", "parse_thermo", "parse_version",
     "rdf_cutoff_a", "stress_from_virial", "unwrap_minimum_image", "write_model_xyz", "write_run_in",
