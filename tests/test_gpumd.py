@@ -504,6 +504,22 @@ def test_md_orchestration_timing_excludes_warmup(fake_engine: g.GpumdEngine):
     assert fake_engine.version() == "GPUMD 5.6"
 
 
+def test_a_timing_run_writes_thermo_only(model: Path, fake_gpumd: Path, tmp_path: Path, monkeypatch):
+    """GPUMD times its dumps and computes inside the run loop, so the throughput task's runs
+    write dump_thermo only; the result has thermo rows and timing but no frames."""
+    monkeypatch.setattr(g, "gpu_models", lambda: ["Fake GPU, 80 GiB"])
+    engine = g.GpumdEngine(model, gpumd_binary=str(fake_gpumd), workdir=tmp_path / "runs", record_frames=False)
+    protocol = MDProtocol(ensemble="nvt", temperature_k=900.0, timestep_fs=1.0, steps=100,
+                          sample_interval=100, seed=5, warmup_steps=10)
+    res = engine.md(lisi_cell(), protocol)
+    production = res.extra["run_in"].split("# production")[1]
+    assert "dump_thermo 100" in production
+    assert not any(k in production for k in ("dump_xyz", "dump_exyz", "compute_msd", "compute_rdf"))
+    assert not (Path(res.extra["run_dir"]) / "dump.xyz").exists()
+    assert res.trajectory.n_frames == 0 and len(res.thermo["temperature_k"]) == 1
+    assert res.timing.timed_wall_s == 0.5 and res.timing.timed_steps == 100
+
+
 def test_md_rejects_species_missing_from_model(fake_engine: g.GpumdEngine):
     atoms = lisi_cell()
     atoms[1].symbol = "O"

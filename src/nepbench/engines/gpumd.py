@@ -197,7 +197,7 @@ def write_run_in(
     rdf_cutoff: float | None = 6.0,
     rdf_bins: int = 200,
     msd: bool = True,
-    dump_keyword: DumpKeyword = "dump_xyz",
+    dump_keyword: DumpKeyword | None = "dump_xyz",
 ) -> str:
     """GPUMD `run.in` text for `protocol`.
 
@@ -213,7 +213,8 @@ def write_run_in(
         rdf_cutoff: RDF cutoff in Å (None: no `compute_rdf`); see `rdf_cutoff_a`.
         rdf_bins: number of RDF bins, GPUMD accepts 21..500.
         msd: write `compute_msd` when enough samples fit (`msd_correlation_steps`).
-        dump_keyword: "dump_xyz" (with exact unwrapped positions) or "dump_exyz" (wrapped only).
+        dump_keyword: "dump_xyz" (with exact unwrapped positions), "dump_exyz" (wrapped only) or
+            None (no trajectory: a timing run, since GPUMD times its dumps inside the run loop).
     """
     if any(c.isspace() for c in potential_file) or not potential_file:
         raise ValueError(f"potential_file must be a non-empty name without spaces: {potential_file!r}")
@@ -221,8 +222,8 @@ def write_run_in(
         raise ValueError(f"rdf_bins must be in [{RDF_MIN_BINS}, {RDF_MAX_BINS}] for GPUMD, got {rdf_bins}")
     if rdf_cutoff is not None and not (rdf_cutoff > 0 and math.isfinite(rdf_cutoff)):
         raise ValueError(f"rdf_cutoff must be > 0 Å, got {rdf_cutoff}")
-    if dump_keyword not in ("dump_xyz", "dump_exyz"):
-        raise ValueError(f"dump_keyword must be 'dump_xyz' or 'dump_exyz', got {dump_keyword!r}")
+    if dump_keyword not in ("dump_xyz", "dump_exyz", None):
+        raise ValueError(f"dump_keyword must be 'dump_xyz', 'dump_exyz' or None, got {dump_keyword!r}")
     every = protocol.sample_interval
     ensemble = _ensemble_line(protocol, thermostat)
     lines = [
@@ -239,7 +240,7 @@ def write_run_in(
     lines += ["", "# production", ensemble, f"dump_thermo {every}"]
     if dump_keyword == "dump_xyz":
         lines.append(f"dump_xyz -1 0 {every} dump.xyz unwrapped_position")
-    else:
+    elif dump_keyword == "dump_exyz":
         lines.append(f"dump_exyz {every} 0 0")
     nc = msd_correlation_steps(protocol) if msd else None
     if nc is not None:
@@ -517,6 +518,9 @@ class GpumdEngine(Engine):
         thermostat: GPUMD ensemble for NVT protocols ("nvt_bdp" = CSVR, as MDProtocol specifies).
         rdf_cutoff_a, rdf_bins: requested `compute_rdf` settings (cutoff reduced to what the cell allows).
         timeout_s: wall-clock limit of one gpumd process in s (None = none).
+        record_frames: False for timing runs: the production run writes `dump_thermo` only (no
+            trajectory, `compute_msd` or `compute_rdf`, which GPUMD times inside its run loop),
+            and `md` returns a trajectory without frames.
     """
 
     name = "gpumd"
@@ -530,6 +534,7 @@ class GpumdEngine(Engine):
         rdf_cutoff_a: float = 6.0,
         rdf_bins: int = 200,
         timeout_s: float | None = None,
+        record_frames: bool = True,
     ) -> None:
         self.model_path = Path(model_path)
         self.gpumd_binary = gpumd_binary
@@ -538,6 +543,7 @@ class GpumdEngine(Engine):
         self.rdf_cutoff_a = rdf_cutoff_a
         self.rdf_bins = rdf_bins
         self.timeout_s = timeout_s
+        self.record_frames = record_frames
         self._version: str | None = None
 
     # -- availability and version --------------------------------------------------------------
@@ -632,8 +638,9 @@ class GpumdEngine(Engine):
             cutoff = rdf_cutoff_a(atoms.cell.array, self.rdf_cutoff_a) if all(atoms.pbc) else None
         except ValueError as exc:
             raise InputError("input structure", str(exc)) from None
-        run_in = write_run_in(protocol, thermostat=self.thermostat, rdf_cutoff=cutoff,
-                              rdf_bins=self.rdf_bins)
+        record = self.record_frames
+        run_in = write_run_in(protocol, thermostat=self.thermostat, rdf_cutoff=cutoff if record else None,
+                              rdf_bins=self.rdf_bins, msd=record, dump_keyword="dump_xyz" if record else None)
         zero_v = np.zeros((len(atoms), 3)) if protocol.temperature_k <= 0 else None
         run_dir, tmp = self._run_dir("md")
         try:
@@ -656,8 +663,14 @@ class GpumdEngine(Engine):
         warmup_ps = protocol.warmup_steps * protocol.timestep_fs / 1000.0
         try:
             thermo = parse_thermo(self._read(run_dir, "thermo.out"), str(run_dir / "thermo.out"))
-            traj = parse_dump_exyz(self._read(run_dir, "dump.xyz"), warmup_ps, str(run_dir / "dump.xyz"))
-            traj = dataclasses.replace(traj, pbc=tuple(bool(p) for p in atoms.pbc))  # not gpumd_pbc's
+            pbc = tuple(bool(p) for p in atoms.pbc)  # the input's, not gpumd_pbc's
+            if self.record_frames:
+                traj = parse_dump_exyz(self._read(run_dir, "dump.xyz"), warmup_ps, str(run_dir / "dump.xyz"))
+                traj = dataclasses.replace(traj, pbc=pbc)
+            else:
+                n = len(atoms)
+                traj = Trajectory(tuple(atoms.get_chemical_symbols()), np.zeros(0), np.zeros((0, n, 3)),
+                                  np.zeros((0, 3, 3)), pbc)
             extra: dict[str, Any] = {}
             if (run_dir / "msd.out").is_file():
                 extra["msd"] = parse_msd((run_dir / "msd.out").read_text(), str(run_dir / "msd.out"))
@@ -667,7 +680,7 @@ class GpumdEngine(Engine):
             raise EngineCrashed(f"unreadable gpumd output: {exc}") from None
         n_expected = protocol.steps // protocol.sample_interval
         n_rows = len(thermo["temperature_k"])
-        if n_rows != n_expected or traj.n_frames != n_expected:
+        if n_rows != n_expected or (self.record_frames and traj.n_frames != n_expected):
             raise EngineCrashed(f"gpumd in {run_dir} wrote {n_rows} thermo rows and {traj.n_frames} "
                                 f"frames, expected {n_expected}")
         speeds = parse_speed(stdout)

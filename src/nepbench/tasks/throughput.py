@@ -156,7 +156,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     try:
         from ..engines.gpumd import GpumdEngine
 
-        gpumd = GpumdEngine(ctx.model_path)
+        gpumd = GpumdEngine(ctx.model_path, record_frames=False)  # GPUMD times its dumps in the loop
         ok, gpu_detail = gpumd.available()
         gpu_reason = None if ok else gpu_detail
         if ok:
