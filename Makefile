@@ -9,7 +9,9 @@ PYTEST_ARGS ?=
 .PHONY: setup cp2k chromium model test demo reference gate baseline bench nightly clean
 
 $(STAMP): requirements.txt requirements-train.txt pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || PYTHON=$(PYTHON) ./scripts/ensure_python_build.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
+	@test -x $(BIN)/pip || { echo "nepbench: $(VENV) has no pip (a venv made without ensurepip); remove it and rerun"; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-train.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
@@ -30,8 +32,9 @@ demo: setup
 	$(BIN)/nepbench run suites/quick.toml --out reports/quick
 
 # Accuracy regression gate (docs/tracking.md): the CI-sized gate suite, then `nepbench gate` against
-# the committed baseline (exit 1 on a regression). --force: the runner's cache keys on inputs, not
-# on code. One OpenMP thread: on a busy 2-core machine spinning OpenMP workers slow NEP MD tenfold.
+# the committed baseline (exit 1 on a regression). --force: measured now, never reused from an
+# earlier run in the folder. One OpenMP thread: on a busy 2-core machine spinning OpenMP workers
+# slow NEP MD tenfold.
 GATE_OUT ?= reports/gate
 BASELINE ?= reports/baseline/results.json
 GATE_ARGS ?=
