@@ -281,6 +281,45 @@ def test_cli_update_baseline_writes_atomically_with_suite_tolerances(tmp_path, c
     assert main(["gate", str(tmp_path / "run.json"), "--baseline", str(target)]) == 0
 
 
+def test_a_task_run_with_other_parameters_fails_the_gate():
+    """Scoring on another split (or a shorter run) is not comparable, whatever the numbers say."""
+    base, run = results_doc(), results_doc(force=120.0)  # better-looking
+    for doc, split in ((base, "test"), (run, "train")):
+        doc["records"][0]["params"] = {"model": "m1", "split": split}
+    result = gate(base, run)
+    assert result.exit_code == 1
+    (finding,) = [f for f in result.failures if f.kind == "params"]
+    assert finding.message == ("[parity-{model}]: parameters differ from the baseline's (split: 'test' → "
+                               "'train'); rebaseline (`make baseline`) if intended")
+    run["records"][0]["params"]["split"] = "test"  # same parameters, another model name: compared as before
+    assert gate(base, run).passed
+
+
+def test_a_metric_in_another_unit_is_not_compared_as_if_it_were_the_same():
+    run = results_doc(force=0.9)  # 0.9 eV/Å is 900 meV/Å: worse, though the number is smaller
+    run["records"][0]["metric_units"]["force_rmse_mev_per_a"] = "eV/Å"
+    result = gate(results_doc(), run)
+    assert result.exit_code == 1 and [f.kind for f in result.failures] == ["unit"]
+    assert "reported in 'eV/Å', the baseline in 'meV/Å'" in result.failures[0].message
+
+
+def test_a_baseline_is_refused_from_a_run_with_unmeasured_criteria(tmp_path, capsys):
+    """A baseline lacking a criterion would let every later run off it."""
+    run = results_doc(speed=None)  # the throughput task measured nothing
+    run["records"][1]["status"] = "skipped"
+    run["records"][1]["reason"] = "no GPU"
+    run["verdicts"] = [v.to_dict() for v in judge_all(run["suite"]["criteria"], run["records"])]
+    source = _write(tmp_path / "run.json", run)
+    target = tmp_path / "baseline.json"
+    args = ["gate", str(source), "--update-baseline", "--baseline", str(target),
+            "--reference-dir", str(tmp_path / "no-data")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "criteria not measured: speedup[m1]" in err and "--allow-unmeasured" in err
+    assert not target.exists()
+    assert main(args + ["--allow-unmeasured"]) == 0 and target.exists()
+
+
 # ----------------------------------------------------------------------------- the real gate
 
 RUN_SUITE = ("import sys; from pathlib import Path; from nepbench.config import load_suite; "

@@ -176,6 +176,7 @@ class Snapshot:
         criteria: criterion template id → its state.
         data_sha256: the distinct reference-data hashes recorded by the records.
         models: task template → (model name, model sha256).
+        params: task template → the task's parameters without "model" (what was measured, how).
     """
 
     source: str
@@ -186,6 +187,7 @@ class Snapshot:
     criteria: Mapping[str, CriterionState]
     data_sha256: tuple[str, ...]
     models: Mapping[str, tuple[str, str]]
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _task_models(suite: Mapping[str, Any]) -> dict[str, str]:
@@ -228,6 +230,7 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
     reasons: dict[tuple[str, str], str] = {}
     statuses: dict[str, str] = {}
     models: dict[str, tuple[str, str]] = {}
+    params: dict[str, Any] = {}
     template_of: dict[str, str] = {}
     data: list[str] = []
     for record in records:
@@ -243,6 +246,8 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
         statuses[template] = str(record.get("status"))
         if model:
             models[template] = (str(model.get("name")), str(model.get("sha256")))
+        if isinstance(record.get("params"), Mapping):
+            params[template] = {k: v for k, v in record["params"].items() if k != "model"}
         for name, value in (record.get("metrics") or {}).items():
             metrics[(template, name)] = finite_number(value)
         for name, unit in (record.get("metric_units") or {}).items():
@@ -265,7 +270,7 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
         criteria[key] = CriterionState(key, task, str(v.get("metric")), good < bad, str(v.get("verdict")),
                                        finite_number(v.get("value")), good, bad, str(v.get("unit") or ""),
                                        v.get("reason"))
-    return Snapshot(source, metrics, units, statuses, reasons, criteria, tuple(data), models)
+    return Snapshot(source, metrics, units, statuses, reasons, criteria, tuple(data), models, params)
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -303,7 +308,7 @@ class Finding:
     """A reason the gate fails.
 
     Attributes:
-        kind: "worse", "flip", "unmeasured", "missing" or "data".
+        kind: "worse", "flip", "unmeasured", "missing", "data", "params" or "unit".
         subject: the metric, criterion id or "data_sha256" it is about.
         message: one line naming the subject, both values and the tolerance or bound.
         where: (task template, metric) the finding concerns, where there is one.
@@ -409,6 +414,18 @@ def check_models(baseline: Snapshot, run: Snapshot, result: GateResult) -> None:
                                 f"{base[0]} (sha256 {base[1][:12]})")
 
 
+def check_params(baseline: Snapshot, run: Snapshot, result: GateResult) -> None:
+    """Fail when a task ran with other parameters than the baseline's (another split, a shorter
+    run): its numbers are not comparable, and a better-looking one proves nothing."""
+    for task in sorted(set(baseline.params) & set(run.params)):
+        base, now = baseline.params[task], run.params[task]
+        if base != now:
+            keys = sorted(k for k in set(base) | set(now) if base.get(k) != now.get(k))
+            shown = "; ".join(f"{k}: {base.get(k)!r} → {now.get(k)!r}" for k in keys)
+            result.failures.append(Finding("params", task, f"[{task}]: parameters differ from the baseline's "
+                                           f"({shown}); rebaseline (`make baseline`) if intended"))
+
+
 def check_criteria(baseline: Snapshot, run: Snapshot, result: GateResult) -> None:
     """Fail on a criterion that flips to "fail" or is no longer judged; note pass → warn."""
     for key, base in sorted(baseline.criteria.items()):
@@ -443,6 +460,12 @@ def check_metrics(baseline: Snapshot, run: Snapshot, tolerances: Tolerances, res
             result.notes.append(f"{metric} [{task}]: null in the baseline, not compared")
             continue
         unit = baseline.units.get((task, metric)) or run.units.get((task, metric)) or _criterion_unit(baseline, task, metric)
+        run_unit = run.units.get((task, metric))
+        if baseline.units.get((task, metric)) and run_unit and run_unit != baseline.units[(task, metric)]:
+            result.failures.append(Finding("unit", metric, f"{metric} [{task}]: reported in {run_unit!r}, the "
+                                           f"baseline in {baseline.units[(task, metric)]!r}: not comparable",
+                                           (task, metric)))
+            continue
         value = run.metrics.get((task, metric))
         comparison = compare_metric(task, metric, base, value, lower, tolerances.for_metric(metric), unit)
         result.comparisons.append(comparison)
@@ -477,6 +500,7 @@ def compare(baseline: Snapshot, run: Snapshot, tolerances: Tolerances,
     result = GateResult()
     check_data(baseline, run, allow_data_change, result)
     check_models(baseline, run, result)
+    check_params(baseline, run, result)
     check_criteria(baseline, run, result)
     check_metrics(baseline, run, tolerances, result)
     return result

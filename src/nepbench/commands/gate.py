@@ -21,8 +21,9 @@ EPILOG = """exit status:
   0  no regression: every compared metric is within its tolerance of the baseline and no
      criterion flipped to fail
   1  regression: a metric is worse than the baseline beyond its tolerance, a criterion flipped
-     pass → fail or can no longer be judged, a compared metric is missing, or the reference data
-     differ from the baseline's (unless --allow-data-change)
+     pass → fail or can no longer be judged, a compared metric is missing or in another unit, a
+     task ran with other parameters than the baseline's, or the reference data differ from the
+     baseline's (unless --allow-data-change)
   2  bad input: the run, its results.json, the baseline or the tolerance file is missing or
      unreadable (one line naming the file), or an unexpected error (one line; --debug shows
      the traceback)
@@ -51,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--tolerances", default=None, metavar="SUITE.toml",
                         help="take tolerances from this suite file's [gate] table instead of the baseline's")
     parser.add_argument("--update-baseline", action="store_true",
-                        help="write the baseline from RUN (atomically) instead of comparing")
+                        help="write the baseline from RUN (atomically) instead of comparing; refused when "
+                             "a task failed or a criterion was not measured")
+    parser.add_argument("--allow-unmeasured", action="store_true",
+                        help="with --update-baseline: write it even when criteria were not measured")
     parser.add_argument("--reference-dir", default=None,
                         help="reference set the run used, recorded in a new baseline (default reference_data/)")
     parser.set_defaults(func=_gate)
@@ -149,6 +153,12 @@ def _update_baseline(args: argparse.Namespace) -> int:
     failed = [r["task_id"] for r in document.get("records", []) if r.get("status") == "failed"]
     if failed:
         raise GateInputError(f"{source}: task(s) {', '.join(failed)} failed; a baseline must come from a clean run")
+    unmeasured = sorted({f"{v.get('criterion')} ({v.get('reason') or 'not measured'})"
+                         for v in document.get("verdicts", []) if v.get("verdict") == "not_measured"})
+    if unmeasured and not args.allow_unmeasured:  # the gate holds nothing the baseline lacks
+        raise GateInputError(f"{source}: criteria not measured: {'; '.join(unmeasured)}; a baseline without "
+                             "them would let later runs off those criteria for good (--allow-unmeasured to "
+                             "write it anyway)")
     tolerances, where = _tolerances_for_new_baseline(args, document)
     data = sorted({(r.get("provenance") or {}).get("data_sha256") for r in document.get("records", [])} - {None})
     details, note = reference_details(Path(args.reference_dir) if args.reference_dir else REFERENCE_DIR,
