@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Nightly tracking with asv: benchmark the commits of main that this machine has not measured yet
-# (`asv run NEW`; results per machine under .asv/results/<machine>/), then draw the site
+# (results per machine under .asv/results/<machine>/; the range comes from this machine's results,
+# `python -m nepbench.tracking asv-range`, not asv's NEW, which skips what any machine measured),
+# then draw the site
 # (`asv publish` → .asv/html). cron and Slurm lines: docs/tracking.md.
 #
 #   scripts/nightly.sh                      # build each new commit in its own virtualenv (needs the package index)
@@ -16,6 +18,7 @@ ASV="${ASV:-.venv/bin/asv}"
 MODE="${NEPBENCH_ASV_MODE:-build}"
 STEPS="${NEPBENCH_ASV_STEPS:-5}"
 MACHINE=(${NEPBENCH_ASV_MACHINE:+--machine "$NEPBENCH_ASV_MACHINE"})
+MACHINE_NAME="${NEPBENCH_ASV_MACHINE:-$(python3 -c 'import platform; print(platform.node())')}"
 QUICK=(${NEPBENCH_ASV_QUICK:+--quick})
 LOG="$(mktemp -t nepbench-nightly.XXXXXX)"
 trap 'rm -f "$LOG"' EXIT
@@ -26,9 +29,11 @@ echo "== nightly $(date -u +%FT%TZ) mode=$MODE $(git rev-parse --short HEAD)"
 status=0
 case "$MODE" in
   build)
-    # NEW = commits on main after the newest one with results on this machine ("No commit hashes
-    # selected" when there is none: a quiet night, not an error).
-    "$ASV" run NEW --steps "$STEPS" "${MACHINE[@]}" "${QUICK[@]}" 2>&1 | tee "$LOG" || status=${PIPESTATUS[0]}
+    # commits on main after the newest one with results of this machine ("No commit hashes
+    # selected" when there is none: a quiet night, not an error)
+    RANGE="$(.venv/bin/python -m nepbench.tracking asv-range --machine "$MACHINE_NAME")"
+    echo "nightly: measuring $RANGE on $MACHINE_NAME"
+    "$ASV" run "$RANGE" --steps "$STEPS" "${MACHINE[@]}" "${QUICK[@]}" 2>&1 | tee "$LOG" || status=${PIPESTATUS[0]}
     if [ "$status" -ne 0 ] && grep -q "No commit hashes selected" "$LOG"; then
       echo "nightly: no new commits on main"; status=0
     fi
