@@ -160,6 +160,29 @@ def test_verify_catches_a_changed_frame(spec, tmp_path):
         reference.load_frames(out)
 
 
+@pytest.mark.parametrize("tamper, phrase", [
+    (lambda m: m["files"].pop("crystalline.extxyz.xz"), "crystalline.extxyz.xz: not in the manifest"),
+    (lambda m: m["files"].clear(), "lists no frame files"),
+    (lambda m: m["files"]["amorphous.extxyz.xz"].update(n_test=99), "manifest counts"),
+    (lambda m: m["files"]["amorphous.extxyz.xz"]["frames"][0].update(
+        split="test" if m["files"]["amorphous.extxyz.xz"]["frames"][0]["split"] == "train" else "train"),
+     "manifest counts"),
+    (lambda m: m.update(n_frames=m["n_frames"] + 1), "n_frames"),
+])
+def test_verify_holds_the_manifest_to_the_files(spec, tmp_path, tamper, phrase):
+    """A manifest edited to drop a file, or to change counts or a frame's split, no longer
+    verifies (the files' own hashes would not notice: they are unchanged)."""
+    import json
+
+    out = tmp_path / "dft"
+    build(spec, FakeEngine(), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    tamper(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = reference.verify(out)
+    assert not result.ok and any(phrase in p for p in result.problems), result.problems
+
+
 def test_verify_cli_exit_codes(spec, tmp_path, capsys):
     from nepbench.cli import main
 
@@ -197,3 +220,19 @@ def test_missing_cp2k_is_one_line_and_keeps_results(spec, tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cp2k.psmp not found" in err[0] and "apt-get install cp2k" in err[0]
     assert (out / "manifest.json").read_bytes() == before
+
+
+def test_narrow_cells_are_counted_by_builder():
+    """Γ-only labels are not k-point converged in cells narrower than ~6 Å (docs/cp2k_settings.md)."""
+    from ase.build import bulk
+
+    from nepbench.reference import narrow_cells
+
+    flat = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 2, 1))  # 10.86 × 10.86 × 5.43 Å
+    flat.info["builder"] = "c-Si"
+    wide = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 2, 2))
+    wide.info["builder"] = "c-Si"
+    lic6 = flat.copy()
+    lic6.info["builder"] = "LiC6"
+    assert narrow_cells([flat, wide, lic6, flat]) == {"c-Si": 2, "LiC6": 1}
+    assert narrow_cells([flat], min_width_a=5.0) == {}

@@ -18,7 +18,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -147,6 +147,23 @@ class Selection:
     @property
     def selected_fraction(self) -> float:
         return len(self.items) / self.pool_size
+
+
+#: Below this cell width (Å) CP2K's Γ-only sampling is far from k-point converged for these
+#: metallic and semiconducting cells (docs/cp2k_settings.md, "Known limitation").
+GAMMA_ONLY_MIN_WIDTH_A = 6.0
+
+
+def narrow_cells(items: Sequence[Atoms], min_width_a: float = GAMMA_ONLY_MIN_WIDTH_A) -> dict[str, int]:
+    """How many of `items` have a cell width (face to face, Å) under `min_width_a`, by builder."""
+    from .cell import cell_thicknesses_a
+
+    counts: dict[str, int] = {}
+    for atoms in items:
+        if float(cell_thicknesses_a(atoms.cell.array).min()) < min_width_a:
+            key = str(atoms.info.get("builder", "?"))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def select_items(spec: ReferenceSpec) -> Selection:
@@ -403,7 +420,12 @@ def verify(out_dir: str | Path = DEFAULT_ROOT / "dft") -> VerifyResult:
         raise InputError(manifest_path, f"malformed JSON ({exc})") from None
     problems: list[str] = []
     n_frames = 0
-    for name, entry in manifest.get("files", {}).items():
+    listed = manifest.get("files", {})
+    if not listed:
+        problems.append(f"{manifest_path}: lists no frame files")
+    for extra in sorted(p.name for p in out_dir.glob("*.extxyz*") if p.name not in listed):
+        problems.append(f"{out_dir / extra}: not in the manifest")
+    for name, entry in listed.items():
         path = out_dir / name
         if not path.is_file():
             problems.append(f"{path}: missing")
@@ -422,8 +444,15 @@ def verify(out_dir: str | Path = DEFAULT_ROOT / "dft") -> VerifyResult:
             got = frame_sha256(frame)
             if got != want:
                 problems.append(f"{path}: frame {index} sha256 differs from the manifest")
+        n_test = sum(frame.info.get("split") == "test" for frame in frames)
+        listed_test = sum(f.get("split") == "test" for f in entry["frames"])
+        if {entry.get("n_frames"), len(entry["frames"])} != {len(frames)} or {entry.get("n_test"), listed_test} != {n_test}:
+            problems.append(f"{path}: manifest counts ({entry.get('n_frames')} frames, {entry.get('n_test')} test, "
+                            f"{listed_test} listed as test) differ from the file's ({len(frames)}, {n_test})")
         n_frames += len(frames)
-    return VerifyResult(not problems, problems, n_frames, len(manifest.get("files", {})))
+    if manifest.get("n_frames") != n_frames:
+        problems.append(f"{manifest_path}: n_frames {manifest.get('n_frames')} but its files hold {n_frames}")
+    return VerifyResult(not problems, problems, n_frames, len(listed))
 
 
 def load_frames(out_dir: str | Path = DEFAULT_ROOT / "dft", split: str | None = None,

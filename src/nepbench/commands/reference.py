@@ -71,6 +71,11 @@ def _build(args: argparse.Namespace) -> int:
     selection = reference.select_items(spec)
     print(f"reference: pool {selection.pool_size} candidates, DIRECT kept {len(selection.items)} "
           f"({100 * selection.selected_fraction:.1f}%)")
+    narrow = reference.narrow_cells(selection.items)
+    if narrow:
+        print(f"reference: warning: {sum(narrow.values())} selected frames have a cell width under "
+              f"{reference.GAMMA_ONLY_MIN_WIDTH_A:g} Å ({', '.join(f'{k} {v}' for k, v in sorted(narrow.items()))}): "
+              "Γ-only labels are not k-point converged there (docs/cp2k_settings.md)")
     if args.select_only:
         for key, fam in selection.per_family.items():
             print(f"  {key:32s} pool {fam['pool']:4d}  selected {fam['selected']:3d}")
