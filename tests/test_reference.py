@@ -236,3 +236,24 @@ def test_narrow_cells_are_counted_by_builder():
     lic6.info["builder"] = "LiC6"
     assert narrow_cells([flat, wide, lic6, flat]) == {"c-Si": 2, "LiC6": 1}
     assert narrow_cells([flat], min_width_a=5.0) == {}
+
+
+def test_the_manifest_counts_frames_by_the_input_template_they_were_labelled_with(spec, tmp_path, monkeypatch):
+    """The cache key does not see the CP2K input writer; each label keeps the hash of the input
+    the writer made for a fixed probe cell, and the manifest counts frames per hash."""
+    import json
+
+    from nepbench.engines.cp2k import LABEL_SETTINGS
+
+    first = reference.input_template_sha256(LABEL_SETTINGS)
+    assert first and reference.input_template_sha256(FakeSettings()) is None
+    out = tmp_path / "dft"
+    with pytest.raises(KeyboardInterrupt):
+        build(spec, FakeEngine(interrupt_after=3), out)  # stand-in settings: nothing recorded
+    monkeypatch.setattr(reference, "input_template_sha256", lambda settings: "t" * 64)  # the writer changed
+    build(spec, FakeEngine(), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cp2k"]["frames_by_input_template"] == {"not recorded": 3, "t" * 64: 5}
+    assert reference.verify(out).ok
+    text = lzma.decompress((out / "amorphous.extxyz.xz").read_bytes()).decode()
+    assert "input_template" not in text  # kept in the cache and manifest, not in the frame files

@@ -26,7 +26,7 @@ from ase import Atoms
 from .errors import ConfigError, EngineError, InputError, SCFNotConverged
 from .provenance import (
     LockHeld, atomic_write_bytes, atomic_write_json, content_hash, exclusive_lock, hardware_info,
-    package_versions, sha256_file,
+    package_versions, sha256_bytes, sha256_file,
 )
 from .structures import check_structure, labels_of, read_structures, with_labels, write_structures
 
@@ -212,13 +212,28 @@ def item_hash(atoms: Atoms, settings: dict[str, Any], cp2k_version: str) -> str:
     })
 
 
+def input_template_sha256(settings: Any) -> str | None:
+    """sha256 of the CP2K single-point input nepbench writes for a fixed probe cell (Li, Si, C)
+    with `settings`: it changes when the input writer does (a new keyword, another section), which
+    the cache key (structure, settings, CP2K version) does not see. None for engines without
+    CP2K settings (test stand-ins)."""
+    from .engines.cp2k import CP2KSettings, build_input
+
+    if not isinstance(settings, CP2KSettings):
+        return None
+    probe = Atoms("LiSiC", positions=[[0.0, 0.0, 0.0], [2.5, 0.0, 0.0], [0.0, 2.5, 0.0]],
+                  cell=[8.0, 8.0, 8.0], pbc=True)
+    return sha256_bytes(build_input(probe, settings).encode())
+
+
 def _cache_path(cache_dir: Path, key: str, failed: bool = False) -> Path:
     return cache_dir / (f"{key[:24]}.failed.json" if failed else f"{key[:24]}.json.gz")
 
 
 def _write_cached(path: Path, atoms: Atoms, energy: float, forces: np.ndarray,
-                  stress: np.ndarray | None, wall_s: float, key: str) -> None:
+                  stress: np.ndarray | None, wall_s: float, key: str, template_sha256: str | None = None) -> None:
     record = {
+        "input_template_sha256": template_sha256,
         "hash": key, "symbols": atoms.get_chemical_symbols(), "positions": atoms.positions.tolist(),
         "cell": atoms.cell.array.tolist(), "pbc": atoms.pbc.tolist(),
         "info": {k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))},
@@ -226,6 +241,10 @@ def _write_cached(path: Path, atoms: Atoms, energy: float, forces: np.ndarray,
         "stress_ev_per_a3": None if stress is None else np.asarray(stress).tolist(), "wall_s": wall_s,
     }
     atomic_write_bytes(path, gzip.compress(json.dumps(record).encode(), mtime=0))
+
+
+#: Where `read_cached` puts the record's input-template hash; `_assemble` takes it out again.
+TEMPLATE_INFO = "_input_template_sha256"
 
 
 def read_cached(path: Path) -> Atoms:
@@ -238,6 +257,7 @@ def read_cached(path: Path) -> Atoms:
     atoms.info.update(record["info"])
     atoms.info["hash"] = record["hash"]
     atoms.info["wall_s"] = record["wall_s"]
+    atoms.info[TEMPLATE_INFO] = record.get("input_template_sha256")  # None: labelled before it was kept
     stress = None if record["stress_ev_per_a3"] is None else np.array(record["stress_ev_per_a3"])
     return with_labels(atoms, record["energy_ev"], np.array(record["forces_ev_per_a"]), stress)
 
@@ -265,6 +285,7 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
     items = list(items)
     settings = engine.settings.to_dict()
     version = engine.version()
+    template = input_template_sha256(engine.settings)
     report = BuildReport(0, 0, 0, 0.0)
     start = time.perf_counter()
     for index, atoms in enumerate(items):
@@ -281,7 +302,7 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
                     if done.exists():  # another builder finished it just now
                         report.skipped_cached += 1
                     else:
-                        _label_one(atoms, engine, key, done, failed, report)
+                        _label_one(atoms, engine, key, done, failed, report, template)
                     lock.unlink(missing_ok=True)  # a builder that opens it later finds `done`
             except LockHeld:  # another builder is labelling it now
                 report.skipped_busy += 1
@@ -291,7 +312,8 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
     return report
 
 
-def _label_one(atoms: Atoms, engine: Any, key: str, done: Path, failed: Path, report: BuildReport) -> None:
+def _label_one(atoms: Atoms, engine: Any, key: str, done: Path, failed: Path, report: BuildReport,
+               template_sha256: str | None = None) -> None:
     """Label one item into `done`, or record its SCF failure in `failed`; count it in `report`."""
     try:
         labels = engine.single_point(atoms)
@@ -304,7 +326,7 @@ def _label_one(atoms: Atoms, engine: Any, key: str, done: Path, failed: Path, re
         report.failures.append(f"{atoms.info.get('builder')}#{atoms.info.get('candidate')}: {exc}")
     else:
         _write_cached(done, atoms, labels.energy_ev, labels.forces_ev_per_a,
-                      labels.stress_ev_per_a3, labels.wall_s, key)
+                      labels.stress_ev_per_a3, labels.wall_s, key, template_sha256)
         report.labelled += 1
 
 
@@ -346,11 +368,14 @@ def _assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, 
     version = engine_info["version"]
     by_motif: dict[str, list[Atoms]] = {}
     failed: list[dict[str, Any]] = []
+    templates: dict[str, int] = {}
     for atoms in items:
         key = item_hash(atoms, settings, version)
         done = _cache_path(cache_dir, key)
         if done.exists():
             frame = read_cached(done)
+            used = frame.info.pop(TEMPLATE_INFO, None) or "not recorded"
+            templates[used] = templates.get(used, 0) + 1
             frame.info["split"] = atoms.info["split"]
             by_motif.setdefault(frame.info["motif"], []).append(frame)
         elif _cache_path(cache_dir, key, failed=True).exists():
@@ -376,7 +401,9 @@ def _assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, 
         "spec": Path(spec.path).name,
         "spec_sha256": sha256_file(spec.path) if spec.path else None,
         "cp2k": {"version": version, "settings": settings,
-                 "input_template_sha256": engine_info.get("input_template_sha256")},
+                 "input_template_sha256": engine_info.get("input_template_sha256"),
+                 # frames per input template they were labelled with ("not recorded": before it was kept)
+                 "frames_by_input_template": dict(sorted(templates.items()))},
         "seed": spec.seed,
         "test_fraction": spec.test_fraction,
         "selection": None if selection is None else {

@@ -82,7 +82,7 @@ def _build(args: argparse.Namespace) -> int:
         return 0
     engine = make_cp2k_engine(spec.cp2k_preset, args.ranks, args.launcher, args.spec)
     engine_info = {"settings": engine.settings.to_dict(), "version": engine.version(),
-                   "input_template_sha256": getattr(engine, "input_template_sha256", lambda: None)()}
+                   "input_template_sha256": reference.input_template_sha256(engine.settings)}
     cache_dir = out_dir / "cache"
     bar = tqdm(total=len(selection.items), desc="CP2K labels", unit="frame")
     done = {"n": 0}
