@@ -35,7 +35,9 @@ target_steps = 12
 """
 # two runs that differ only in their thermostat temperature (FakeCP2K's frames sit near 300 K)
 SPEC = ('settings = "aimd"\nsegment_steps = 6\n' + RUN.format(id="lisi", seed=1, temperature_k=300.0)
-        + RUN.format(id="hot", seed=2, temperature_k=900.0))
+        + RUN.format(id="hot", seed=2, temperature_k=900.0)
+        # 120 steps: enough frames for a D fit; FakeCP2K's mean T over steps 2-120 is 361 K
+        + RUN.format(id="long", seed=3, temperature_k=361.0).replace("target_steps = 12", "target_steps = 120"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NVE = {"builder": "a-LixSi", "params": {"x": 2.0, "n_atoms": 12, "relax_steps": 0}, "temperature_k": 300.0,
        "timestep_fs": 0.5, "steps": 20, "seed": 3}
@@ -109,6 +111,18 @@ def test_a_run_far_from_its_thermostat_temperature_is_not_compared(reference_dir
     assert outcome.metrics["aimd_temperature_mean_k.hot"] == pytest.approx(307.0)
     assert 0 < outcome.metrics["aimd_temperature_stderr_k.hot"] < 10
     assert "307 ± " in reason and "standard errors" in reason
+
+
+def test_no_diffusivity_is_compared_where_the_aimd_msd_is_not_diffusive(reference_dir, tmp_path):
+    """FakeCP2K moves every atom by 0.01 Å per step: ballistic, MSD ∝ t² (log-log slope 2), so
+    whatever the run's length, its fitted slope is no diffusivity and no ratio is reported."""
+    outcome = _run(reference_dir, tmp_path, runs=("long",), min_rdf_production_ps=0.0,
+                   min_diffusion_production_ps=0.0)
+    assert outcome.metrics["li_d_aimd_loglog_slope.long"] == pytest.approx(2.0, abs=0.05)
+    reason = outcome.metric_reasons["li_d_log10_ratio.long"]
+    assert "not diffusive" in reason and "log-log slope 2.00" in reason
+    assert "li_d_log10_ratio.long" not in outcome.metrics and "li_d_log10_ratio_abs_max" not in outcome.metrics
+    assert "diffusive Li MSD" in outcome.metric_reasons["li_d_log10_ratio_abs_max"]
 
 
 def test_an_offset_within_its_sampling_error_does_not_stop_the_comparison(reference_dir, tmp_path):

@@ -21,8 +21,13 @@ from .accuracy import missing_species, model_species
 
 #: Parameters an md_accuracy task reads (suite files are checked against them when loaded).
 TASK_PARAMS = frozenset({"runs", "length_factors", "min_rdf_production_ps", "max_temperature_offset",
-                         "min_temperature_offset_z", "r_max_a", "n_bins", "seed", "nve"})
+                         "min_temperature_offset_z", "min_diffusion_production_ps", "r_max_a", "n_bins",
+                         "seed", "nve"})
 MIN_DIFFUSION_PS = 0.5  # shortest production run from which a diffusivity is fitted
+#: Largest |log-log slope − 1| of the AIMD's Li MSD over the fit window for it to count as diffusive
+#: there. A short run's window sits at tens of fs, where the MSD still carries ballistic motion
+#: (slope up to 2) or caging (below 1): a "D" fitted there is no diffusivity, so none is compared.
+MAX_LOGLOG_SLOPE_DEVIATION = 0.15
 MIN_RDF_PS = 0.1  # shortest production run whose g(r) is compared (10–20 frames at the runs' 5–10 fs spacing)
 #: An AIMD production whose mean T is more than this fraction off its thermostat temperature, and
 #: significantly so (below), counts as not equilibrated.
@@ -93,6 +98,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     min_rdf_ps = float(p.get("min_rdf_production_ps", MIN_RDF_PS))
     max_t_offset = float(p.get("max_temperature_offset", MAX_TEMPERATURE_OFFSET))
     min_t_offset_z = float(p.get("min_temperature_offset_z", MIN_TEMPERATURE_OFFSET_Z))
+    min_d_ps = float(p.get("min_diffusion_production_ps", MIN_DIFFUSION_PS))
     metrics: dict[str, float] = {}
     units: dict[str, str] = {}
     reasons: dict[str, str] = {}
@@ -159,12 +165,21 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         lag_m, msd_mod = li_msd(model_trajs[factors[0]])
         n = min(len(lag), len(lag_m))
         series["msd"][run_id] = {"Li": {"time_ps": lag[:n], "ref": msd_ref[:n], "model": msd_mod[:n]}}
-        if ref.production_ps < MIN_DIFFUSION_PS:
+        if ref.production_ps < min_d_ps:
             reasons[f"li_d_log10_ratio.{run_id}"] = (
-                f"AIMD production {ref.production_ps:.2f} ps < {MIN_DIFFUSION_PS} ps: too short to fit D")
+                f"AIMD production {ref.production_ps:.2f} ps < {min_d_ps:g} ps: too short to fit D")
             method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD, {t_text}")
             continue
         d_ref = li_diffusivity(ref.trajectory)
+        metrics[f"li_d_aimd_loglog_slope.{run_id}"] = d_ref.loglog_slope
+        if abs(d_ref.loglog_slope - 1.0) > MAX_LOGLOG_SLOPE_DEVIATION:
+            w0, w1 = d_ref.fit_window_ps
+            reasons[f"li_d_log10_ratio.{run_id}"] = (
+                f"AIMD Li MSD not diffusive over its fit window {1000 * w0:.0f}–{1000 * w1:.0f} fs (log-log "
+                f"slope {d_ref.loglog_slope:.2f}, diffusive is 1 ± {MAX_LOGLOG_SLOPE_DEVIATION:g}): "
+                f"{ref.production_ps:.2f} ps of production is too short for D")
+            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD (MSD not yet diffusive), {t_text}")
+            continue
         d_mod = {f: li_diffusivity(t) for f, t in model_trajs.items()}
         ratio = float(np.log10(d_mod[factors[0]].d_cm2_per_s / d_ref.d_cm2_per_s))
         metrics[f"li_d_aimd_cm2_per_s.{run_id}"] = d_ref.d_cm2_per_s
@@ -190,7 +205,8 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         units["li_d_log10_ratio_abs_max"] = "|log10(D_NEP/D_AIMD)|"
     else:
         reasons["li_d_log10_ratio_abs_max"] = (
-            f"no AIMD run has ≥{MIN_DIFFUSION_PS} ps of production yet (see reference_data/aimd/manifest.json)")
+            f"no AIMD run has ≥{min_d_ps:g} ps of production with a diffusive Li MSD yet "
+            "(see li_d_log10_ratio.<run> and reference_data/aimd/manifest.json)")
     _arrhenius(arrhenius_rows, metrics, series)
     _nve_drift(p, engine, ctx, metrics, units, reasons, series)
     method = ("NEP NVT (CSVR) from the AIMD frame after warm-up, same cell/T/dt/coupling; production "
