@@ -473,3 +473,103 @@ def test_no_equilibration_step_is_given_while_the_energy_still_drifts(spec, monk
         spec, monkeypatch, lambda step: -0.002 * step + 0.01 * rng.normal())
     assert entry["potential_energy_equilibrated_at_step"] is None
     assert entry["potential_energy_effective_samples"] < aimd.EQUILIBRATION_MIN_EFFECTIVE_SAMPLES
+
+
+def _kill_before_state_write(monkeypatch) -> None:
+    """The next commit dies after its frames and md.ener are written, before state.json."""
+    from nepbench.engines import cp2k as cp2k_module
+
+    def killed(path, value):
+        raise KeyboardInterrupt("killed before state.json")
+
+    monkeypatch.setattr(cp2k_module, "atomic_write_json", killed)
+
+
+def _ener_steps(folder: Path) -> list[int]:
+    from nepbench.engines.cp2k import ENER_FILE
+
+    return [int(ln.split()[0]) for ln in (folder / ENER_FILE).read_text().splitlines() if not ln.startswith("#")]
+
+
+def test_a_killed_first_commit_leaves_no_second_step_zero(spec, monkeypatch):
+    """Frames and md.ener rows on disk without a state.json are a killed first commit's: the
+    rerun starts from nothing, so step 0 appears once and the manifest can be written."""
+    from nepbench.engines.cp2k import read_md_run
+
+    engine = _engine(monkeypatch)
+    with monkeypatch.context() as patch:
+        _kill_before_state_write(patch)
+        with pytest.raises(KeyboardInterrupt):
+            aimd.grow(spec, engine, run_ids=["si-a"])
+    folder = aimd.run_dir_of(spec, spec.run("si-a"))
+    assert not (folder / "state.json").exists() and _ener_steps(folder) == [0, 1, 2, 3, 4]
+    assert aimd.grow(spec, engine, run_ids=["si-a"]) == {"si-a": 6}
+    assert _ener_steps(folder) == [0, 1, 2, 3, 4, 5, 6]
+    traj, _, total, _ = read_md_run(folder)
+    assert total == 6 and traj.times_ps.tolist() == pytest.approx([0.0, 0.004, 0.008, 0.012])
+    assert aimd.verify_aimd(spec) == []
+
+
+def test_restart_files_a_killed_commit_left_are_removed_and_not_in_the_manifest(spec, monkeypatch):
+    engine = _engine(monkeypatch)
+    segments = []
+    aimd.grow(spec, engine, run_ids=["si-a"], on_segment=lambda run, result: segments.append(run.id),
+              stop_requested=lambda: bool(segments))  # one segment: steps 0-4
+    folder = aimd.run_dir_of(spec, spec.run("si-a"))
+    stray = [folder / "restart" / "step-000000099.restart", folder / "restart" / "step-000000099.wfn"]
+    for path in stray:  # what a commit killed mid-copy leaves: a partial restart of a step never committed
+        path.write_text("partial")
+    manifest = aimd.write_manifest(spec)["runs"]["si-a"]  # FakeCP2K writes no wavefunction
+    assert [f for f in manifest["files"] if f.startswith("restart/")] == ["restart/step-000000004.restart"]
+    aimd.grow(spec, engine, run_ids=["si-a"])  # the next commit removes what its state does not name
+    assert [p.name for p in (folder / "restart").iterdir()] == ["step-000000006.restart"]
+    assert aimd.verify_aimd(spec) == []
+
+
+def test_the_manifest_refuses_dynamics_the_committed_run_was_not_made_with(spec, monkeypatch):
+    """After aimd.toml's time step is edited, `--manifest-only` would describe the committed 2 fs
+    steps as 1 fs ones (half the length); it refuses instead, naming the run."""
+    from nepbench.cli import main
+
+    aimd.grow(spec, _engine(monkeypatch))
+    manifest_path = Path(spec.path).parent / "aimd" / "manifest.json"
+    before = manifest_path.read_text()
+    path = Path(spec.path)
+    path.write_text(path.read_text().replace("timestep_fs = 2.0", "timestep_fs = 1.0", 1))
+    with pytest.raises(InputError, match="run si-a: protocol timestep_fs=1.0 differs from the run's 2.0"):
+        aimd.write_manifest(aimd.load_aimd_spec(path))
+    assert main(["reference", "aimd", str(path), "--manifest-only"]) == 1
+    assert manifest_path.read_text() == before
+    # a warm-up or target edit is analysis and length only: allowed
+    path.write_text(SPEC.replace("warmup_steps = 2", "warmup_steps = 4", 1))
+    assert aimd.write_manifest(aimd.load_aimd_spec(path))["runs"]["si-a"]["production_ps"] == pytest.approx(0.004)
+
+
+def test_the_manifest_is_taken_again_when_a_grower_commits_while_it_hashes(spec, monkeypatch):
+    """Another process's commit can remove the restart file being hashed; the snapshot is retaken."""
+    aimd.grow(spec, _engine(monkeypatch))
+    folder = aimd.run_dir_of(spec, spec.run("si-a"))
+    real = aimd.sha256_file
+    vanished = []
+
+    def racing(path):
+        if Path(path).name.endswith(".restart") and not vanished:
+            vanished.append(path)
+            raise FileNotFoundError(path)  # unlinked by the other process's commit
+        return real(path)
+
+    monkeypatch.setattr(aimd, "sha256_file", racing)
+    manifest = aimd.write_manifest(spec)
+    assert vanished and "restart/step-000000006.restart" in manifest["runs"]["si-a"]["files"]
+    assert (folder / "restart" / "step-000000006.restart").is_file()
+
+
+def test_a_run_grown_with_two_cp2k_versions_says_so(spec, monkeypatch):
+    engine = _engine(monkeypatch)
+    segments = []
+    aimd.grow(spec, engine, run_ids=["si-a"], on_segment=lambda run, result: segments.append(run.id),
+              stop_requested=lambda: bool(segments))
+    monkeypatch.setattr(engine, "version", lambda: "CP2K version 2024.1")
+    aimd.grow(spec, engine, run_ids=["si-a"])
+    manifest = aimd.write_manifest(spec)["runs"]["si-a"]
+    assert manifest["cp2k_version"] == "CP2K version fake + CP2K version 2024.1"

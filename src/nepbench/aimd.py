@@ -145,16 +145,18 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
     (its `spec_sha256` is `spec.sha256`: the text `spec` was parsed from, not the file as it is now)."""
     import json
 
+    from .engines.cp2k import protocol_mismatch
+
     runs = {}
     for run in spec.runs:
         folder = run_dir_of(spec, run)
-        state_path = folder / "state.json"
-        if not state_path.is_file():
+        if not (folder / "state.json").is_file():
             continue
-        state = json.loads(state_path.read_text())
-        files = {p.relative_to(folder).as_posix(): sha256_file(p)
-                 for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
-                 and ".segment-" not in p.as_posix()}
+        state, files = _committed_files(folder)
+        mismatch = protocol_mismatch(state, run.protocol)
+        if mismatch:  # the manifest would describe dynamics the committed data were not made with
+            raise InputError(spec.path, f"run {run.id}: {mismatch} (committed in {folder / 'state.json'}); "
+                             "restore it, or give the new dynamics a new run id")
         dt = run.protocol.timestep_fs
         ener = _read_ener(folder, state["total_steps"])
         runs[run.id] = {
@@ -168,13 +170,54 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
             "total_wall_s": round(state["total_wall_s"], 1),
             "s_per_step_median": _s_per_step_median(ener, state),
             "scf_iterations_per_step": _mean_scf_iterations(state["segments"]),
-            "segments": len(state["segments"]), "cp2k_version": state["version"],
+            "segments": len(state["segments"]), "cp2k_version": _cp2k_versions(state),
             "settings": state["settings"], "ranks": state["ranks"], "files": files,
         }
     manifest = {"schema": "nepbench.aimd/1", "spec": Path(spec.path).name,
                 "spec_sha256": spec.sha256, "runs": runs, "hardware": hardware_info()}
     atomic_write_json(Path(spec.path).parent / "aimd" / "manifest.json", manifest)
     return manifest
+
+
+def _cp2k_versions(state: dict[str, Any]) -> str:
+    """The CP2K version(s) a run was grown with, joined by " + " when a segment recorded another
+    (segments from before versions were recorded per segment count as the state's)."""
+    versions = [s.get("cp2k_version", state["version"]) for s in state["segments"]] or [state["version"]]
+    return " + ".join(dict.fromkeys(versions))
+
+
+def _committed_files(folder: Path, attempts: int = 5) -> tuple[dict[str, Any], dict[str, str]]:
+    """(state, {relative path: sha256}) of a run folder's committed files: everything but hidden
+    files, segment work folders and restart files the state does not name (left by a killed
+    commit until the next one removes them).
+
+    A grower may commit a segment meanwhile (another process: the manifest is written without
+    the run's lock, which a grower holds for a whole segment); then a file can vanish or the state
+    move on while the files are hashed, and the snapshot is taken again.
+    """
+    import json
+
+    from .engines.cp2k import RESTART_DIR
+
+    for attempt in range(attempts):
+        state_text = (folder / "state.json").read_text()
+        state = json.loads(state_text)
+        named = {state.get("restart_file"), state.get("wfn_file")} - {None}
+        try:
+            files = {}
+            for path in sorted(folder.rglob("*")):
+                rel = path.relative_to(folder).as_posix()
+                if (any(part.startswith(".") for part in path.relative_to(folder).parts)
+                        or not path.is_file() or (rel.startswith(f"{RESTART_DIR}/") and rel not in named)):
+                    continue
+                files[rel] = sha256_file(path)
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+            continue
+        if (folder / "state.json").read_text() == state_text:
+            return state, files
+    raise InputError(folder / "state.json", f"the run kept changing while its files were hashed ({attempts} tries)")
 
 
 def _read_ener(folder: Path, total_steps: int) -> dict[str, Any] | None:

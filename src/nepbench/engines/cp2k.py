@@ -987,15 +987,25 @@ def _read_state(run_dir: Path) -> dict[str, Any] | None:
         raise InputError(path, f"unreadable MD run state ({exc})") from None
 
 
+#: MDProtocol fields that fix a run's dynamics: a segmented run cannot change them midway.
+DYNAMICS_KEYS = ("ensemble", "temperature_k", "timestep_fs", "sample_interval", "seed", "thermostat_coupling_fs")
+
+
+def protocol_mismatch(state: dict[str, Any], protocol: MDProtocol) -> str | None:
+    """The first dynamics field in which `protocol` differs from a run's committed state, as
+    "key=new differs from the run's old", or None when they agree."""
+    stored = state["protocol"]
+    for key in DYNAMICS_KEYS:
+        if stored.get(key) != getattr(protocol, key):
+            return f"protocol {key}={getattr(protocol, key)!r} differs from the run's {stored.get(key)!r}"
+    return None
+
+
 def _check_resume(state: dict[str, Any], atoms: Atoms, protocol: MDProtocol, run_dir: Path,
                   settings: CP2KSettings | None = None) -> None:
-    stored = state["protocol"]
-    for key in ("ensemble", "temperature_k", "timestep_fs", "sample_interval", "seed", "thermostat_coupling_fs"):
-        if stored.get(key) != getattr(protocol, key):
-            raise InputError(
-                run_dir / STATE_FILE,
-                f"protocol {key}={getattr(protocol, key)!r} differs from the run's {stored.get(key)!r}",
-            )
+    mismatch = protocol_mismatch(state, protocol)
+    if mismatch:
+        raise InputError(run_dir / STATE_FILE, mismatch)
     if list(state["symbols"]) != atoms.get_chemical_symbols():
         raise InputError(run_dir / STATE_FILE, "atoms differ in species/order from the run being resumed")
     wanted = None if settings is None else json.loads(json.dumps(settings.to_dict()))
@@ -1005,6 +1015,15 @@ def _check_resume(state: dict[str, Any], atoms: Atoms, protocol: MDProtocol, run
                          f"({', '.join(changed)}); start a new run for new settings")
     if not np.allclose(np.array(state["cell_a"], dtype=float), atoms.cell.array, atol=1e-6):
         raise InputError(run_dir / STATE_FILE, "atoms have another cell than the run being resumed")
+
+
+def _remove_unnamed_restarts(run_dir: Path, state: dict[str, Any]) -> None:
+    """Delete the files in `run_dir`/restart that `state` does not name: the previous segment's
+    restart and wavefunction, and any a killed commit left behind (partial copies among them)."""
+    named = {state.get("restart_file"), state.get("wfn_file")} - {None}
+    for path in sorted((run_dir / RESTART_DIR).glob("*")):
+        if path.is_file() and f"{RESTART_DIR}/{path.name}" not in named:
+            path.unlink(missing_ok=True)
 
 
 def _frames_to_atoms(
@@ -1115,7 +1134,9 @@ def commit_segment(
     wfn_src = work / f"{PROJECT}-RESTART.wfn"
     if wfn_src.is_file():
         shutil.copyfile(wfn_src, run_dir / wfn_rel)
-    old_frames, old_ener = _committed(run_dir, done)
+    # a first segment starts from nothing: frames or rows on disk without a state.json are what a
+    # killed first commit left (step 0 among them), not committed data
+    old_frames, old_ener = _committed(run_dir, done) if restarted else ([], parse_ener(""))
     all_frames = old_frames + _frames_to_atoms(new_frames, atoms.cell.array, atoms.pbc, protocol.timestep_fs)
     all_ener = {k: np.concatenate([old_ener[k], new_ener[k]]) for k in ENER_COLUMNS}
     buffer = io.StringIO()
@@ -1124,7 +1145,7 @@ def commit_segment(
     atomic_write_text(run_dir / ENER_FILE, _ener_text(all_ener))
     segments = list(state["segments"]) if state else []
     segments.append({"start_step": done, "end_step": target, "wall_s": wall_s, "s_per_step": s_per_step,
-                     "scf_iterations_mean": scf_mean, "ranks": engine.ranks})
+                     "scf_iterations_mean": scf_mean, "ranks": engine.ranks, "cp2k_version": engine.version()})
     new_state = {
         "total_steps": target,
         "total_wall_s": float(sum(s["wall_s"] for s in segments)),
@@ -1140,10 +1161,7 @@ def commit_segment(
         "segments": segments,
     }
     atomic_write_json(run_dir / STATE_FILE, new_state)
-    if state is not None:
-        for rel in (state.get("restart_file"), state.get("wfn_file")):
-            if rel and rel not in (restart_rel, wfn_rel):
-                (run_dir / rel).unlink(missing_ok=True)
+    _remove_unnamed_restarts(run_dir, new_state)
     return SegmentResult(
         run_dir=run_dir, total_steps=target, new_steps=n_steps, wall_s=wall_s,
         s_per_step=s_per_step, restarted=restarted, scf_iterations_mean=scf_mean,
