@@ -197,18 +197,19 @@ def _committed_files(folder: Path, attempts: int = 5) -> tuple[dict[str, Any], d
     """
     import json
 
-    from .engines.cp2k import RESTART_DIR
+    from .engines.cp2k import RESTART_DIR, named_restart_files
 
     for attempt in range(attempts):
         state_text = (folder / "state.json").read_text()
         state = json.loads(state_text)
-        named = {state.get("restart_file"), state.get("wfn_file")} - {None}
+        named = named_restart_files(state)
         try:
             files = {}
             for path in sorted(folder.rglob("*")):
-                rel = path.relative_to(folder).as_posix()
-                if (any(part.startswith(".") for part in path.relative_to(folder).parts)
-                        or not path.is_file() or (rel.startswith(f"{RESTART_DIR}/") and rel not in named)):
+                relative = path.relative_to(folder)
+                rel = relative.as_posix()
+                if (any(part.startswith(".") for part in relative.parts) or not path.is_file()
+                        or (rel.startswith(f"{RESTART_DIR}/") and rel not in named)):
                     continue
                 files[rel] = sha256_file(path)
         except FileNotFoundError:

@@ -1017,10 +1017,16 @@ def _check_resume(state: dict[str, Any], atoms: Atoms, protocol: MDProtocol, run
         raise InputError(run_dir / STATE_FILE, "atoms have another cell than the run being resumed")
 
 
+def named_restart_files(state: dict[str, Any]) -> set[str]:
+    """The restart and wavefunction files (paths relative to the run folder) a run's state names:
+    the only ones under `RESTART_DIR` that belong to its committed data."""
+    return {state.get("restart_file"), state.get("wfn_file")} - {None}
+
+
 def _remove_unnamed_restarts(run_dir: Path, state: dict[str, Any]) -> None:
     """Delete the files in `run_dir`/restart that `state` does not name: the previous segment's
     restart and wavefunction, and any a killed commit left behind (partial copies among them)."""
-    named = {state.get("restart_file"), state.get("wfn_file")} - {None}
+    named = named_restart_files(state)
     for path in sorted((run_dir / RESTART_DIR).glob("*")):
         if path.is_file() and f"{RESTART_DIR}/{path.name}" not in named:
             path.unlink(missing_ok=True)
