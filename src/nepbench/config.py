@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .textfiles import load_toml, prefixed
 
 TASK_TYPES = ("parity", "md_accuracy", "throughput", "expansion")
 
@@ -165,14 +165,7 @@ def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: suite file not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: malformed TOML ({exc})") from None
+    data = load_toml(path, prefixed(ConfigError))
     unknown = sorted(set(data) - SUITE_TABLES)
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (known: {', '.join(sorted(SUITE_TABLES))})")

@@ -40,6 +40,7 @@ from ase.data import chemical_symbols
 
 from .errors import ModelError
 from .provenance import atomic_write_bytes, give_default_mode, sha256_bytes, sha256_file
+from .textfiles import load_toml
 
 DEFAULT_MODEL = "nep89-lisic"
 REGISTRY_ENV = "NEPBENCH_REGISTRY"
@@ -225,14 +226,7 @@ def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord
 def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, ModelRecord]:
     """All registry records by name, each checked against the schema (ModelError names the file)."""
     path = Path(path) if path is not None else registry_path()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path}: model registry not found") from None
-    except UnicodeDecodeError as exc:
-        raise ModelError(f"{path}: malformed registry (not UTF-8 text at byte {exc.start})") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ModelError(f"{path}: malformed registry ({str(exc).splitlines()[0]})") from None
+    data = load_toml(path, lambda where, problem: ModelError(f"{where}: model registry {problem}"))
     models = data.get("models")
     if not isinstance(models, dict) or not models:
         raise ModelError(f"{path}: no [models.<name>] tables")

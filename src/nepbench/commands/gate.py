@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NepbenchError
+from ..textfiles import load_json, load_toml, prefixed
 
 DEFAULT_BASELINE = Path("reports") / "baseline" / "results.json"
 
@@ -83,14 +83,7 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], str]:
         raise GateInputError(f"{path}: not found")
     if path.is_dir():
         raise GateInputError(f"{path}: not a run folder (no suite.json) and holds no results.json")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise GateInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise GateInputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise GateInputError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    document = load_json(path, prefixed(GateInputError))
     if not isinstance(document, dict):
         raise GateInputError(f"{path}: expected a JSON object")
     return document, str(path)
@@ -101,14 +94,7 @@ def load_tolerances_file(path: str | Path) -> Any:
     from ..gate import GateInputError, parse_tolerances
 
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise GateInputError(f"{path}: cannot read tolerances ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise GateInputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GateInputError(f"{path}: malformed TOML ({exc})") from None
+    data = load_toml(path, prefixed(GateInputError))
     try:
         return parse_tolerances(data.get("gate"), f"{path}: [gate]")
     except ConfigError as exc:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import json
 import math
 import re
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .. import __version__
 from ..errors import ConfigError, InputError
 from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..textfiles import load_json
 from . import plots
 from .criteria import Verdict, accuracy_caveats, counts, exit_code, floor_caveats, hardware_summary, judge_all
 
@@ -51,16 +51,7 @@ FIGURES_DIR = "figures"
 
 def _read_json(path: Path) -> Any:
     """Parsed JSON of `path`; InputError naming the file when it is unreadable or malformed."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    return load_json(path, InputError)
 
 
 def _check_record(path: Path, record: Any) -> dict[str, Any]:
