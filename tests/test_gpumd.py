@@ -49,17 +49,17 @@ def commands(run_in: str) -> list[list[str]]:
 # ---------------------------------------------------------------------------------------- run.in
 
 def test_run_in_nvt_with_warmup_orders_runs_and_outputs():
-    cmds = commands(g.write_run_in(NVT, rdf_cutoff=5.0, rdf_bins=100))
+    cmds = commands(g.write_run_in(NVT, n_atoms=32, rdf_cutoff=5.0, rdf_bins=100))
     assert {c[0] for c in cmds} <= GPUMD_KEYWORDS
     assert cmds[0] == ["potential", "nep.txt"]
-    assert ["velocity", "900", "seed", "7"] in cmds
+    assert ["velocity", "871.875", "seed", "7"] in cmds  # 900 K x 31/32: GPUMD counts 3N dof
     assert ["time_step", "1"] in cmds
     runs = [i for i, c in enumerate(cmds) if c[0] == "run"]
     assert [cmds[i] for i in runs] == [["run", "50"], ["run", "1000"]]
     ensembles = [i for i, c in enumerate(cmds) if c[0] == "ensemble"]
     # one ensemble per run (GPUMD's rule), CSVR with T_coup = 100 fs / 1 fs = 100 steps
     assert len(ensembles) == 2 and ensembles[0] < runs[0] < ensembles[1] < runs[1]
-    assert all(cmds[i] == ["ensemble", "nvt_bdp", "900", "900", "100"] for i in ensembles)
+    assert all(cmds[i] == ["ensemble", "nvt_bdp", "871.875", "871.875", "100"] for i in ensembles)
     # time step and velocities are set before the first run; outputs only in the production run
     assert cmds.index(["time_step", "1"]) < ensembles[0]
     outputs = [i for i, c in enumerate(cmds) if c[0].startswith(("dump_", "compute_"))]
@@ -71,12 +71,12 @@ def test_run_in_nvt_with_warmup_orders_runs_and_outputs():
 
 
 def test_run_in_nve_without_warmup_has_one_run():
-    cmds = commands(g.write_run_in(NVE, rdf_cutoff=None, msd=False, dump_keyword="dump_exyz"))
+    cmds = commands(g.write_run_in(NVE, n_atoms=32, rdf_cutoff=None, msd=False, dump_keyword="dump_exyz"))
     assert [c for c in cmds if c[0] == "run"] == [["run", "200"]]
     assert ["ensemble", "nve"] in cmds
     assert not any(c[0] == "ensemble" and c[1].startswith("nvt") for c in cmds)
     assert ["time_step", "0.5"] in cmds
-    assert ["velocity", "300", "seed", "3"] in cmds
+    assert ["velocity", "290.625", "seed", "3"] in cmds
     assert ["dump_exyz", "20", "0", "0"] in cmds
     assert not any(c[0] in ("compute_rdf", "compute_msd") for c in cmds)
 
@@ -84,27 +84,42 @@ def test_run_in_nve_without_warmup_has_one_run():
 def test_run_in_langevin_and_coupling_in_steps():
     p = MDProtocol(ensemble="nvt", temperature_k=600.0, timestep_fs=2.0, steps=100,
                    thermostat_coupling_fs=50.0)
-    cmds = commands(g.write_run_in(p, thermostat="nvt_lan"))
-    assert ["ensemble", "nvt_lan", "600", "600", "25"] in cmds
+    cmds = commands(g.write_run_in(p, n_atoms=32, thermostat="nvt_lan"))
+    assert ["ensemble", "nvt_lan", "600", "600", "25"] in cmds  # Langevin thermalises the COM too
+    assert ["velocity", "581.25", "seed", "0"] in cmds
     assert g.coupling_steps(p) == 25.0
+
+
+def test_temperatures_convert_between_gpumds_3n_and_the_protocols_3n_minus_3():
+    """E_kin = (3N − 3) k_B T / 2 at the protocol's T: GPUMD, dividing by 3N, must be given and
+    reports T·(N − 1)/N. The two conversions are inverse, and large cells barely change."""
+    assert g.gpumd_temperature_k(900.0, 32) == pytest.approx(900.0 * 93 / 96)
+    assert g.protocol_temperature_k(np.array([871.875]), 32) == pytest.approx([900.0])
+    assert g.gpumd_temperature_k(1200.0, 100_000) == pytest.approx(1200.0, rel=2e-5)
+    temperatures = np.array([300.0, 1200.0])
+    np.testing.assert_allclose(g.protocol_temperature_k(g.gpumd_temperature_k(temperatures, 7), 7), temperatures)
+    with pytest.raises(ValueError, match="2 atoms"):
+        g.gpumd_temperature_k(900.0, 1)
+    with pytest.raises(ValueError, match="2 atoms"):
+        g.write_run_in(NVT, n_atoms=1)
 
 
 def test_run_in_rejects_what_gpumd_would_reject():
     with pytest.raises(ValueError, match="T_coup"):
         g.write_run_in(MDProtocol(ensemble="nvt", temperature_k=300, timestep_fs=2.0, steps=10,
-                                  thermostat_coupling_fs=1.0))
+                                  thermostat_coupling_fs=1.0), n_atoms=32)
     with pytest.raises(ValueError, match="temperature_k > 0"):
-        g.write_run_in(MDProtocol(ensemble="nvt", temperature_k=0.0, timestep_fs=1.0, steps=10))
+        g.write_run_in(MDProtocol(ensemble="nvt", temperature_k=0.0, timestep_fs=1.0, steps=10), n_atoms=32)
     with pytest.raises(ValueError, match="rdf_bins"):
-        g.write_run_in(NVT, rdf_bins=20)
+        g.write_run_in(NVT, n_atoms=32, rdf_bins=20)
     with pytest.raises(ValueError, match="seed"):
-        g.write_run_in(MDProtocol(ensemble="nve", temperature_k=300, timestep_fs=1, steps=10, seed=-1))
+        g.write_run_in(MDProtocol(ensemble="nve", temperature_k=300, timestep_fs=1, steps=10, seed=-1), n_atoms=32)
     with pytest.raises(ValueError, match="potential_file"):
-        g.write_run_in(NVT, potential_file="my model.txt")
+        g.write_run_in(NVT, n_atoms=32, potential_file="my model.txt")
 
 
 def test_run_in_zero_kelvin_nve_has_no_velocity_keyword():
-    cmds = commands(g.write_run_in(MDProtocol(ensemble="nve", temperature_k=0.0, timestep_fs=1, steps=10)))
+    cmds = commands(g.write_run_in(MDProtocol(ensemble="nve", temperature_k=0.0, timestep_fs=1, steps=10), n_atoms=32))
     assert not any(c[0] == "velocity" for c in cmds)
 
 
@@ -410,6 +425,7 @@ sym = [r[0] for r in rows]
 pos = [[float(x) for x in r[1:4]] for r in rows]
 dt = 0.0
 t_global = 0.0
+t_kelvin = 0.0  # the thermostat's (or else the velocity's) temperature: an ideal thermostat's mean
 outputs = {}
 for raw in open("run.in"):
     tok = raw.split("#")[0].split()
@@ -418,6 +434,8 @@ for raw in open("run.in"):
     key = tok[0]
     if key == "time_step":
         dt = float(tok[1])
+    elif key == "velocity" or (key == "ensemble" and tok[1].startswith("nvt")):
+        t_kelvin = float(tok[1] if key == "velocity" else tok[2])
     elif key in ("dump_thermo", "dump_xyz", "dump_exyz", "compute_msd", "compute_rdf"):
         outputs[key] = tok
     elif key == "potential":
@@ -429,7 +447,7 @@ for raw in open("run.in"):
             t_global += dt
             if "dump_thermo" in outputs and (step + 1) % int(outputs["dump_thermo"][1]) == 0:
                 with open("thermo.out", "a") as f:
-                    row = [900.0, 1.0, -100.0 - step, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6] + [cell[i] for i in range(9)]
+                    row = [t_kelvin, 1.0, -100.0 - step, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6] + [cell[i] for i in range(9)]
                     f.write("".join("%20.10e" % v for v in row) + "\n")
             if "dump_xyz" in outputs and (step + 1) % int(outputs["dump_xyz"][3]) == 0:
                 with open("dump.xyz", "a") as f:
@@ -491,6 +509,9 @@ def test_md_orchestration_timing_excludes_warmup(fake_engine: g.GpumdEngine):
     assert res.timing.atom_steps_per_s == pytest.approx(len(atoms) * 100 / 0.5)
     assert res.timing.total_wall_s > 0
     assert res.trajectory.n_frames == 10 and len(res.thermo["temperature_k"]) == 10
+    # GPUMD was given 900 x 63/64 (it counts 3N dof); its T comes back in the protocol's 3N - 3
+    assert "ensemble nvt_bdp 885.9375 885.9375" in res.extra["run_in"]
+    np.testing.assert_allclose(res.thermo["temperature_k"], 900.0)
     np.testing.assert_allclose(res.trajectory.times_ps, np.arange(1, 11) * 0.01, atol=1e-9)
     np.testing.assert_allclose(res.thermo["time_ps"], res.trajectory.times_ps)
     # unwrapped x keeps growing past the cell edge

@@ -24,7 +24,11 @@ class MDProtocol:
 
     Attributes:
         ensemble: "nvt" (stochastic velocity rescaling, CSVR/Bussi) or "nve".
-        temperature_k: initial (Maxwell-Boltzmann, seeded) and thermostat temperature in K.
+        temperature_k: initial (Maxwell-Boltzmann, seeded) and thermostat temperature in K, of the
+            3N − 3 degrees of freedom that carry kinetic energy once the total momentum is zero:
+            ⟨E_kin⟩ = (3N − 3) k_B T / 2. This is CP2K's count for a periodic cell (its CSVR target
+            and its printed T); every engine's thermostat targets it and its thermo reports it, so a
+            32-atom cell runs at the same T on each (engines that count 3N are corrected).
         timestep_fs: integration time step in fs.
         steps: number of MD steps after the warm-up.
         sample_interval: steps between recorded frames and thermo rows.

@@ -22,6 +22,13 @@ Formats were read from GPUMD v5.6's sources (commit 5fad844f…, see docs/gpumd.
   not Maxwell-Boltzmann). The `nvt_bdp` thermostat's noise is seeded from the wall clock unless
   GPUMD was compiled with -DDEBUG, so NVT trajectories are not bit-reproducible run to run.
 * `ensemble nvt_bdp T1 T2 T_coup`: T_coup is the coupling time in units of the time step (>= 1).
+* GPUMD counts 3N degrees of freedom where the protocol (and CP2K) count the 3N − 3 that carry
+  kinetic energy at zero total momentum: `velocity` rescales to 2 E_kin / (3N k_B) (Velocity::scale),
+  `nvt_bdp` targets E_kin = 3N k_B T / 2 (Ensemble_BDP, ndeg = 3N) and thermo.out's T divides by
+  3N (Ensemble::find_thermo, DIM * N). Left alone, a 32-atom cell would run 3.2 % hotter than the
+  same protocol in CP2K. So GPUMD is given T·(N − 1)/N and its T is reported × N/(N − 1)
+  (`gpumd_temperature_k`, `protocol_temperature_k`); `nvt_lan` thermalises every atom, the centre
+  of mass too, so its target is given as is.
 """
 
 from __future__ import annotations
@@ -170,28 +177,47 @@ def rdf_cutoff_a(cell_a: np.ndarray, requested_a: float = 6.0) -> float | None:
     return cutoff if cutoff >= 1.0 else None
 
 
-def _velocity_lines(protocol: MDProtocol) -> list[str]:
+def gpumd_temperature_k(temperature_k: float, n_atoms: int) -> float:
+    """The temperature (K) to give GPUMD's `velocity` and `nvt_bdp` so that the 3N − 3 degrees of
+    freedom left at zero total momentum sit at `temperature_k`: GPUMD divides by 3N, so T·(N − 1)/N."""
+    if n_atoms < 2:
+        raise ValueError(f"a temperature needs at least 2 atoms, got {n_atoms}")
+    return temperature_k * (n_atoms - 1) / n_atoms
+
+
+def protocol_temperature_k(gpumd_t_k: np.ndarray, n_atoms: int) -> np.ndarray:
+    """thermo.out's T (K, 2 E_kin / 3N k_B) as the protocol counts it, 2 E_kin / ((3N − 3) k_B)."""
+    if n_atoms < 2:
+        raise ValueError(f"a temperature needs at least 2 atoms, got {n_atoms}")
+    return np.asarray(gpumd_t_k, dtype=float) * n_atoms / (n_atoms - 1)
+
+
+def _velocity_lines(protocol: MDProtocol, n_atoms: int) -> list[str]:
     if not 0 <= protocol.seed < 2**31:
         raise ValueError(f"GPUMD's velocity seed must be in [0, 2**31), got {protocol.seed}")
     if protocol.temperature_k <= 0:
         return ["# T = 0 K: zero velocities are given in model.xyz"]
-    return [f"velocity {_num(protocol.temperature_k)} seed {protocol.seed}"]
+    return [f"velocity {_num(gpumd_temperature_k(protocol.temperature_k, n_atoms))} seed {protocol.seed}"]
 
 
-def _ensemble_line(protocol: MDProtocol, thermostat: Thermostat) -> str:
+def _ensemble_line(protocol: MDProtocol, thermostat: Thermostat, n_atoms: int) -> str:
     if protocol.ensemble == "nve":
         return "ensemble nve"
     if thermostat not in ("nvt_bdp", "nvt_lan"):
         raise ValueError(f"thermostat must be 'nvt_bdp' or 'nvt_lan', got {thermostat!r}")
     if protocol.temperature_k <= 0:
         raise ValueError("GPUMD's NVT ensembles need temperature_k > 0")
-    t = _num(protocol.temperature_k)
+    target = protocol.temperature_k
+    if thermostat == "nvt_bdp":
+        target = gpumd_temperature_k(target, n_atoms)
+    t = _num(target)
     return f"ensemble {thermostat} {t} {t} {_num(coupling_steps(protocol))}"
 
 
 def write_run_in(
     protocol: MDProtocol,
     *,
+    n_atoms: int,
     potential_file: str = "nep.txt",
     thermostat: Thermostat = "nvt_bdp",
     rdf_cutoff: float | None = 6.0,
@@ -208,6 +234,8 @@ def write_run_in(
 
     Args:
         protocol: the run to describe.
+        n_atoms: atoms in the cell; GPUMD's temperatures are converted to its 3N count with it
+            (`gpumd_temperature_k`).
         potential_file: NEP model file name relative to the run directory (no spaces).
         thermostat: GPUMD ensemble used for protocol.ensemble == "nvt".
         rdf_cutoff: RDF cutoff in Å (None: no `compute_rdf`); see `rdf_cutoff_a`.
@@ -218,6 +246,8 @@ def write_run_in(
     """
     if any(c.isspace() for c in potential_file) or not potential_file:
         raise ValueError(f"potential_file must be a non-empty name without spaces: {potential_file!r}")
+    if n_atoms < 2:
+        raise ValueError(f"GPUMD MD needs at least 2 atoms, got n_atoms={n_atoms}")
     if not RDF_MIN_BINS <= rdf_bins <= RDF_MAX_BINS:
         raise ValueError(f"rdf_bins must be in [{RDF_MIN_BINS}, {RDF_MAX_BINS}] for GPUMD, got {rdf_bins}")
     if rdf_cutoff is not None and not (rdf_cutoff > 0 and math.isfinite(rdf_cutoff)):
@@ -225,13 +255,15 @@ def write_run_in(
     if dump_keyword not in ("dump_xyz", "dump_exyz", None):
         raise ValueError(f"dump_keyword must be 'dump_xyz', 'dump_exyz' or None, got {dump_keyword!r}")
     every = protocol.sample_interval
-    ensemble = _ensemble_line(protocol, thermostat)
+    ensemble = _ensemble_line(protocol, thermostat, n_atoms)
     lines = [
         f"# written by nepbench for GPUMD {PINNED_VERSION}: {protocol.ensemble} "
         f"{_num(protocol.temperature_k)} K, dt {_num(protocol.timestep_fs)} fs, "
         f"{protocol.warmup_steps} warm-up + {protocol.steps} steps",
+        f"# {n_atoms} atoms: GPUMD counts 3N degrees of freedom, the protocol 3N - 3, hence the "
+        f"temperatures below x {n_atoms - 1}/{n_atoms}",
         f"potential {potential_file}",
-        *_velocity_lines(protocol),
+        *_velocity_lines(protocol, n_atoms),
         f"time_step {_num(protocol.timestep_fs)}",
     ]
     if protocol.warmup_steps > 0:
@@ -639,7 +671,7 @@ class GpumdEngine(Engine):
         except ValueError as exc:
             raise InputError("input structure", str(exc)) from None
         record = self.record_frames
-        run_in = write_run_in(protocol, thermostat=self.thermostat, rdf_cutoff=cutoff if record else None,
+        run_in = write_run_in(protocol, n_atoms=len(atoms), thermostat=self.thermostat, rdf_cutoff=cutoff if record else None,
                               rdf_bins=self.rdf_bins, msd=record, dump_keyword="dump_xyz" if record else None)
         zero_v = np.zeros((len(atoms), 3)) if protocol.temperature_k <= 0 else None
         run_dir, tmp = self._run_dir("md")
@@ -688,6 +720,9 @@ class GpumdEngine(Engine):
         if len(run_wall) != len(speeds) or not run_wall or run_wall[-1] <= 0:
             raise EngineCrashed(f"gpumd in {run_dir}: no usable 'Time used for this run' line")
         times_ps = (np.arange(1, n_rows + 1) * protocol.sample_interval * protocol.timestep_fs) / 1000.0
+        temperature_k = thermo["temperature_k"]  # nvt_lan's COM is thermal too: 3N is its count
+        if protocol.ensemble == "nve" or self.thermostat == "nvt_bdp":
+            temperature_k = protocol_temperature_k(temperature_k, len(atoms))
         reported = parse_version(stdout)
         extra.update({
             "run_in": run_in,
@@ -718,7 +753,7 @@ class GpumdEngine(Engine):
             trajectory=traj,
             thermo={
                 "time_ps": times_ps,
-                "temperature_k": thermo["temperature_k"],
+                "temperature_k": temperature_k,
                 "potential_energy_ev": thermo["potential_energy_ev"],
                 "kinetic_energy_ev": thermo["kinetic_energy_ev"],
             },
@@ -764,6 +799,7 @@ __all__ = [
     "gpumd_pbc", "vacuum_gaps_a",
     "coupling_steps", "msd_correlation_steps", "parse_dump_exyz", "parse_exyz_frames",
     "parse_msd", "parse_rdf", "parse_run_wall_s", "parse_speed", "parse_thermo", "parse_version",
-    "rdf_cutoff_a", "stress_from_virial", "unwrap_minimum_image", "write_model_xyz", "write_run_in",
+    "gpumd_temperature_k", "protocol_temperature_k", "rdf_cutoff_a", "stress_from_virial",
+    "unwrap_minimum_image", "write_model_xyz", "write_run_in",
     "write_single_point_run_in",
 ]

@@ -305,8 +305,9 @@ class NepCpuEngine(Engine):
         """Run `protocol` from `atoms` (not modified); warm-up excluded from timing and frames.
 
         Velocities: Maxwell–Boltzmann at protocol.temperature_k from protocol.seed, total momentum
-        zeroed. Thermo temperature uses ASE's degrees of freedom (3N, as does the Bussi target;
-        3N − 3 with Langevin, which holds the centre of mass fixed with FixCom).
+        zeroed and held at zero (ASE's FixCom). So the thermostat's target and the thermo temperature
+        count the 3N − 3 degrees of freedom that carry kinetic energy, as CP2K does for a periodic cell
+        (see MDProtocol); without FixCom, ASE's Bussi would count 3N and run a 32-atom cell 3.2 % hot.
         Frames at steps 0, k, 2k, … ≤ steps after the warm-up (k = sample_interval).
         """
         from ase.md import velocitydistribution as vd
@@ -318,10 +319,9 @@ class NepCpuEngine(Engine):
         work = atoms.copy()
         work.calc = self.calculator()
         rng = np.random.default_rng(protocol.seed)
-        if protocol.ensemble == "nvt" and self.thermostat == "langevin":
-            from ase.constraints import FixCom
+        from ase.constraints import FixCom
 
-            work.constraints = list(work.constraints) + [FixCom()]
+        work.constraints = list(work.constraints) + [FixCom()]  # before the thermostat counts its dof
         if protocol.temperature_k > 0:
             thermalize = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
             thermalize(work, temperature_K=protocol.temperature_k, rng=rng)
