@@ -348,7 +348,8 @@ def test_malformed_criterion_names_the_file_and_criterion(tmp_path):
 
 @pytest.mark.parametrize("function, series", [
     (plots.force_parity_png, {}), (plots.force_parity_png, {"forces": {"Li": {"ref": [], "pred": []}}}),
-    (plots.energy_parity_png, {"energy": {"ref": [1.0], "pred": [1.0, 2.0]}}),
+    (plots.energy_parity_png, {"energy": {"ref": [1.0], "pred": None}}),
+    (plots.energy_parity_png, {"energy": {"ref": [float("nan")], "pred": [1.0]}}),
     (plots.throughput_bars_png, {"identical_n": []}), (plots.scaling_png, {"scaling": {}}),
     (plots.radial_png, {}),
 ])
@@ -369,8 +370,9 @@ def test_aimd_thermo_plot_draws_each_run_and_skips_a_malformed_one():
            "warmup_ps": 0.004, "equilibrated_ps": 0.002}
     png = plots.aimd_thermo_png({"m": {"aimd_thermo": {"a": run, "b": {**run, "equilibrated_ps": None}}}})
     assert png is not None and png.startswith(PNG_SIGNATURE)
-    broken = {**run, "temperature_k": [900.0]}  # lengths differ: no panel
-    assert plots.aimd_thermo_png({"m": {"aimd_thermo": {"a": broken}}}) is None
+    broken = {**run, "temperature_k": [900.0]}  # lengths differ: malformed, said so
+    with pytest.raises(ValueError, match="different lengths"):
+        plots.aimd_thermo_png({"m": {"aimd_thermo": {"a": broken}}})
 
 
 def test_parity_uses_hexbin_for_many_points_and_is_deterministic():
@@ -415,5 +417,18 @@ def test_a_malformed_series_costs_its_figure_not_the_report(tmp_path):
     assert "figures/md-models-rdf.png" not in files and "figures/md-models-msd.png" in files
     assert "figures/parity-nep89-lisic-forces.png" in files  # Si and C panels still drawn
     assert any("md-models-rdf.png not drawn" in note for note in report["notes"])
+    write_report(report, tmp_path / "out")
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_paired_series_of_different_lengths_are_noted_not_dropped_silently(tmp_path):
+    records = fixture_records()
+    records[0]["series"]["energy"]["pred"] = records[0]["series"]["energy"]["pred"][:-1]
+    report = build_report([write_run(tmp_path, records)])
+    files = {f["file"] for f in report["figures"]}
+    assert "figures/parity-nep89-lisic-energy.png" not in files
+    assert "figures/parity-nep89-lisic-forces.png" in files
+    assert any("parity-nep89-lisic-energy.png not drawn" in note and "different lengths" in note
+               for note in report["notes"])
     write_report(report, tmp_path / "out")
     assert (tmp_path / "out" / "report.html").is_file()

@@ -2,6 +2,8 @@
 
 Each function takes plot data shaped as a result record's `series` (see report/render.py for the
 shapes by task type) and returns PNG bytes, or None when the data it needs is missing or empty.
+Data that is there but malformed (paired arrays of different lengths) raises ValueError, so the
+report can say which figure it could not draw instead of leaving it out without a word.
 Functions named `*_overlay_png` take `{label: series}` and draw every model on the same axes.
 No file I/O: the caller decides where the bytes go.
 """
@@ -36,10 +38,13 @@ def _array(values: Any) -> np.ndarray | None:
 
 
 def _pair(values_a: Any, values_b: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """Two arrays of equal length with at least one finite pair, or None."""
+    """Two arrays of equal length with at least one finite pair, or None when either is missing or no
+    pair is finite; ValueError when both are there with different lengths (a malformed series)."""
     a, b = _array(values_a), _array(values_b)
-    if a is None or b is None or a.size != b.size:
+    if a is None or b is None:
         return None
+    if a.size != b.size:
+        raise ValueError(f"paired series of different lengths ({a.size} and {b.size})")
     keep = np.isfinite(a) & np.isfinite(b)
     return (a[keep], b[keep]) if keep.any() else None
 
