@@ -1,10 +1,12 @@
-"""The throughput task's shared CP2K timing: measured once per suite run, reused by every model."""
+"""The throughput task: its shared CP2K timing (once per invocation, reused by every model), and its
+ratios, fits and notes with stand-in engines."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import pytest
 from ase.build import bulk
 
 from nepbench.engines.base import MDProtocol
@@ -42,21 +44,25 @@ def _protocol(steps: int = 2) -> MDProtocol:
 def test_second_model_reuses_the_cp2k_measurement(tmp_path):
     engine = _CountingCP2K()
     atoms = bulk("Si", "diamond", a=5.43, cubic=True)
-    first = cp2k_timing_shared(engine, atoms, _protocol(), tmp_path)
-    again = cp2k_timing_shared(engine, atoms, _protocol(), tmp_path)
+    shared: dict = {}
+    first = cp2k_timing_shared(engine, atoms, _protocol(), shared)
+    again = cp2k_timing_shared(engine, atoms, _protocol(), shared)
     assert engine.calls == 1
     assert again == first and first["median"] == 10.0
     assert first["scf_iterations_per_step"] == 11.0  # kept beside the time, for comparison with long runs
+    # another invocation (a rerun, --force, an array task on another node) measures again
+    assert cp2k_timing_shared(engine, atoms, _protocol(), {})["median"] == 20.0
 
 
 def test_other_cell_or_protocol_is_measured_again(tmp_path):
     engine = _CountingCP2K()
     atoms = bulk("Si", "diamond", a=5.43, cubic=True)
-    cp2k_timing_shared(engine, atoms, _protocol(), tmp_path)
+    shared: dict = {}
+    cp2k_timing_shared(engine, atoms, _protocol(), shared)
     moved = atoms.copy()
     moved.positions[0, 0] += 0.01
-    cp2k_timing_shared(engine, moved, _protocol(), tmp_path)
-    cp2k_timing_shared(engine, atoms, _protocol(steps=3), tmp_path)
+    cp2k_timing_shared(engine, moved, _protocol(), shared)
+    cp2k_timing_shared(engine, atoms, _protocol(steps=3), shared)
     assert engine.calls == 3
 
 
@@ -117,3 +123,111 @@ def test_no_gpu_gives_the_reason(tmp_path, monkeypatch):
     assert "gpumd_atom_steps_per_s_max" not in out.metrics
     assert "GPU not measured: no 'gpumd' executable on PATH" in out.method
     assert out.metric_reasons["gpumd_atom_steps_per_s_max"].startswith("not measured: no 'gpumd'")
+
+
+# ------------------------------------------------------------ ratios, with stand-in CP2K and GPU
+
+@dataclass(frozen=True)
+class _Settings2:
+    cutoff_ry: float = 250.0
+
+
+class _CubicCP2K:
+    """Stands in for CP2KEngine: s/step = 1e-3 × N³ (AIMD-like), each call counted."""
+
+    settings = _Settings2()
+    calls: list[int] = []
+
+    def __init__(self, settings=None, ranks: int = 2) -> None:
+        self.ranks = ranks
+
+    def version(self) -> str:
+        return "fake CP2K 2023.1"
+
+    def md(self, atoms, protocol):
+        _CubicCP2K.calls.append(len(atoms))
+        return SimpleNamespace(timing=SimpleNamespace(s_per_step=1e-3 * len(atoms) ** 3),
+                               extra={"scf_iterations_per_timed_step": 9.0})
+
+
+class _SaturatingGpu:
+    """Stands in for GpumdEngine: s/step = 1e-4 s + 1e-9 s × N, so throughput grows with N."""
+
+    def available(self):
+        return True, "/opt/gpumd on Fake H100"
+
+    def version(self) -> str:
+        return "GPUMD 5.6"
+
+    def md(self, atoms, protocol):
+        s = 1e-4 + 1e-9 * len(atoms)
+        return SimpleNamespace(timing=SimpleNamespace(s_per_step=s, atom_steps_per_s=len(atoms) / s))
+
+
+def _run_ratios(tmp_path, monkeypatch, identical_sizes, shared=None, load=0.1):
+    from nepbench.config import TaskSpec
+    from nepbench.engines import cp2k, gpumd, nep_cpu
+    from nepbench.tasks import TaskContext
+    from nepbench.tasks import throughput as tt
+
+    monkeypatch.setattr(cp2k, "CP2KEngine", _CubicCP2K)
+    monkeypatch.setattr(nep_cpu, "NepCpuEngine", lambda *a, **k: _FakeNep(1e-4))
+    monkeypatch.setattr(gpumd, "GpumdEngine", lambda *a, **k: _SaturatingGpu())
+    monkeypatch.setattr(tt, "hardware_info", lambda: {"cpu_model": "Fake CPU", "logical_cores": 2,
+                                                      "gpus": ["Fake H100"]})
+    monkeypatch.setattr(tt, "load_1min", lambda: load)
+    spec = TaskSpec(id="throughput-x", type="throughput", title="t",
+                    params={"identical_sizes": identical_sizes, "nep_sizes": [64, 512, 4096],
+                            "gpu_sizes": [4096, 262144], "repeats": 1, "cp2k_ranks": 2,
+                            "extrapolate_to_n": 1000})
+    context = TaskContext(work_dir=tmp_path / "work", reference_dir=tmp_path, model_path=tmp_path / "nep.txt",
+                          shared={} if shared is None else shared)
+    return tt.run_throughput(spec, context)
+
+
+def test_gpu_ratio_uses_cp2ks_largest_cell_whatever_the_order(tmp_path, monkeypatch):
+    forward = _run_ratios(tmp_path, monkeypatch, [0, 256])
+    backward = _run_ratios(tmp_path, monkeypatch, [256, 0])
+    assert forward.metrics == backward.metrics
+    rows = forward.series["identical_n"]
+    small, large = rows[0]["n_atoms"], rows[1]["n_atoms"]
+    assert small < large == forward.metrics["speedup_gpu_vs_cp2k_cp2k_n_atoms"]
+    gpu_sizes = forward.series["scaling"]["gpumd"]["n_atoms"]
+    best = max(gpu_sizes)  # the stand-in's throughput grows with N
+    assert forward.metrics["speedup_gpu_vs_cp2k_gpu_n_atoms"] == best
+    best_rate = best / (1e-4 + 1e-9 * best)
+    assert forward.metrics["speedup_gpu_vs_cp2k_per_atom_step"] == pytest.approx(1e-3 * large ** 2 * best_rate)
+    assert f"CP2K on {large} atoms, GPUMD at its best size of the sweep, {best} atoms" in forward.method
+    # the GPU also runs the CP2K cells themselves: an identical-N ratio beside the throughput one
+    for row in rows:
+        n = row["n_atoms"]
+        assert row["ratio_gpu"] == pytest.approx(1e-3 * n ** 3 / (1e-4 + 1e-9 * n))
+    assert forward.metrics["speedup_gpu_identical_n"] == rows[1]["ratio_gpu"]
+
+
+def test_extrapolation_names_its_sizes_and_says_two_sizes_give_no_error(tmp_path, monkeypatch):
+    out = _run_ratios(tmp_path, monkeypatch, [0, 256])
+    fits = out.series["fits"]
+    assert fits["cp2k"]["exponent"] == pytest.approx(3.0) and fits["cp2k"]["exponent_stderr"] is None
+    assert "cp2k_scaling_exponent_stderr" not in out.metrics
+    assert fits["nep_cpu"]["n_atoms"][0] < 1000 < fits["nep_cpu"]["n_atoms"][1]  # the sizes around N = 1000
+    assert out.metrics["speedup_cpu_extrapolated_n1000"] == pytest.approx(1e-3 * 1000 ** 3 / (1e-4 * 1000), rel=1e-6)
+    assert "no error estimate from 2 sizes" in out.method
+
+
+def test_sizes_that_round_to_one_cell_are_timed_once(tmp_path, monkeypatch):
+    _CubicCP2K.calls = []
+    out = _run_ratios(tmp_path, monkeypatch, [0, 40])  # both give the base cell
+    assert len(out.series["identical_n"]) == 1 and len(_CubicCP2K.calls) == 1
+    assert "cp2k" not in out.series["scaling"] and "cp2k_scaling_exponent" not in out.metrics
+
+
+def test_models_of_one_invocation_share_cp2k_and_a_busy_machine_is_noted(tmp_path, monkeypatch):
+    _CubicCP2K.calls = []
+    shared: dict = {}
+    quiet = _run_ratios(tmp_path, monkeypatch, [0], shared=shared)
+    again = _run_ratios(tmp_path, monkeypatch, [0], shared=shared, load=3.0)
+    assert len(_CubicCP2K.calls) == 1 and again.metrics == quiet.metrics
+    assert "busy" not in quiet.method and quiet.series["identical_n"][0]["cp2k_load_1min_before"] == 0.1
+    busy = _run_ratios(tmp_path, monkeypatch, [0], load=1.2)  # a new invocation, 1.2 + 2 ranks > 2 cores
+    assert "machine was busy before CP2K was timed (1-min load 1.2 on 2 logical cores" in busy.method

@@ -94,8 +94,12 @@ def make_record(spec: TaskSpec, outcome: TaskOutcome, model: ResolvedModel | Non
 
 
 def run_task(spec: TaskSpec, out_dir: Path, models: dict[str, ResolvedModel],
-             reference_dir: Path = REFERENCE_DIR, force: bool = False) -> tuple[dict[str, Any], bool]:
-    """Run one task unless a finished record with the same input hash exists; returns (record, cached)."""
+             reference_dir: Path = REFERENCE_DIR, force: bool = False,
+             shared: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+    """Run one task unless a finished record with the same input hash exists; returns (record, cached).
+
+    `shared` is the state the tasks of one invocation share (`TaskContext.shared`); a new dict if None.
+    """
     data_sha = reference_hash(reference_dir)
     model: ResolvedModel | None = None
     model_error: str | None = None
@@ -115,7 +119,7 @@ def run_task(spec: TaskSpec, out_dir: Path, models: dict[str, ResolvedModel],
     else:
         context = TaskContext(out_dir / "work" / spec.id, reference_dir,
                               model.path if model else None, model.name if model else None,
-                              model.sha256 if model else None)
+                              model.sha256 if model else None, {} if shared is None else shared)
         context.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             outcome = task_function(spec.type)(spec, context)
@@ -172,9 +176,10 @@ def run_suite(suite: Suite, out_dir: Path, task_ids: list[str] | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "suite.json", suite.to_dict())
     models: dict[str, ResolvedModel] = {}
+    shared: dict[str, Any] = {}
     records = []
     for spec in specs:
-        record, cached = run_task(spec, out_dir, models, reference_dir, force)
+        record, cached = run_task(spec, out_dir, models, reference_dir, force, shared)
         records.append(record)
         if on_task:
             on_task(spec, record, cached)

@@ -47,6 +47,8 @@ class TaskContext:
         reference_dir: the reference set folder (reference_data/).
         model_path / model_name / model_sha256: the model under test, or None for model-free tasks.
         quick: True for the CPU-sized variant.
+        shared: state the tasks of one `run_suite` call share (one dict per call, so nothing outlives
+            the invocation or crosses machines), e.g. the throughput task's CP2K timings.
     """
 
     work_dir: Path
@@ -54,6 +56,7 @@ class TaskContext:
     model_path: Path | None = None
     model_name: str | None = None
     model_sha256: str | None = None
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 TaskFunction = Callable[[TaskSpec, TaskContext], TaskOutcome]

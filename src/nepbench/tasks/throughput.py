@@ -1,17 +1,23 @@
 """Throughput: the same Atoms and the same MDProtocol on CP2K and on NEP engines.
 
-Two comparisons, both recorded:
-  (a) identical N: CP2K AIMD and NEP MD on the very same cells (the sizes CP2K affords here);
-  (b) a size sweep: s/step for NEP from tens to ~1e5 atoms (CPU; GPU where GPUMD runs) and CP2K at
-      ≥2 sizes, each fitted to s/step = a·N^b, so the ratio can be stated at any N with the fit named.
-Warm-up steps are excluded from every timing; repeats give min/median/max.
+Three comparisons, all recorded:
+  (a) identical N: CP2K AIMD and NEP MD (CPU, and GPUMD where it runs) on the very same cells (the
+      sizes CP2K affords here);
+  (b) throughput: CP2K's cost per atom·step on its largest cell against GPUMD's best atom·step/s
+      over the GPU sweep, the two sizes named (the study's "×70,000" is such a ratio);
+  (c) a size sweep: s/step for NEP from tens to ~1e5 atoms and CP2K at ≥ 2 sizes; the ratio at
+      `extrapolate_to_n` comes from CP2K's power-law fit and NEP's two measured sizes nearest it, with
+      the sizes and the exponent's standard error recorded (none from 2 sizes).
+Warm-up steps are excluded from every timing. NEP repeats give min/median/max; CP2K is timed once
+per cell and invocation (`TaskContext.shared`), so every model's ratio of one run divides by the same
+CP2K measurement, and a later run or another machine measures it again. The 1-minute load average
+before each CP2K timing is recorded: other work on the cores slows CP2K and inflates the ratio.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +27,7 @@ from ..config import TaskSpec
 from ..engines.base import MDProtocol
 from ..errors import EngineNotAvailable
 from ..metrics import throughput as tp
-from ..provenance import atomic_write_json, code_sha256, content_hash, hardware_info
+from ..provenance import content_hash, hardware_info
 from . import TaskContext, TaskOutcome
 
 
@@ -59,29 +65,66 @@ def time_md(engine, atoms: Atoms, protocol: MDProtocol, repeats: int) -> dict[st
     return tp.summarise_repeats(per_step)
 
 
-def cp2k_timing_shared(cp2k, atoms: Atoms, protocol: MDProtocol, cache_dir: Path) -> dict[str, float]:
-    """CP2K s/step for this cell and protocol, measured once per suite run and shared by its models.
+def load_1min() -> float | None:
+    """The machine's 1-minute load average, or None where the platform has none."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def cp2k_timing_shared(cp2k, atoms: Atoms, protocol: MDProtocol, shared: dict[str, Any]) -> dict[str, Any]:
+    """CP2K s/step for this cell and protocol, measured once per invocation and shared by its models.
 
     The CP2K side of a speed ratio does not depend on the NEP model, so when a suite compares
-    several models their throughput tasks reuse one measurement (same run, same machine). The key
-    covers the cell, the protocol, the CP2K settings, version and rank count, and nepbench's code
-    (`provenance.code_sha256`), so a rerun after a code change measures CP2K again with the NEP side.
+    several models their throughput tasks reuse one measurement. `shared` is the invocation's
+    `TaskContext.shared`: the timing never outlives the run that measured it, so a rerun, a rerun
+    with --force, or a Slurm array task on another node measures CP2K on its own machine. The key
+    covers the cell, the protocol, and the CP2K settings, version and rank count.
     """
     key = content_hash({"numbers": atoms.numbers.tolist(), "positions": np.round(atoms.positions, 6).tolist(),
                         "cell": np.round(atoms.cell.array, 6).tolist(), "protocol": asdict(protocol),
                         "settings": asdict(cp2k.settings), "version": cp2k.version(),
-                        "ranks": getattr(cp2k, "ranks", None), "code_sha256": code_sha256()})[:24]
-    path = cache_dir / f"{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+                        "ranks": getattr(cp2k, "ranks", None)})[:24]
+    cache = shared.setdefault("cp2k_timing", {})
+    if key in cache:
+        return cache[key]
+    load_before = load_1min()
     result = cp2k.md(atoms, protocol)
     timing = tp.summarise_repeats([result.timing.s_per_step])
     # SCF iterations of the timed step(s), recorded because a fresh start has little wavefunction
     # history; on the quick cell steps 1-10 all took 10 (docs/cp2k_settings.md), so steps 2-3 are
     # steady state there
     timing["scf_iterations_per_step"] = result.extra.get("scf_iterations_per_timed_step")
-    atomic_write_json(path, timing)
+    timing["load_1min_before"] = load_before
+    cache[key] = timing
     return timing
+
+
+def busy_cores_note(load_before: float | None, ranks: int, cores: int | None) -> str | None:
+    """A warning when the load before a CP2K timing leaves fewer idle cores than CP2K has ranks."""
+    if load_before is None or not cores:
+        return None
+    if load_before + ranks > cores + 0.5:
+        return (f"the machine was busy before CP2K was timed (1-min load {load_before:.1f} on {cores} "
+                f"logical cores, CP2K on {ranks} ranks): CP2K's s/step may be inflated, and the ratio with it")
+    return None
+
+
+def unique_cells(base: Atoms, targets: list[int]) -> list[Atoms]:
+    """The cells for `targets` (0 or below len(base): `base` itself), one per distinct atom count,
+    in ascending size: two targets that round to the same repeat would time one cell twice."""
+    cells: dict[int, Atoms] = {}
+    for target in targets:
+        atoms = cell_of_size(base, target) if target >= len(base) else base
+        cells.setdefault(len(atoms), atoms)
+    return [cells[n] for n in sorted(cells)]
+
+
+def nearest_sizes(n_atoms: list[int], target: int, k: int = 2) -> list[int]:
+    """Indices of the `k` sizes nearest `target` on a log scale (ties to the smaller), in size order."""
+    order = sorted(range(len(n_atoms)), key=lambda i: (abs(np.log(n_atoms[i] / target)), n_atoms[i]))
+    return sorted(order[:k], key=lambda i: n_atoms[i])
 
 
 def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
@@ -92,47 +135,66 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     base = base_cell(p)
     nep = NepCpuEngine(ctx.model_path, threads=p.get("nep_threads"))
     engines = {"nep_cpu": nep.version()}
-    identical: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}
     units: dict[str, str] = {}
+    notes: list[str] = []
     hardware = hardware_info()
     cpu = f"{hardware['cpu_model']} ({hardware['logical_cores']} logical cores)"
+    gpumd, gpu_reason = _gpumd_or_reason(ctx)
+    if gpumd is not None:
+        engines["gpumd"] = gpumd.version()
 
-    cp2k_n, cp2k_s = [], []
+    identical: list[dict[str, Any]] = []
+    ranks = int(p.get("cp2k_ranks", 2))
     try:
-        cp2k = CP2KEngine(AIMD_SETTINGS, ranks=int(p.get("cp2k_ranks", 2)))
+        cp2k = CP2KEngine(AIMD_SETTINGS, ranks=ranks)
         engines["cp2k"] = cp2k.version()
     except EngineNotAvailable:
         cp2k = None
-    for target in p.get("identical_sizes", [len(base)]) if cp2k else []:
-        atoms = cell_of_size(base, target) if target >= len(base) else base
+    for atoms in unique_cells(base, list(p.get("identical_sizes", [len(base)]))) if cp2k else []:
         prot = protocol_for(p, int(p.get("cp2k_steps", 2)), int(p.get("cp2k_warmup", 1)))
-        cp2k_t = cp2k_timing_shared(cp2k, atoms, prot, ctx.work_dir.parent / "_shared" / "cp2k_timing")
+        cp2k_t = cp2k_timing_shared(cp2k, atoms, prot, ctx.shared)
+        busy = busy_cores_note(cp2k_t.get("load_1min_before"), ranks, hardware.get("logical_cores"))
+        if busy and busy not in notes:
+            notes.append(busy)
         nep_prot = protocol_for(p, int(p.get("nep_steps", 200)), int(p.get("nep_warmup", 10)))
         nep_t = time_md(nep, atoms, nep_prot, int(p.get("repeats", 3)))
-        ratio = tp.speed_ratio(len(atoms) / nep_t["median"], len(atoms) / cp2k_t["median"])
-        identical.append({"n_atoms": len(atoms), "cp2k_s_per_step": cp2k_t["median"],
-                          "cp2k_scf_iterations_per_step": cp2k_t.get("scf_iterations_per_step"),
-                          "nep_s_per_step": nep_t["median"], "nep_s_per_step_min": nep_t["min"],
-                          "nep_s_per_step_max": nep_t["max"], "ratio": ratio, "nep_engine": "nep_cpu",
-                          "hardware": f"both on {cpu}"})
-        metrics[f"speedup_cpu_identical_n{len(atoms)}"] = ratio
-        units[f"speedup_cpu_identical_n{len(atoms)}"] = "×"
-        cp2k_n.append(len(atoms))
-        cp2k_s.append(cp2k_t["median"])
+        n = len(atoms)
+        row = {"n_atoms": n, "cp2k_s_per_step": cp2k_t["median"],
+               "cp2k_scf_iterations_per_step": cp2k_t.get("scf_iterations_per_step"),
+               "cp2k_load_1min_before": cp2k_t.get("load_1min_before"),
+               "nep_s_per_step": nep_t["median"], "nep_s_per_step_min": nep_t["min"],
+               "nep_s_per_step_max": nep_t["max"], "nep_engine": "nep_cpu",
+               "ratio": tp.speed_ratio(n / nep_t["median"], n / cp2k_t["median"]),
+               "hardware": f"both on {cpu}"}
+        metrics[f"speedup_cpu_identical_n{n}"] = row["ratio"]
+        units[f"speedup_cpu_identical_n{n}"] = "×"
+        if gpumd is not None:
+            gpu_t = time_md(gpumd, atoms, nep_prot, 1)
+            row.update({"gpu_s_per_step": gpu_t["median"],
+                        "ratio_gpu": tp.speed_ratio(n / gpu_t["median"], n / cp2k_t["median"])})
+            metrics[f"speedup_gpu_identical_n{n}"] = row["ratio_gpu"]
+            units[f"speedup_gpu_identical_n{n}"] = "× (GPU NEP vs CPU CP2K)"
+        identical.append(row)
     if identical:
-        largest = max(identical, key=lambda row: row["n_atoms"])
+        largest = identical[-1]  # unique_cells: ascending size
         metrics["speedup_cpu_identical_n"] = largest["ratio"]
         metrics["speedup_cpu_identical_n_atoms"] = float(largest["n_atoms"])
         units["speedup_cpu_identical_n"] = "×"
+        units["speedup_cpu_identical_n_atoms"] = "atoms"
+        if "ratio_gpu" in largest:
+            metrics["speedup_gpu_identical_n"] = largest["ratio_gpu"]
+            units["speedup_gpu_identical_n"] = "× (GPU NEP vs CPU CP2K)"
         if largest["cp2k_scf_iterations_per_step"] is not None:
             metrics["cp2k_scf_iterations_per_step"] = largest["cp2k_scf_iterations_per_step"]
             units["cp2k_scf_iterations_per_step"] = "SCF iterations (timed CP2K steps)"
+    cp2k_n = [row["n_atoms"] for row in identical]
+    cp2k_s = [row["cp2k_s_per_step"] for row in identical]
 
     scaling: dict[str, dict[str, list[float]]] = {}
+    fits: dict[str, dict[str, Any]] = {}
     nep_n, nep_s = [], []
-    for target in p.get("nep_sizes", [64, 512, 4096]):
-        atoms = cell_of_size(base, target)
+    for atoms in unique_cells(base, list(p.get("nep_sizes", [64, 512, 4096]))):
         steps = max(5, int(p.get("nep_atom_steps", 2_000_000) // len(atoms)))
         t = time_md(nep, atoms, protocol_for(p, steps, max(2, steps // 10)), int(p.get("repeats", 3)))
         nep_n.append(len(atoms))
@@ -140,55 +202,77 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     scaling["nep_cpu"] = {"n_atoms": nep_n, "s_per_atom_step": [s / n for s, n in zip(nep_s, nep_n)]}
     metrics["nep_cpu_atom_steps_per_s_max"] = max(n / s for n, s in zip(nep_n, nep_s))
     units["nep_cpu_atom_steps_per_s_max"] = "atom·step/s"
-    if len(cp2k_n) >= 2:
+    if len(cp2k_n) >= 2 and len(nep_n) >= 2:
         scaling["cp2k"] = {"n_atoms": cp2k_n, "s_per_atom_step": [s / n for s, n in zip(cp2k_s, cp2k_n)]}
-        b_cp2k, a_cp2k, b_err = tp.fit_scaling_exponent(cp2k_n, cp2k_s)
-        b_nep, a_nep, _ = tp.fit_scaling_exponent(nep_n, nep_s)
-        metrics["cp2k_scaling_exponent"] = b_cp2k
-        metrics["nep_cpu_scaling_exponent"] = b_nep
         target_n = int(p.get("extrapolate_to_n", 1000))
+        b_cp2k, a_cp2k, b_err = tp.fit_scaling_exponent(cp2k_n, cp2k_s)
+        near = nearest_sizes(nep_n, target_n)
+        b_nep, a_nep, _ = tp.fit_scaling_exponent([nep_n[i] for i in near], [nep_s[i] for i in near])
+        metrics["cp2k_scaling_exponent"] = b_cp2k
+        units["cp2k_scaling_exponent"] = "(s/step ∝ N^b)"
+        if np.isfinite(b_err):
+            metrics["cp2k_scaling_exponent_stderr"] = b_err
+            units["cp2k_scaling_exponent_stderr"] = "(s/step ∝ N^b)"
+        metrics["nep_cpu_scaling_exponent"] = b_nep
+        units["nep_cpu_scaling_exponent"] = "(s/step ∝ N^b)"
+        fits["cp2k"] = {"n_atoms": cp2k_n, "exponent": b_cp2k, "prefactor_s": a_cp2k,
+                        "exponent_stderr": b_err if np.isfinite(b_err) else None}
+        fits["nep_cpu"] = {"n_atoms": [nep_n[i] for i in near], "exponent": b_nep, "prefactor_s": a_nep,
+                           "exponent_stderr": None}
         metrics[f"speedup_cpu_extrapolated_n{target_n}"] = (
             tp.predict_s_per_step(target_n, b_cp2k, a_cp2k) / tp.predict_s_per_step(target_n, b_nep, a_nep))
         units[f"speedup_cpu_extrapolated_n{target_n}"] = "× (fit)"
+        error_text = f"± {b_err:.2f}" if np.isfinite(b_err) else f"no error estimate from {len(cp2k_n)} sizes"
+        notes.append(f"ratio at N = {target_n} from CP2K's fit s/step ∝ N^{b_cp2k:.2f} ({error_text}) over "
+                     f"N = {', '.join(map(str, cp2k_n))} and NEP's sizes "
+                     f"{', '.join(str(nep_n[i]) for i in near)}")
 
-    gpu_reason = None
     gpu_note = ""
-    try:
-        from ..engines.gpumd import GpumdEngine
-
-        gpumd = GpumdEngine(ctx.model_path, record_frames=False)  # GPUMD times its dumps in the loop
-        ok, gpu_detail = gpumd.available()
-        gpu_reason = None if ok else gpu_detail
-        if ok:
-            engines["gpumd"] = gpumd.version()
-            gpu_note = f"; GPUMD: {engines['gpumd']} on {', '.join(hardware['gpus'])}, one run per size"
-            g_n, g_rate = [], []
-            for target in p.get("gpu_sizes", [4096, 32768, 262144]):
-                atoms = cell_of_size(base, target)
-                steps = max(100, int(p.get("gpu_atom_steps", 2e8) // len(atoms)))
-                res = gpumd.md(atoms, protocol_for(p, steps, max(10, steps // 10)))
-                g_n.append(len(atoms))
-                g_rate.append(res.timing.atom_steps_per_s)
-            scaling["gpumd"] = {"n_atoms": g_n, "s_per_atom_step": [1 / r for r in g_rate]}
-            metrics["gpumd_atom_steps_per_s_max"] = max(g_rate)
-            units["gpumd_atom_steps_per_s_max"] = "atom·step/s"
-            if cp2k_n:
-                per_atom_step_cp2k = cp2k_s[-1] / cp2k_n[-1]
-                metrics["speedup_gpu_vs_cp2k_per_atom_step"] = per_atom_step_cp2k * max(g_rate)
-                units["speedup_gpu_vs_cp2k_per_atom_step"] = "× (GPU NEP vs CPU CP2K)"
-    except EngineNotAvailable as exc:
-        gpu_reason = str(exc)
+    if gpumd is not None:
+        gpu_note = f"; GPUMD: {engines['gpumd']} on {', '.join(hardware['gpus'])}, one run per size"
+        g_n, g_rate = [], []
+        for atoms in unique_cells(base, list(p.get("gpu_sizes", [4096, 32768, 262144]))):
+            steps = max(100, int(p.get("gpu_atom_steps", 2e8) // len(atoms)))
+            res = gpumd.md(atoms, protocol_for(p, steps, max(10, steps // 10)))
+            g_n.append(len(atoms))
+            g_rate.append(res.timing.atom_steps_per_s)
+        scaling["gpumd"] = {"n_atoms": g_n, "s_per_atom_step": [1 / r for r in g_rate]}
+        best = int(np.argmax(g_rate))
+        metrics["gpumd_atom_steps_per_s_max"] = g_rate[best]
+        units["gpumd_atom_steps_per_s_max"] = "atom·step/s"
+        if identical:
+            largest = identical[-1]  # CP2K's cost per atom·step grows with N: its largest cell is the fair side
+            cp2k_per_atom_step = largest["cp2k_s_per_step"] / largest["n_atoms"]
+            metrics["speedup_gpu_vs_cp2k_per_atom_step"] = cp2k_per_atom_step * g_rate[best]
+            units["speedup_gpu_vs_cp2k_per_atom_step"] = "× (GPU NEP vs CPU CP2K)"
+            metrics["speedup_gpu_vs_cp2k_cp2k_n_atoms"] = float(largest["n_atoms"])
+            metrics["speedup_gpu_vs_cp2k_gpu_n_atoms"] = float(g_n[best])
+            units["speedup_gpu_vs_cp2k_cp2k_n_atoms"] = units["speedup_gpu_vs_cp2k_gpu_n_atoms"] = "atoms"
+            notes.append(f"GPU-vs-CP2K per atom·step: CP2K on {largest['n_atoms']} atoms, GPUMD at its best "
+                         f"size of the sweep, {g_n[best]} atoms")
     method = ("NVT (CSVR) at {T} K, {dt} fs, same cells and protocol for every engine; {c} on "
               "{cpu}; warm-up excluded; NEP median of {r} repeats".format(
                   T=p.get("temperature_k", 900.0), dt=p.get("timestep_fs", 1.0),
                   c=engines.get("cp2k", "CP2K not installed"), cpu=cpu, r=p.get("repeats", 3)))
-    method += gpu_note
+    method += gpu_note + "".join(f"; {note}" for note in notes)
     reasons: dict[str, str] = {}
     if gpu_reason:
         method += f"; GPU not measured: {gpu_reason}"
-        for key in ("gpumd_atom_steps_per_s_max", "speedup_gpu_vs_cp2k_per_atom_step"):
+        for key in ("gpumd_atom_steps_per_s_max", "speedup_gpu_vs_cp2k_per_atom_step", "speedup_gpu_identical_n"):
             if key not in metrics:
                 reasons[key] = f"not measured: {gpu_reason}"
     return TaskOutcome("done", metrics=metrics, metric_units=units,
-                       series={"identical_n": identical, "scaling": scaling}, method=method,
+                       series={"identical_n": identical, "scaling": scaling, "fits": fits}, method=method,
                        engines=engines, seed=int(p.get("seed", 7)), metric_reasons=reasons)
+
+
+def _gpumd_or_reason(ctx: TaskContext) -> tuple[Any, str | None]:
+    """(a GpumdEngine that writes thermo only, None) where GPUMD runs here, else (None, why not)."""
+    try:
+        from ..engines.gpumd import GpumdEngine
+
+        gpumd = GpumdEngine(ctx.model_path, record_frames=False)  # GPUMD times its dumps in the loop
+        ok, detail = gpumd.available()
+    except EngineNotAvailable as exc:
+        return None, str(exc)
+    return (gpumd, None) if ok else (None, detail)
