@@ -257,3 +257,96 @@ def test_the_manifest_counts_frames_by_the_input_template_they_were_labelled_wit
     assert reference.verify(out).ok
     text = lzma.decompress((out / "amorphous.extxyz.xz").read_bytes()).decode()
     assert "input_template" not in text  # kept in the cache and manifest, not in the frame files
+
+
+# --------------------------------------------------------------------------- selection versions, spec checks
+
+TWINS = """
+name = "twins"
+seed = 5
+{version}
+
+[[family]]
+builder = "a-Si"
+motif = "amorphous"
+pool = 3
+select = 3
+params = {{ n_atoms = 16 }}
+
+[[family]]
+builder = "a-Si"
+motif = "strained"
+pool = 3
+select = 3
+params = {{ n_atoms = 16 }}
+strain_range = [-0.02, 0.02]
+"""
+
+
+def _twin_spec(tmp_path, version_line):
+    path = tmp_path / "twins.toml"
+    path.write_text(TWINS.format(version=version_line))
+    return reference.load_spec(path)
+
+
+def test_version_1_seeds_families_alike_and_version_2_apart(tmp_path):
+    """Version 1 (the committed set's) seeds candidate i of every family alike, so a strained family's
+    candidate is the amorphous one strained; version 2 seeds each family on its own."""
+    old = _twin_spec(tmp_path, "")
+    new = _twin_spec(tmp_path, "selection_version = 2")
+    assert old.selection_version == 1 and new.selection_version == reference.LATEST_SELECTION_VERSION == 2
+    for spec, twins in ((old, True), (new, False)):
+        amorphous = reference.generate_candidates(spec, spec.families[0], 0)
+        strained = reference.generate_candidates(spec, spec.families[1], 1)
+        for a, b in zip(amorphous, strained):
+            scaled_back = b.positions @ np.linalg.solve(b.cell.array, a.cell.array)  # undo the strain
+            assert bool(np.abs(scaled_back - a.positions).max() < 1e-6) is twins
+    seeds = {reference.candidate_seed(new, f, i) for f in range(2) for i in range(3)}
+    assert len(seeds) == 6 and all(0 <= s < 2**32 for s in seeds)
+
+
+def test_manifest_records_the_selection_version(spec, tmp_path):
+    _, _ = build(spec, FakeEngine(), tmp_path / "out")
+    import json
+
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["selection"]["selection_version"] == 1
+
+
+@pytest.mark.parametrize("edit, phrase", [
+    (lambda t: t.replace("test_fraction = 0.25", "test_fraction = 1.5"), "test_fraction must be in [0.0, 0.9]"),
+    (lambda t: t.replace("select = 4\n", "select = 0\n", 1), "family #0 select must be in [1, 12]"),
+    (lambda t: t.replace("pool = 12\n", 'pool = "four"\n', 1), "family #0 pool must be an integer"),
+    (lambda t: t.replace("select = 4\n", "select = 13\n", 1), "family #0 select must be in [1, 12]"),
+    (lambda t: t.replace("rattle_a = 0.1", "rattle_a = -0.1"), "family #0 rattle_a must be >= 0.0"),
+    (lambda t: t.replace('cp2k_preset = "label"', 'cp2k_preset = "label"\nselection_version = 7'),
+     "selection_version 7 unknown"),
+    (lambda t: t + 'strain_range = [0.1]\n', "family #1 strain_range must be [min, max]"),
+    (lambda t: t.replace("seed = 5", "seed = 5.5"), "seed must be an integer"),
+])
+def test_malformed_spec_is_one_line_naming_file_and_family(tmp_path, edit, phrase):
+    from nepbench.errors import ConfigError
+
+    path = tmp_path / "spec.toml"
+    path.write_text(edit(SPEC))
+    with pytest.raises(ConfigError) as info:
+        reference.load_spec(path)
+    assert str(info.value).startswith(f"{path}: ") and phrase in str(info.value)
+
+
+def test_committed_spec_still_selects_the_committed_frames():
+    """Version 1 is kept so that the committed reference set is what its spec selects."""
+    import json
+
+    spec = reference.load_spec(reference.DEFAULT_ROOT / "spec.toml")
+    manifest = json.loads((reference.DEFAULT_ROOT / "dft" / "manifest.json").read_text())
+    assert spec.selection_version == 1
+    family = 2  # LiC6: the family whose picks the version-2 guards change most (2 of 6 kept)
+    number, fam = family, spec.families[family]
+    key = f"{number:02d} {fam.key}"
+    from nepbench.sampling import direct_select, structural_fingerprint
+
+    pool = reference.generate_candidates(spec, fam, number)
+    features = np.array([structural_fingerprint(a) for a in pool])
+    picks = direct_select(features, n_clusters=fam.select, seed=spec.seed).indices.tolist()
+    assert picks == manifest["selection"]["per_family"][key]["candidates"]

@@ -172,3 +172,51 @@ def test_direct_on_fingerprints_covers_each_family():
     features = np.array([structural_fingerprint(a) for a in pool])
     result = direct_select(features, n_clusters=3, k_per_cluster=1, seed=0)
     assert sorted(family[i] for i in result.indices) == ["a-LiC", "a-LixSi", "c-Si"]
+
+
+# --------------------------------------------------------------------------- the version-2 guards
+
+def test_standardising_makes_the_picks_independent_of_feature_units():
+    x, _ = _blobs(n_blobs=4, per_blob=25, n_features=6, seed=3)
+    scaled = x.copy()
+    scaled[:, 2] *= 1e6  # one feature in other units
+    a = direct_select(x, n_clusters=4)
+    b = direct_select(scaled, n_clusters=4)
+    assert a.indices.tolist() == b.indices.tolist()
+    # a PCA on unscaled features would be that one feature: the first PC would carry ~all the variance
+    assert a.explained_variance_ratio[0] < 0.9 and b.explained_variance_ratio[0] < 0.9
+
+
+def test_near_constant_noise_features_are_dropped_before_scaling():
+    x, truth = _blobs(n_blobs=3, per_blob=20, n_features=2, spread=2.0, seed=5)
+    noise = np.random.default_rng(9).normal(0.0, 1e-28, size=(len(x), 12))  # Gaussian tails, ~1e-28
+    with_noise = np.hstack([x, noise])
+    guarded = direct_select(with_noise, n_clusters=3, min_feature_std=1e-6)
+    assert guarded.indices.tolist() == direct_select(x, n_clusters=3).indices.tolist()
+    # without the guard, StandardScaler gives the noise 12 of 14 unit-variance dimensions
+    unguarded = direct_select(with_noise, n_clusters=3)
+    assert unguarded.n_components > guarded.n_components
+    assert sorted(truth[guarded.indices].tolist()) == [0, 1, 2]
+
+
+def test_canonical_order_makes_picks_independent_of_candidate_order():
+    x, _ = _blobs(n_blobs=6, per_blob=2, n_features=3, spread=1.0, seed=11)  # 2-member clusters: centroid ties
+    base = set(direct_select(x, n_clusters=6, canonical_order=True).indices.tolist())
+    for r in range(5):
+        perm = np.random.default_rng(r).permutation(len(x))
+        picked = direct_select(x[perm], n_clusters=6, canonical_order=True).indices
+        assert set(perm[picked].tolist()) == base
+
+
+def test_fingerprint_cutoff_zeroes_bins_no_pair_can_reach():
+    atoms = build("a-LixSi", seed=2, x=1.0, n_atoms=24)
+    tails = structural_fingerprint(atoms)
+    cut = structural_fingerprint(atoms, cutoff_sigmas=4.0)
+    s = 3  # Li, Si, C
+    # r = 0.16 Å in the Li-Li, Li-Si and Si-Si blocks (pair order LiLi LiSi LiC SiSi SiC CC)
+    first_bins = np.array([s + 1 + p * 16 for p in (0, 1, 3)])
+    assert np.all(tails[first_bins] > 0) and np.all(tails[first_bins] < 1e-8)  # tails of 2+ Å bonds
+    assert np.all(cut[first_bins] == 0.0)
+    np.testing.assert_allclose(cut, tails, atol=1e-3 * np.abs(tails).max())  # where it matters, unchanged
+    with pytest.raises(ValueError, match="cutoff_sigmas"):
+        structural_fingerprint(atoms, cutoff_sigmas=0.0)

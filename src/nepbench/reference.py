@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import json
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -33,6 +32,33 @@ from .structures import check_structure, labels_of, read_structures, with_labels
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO_ROOT / "reference_data"
 MOTIFS = ("crystalline", "amorphous", "interfacial", "strained")
+
+
+@dataclass(frozen=True)
+class SelectionVersion:
+    """How candidates are seeded and picked; a spec names its version (`selection_version`).
+
+    Attributes:
+        family_seeds: seed candidate i of family f from (spec seed, f, i). Version 1 seeds it from
+            (spec seed, i) in every family, so candidate i of a strained family is candidate i of the
+            matching amorphous family strained by a few per cent (0.09 Å RMS apart), and the two can
+            land in opposite splits.
+        cutoff_sigmas / min_feature_std / canonical_order: the DIRECT guards of `sampling`.
+    """
+
+    family_seeds: bool
+    cutoff_sigmas: float | None
+    min_feature_std: float
+    canonical_order: bool
+
+
+#: Version 1 selected the committed reference set (spec.toml names no version); version 2 fixes
+#: what a review found in it (docs/cp2k_settings.md, "Selection versions"). New specs should say 2.
+SELECTION_VERSIONS = {
+    1: SelectionVersion(family_seeds=False, cutoff_sigmas=None, min_feature_std=0.0, canonical_order=False),
+    2: SelectionVersion(family_seeds=True, cutoff_sigmas=4.0, min_feature_std=1e-6, canonical_order=True),
+}
+LATEST_SELECTION_VERSION = max(SELECTION_VERSIONS)
 
 
 @dataclass(frozen=True)
@@ -74,39 +100,67 @@ class ReferenceSpec:
     families: tuple[Family, ...]
     cp2k_preset: str = "label"
     path: str = ""
+    selection_version: int = 1
+
+    @property
+    def selection(self) -> SelectionVersion:
+        return SELECTION_VERSIONS[self.selection_version]
+
+
+def _spec_number(path: Path, where: str, value: Any, kind: type, low: float, high: float | None = None) -> Any:
+    """`value` as `kind` within [low, high] (high None: no upper bound), else ConfigError naming it."""
+    whole = isinstance(value, (int, float)) and float(value).is_integer()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not whole):
+        raise ConfigError(f"{path}: {where} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    number = kind(value)
+    if number < low or (high is not None and number > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{path}: {where} must be {bounds}, got {value!r}")
+    return number
 
 
 def load_spec(path: str | Path) -> ReferenceSpec:
-    """Parse `reference_data/spec.toml` (see the file for the format)."""
+    """Parse `reference_data/spec.toml` (see the file for the format); ConfigError names the file,
+    the family and the problem."""
+    from .textfiles import load_toml, prefixed
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: reference spec not found")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: malformed TOML ({exc})") from None
+    data = load_toml(path, prefixed(ConfigError))
     families = []
     for index, raw in enumerate(data.get("family", [])):
+        where = f"family #{index}"
         try:
             motif = raw["motif"]
             if motif not in MOTIFS:
-                raise ConfigError(f"{path}: family #{index} motif {motif!r} not in {MOTIFS}")
+                raise ConfigError(f"{path}: {where} motif {motif!r} not in {MOTIFS}")
             strain = raw.get("strain_range")
+            if strain is not None and (not isinstance(strain, list) or len(strain) != 2):
+                raise ConfigError(f"{path}: {where} strain_range must be [min, max], got {strain!r}")
+            pool = _spec_number(path, f"{where} pool", raw["pool"], int, 1)
+            select = _spec_number(path, f"{where} select", raw["select"], int, 1, pool)
+            rattle = [_spec_number(path, f"{where} rattle_a", r, float, 0.0)
+                      for r in np.atleast_1d(raw.get("rattle_a", 0.0)).tolist()]
             families.append(Family(
-                builder=str(raw["builder"]), motif=motif, pool=int(raw["pool"]),
-                select=int(raw["select"]), params=dict(raw.get("params", {})),
-                strain_range=(float(strain[0]), float(strain[1])) if strain else None,
-                rattle_a=tuple(float(r) for r in np.atleast_1d(raw.get("rattle_a", 0.0))),
+                builder=str(raw["builder"]), motif=motif, pool=pool, select=select,
+                params=dict(raw.get("params", {})),
+                strain_range=(_spec_number(path, f"{where} strain_range", strain[0], float, -0.5, 0.5),
+                              _spec_number(path, f"{where} strain_range", strain[1], float, -0.5, 0.5))
+                if strain else None,
+                rattle_a=tuple(rattle),
             ))
         except KeyError as exc:
-            raise ConfigError(f"{path}: family #{index} lacks {exc.args[0]!r}") from None
-        if families[-1].select > families[-1].pool:
-            raise ConfigError(f"{path}: family #{index} selects more than its pool")
+            raise ConfigError(f"{path}: {where} lacks {exc.args[0]!r}") from None
     if not families:
         raise ConfigError(f"{path}: no [[family]] tables")
-    return ReferenceSpec(str(data.get("name", path.stem)), int(data.get("seed", 0)),
-                         float(data.get("test_fraction", 0.2)), tuple(families),
-                         str(data.get("cp2k_preset", "label")), str(path))
+    version = _spec_number(path, "selection_version", data.get("selection_version", 1), int, 1)
+    if version not in SELECTION_VERSIONS:
+        raise ConfigError(f"{path}: selection_version {version} unknown (known: "
+                          f"{', '.join(map(str, sorted(SELECTION_VERSIONS)))})")
+    return ReferenceSpec(str(data.get("name", path.stem)), _spec_number(path, "seed", data.get("seed", 0), int, 0),
+                         _spec_number(path, "test_fraction", data.get("test_fraction", 0.2), float, 0.0, 0.9),
+                         tuple(families), str(data.get("cp2k_preset", "label")), str(path), version)
 
 
 # --------------------------------------------------------------------------- candidates
@@ -115,13 +169,23 @@ def _params_for(family: Family, index: int) -> dict[str, Any]:
     return {k: (v[index % len(v)] if isinstance(v, list) else v) for k, v in family.params.items()}
 
 
-def generate_candidates(spec: ReferenceSpec, family: Family) -> list[Atoms]:
-    """The candidate pool of one family, deterministic from the spec seed."""
+def candidate_seed(spec: ReferenceSpec, family_number: int, index: int) -> int:
+    """The seed of candidate `index` of family `family_number` (< 2**32): from (spec seed, index) in
+    selection version 1, from (spec seed, family, index) from version 2 on."""
+    if not spec.selection.family_seeds:
+        return spec.seed * 100_003 + index
+    return int(np.random.SeedSequence([spec.seed, family_number, index]).generate_state(1)[0])
+
+
+def generate_candidates(spec: ReferenceSpec, family: Family, family_number: int | None = None) -> list[Atoms]:
+    """The candidate pool of one family, deterministic from the spec seed (`candidate_seed`);
+    `family_number` is the family's position in the spec (looked up when None)."""
     from . import systems
 
+    number = spec.families.index(family) if family_number is None else family_number
     out = []
     for index in range(family.pool):
-        seed = spec.seed * 100_003 + index
+        seed = candidate_seed(spec, number, index)
         atoms = systems.build(family.builder, seed=seed, **_params_for(family, index))
         if family.strain_range is not None:
             rng = np.random.default_rng(seed)
@@ -175,14 +239,17 @@ def select_items(spec: ReferenceSpec) -> Selection:
     pool_size = 0
     for number, family in enumerate(spec.families):
         items: list[Atoms] = []
-        pool = generate_candidates(spec, family)
+        pool = generate_candidates(spec, family, number)
         pool_size += len(pool)
         if family.select == len(pool):
             picked = list(range(len(pool)))
             n_components = None
         else:
-            features = np.array([structural_fingerprint(a) for a in pool])
-            result = direct_select(features, n_clusters=family.select, k_per_cluster=1, seed=spec.seed)
+            version = spec.selection
+            features = np.array([structural_fingerprint(a, cutoff_sigmas=version.cutoff_sigmas) for a in pool])
+            result = direct_select(features, n_clusters=family.select, k_per_cluster=1, seed=spec.seed,
+                                   min_feature_std=version.min_feature_std,
+                                   canonical_order=version.canonical_order)
             picked = [int(i) for i in result.indices]
             n_components = int(result.n_components)
         rng = np.random.default_rng([spec.seed, number])
@@ -411,6 +478,7 @@ def _assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, 
                       "one per cluster, nearest the centroid), per family",
             "pool_size": selection.pool_size, "selected": len(selection.items),
             "selected_fraction": round(selection.selected_fraction, 4),
+            "selection_version": spec.selection_version,
             "per_family": selection.per_family,
         },
         "n_frames": n_frames,

@@ -14,6 +14,16 @@ Pure functions, no I/O. The pipeline follows the reference implementation `maml.
    atoms, "random" = k distinct members drawn with `seed`;
 6. drop duplicates; `selected_fraction` = picks / pool.
 
+Two numerical guards, off by default so that a reference set selected without them (selection
+version 1, see reference.SELECTION_VERSIONS) is selected again the same way:
+- `structural_fingerprint(cutoff_sigmas=4)` sets each Gaussian to zero beyond 4σ. Without it, bins
+  where no pair can be (Li–Li at 0.16 Å) hold tails of ~1e-28 that vary between structures;
+- `direct_select(min_feature_std=…)` drops features that barely vary before StandardScaler, which
+  would otherwise scale such noise to unit variance, as much weight as any real feature (measured on
+  the LiC6 pool: those bins carried 58 % of PC2's loading and changed 4 of 6 picks);
+- `direct_select(canonical_order=True)` fits BIRCH on the rows in lexicographic order, so the picks
+  do not depend on the order the candidates come in (BIRCH builds its tree in input order).
+
 One deliberate difference from maml: the centroid of a final cluster is the mean of its members'
 PCA coordinates (maml maps each label to one of its BIRCH subcluster centres, the last one found).
 """
@@ -47,7 +57,8 @@ def fingerprint_length(n_species: int, n_bins: int) -> int:
 
 
 def structural_fingerprint(atoms: Atoms, species: Sequence[str] = ("Li", "Si", "C"), r_max: float = 5.0,
-                           n_bins: int = 16, sigma_a: float | None = None) -> np.ndarray:
+                           n_bins: int = 16, sigma_a: float | None = None,
+                           cutoff_sigmas: float | None = None) -> np.ndarray:
     """A fixed-length, deterministic description of one structure.
 
     Layout (S species, P = S(S+1)/2 pairs):
@@ -66,9 +77,12 @@ def structural_fingerprint(atoms: Atoms, species: Sequence[str] = ("Li", "Si", "
         r_max: largest distance in Å.
         n_bins: radial bins.
         sigma_a: Gaussian smoothing width in Å.
+        cutoff_sigmas: each Gaussian is zero beyond this many σ (None: never cut, selection v1).
     """
     if n_bins < 1 or not r_max > 0:
         raise ValueError("need n_bins ≥ 1 and r_max > 0 Å")
+    if cutoff_sigmas is not None and not cutoff_sigmas > 0:
+        raise ValueError(f"cutoff_sigmas must be > 0, got {cutoff_sigmas}")
     species = list(species)
     symbols = np.array(atoms.get_chemical_symbols())
     n = len(symbols)
@@ -100,7 +114,10 @@ def structural_fingerprint(atoms: Atoms, species: Sequence[str] = ("Li", "Si", "
     for p, (a, b) in enumerate(pairs):
         mask = ((ki == a) & (kj == b)) | ((ki == b) & (kj == a)) if a != b else (ki == a) & (kj == a)
         if np.any(mask):
-            g = np.exp(-0.5 * ((centres[None, :] - d[mask, None]) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+            z = (centres[None, :] - d[mask, None]) / sigma
+            g = np.exp(-0.5 * z ** 2) / (np.sqrt(2 * np.pi) * sigma)
+            if cutoff_sigmas is not None:
+                g[np.abs(z) > cutoff_sigmas] = 0.0
             rdf[p] = g.sum(axis=0) / shell / n
 
     bonded = d < bond[ki, kj]
@@ -165,8 +182,18 @@ def _validate(features: np.ndarray, n_clusters: int, k_per_cluster: int, selecti
     return x
 
 
-def pca_kaiser(features: np.ndarray, explained_variance_weighting: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Standardise, PCA, keep PCs with eigenvalue > 1 (≥ 1 PC); returns (coordinates, variance ratios)."""
+def pca_kaiser(features: np.ndarray, explained_variance_weighting: bool = True,
+               min_feature_std: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise, PCA, keep PCs with eigenvalue > 1 (≥ 1 PC); returns (coordinates, variance ratios).
+
+    Features whose standard deviation (in their own unit) is at most `min_feature_std` are dropped
+    before standardising (0: only constant ones, which StandardScaler leaves at 0 anyway).
+    """
+    features = np.asarray(features, dtype=float)
+    if min_feature_std > 0:
+        features = features[:, features.std(axis=0) > min_feature_std]
+    if features.shape[1] == 0:
+        return np.zeros((len(features), 1)), np.zeros(1)
     scaled = StandardScaler().fit_transform(features)
     if not np.any(scaled):  # every feature constant: one null component
         return np.zeros((len(scaled), 1)), np.zeros(1)
@@ -179,17 +206,28 @@ def pca_kaiser(features: np.ndarray, explained_variance_weighting: bool = True) 
     return coords, ratio
 
 
+def canonical_row_order(rows: np.ndarray) -> np.ndarray:
+    """Indices that sort `rows` lexicographically (first column first): the same rows in any order
+    give the same sorted sequence."""
+    rows = np.asarray(rows, dtype=float)
+    return np.lexsort(rows.T[::-1]) if rows.shape[1] else np.arange(len(rows))
+
+
 def birch_clusters(coords: np.ndarray, n_clusters: int, threshold_init: float = 0.5,
-                   max_refits: int = 100) -> tuple[np.ndarray, float]:
+                   max_refits: int = 100, canonical_order: bool = False) -> tuple[np.ndarray, float]:
     """Final BIRCH labels with `n_clusters` clusters, lowering the threshold by found/n until the
-    leaf subclusters number at least `n_clusters`; returns (labels, threshold used)."""
+    leaf subclusters number at least `n_clusters`; returns (labels, threshold used).
+
+    `canonical_order`: fit on the rows in `canonical_row_order`, so the clusters do not depend on
+    the order of `coords` (labels are returned in the order given)."""
     threshold = float(threshold_init)
+    fit_rows = coords[canonical_row_order(coords)] if canonical_order else coords
     if n_clusters == 1:
         return np.zeros(len(coords), dtype=int), threshold
     for _ in range(max_refits):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model = Birch(n_clusters=n_clusters, threshold=threshold).fit(coords)
+            model = Birch(n_clusters=n_clusters, threshold=threshold).fit(fit_rows)
         found = len(model.subcluster_centers_)
         if found >= n_clusters:
             return model.predict(coords), threshold
@@ -199,7 +237,8 @@ def birch_clusters(coords: np.ndarray, n_clusters: int, threshold_init: float = 
 
 def direct_select(features: np.ndarray, n_clusters: int, k_per_cluster: int = 1, selection: str = "center",
                   n_atoms: Sequence[int] | None = None, explained_variance_weighting: bool = True,
-                  seed: int = 0, threshold_init: float = 0.5) -> DirectSelection:
+                  seed: int = 0, threshold_init: float = 0.5, min_feature_std: float = 0.0,
+                  canonical_order: bool = False) -> DirectSelection:
     """Choose a diverse subset of structures by DIRECT sampling (see module docstring).
 
     Args:
@@ -211,15 +250,20 @@ def direct_select(features: np.ndarray, n_clusters: int, k_per_cluster: int = 1,
         explained_variance_weighting: scale each kept PC by its explained-variance ratio.
         seed: used only by "random" (the other steps are deterministic).
         threshold_init: initial BIRCH threshold (in the weighted PCA space).
+        min_feature_std: drop features varying less than this before standardising (`pca_kaiser`).
+        canonical_order: fit BIRCH on the rows in lexicographic order (`birch_clusters`).
 
     Raises:
         ValueError: non-2-D or non-finite features, n_clusters outside 1..n, k < 1, unknown
             selection, missing n_atoms, or fewer distinct feature vectors than clusters.
     """
     x = _validate(features, n_clusters, k_per_cluster, selection, n_atoms)
-    coords, ratio = pca_kaiser(x, explained_variance_weighting)
-    labels, threshold = birch_clusters(coords, n_clusters, threshold_init)
+    coords, ratio = pca_kaiser(x, explained_variance_weighting, min_feature_std)
+    labels, threshold = birch_clusters(coords, n_clusters, threshold_init, canonical_order=canonical_order)
     rng = np.random.default_rng(seed)
+    # canonical_order: ties (the two members of a 2-member cluster are equally far from its centroid,
+    # up to rounding) go to the row first in lexicographic order, not to the lower index
+    tie_rank = np.argsort(canonical_row_order(coords)) if canonical_order else np.arange(len(coords))
     picked: list[int] = []
     for label in np.unique(labels):
         members = np.nonzero(labels == label)[0]
@@ -227,7 +271,9 @@ def direct_select(features: np.ndarray, n_clusters: int, k_per_cluster: int = 1,
         if selection == "center":
             centroid = coords[members].mean(axis=0)
             distance = np.linalg.norm(coords[members] - centroid, axis=1)
-            order = members[np.argsort(distance, kind="stable")]
+            if canonical_order:
+                distance = np.round(distance, 10)
+            order = members[np.lexsort((tie_rank[members], distance))]
             ranks = np.linspace(0, len(members) - 1, k).astype(int)
             picked.extend(order[ranks].tolist())
         elif selection == "smallest":

@@ -42,8 +42,8 @@ from ase import Atoms
 
 from .errors import ConfigError, EngineCrashed, EngineNotAvailable, InputError
 from .provenance import (
-    atomic_write_bytes, atomic_write_text, content_hash, git_commit, hardware_info,
-    package_versions, sha256_file,
+    atomic_write_bytes, atomic_write_text, code_sha256, content_hash, git_code_modified, git_commit,
+    hardware_info, package_versions, sha256_file,
 )
 from .structures import extxyz_bytes, labels_of
 
@@ -552,6 +552,9 @@ def training_provenance(config: TrainingConfig, run: RunDirectory, result: Train
         "packages": {**package_versions(), "torch": trainer_version("torch"), "neppo": trainer_version("neppo")},
         "hardware": hardware_info(),
         "nepbench_commit": git_commit(),
+        # the commit alone does not identify the code when the tree had uncommitted changes
+        "nepbench_code_modified": git_code_modified(),
+        "nepbench_code_sha256": code_sha256(),
     }
     if result is not None:
         record.update({
@@ -651,13 +654,16 @@ def pool_map(spec_path: str | os.PathLike[str], manifest: dict[str, Any],
         if not keys[number].endswith(fam.key):
             raise InputError("manifest.json", f"family {keys[number]!r} does not match spec family {fam.key!r}")
         picks = set(int(i) for i in record["candidates"])
-        for index, atoms in enumerate(generate_candidates(spec, fam)):
-            features.append(structural_fingerprint(atoms))
+        for index, atoms in enumerate(generate_candidates(spec, fam, number)):
+            features.append(structural_fingerprint(atoms, cutoff_sigmas=spec.selection.cutoff_sigmas))
             family.append(keys[number])
             selected.append(index in picks)
             key = item_hash(atoms, cp2k.get("settings", {}), cp2k.get("version", "")) if index in picks else None
             split.append(split_of.get(key) if key else None)
-    scaled = StandardScaler().fit_transform(np.array(features))
+    features_arr = np.array(features)
+    if spec.selection.min_feature_std > 0:  # the same features DIRECT standardised
+        features_arr = features_arr[:, features_arr.std(axis=0) > spec.selection.min_feature_std]
+    scaled = StandardScaler().fit_transform(features_arr)
     pca = PCA(n_components=2, svd_solver="full").fit(scaled)
     return PoolMap(coords=pca.transform(scaled), explained_variance_ratio=pca.explained_variance_ratio_,
                    family=family, selected=np.array(selected), split=split, pool_size=len(family),

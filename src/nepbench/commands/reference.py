@@ -76,6 +76,10 @@ def _build(args: argparse.Namespace) -> int:
         print(f"reference: warning: {sum(narrow.values())} selected frames have a cell width under "
               f"{reference.GAMMA_ONLY_MIN_WIDTH_A:g} Å ({', '.join(f'{k} {v}' for k, v in sorted(narrow.items()))}): "
               "Γ-only labels are not k-point converged there (docs/cp2k_settings.md)")
+    if spec.selection_version < reference.LATEST_SELECTION_VERSION:
+        print(f"reference: note: {args.spec} selects with selection_version {spec.selection_version}, kept so "
+              f"the committed set is reproduced; a new set should say selection_version = "
+              f"{reference.LATEST_SELECTION_VERSION} (docs/cp2k_settings.md, \"Selection versions\")")
     if args.select_only:
         for key, fam in selection.per_family.items():
             print(f"  {key:32s} pool {fam['pool']:4d}  selected {fam['selected']:3d}")
