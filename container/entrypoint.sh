@@ -1,10 +1,12 @@
 #!/bin/sh
 # nepbench container entrypoint (Containerfile ENTRYPOINT, apptainer %runscript and %apprun).
 # Sets what GPUMD, CP2K and Open MPI need so users don't have to, then runs nepbench.
+#   docker run IMAGE                          the default job: the paper suite (below)
 #   docker run IMAGE run /opt/nepbench/suites/quick.toml --out /results
 #   docker run IMAGE nepbench selftest        (a leading "nepbench" is accepted and dropped)
 # NEPBENCH_EXEC=<program> runs that program instead of nepbench (used by the apptainer apps).
-# Every variable keeps a value the user already set.
+# Every variable keeps a value the user already set. The exit status is nepbench's (or the
+# program's); the default job exits 2 at once when no GPU is visible.
 
 # CP2K's OpenMP threads need large stacks; so does GPUMD's host code for big cells.
 export OMP_STACKSIZE="${OMP_STACKSIZE:-512M}"
@@ -22,7 +24,24 @@ ulimit -s unlimited 2>/dev/null || true
 if [ -n "${NEPBENCH_EXEC:-}" ]; then
     exec "$NEPBENCH_EXEC" "$@"
 fi
-if [ "${1:-}" = "nepbench" ]; then
-    shift
+if [ "$#" -eq 0 ]; then
+    # The default job (no arguments): the paper suite into /results when it is a writable folder
+    # (bound with --bind DIR:/results or -v DIR:/results; read-only in an Apptainer image when
+    # not bound), else ./results. Its claims are GPU measurements: without a visible NVIDIA GPU
+    # it would spend hours on the CPU parts and skip the GPU tasks, so it refuses unless
+    # NEPBENCH_ALLOW_NO_GPU=1. Explicit commands (selftest, run SUITE, ...) never check.
+    if [ -d /results ] && [ -w /results ]; then
+        OUT=/results
+    else
+        OUT="$PWD/results"
+    fi
+    if [ "${NEPBENCH_ALLOW_NO_GPU:-0}" != 1 ] && ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+        echo "nepbench: no GPU visible: run with --nv (apptainer) or --gpus all (docker); set NEPBENCH_ALLOW_NO_GPU=1 to run the CPU parts anyway" >&2
+        exit 2
+    fi
+    set -- run /opt/nepbench/suites/paper.toml --out "$OUT"
 fi
+while [ "${1:-}" = "nepbench" ]; do  # %apprun nepbench passes one; the user may give another
+    shift
+done
 exec nepbench "$@"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import tomllib
@@ -377,6 +378,65 @@ def test_final_stage_takes_binaries_venv_and_repo(cf: list[Instruction], stages:
         assert (ROOT / source).exists(), f"recipe copies {source}, which the repository lacks"
 
 
+def _dockerignore_patterns() -> list[re.Pattern[str]]:
+    """.dockerignore as regular expressions, by Docker's rules (moby/patternmatcher): paths from the
+    context root, `*` within one path element, `**` across any number; no `!` exceptions used."""
+    out = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        assert not line.startswith("!"), "the test reads no exception patterns"
+        regex, i, pat = "", 0, line.strip("/")
+        while i < len(pat):
+            if pat.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif pat.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            elif pat[i] == "*":
+                regex, i = regex + "[^/]*", i + 1
+            elif pat[i] == "?":
+                regex, i = regex + "[^/]", i + 1
+            else:
+                regex, i = regex + re.escape(pat[i]), i + 1
+        out.append(re.compile(regex))
+    return out
+
+
+def _docker_excludes(rel: str, patterns: list[re.Pattern[str]]) -> bool:
+    """True when .dockerignore leaves `rel` out of the build context (it or a parent folder matches)."""
+    parts = rel.split("/")
+    return any(p.fullmatch("/".join(parts[:n])) for p in patterns for n in range(1, len(parts) + 1))
+
+
+def test_dockerignore_keeps_everything_the_image_copies(cf: list[Instruction]) -> None:
+    import json
+
+    patterns = _dockerignore_patterns()
+    for rel in (".venv/bin/python", ".git/HEAD", "reports/quick/report.html", "logs/a.log",
+                "src/nepbench/__pycache__/cli.cpython-311.pyc", "reference_data/aimd/x/.segment-ab12/in.inp",
+                "reference_data/aimd/x/.lock", "nepbench.sif"):
+        assert _docker_excludes(rel, patterns), f".dockerignore keeps {rel}"
+    sources = [c for i in cf if i.keyword == "COPY" and not i.args.startswith("--from")
+               for c in i.args.split()[:-1]]
+    kept = []
+    for source in sources:
+        path = ROOT / source
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+        for file in files:
+            rel = file.relative_to(ROOT).as_posix()
+            if "__pycache__" in rel or any(part.startswith(".") for part in rel.split("/")):
+                continue  # caches, locks, unfinished segments: not part of what the image needs
+            assert not _docker_excludes(rel, patterns), f".dockerignore drops {rel}, which the Containerfile copies"
+            kept.append(rel)
+    assert "container/entrypoint.sh" in kept and "scripts/build_gpumd.sh" in kept
+    # every file the AIMD manifest lists (restart files included: `nepbench reference verify` checks them)
+    manifest = json.loads((ROOT / "reference_data" / "aimd" / "manifest.json").read_text())
+    for run_id, entry in manifest["runs"].items():
+        for rel in entry["files"]:
+            assert not _docker_excludes(f"reference_data/aimd/{run_id}/{rel}", patterns), rel
+
+
 def test_model_fetched_and_selftest_run_at_build(cf: list[Instruction], stages: list[DefStage]) -> None:
     name = PINS["model"]["name"]
     runtime = _cf_run_text(cf_stage(cf, "runtime"))
@@ -488,21 +548,26 @@ def parse_nepbench(argv: list[str]):
         pytest.fail(f"`nepbench {' '.join(argv)}` does not parse (exit {exc.code})")
 
 
+def _entrypoint_default(text: str) -> list[str]:
+    """The entrypoint's default command line (its no-argument job), with "$OUT" as /results."""
+    match = re.search(r"set -- (.+)", _code(text))
+    assert match, "the entrypoint sets no default command"
+    return shlex.split(match.group(1).replace('"$OUT"', "/results"))
+
+
 def test_default_command_is_the_paper_suite(cf: list[Instruction], stages: list[DefStage]) -> None:
+    """Both images run the entrypoint with no arguments by default; its default job is the paper
+    suite (what it does is run for real in the entrypoint tests below)."""
     assert cf_exec_form(cf, "ENTRYPOINT") == [f"{IMAGE_ROOT}/container/entrypoint.sh"]
-    cmd = cf_exec_form(cf, "CMD")
-    assert cmd == ["run", f"{IMAGE_ROOT}/suites/paper.toml", "--out", "/results"]
-    runscript = _def_stage(stages, "final").body("runscript")
-    match = re.search(r"set -- (.+)", runscript)
-    assert match, "%runscript sets no default command"
-    default = shlex.split(match.group(1).replace('"$OUT"', "/results"))
-    assert default == cmd
-    assert 'exec /opt/nepbench/container/entrypoint.sh "$@"' in runscript
-    for argv in (cmd, default):
-        args = parse_nepbench(argv)
-        assert args.command == "run" and args.out == "/results"
-        suite = ROOT / Path(args.suite).relative_to(IMAGE_ROOT)
-        assert suite.is_file(), f"default suite {args.suite} is not in the repository ({suite})"
+    assert cf_exec_form(cf, "CMD") == []
+    runscript = _code(_def_stage(stages, "final").body("runscript"))
+    assert runscript.strip() == 'exec /opt/nepbench/container/entrypoint.sh "$@"'
+    default = _entrypoint_default(ENTRYPOINT.read_text())
+    args = parse_nepbench(default)
+    assert args.command == "run" and args.out == "/results"
+    suite = ROOT / Path(args.suite).relative_to(IMAGE_ROOT)
+    assert suite.is_file(), f"default suite {args.suite} is not in the repository ({suite})"
+    assert suite.name == "paper.toml"
 
 
 def _nepbench_invocations(script: str) -> list[list[str]]:
@@ -643,10 +708,179 @@ def test_entrypoint_survives_a_hard_stack_limit(tmp_path: Path) -> None:
     assert "ARGS=selftest" in out.stdout
 
 
+GPU_LINE = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-0000-0000-0000-000000000000)"
+NO_GPU_MESSAGE = ("nepbench: no GPU visible: run with --nv (apptainer) or --gpus all (docker); "
+                  "set NEPBENCH_ALLOW_NO_GPU=1 to run the CPU parts anyway")
+
+
+@dataclass
+class Launch:
+    rc: int
+    stdout: str
+    stderr: str
+
+    def got(self) -> dict[str, str]:
+        return dict(line.split("=", 1) for line in self.stdout.splitlines() if "=" in line)
+
+
+def _launcher(tmp_path: Path, how: str, mount: Path) -> Path:
+    """The entrypoint (how="entrypoint") or apptainer.def's %runscript (how="runscript", run by
+    /bin/sh as Apptainer does, calling the entrypoint) as a script in tmp_path, with the image's
+    /results mount point replaced by `mount` (a test cannot create /results)."""
+    entry = re.sub(r"(?<![\w$}])/results\b", str(mount), ENTRYPOINT.read_text())
+    assert entry != ENTRYPOINT.read_text(), "the entrypoint no longer names /results"
+    entry_path = tmp_path / "entrypoint.sh"
+    entry_path.write_text(entry)
+    if how == "entrypoint":
+        return entry_path
+    body = _def_stage(parse_deffile(DEFFILE.read_text()), "final").body("runscript")
+    assert "/opt/nepbench/container/entrypoint.sh" in body
+    runscript = tmp_path / "runscript.sh"
+    runscript.write_text("#!/bin/sh\n" + body.replace("/opt/nepbench/container/entrypoint.sh",
+                                                            f"{shutil.which('sh')} {entry_path}"))
+    return runscript
+
+
+def _launch(tmp_path: Path, how: str, args: list[str], gpu: str | None, rc: int = 0,
+            mount: Path | None = None, env: dict[str, str] | None = None) -> Launch:
+    """Run the launcher in tmp_path/work with stubs on a PATH that holds nothing else of note: a
+    `nepbench` printing its arguments and exiting `rc`; an `nvidia-smi` listing `gpu` (None: no
+    nvidia-smi at all, "": one that finds no device and fails, as it does without --nv)."""
+    bin_dir, tools = tmp_path / "bin", tmp_path / "tools"
+    bin_dir.mkdir(exist_ok=True)
+    tools.mkdir(exist_ok=True)
+    for tool in ("grep", "id", "env"):
+        if not (tools / tool).exists():
+            (tools / tool).symlink_to(shutil.which(tool))
+    stub = bin_dir / "nepbench"
+    stub.write_text(f'#!/bin/sh\necho "PROG=nepbench"\necho "ARGS=$*"\necho "CWD=$PWD"\nexit {rc}\n')
+    stub.chmod(0o755)
+    smi = bin_dir / "nvidia-smi"
+    smi.unlink(missing_ok=True)
+    if gpu is not None:
+        smi.write_text(f'#!/bin/sh\necho "{gpu}"\nexit 0\n' if gpu else
+                       '#!/bin/sh\necho "No devices were found"\nexit 6\n')
+        smi.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    script = _launcher(tmp_path, how, mount or tmp_path / "no-such-mount")
+    base = {"PATH": f"{bin_dir}:{tools}", "HOME": str(tmp_path), "PWD": str(work)}
+    out = subprocess.run([shutil.which("sh"), str(script), *args], cwd=work, capture_output=True, text=True,
+                         env={**base, **(env or {})}, timeout=60)
+    return Launch(out.returncode, out.stdout, out.stderr)
+
+
+PAPER = "run /opt/nepbench/suites/paper.toml --out"
+
+
+@pytest.mark.parametrize("how", ["entrypoint", "runscript"])
+def test_default_job_writes_to_a_bound_results_folder_else_to_dot_results(tmp_path: Path, how: str) -> None:
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    bound = _launch(tmp_path, how, [], GPU_LINE, mount=mount)
+    assert bound.rc == 0, bound.stderr
+    assert bound.got()["ARGS"] == f"{PAPER} {mount}"
+    unbound = _launch(tmp_path, how, [], GPU_LINE, mount=tmp_path / "absent")
+    assert unbound.rc == 0, unbound.stderr
+    assert unbound.got()["ARGS"] == f"{PAPER} {tmp_path / 'work' / 'results'}"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to a read-only folder")
+def test_default_job_skips_a_read_only_results_folder(tmp_path: Path) -> None:
+    """/results exists read-only in the Apptainer image when nothing is bound there."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    mount.chmod(0o555)
+    try:
+        got = _launch(tmp_path, "entrypoint", [], GPU_LINE, mount=mount)
+    finally:
+        mount.chmod(0o755)
+    assert got.got()["ARGS"] == f"{PAPER} {tmp_path / 'work' / 'results'}"
+
+
+@pytest.mark.parametrize("how", ["entrypoint", "runscript"])
+@pytest.mark.parametrize("args", [[], ["selftest"], ["nepbench", "verify", "--strict", "results"]])
+def test_nepbench_exit_status_comes_back(tmp_path: Path, how: str, args: list[str]) -> None:
+    for rc in (0, 1, 3):
+        got = _launch(tmp_path, how, args, GPU_LINE, rc=rc)
+        assert got.rc == rc and got.got()["PROG"] == "nepbench", got.stderr
+
+
+@pytest.mark.parametrize("how", ["entrypoint", "runscript"])
+@pytest.mark.parametrize("gpu", [None, ""], ids=["no-nvidia-smi", "no-device"])
+def test_default_job_refuses_without_a_gpu(tmp_path: Path, how: str, gpu: str | None) -> None:
+    got = _launch(tmp_path, how, [], gpu)
+    assert got.rc == 2 and "PROG=" not in got.stdout  # nepbench never started
+    assert got.stderr.strip() == NO_GPU_MESSAGE
+    allowed = _launch(tmp_path, how, [], gpu, env={"NEPBENCH_ALLOW_NO_GPU": "1"})
+    assert allowed.rc == 0 and allowed.got()["ARGS"].startswith(PAPER), allowed.stderr
+
+
+@pytest.mark.parametrize("how", ["entrypoint", "runscript"])
+def test_explicit_commands_run_without_a_gpu(tmp_path: Path, how: str) -> None:
+    for args, expected in ((["selftest"], "selftest"), (["nepbench", "selftest"], "selftest"),
+                           (["run", "/opt/nepbench/suites/quick.toml", "--out", "results/quick"],
+                            "run /opt/nepbench/suites/quick.toml --out results/quick")):
+        got = _launch(tmp_path, how, args, None, rc=0)
+        assert got.rc == 0 and got.got()["ARGS"] == expected, got.stderr
+
+
+def test_apprun_nepbench_without_arguments_is_nepbench_not_the_default_job(tmp_path: Path) -> None:
+    body = _def_stage(parse_deffile(DEFFILE.read_text()), "final").body("apprun", "nepbench")
+    argv = shlex.split(_code(body).strip())
+    assert argv[:2] == ["exec", "/opt/nepbench/container/entrypoint.sh"] and argv[-1] == "$@"
+    fixed = argv[2:-1]  # what the app passes before the user's arguments
+    for user in ([], ["nepbench", "models", "list"], ["models", "list"]):
+        got = _launch(tmp_path, "entrypoint", fixed + user, None)
+        assert got.rc == 0 and got.got()["ARGS"] == " ".join(a for a in user if a != "nepbench"), got.stderr
+
+
+@pytest.mark.parametrize("gpu", [None, "", GPU_LINE], ids=["no-nvidia-smi", "no-device", "gpu"])
+def test_gpu_check_needs_a_gpu_and_verifies_strictly(tmp_path: Path, gpu: str | None) -> None:
+    """scripts/gpu_check.sh with stub programs: no GPU is a stop before any step (every step would
+    skip and pass); with one, the suite run is judged by `verify --strict`."""
+    bin_dir, tools = tmp_path / "bin", tmp_path / "tools"
+    bin_dir.mkdir()
+    tools.mkdir()
+    for tool in ("grep", "dirname", "date", "bash"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    log = tmp_path / "calls.log"
+    for name in ("nepbench", "gpumd", "python3"):
+        stub = bin_dir / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> {shlex.quote(str(log))}\n')
+        stub.chmod(0o755)
+    if gpu is not None:
+        smi = bin_dir / "nvidia-smi"
+        smi.write_text(f'#!/bin/sh\necho "{gpu}"\n' if gpu else '#!/bin/sh\necho "No devices were found"\nexit 6\n')
+        smi.chmod(0o755)
+    out = subprocess.run([shutil.which("bash"), str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=60,
+                         env={"PATH": f"{bin_dir}:{tools}", "HOME": str(tmp_path)})
+    calls = log.read_text().splitlines() if log.exists() else []
+    if gpu != GPU_LINE:
+        assert out.returncode == 2 and "no GPU visible" in out.stderr and calls == [], (out.stderr, calls)
+        return
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"nepbench verify --strict {tmp_path / 'out'}" in calls, calls
+    assert any(c.startswith("nepbench run suites/gpu-check.toml") for c in calls)
+
+
 def test_docs_explain_build_run_and_verification() -> None:
     doc = (ROOT / "docs" / "container.md").read_text()
     for needle in ("docker build", "podman build", "apptainer build --build-arg CUDA_ARCHS=",
                    "apptainer run --nv --bind", "--app gpumd", "apptainer test", PINS["gpumd"]["commit"],
-                   "git rev-parse HEAD", PINS["cp2k"]["version"], "prediction"):
+                   "git rev-parse HEAD", PINS["cp2k"]["version"], "prediction", "verify --strict",
+                   "NEPBENCH_ALLOW_NO_GPU", "mkdir -p results"):
         assert needle in doc, f"docs/container.md lacks {needle!r}"
+    # the files whose contents each record's provenance carries (provenance.container_info)
+    from nepbench import provenance
+
+    assert str(provenance.GPUMD_BUILD_INFO) == f"{PINS['gpumd']['install_prefix']}/share/BUILD_INFO"
+    for path in (provenance.APPTAINER_LABELS, provenance.GPUMD_BUILD_INFO):
+        assert str(path) in doc, f"docs/container.md does not say that records carry {path}"
+    # the documented gate is the strict one, in the README as in docs/container.md
+    readme = (ROOT / "README.md").read_text()
+    for text in (doc, readme):
+        gates = re.findall(r"nepbench\.sif(?: nepbench)? verify [^`\n]*", text)
+        assert gates and all("--strict" in g for g in gates), gates
     assert os.path.exists(ROOT / "examples" / "slurm" / "README.md")

@@ -150,3 +150,56 @@ def test_code_sha256_follows_the_python_sources_only(tmp_path):
     (same_a / "sub" / "m.py").rename(same_a / "sub" / "n.py")  # a rename is a change (new folder: no cache)
     assert code_sha256(same_a) == code_sha256(same_b)  # cached for the folder within a process
     assert code_sha256.__wrapped__(same_a) != code_sha256(same_b)
+
+
+def _container_env(monkeypatch, tmp_path, labels: str | None, build_info: str | None) -> None:
+    """Point the container files at tmp files (absent where None) and clear the container variables."""
+    from nepbench import provenance
+
+    for var in ("NEPBENCH_IN_CONTAINER", "APPTAINER_NAME", "SINGULARITY_NAME", "NEPBENCH_CONTAINER_DIGEST"):
+        monkeypatch.delenv(var, raising=False)
+    paths = {}
+    for name, text in (("labels.json", labels), ("BUILD_INFO", build_info)):
+        paths[name] = tmp_path / "image" / name
+        if text is not None:
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
+            paths[name].write_text(text)
+    monkeypatch.setattr(provenance, "APPTAINER_LABELS", paths["labels.json"])
+    monkeypatch.setattr(provenance, "GPUMD_BUILD_INFO", paths["BUILD_INFO"])
+
+
+BUILD_INFO = ("commit=5fad844f2940b3c5d5f8414ad9dbebad8d65740a\ncuda_archs=80,90\n"
+              "nvcc=Build cuda_12.6.r12.6/compiler.35059454_0\nrepo=https://github.com/brucefan1983/GPUMD.git\n"
+              "tag=v5.6\n")
+
+
+def test_records_carry_the_containers_labels_and_gpumd_build(tmp_path, calls, monkeypatch):
+    """docs/container.md: each record's provenance names the image (labels, GPUMD build)."""
+    labels = {"org.nepbench.gpumd.commit": "5fad844f2940b3c5d5f8414ad9dbebad8d65740a",
+              "org.nepbench.model.sha256": "2d6ef72b", "org.nepbench.cuda.archs": "80,90"}
+    _container_env(monkeypatch, tmp_path, json.dumps(labels), BUILD_INFO)
+    monkeypatch.setenv("APPTAINER_NAME", "nepbench.sif")
+    runner.run_suite(suite_of(TaskSpec("a", "parity", "A", {"value": 1})), tmp_path / "out", reference_dir=tmp_path)
+    container = json.loads((tmp_path / "out" / "tasks" / "a.json").read_text())["provenance"]["hardware"]["container"]
+    assert container["name"] == "nepbench.sif" and container["digest"] is None
+    assert container["labels"] == labels
+    assert container["build_info"]["commit"] == "5fad844f2940b3c5d5f8414ad9dbebad8d65740a"
+    assert container["build_info"]["tag"] == "v5.6" and container["build_info"]["cuda_archs"] == "80,90"
+    assert container["build_info"]["nvcc"] == "Build cuda_12.6.r12.6/compiler.35059454_0"
+
+
+def test_container_field_docker_and_outside(tmp_path, monkeypatch):
+    from nepbench.provenance import container_info, hardware_info
+
+    # outside a container: None, even where a GPUMD build sits at the image's path
+    _container_env(monkeypatch, tmp_path, None, BUILD_INFO)
+    assert container_info() is None and hardware_info()["container"] is None
+    # docker: no labels inside, NEPBENCH_IN_CONTAINER=1 from the image, a digest when passed with -e
+    monkeypatch.setenv("NEPBENCH_IN_CONTAINER", "1")
+    monkeypatch.setenv("NEPBENCH_CONTAINER_DIGEST", "sha256:abc")
+    got = container_info()
+    assert got["labels"] is None and got["digest"] == "sha256:abc" and got["build_info"]["tag"] == "v5.6"
+    # an unreadable labels file is left out, not an error
+    _container_env(monkeypatch, tmp_path / "other", "{not json", None)
+    monkeypatch.setenv("APPTAINER_NAME", "x.sif")
+    assert container_info() == {"name": "x.sif", "digest": None, "labels": None, "build_info": None}

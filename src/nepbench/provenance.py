@@ -175,8 +175,49 @@ def gpu_models() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+#: Apptainer's copy of the image's %labels (pins: GPUMD commit, CUDA archs, CP2K, model sha256),
+#: present inside a running Apptainer/Singularity container. Docker keeps labels outside the container.
+APPTAINER_LABELS = Path("/.singularity.d/labels.json")
+#: The image's GPUMD build record (key=value lines: commit, cuda_archs, nvcc from
+#: scripts/build_gpumd.sh; repo, tag from the recipes), in both the Docker and the Apptainer image.
+GPUMD_BUILD_INFO = Path("/opt/gpumd/share/BUILD_INFO")
+
+
+def _read_labels(path: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
+
+
+def _read_build_info(path: Path) -> dict[str, str] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs} or None
+
+
+def container_info() -> dict[str, Any] | None:
+    """The container this process runs in, None outside one.
+
+    Inside (NEPBENCH_IN_CONTAINER=1, as both images set, APPTAINER_NAME, NEPBENCH_CONTAINER_DIGEST,
+    or Apptainer's labels file present): {"name": APPTAINER_NAME, "digest": NEPBENCH_CONTAINER_DIGEST,
+    "labels": the image labels from APPTAINER_LABELS, "build_info": GPUMD_BUILD_INFO as a dict};
+    each None where not available (Docker does not expose its labels inside the container).
+    """
+    name = os.environ.get("APPTAINER_NAME") or os.environ.get("SINGULARITY_NAME") or None
+    digest = os.environ.get("NEPBENCH_CONTAINER_DIGEST") or None
+    labels = _read_labels(APPTAINER_LABELS)
+    if not (os.environ.get("NEPBENCH_IN_CONTAINER") == "1" or name or digest or labels is not None):
+        return None
+    return {"name": name, "digest": digest, "labels": labels, "build_info": _read_build_info(GPUMD_BUILD_INFO)}
+
+
 def hardware_info() -> dict[str, Any]:
-    """CPU model, logical cores, memory and GPUs of this machine."""
+    """CPU model, logical cores, memory and GPUs of this machine, and the container (`container_info`)."""
     mem_gib = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -192,7 +233,7 @@ def hardware_info() -> dict[str, Any]:
         "hostname": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "container": os.environ.get("NEPBENCH_CONTAINER_DIGEST") or os.environ.get("APPTAINER_NAME"),
+        "container": container_info(),
     }
 
 

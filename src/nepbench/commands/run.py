@@ -1,8 +1,14 @@
-"""`nepbench run SUITE --out DIR`: run a suite's tasks (resumable), then write the report."""
+"""`nepbench run SUITE --out DIR`: run a suite's tasks (resumable), then write the report.
+
+Exit status: 0 when no task of this run failed (a task skipped for a stated reason, such as a
+missing GPU or program, or not applicable, does not count); 1 when any task failed (one line on
+stderr names them; the records and the report are still written).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..config import load_suite
@@ -12,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "run", help="run a suite (resumable) and write its report",
         description="Run a suite's tasks; finished tasks are kept and a rerun resumes.",
-        epilog="example: nepbench run suites/quick.toml --model nep89-lisic --out reports/quick",
+        epilog="example: nepbench run suites/quick.toml --model nep89-lisic --out reports/quick\n\n"
+               "exit status: 0 no task failed (skipped and not-applicable tasks do not count),\n"
+               "1 a task failed (named on stderr); judge the claims with `nepbench verify`",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", help="suite file (TOML), e.g. suites/quick.toml")
     parser.add_argument("--out", required=False, default=None, help="output folder (default reports/<suite>)")
@@ -41,13 +49,22 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  {spec.id:40s} {record['status']:14s} ({note}){reason}", flush=True)
 
     print(f"nepbench run {suite.name}: {len(args.task or suite.tasks)} task(s) → {out_dir}")
-    run_suite(suite, out_dir, args.task, on_task=show)
-    if args.no_report:
-        return 0
-    from ..report.render import build_report, write_report, claim_table_text
+    records = run_suite(suite, out_dir, args.task, force=args.force, on_task=show)
+    if not args.no_report:
+        from ..report.render import build_report, write_report, claim_table_text
 
-    report = build_report([out_dir])
-    write_report(report, out_dir)
-    print(claim_table_text(report))
-    print(f"report: {out_dir / 'report.html'}")
+        report = build_report([out_dir])
+        write_report(report, out_dir)
+        print(claim_table_text(report))
+        print(f"report: {out_dir / 'report.html'}")
+    return _exit_status(records)
+
+
+def _exit_status(records: list[dict]) -> int:
+    """1 (with one line on stderr naming them) when any record of this run has status "failed", else 0."""
+    failed = [str(r.get("task_id")) for r in records if r.get("status") == "failed"]
+    if failed:
+        print(f"nepbench run: {len(failed)} task(s) failed: {', '.join(failed)} "
+              "(reasons above and in their records)", file=sys.stderr)
+        return 1
     return 0
