@@ -231,3 +231,30 @@ def test_models_of_one_invocation_share_cp2k_and_a_busy_machine_is_noted(tmp_pat
     assert "busy" not in quiet.method and quiet.series["identical_n"][0]["cp2k_load_1min_before"] == 0.1
     busy = _run_ratios(tmp_path, monkeypatch, [0], load=1.2)  # a new invocation, 1.2 + 2 ranks > 2 cores
     assert "machine was busy before CP2K was timed (1-min load 1.2 on 2 logical cores" in busy.method
+
+
+def test_cp2k_ranks_are_capped_at_the_cores_this_process_may_use(tmp_path, monkeypatch):
+    from nepbench.tasks import throughput as tt
+
+    seen: list[int] = []
+
+    class _RankCP2K(_CubicCP2K):
+        def __init__(self, settings=None, ranks: int = 2) -> None:
+            super().__init__(settings, ranks)
+            seen.append(ranks)
+
+    monkeypatch.setattr(tt, "usable_cores", lambda: 1)
+    monkeypatch.setattr("nepbench.engines.cp2k.CP2KEngine", _RankCP2K)
+    from nepbench.config import TaskSpec
+    from nepbench.engines import gpumd, nep_cpu
+    from nepbench.tasks import TaskContext
+
+    monkeypatch.setattr(nep_cpu, "NepCpuEngine", lambda *a, **k: _FakeNep(1e-4))
+    monkeypatch.setattr(gpumd, "GpumdEngine", lambda *a, **k: _FakeNep(5e-8, None))
+    monkeypatch.setattr(tt, "load_1min", lambda: 0.0)
+    spec = TaskSpec(id="throughput-x", type="throughput", title="t",
+                    params={"identical_sizes": [0], "nep_sizes": [64], "repeats": 1, "cp2k_ranks": 16})
+    out = tt.run_throughput(spec, TaskContext(work_dir=tmp_path, reference_dir=tmp_path,
+                                              model_path=tmp_path / "nep.txt"))
+    assert seen == [1]
+    assert "CP2K on 1 ranks, not the suite's 16: this process may use 1 cores" in out.method
