@@ -1,6 +1,6 @@
 """`nepbench run`: its exit status follows the task records, and --force recomputes finished tasks.
 
-The tasks are stand-ins (runner.task_function patched, as in tests/test_runner.py): each records
+The tasks are stand-ins (the `calls` fixture of tests/conftest.py): each records
 its call and returns "done", "failed", "skipped" (a missing program) or "not_applicable".
 """
 
@@ -8,36 +8,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from nepbench import runner
 from nepbench.cli import main
 from nepbench.commands import run as run_command
 from nepbench.config import Suite, TaskSpec
-from nepbench.errors import EngineNotAvailable, NepbenchError
-from nepbench.tasks import TaskOutcome
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    seen: list[str] = []
-
-    def fake_function(task_type):
-        def run(spec, ctx):
-            seen.append(spec.id)
-            kind = spec.params.get("kind", "done")
-            if kind == "skipped":
-                raise EngineNotAvailable("gpumd not found on PATH")
-            if kind == "failed":
-                raise NepbenchError("the stand-in task broke")
-            if kind == "not_applicable":
-                return TaskOutcome("not_applicable", reason="the model lacks a species")
-            return TaskOutcome("done", metrics={"x": 1.0}, seed=1)
-        return run
-
-    monkeypatch.setattr(runner, "task_function", fake_function)
-    monkeypatch.setattr(runner, "reference_hash", lambda reference_dir: "fixed")  # the live data may change
-    return seen
 
 
 def use_suite(monkeypatch, *kinds: str) -> Suite:
@@ -45,6 +19,7 @@ def use_suite(monkeypatch, *kinds: str) -> Suite:
     tasks = tuple(TaskSpec(kind, "parity", kind.title(), {"kind": kind}) for kind in kinds)
     suite = Suite("t", "", tasks, (), "t.toml")
     monkeypatch.setattr(run_command, "load_suite", lambda path, models=None: suite)
+    monkeypatch.setattr(runner, "reference_hash", lambda reference_dir: "fixed")  # the live data may change
     return suite
 
 

@@ -7,26 +7,6 @@ import pytest
 
 from nepbench import runner
 from nepbench.config import Suite, TaskSpec
-from nepbench.errors import EngineNotAvailable
-from nepbench.tasks import TaskOutcome
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    seen: list[str] = []
-
-    def fake_function(task_type):
-        def run(spec, ctx):
-            seen.append(spec.id)
-            if spec.params.get("interrupt"):
-                raise KeyboardInterrupt
-            if spec.params.get("gpu"):
-                raise EngineNotAvailable("gpumd not found")
-            return TaskOutcome("done", metrics={"x": float(spec.params["value"])}, seed=1)
-        return run
-
-    monkeypatch.setattr(runner, "task_function", fake_function)
-    return seen
 
 
 def suite_of(*tasks):
