@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase import Atoms
 from scipy.spatial import cKDTree
 
-from nepbench.config import TaskSpec
+from nepbench.config import TaskSpec, load_suite
+from nepbench.engines.gpumd import PERIODIC_VACUUM_A
 from nepbench.errors import ConfigError, EngineNotAvailable
 from nepbench.metrics import expansion as ex
 from nepbench.models import write_random_model
-from nepbench.report import plots
+from nepbench.report import criteria, plots
 from nepbench.tasks import TaskContext, task_function
 from nepbench.tasks import lithiation as li
 
@@ -51,6 +53,51 @@ def test_particle_geometry_used_by_the_task(t_nm: float) -> None:
         assert outer == pytest.approx(13.0, abs=0.6)
     else:
         assert li.shell_inner_radius_a(atoms, c) is None
+
+
+def test_thick_shell_is_measured_against_its_built_geometry() -> None:
+    """t = 1.4 nm on a 0.8 nm core (t/R = 1.75, inner/outer = 8/22 = 0.36 < BALL_INNER_FRACTION, as
+    a 4 nm shell on a core under 2.67 nm): the shell's inner surface, the particle and the core come
+    out at the radii the builder used (±0.5 Å, the builder's own surface roughness in the test above)."""
+    p = li.ExpansionParams(core_radius_nm=0.8, shell_thicknesses_nm=(1.4,))
+    atoms = li.build_particle(p, 1.4, seed=1)
+    n = len(atoms)
+    assert 8.0 / 22.0 < ex.BALL_INNER_FRACTION
+    c = li.host_centre_a(atoms, n)
+    assert li.shell_inner_radius_a(atoms, c) == pytest.approx(8.0, abs=0.5)
+    v = li.volumes_a3(atoms, [atoms.positions], n, p, ["radial"])
+    radius = {k: float(np.cbrt(3 * vol / (4 * np.pi))) for k, vol in v.items()}
+    assert radius["particle_radial"] == pytest.approx(22.0, abs=0.5)
+    assert radius["core_radial"] == pytest.approx(8.0, abs=0.5)
+    # Li in the core counts as core; Li in the shell does not (before: every Li counted as core)
+    li_atoms = Atoms(["Li", "Li"], positions=c + np.array([[4.0, 0, 0], [0, 15.0, 0]]), tags=[li.LI_TAG] * 2)
+    with_li = atoms + li_atoms
+    assert li.core_atoms(with_li, c)[n:].tolist() == [True, False]
+
+
+@pytest.mark.parametrize("e", [0.02, -0.01])
+def test_uniform_scaling_through_compare_states_gives_exact_dv(e: float) -> None:
+    """Scale every coordinate of the (thick-shelled) particle about its centre by (1 + e): ΔV/V0 of
+    the particle and the core must be (1 + e)³ − 1 (sign included) by the radial and hull volumes
+    (exact under scaling; the probe is not, docs/metrics.md), and every strain must be e."""
+    p = li.ExpansionParams(core_radius_nm=0.8, shell_thicknesses_nm=(1.4,))
+    ref = li.build_particle(p, 1.4, seed=1)
+    n = len(ref)
+    c = li.host_centre_a(ref, n)
+    lith = ref.copy()
+    lith.positions = c + (1.0 + e) * (ref.positions - c)
+    out = li.compare_states(lith, [lith.positions], ref, [ref.positions], n, p, ex.radial_edges_nm(2.6, 0.2))
+    want = (1.0 + e) ** 3 - 1.0
+    for m in ("radial", "hull"):
+        assert out["particle_dv_over_v0"][m] == pytest.approx(want, abs=1e-9), m
+        assert out["core_dv_over_v0"][m] == pytest.approx(want, abs=1e-9), m
+    assert np.sign(out["particle_dv_over_v0"]["probe"]) == np.sign(e)
+    shell = out["shell"]
+    assert shell["hoop_strain"] == pytest.approx(e, abs=1e-12)
+    assert shell["cavity_dv_over_v0"] == pytest.approx(want, abs=1e-9)
+    assert shell["outer_dv_over_v0"] == pytest.approx(want, abs=1e-9)
+    strain = out["radial"]["radial_strain"]
+    assert np.allclose(strain[np.isfinite(strain)], e)
 
 
 # ------------------------------------------------------------------------------------ insertion
@@ -112,6 +159,55 @@ def test_params_validation_and_schedule() -> None:
     assert plan["atom_steps"] < 3.5e6  # the quick variant's budget (2 shared cores, ≲ 4 min)
 
 
+@pytest.mark.parametrize("key, value", [
+    ("core", "glassy"), ("shell_density_g_cm3", -1.0), ("seeds", [-1]), ("seeds", [1.5]), ("seeds", [True]),
+    ("probe_radius_a", 0.0), ("temperature_k", -300.0), ("nep_threads", 0), ("nep_threads", 2.0),
+    ("shell_thicknesses_nm", 4.0), ("shell_thicknesses_nm", "4"), ("core_radius_nm", "1.0"),
+    ("target_x", float("nan")), ("control", "yes"), ("reference_steps", 80.5), ("radial_bin_nm", 0.0),
+    ("min_x_fraction", 0.0), ("min_x_fraction", 1.5), ("max_last_half_change_percent", -0.1)])
+def test_bad_parameters_are_refused_up_front_naming_the_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=key):
+        li.ExpansionParams.from_params({key: value})
+
+
+def test_vacuum_must_hold_the_predicted_growth() -> None:
+    """The bare core grows most: R·(1 + x)^(1/3); a shell is pushed out at constant volume."""
+    paper = {"core_radius_nm": 5.0, "shell_thicknesses_nm": [0.0, 4.0], "target_x": 3.75, "headline_t_nm": 4.0}
+    p = li.ExpansionParams(**{**paper, "shell_thicknesses_nm": (0.0, 4.0)})
+    assert li.predicted_outer_radius_nm(p, 0.0) == pytest.approx(5.0 * 4.75 ** (1 / 3))
+    assert li.predicted_outer_radius_nm(p, 4.0) == pytest.approx((9.0**3 + 3.75 * 5.0**3) ** (1 / 3))
+    assert li.VACUUM_MARGIN_NM == pytest.approx(PERIODIC_VACUUM_A / 20)  # Å per side → nm
+    growth = 5.0 * (4.75 ** (1 / 3) - 1)  # 3.40 nm
+    with pytest.raises(ConfigError, match="vacuum_nm"):
+        li.ExpansionParams.from_params({**paper, "vacuum_nm": 2.0})
+    with pytest.raises(ConfigError, match="vacuum_nm"):
+        li.ExpansionParams.from_params({**paper, "vacuum_nm": growth + li.VACUUM_MARGIN_NM - 0.01})
+    li.ExpansionParams.from_params({**paper, "vacuum_nm": growth + li.VACUUM_MARGIN_NM + 0.01})
+    # every suite's expansion task passes (the paper suite's vacuum was 2 nm)
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "suites").glob("*.toml")):
+        for task in load_suite(path).tasks:
+            if task.type == "expansion":
+                li.ExpansionParams.from_params(dict(task.params))
+
+
+def test_headline_gate() -> None:
+    p = li.ExpansionParams(target_x=0.5)  # min_x_fraction 0.95, max_last_half_change_percent 0.25
+    assert li.headline_gate(p, [0.5, 0.48], [0.001, -0.002], [0.01, 0.012]) is None
+    assert li.headline_gate(p, [0.5, 0.5], [0.0, 0.0], [-0.001, 0.003]) is None  # ~0 within noise
+    short = li.headline_gate(p, [0.5, 0.40], [0.0, 0.0], [0.01, 0.012])
+    assert "x_reached = 0.4" in short and "min_x_fraction" in short
+    moving = li.headline_gate(p, [0.5, 0.5], [0.001, 0.007], [0.01, 0.012])
+    assert "+0.7 % points" in moving and "max_last_half_change_percent" in moving
+    assert "not converged" in li.headline_gate(p, [0.5, 0.5], [-0.004, 0.0], [0.01, 0.012])
+    assert "not converged" in li.headline_gate(p, [0.5, 0.5], [float("nan"), 0.0], [0.01, 0.012])
+    shrunk = li.headline_gate(p, [0.5, 0.5], [0.0, 0.0], [-0.02, -0.021])
+    assert "below 0" in shrunk
+    assert li.headline_gate(p, [0.5], [0.0], [-0.001]) is not None  # one seed: its sign is all there is
+    both = li.headline_gate(p, [0.1, 0.5], [0.01, 0.0], [0.01, 0.012])
+    assert "x_reached" in both and "not converged" in both
+
+
 def test_gpumd_without_gpu_is_skipped_with_reason(model, tmp_path, monkeypatch) -> None:
     from nepbench.engines.gpumd import GpumdEngine
 
@@ -144,6 +240,19 @@ def test_tiny_end_to_end_outcome_has_what_the_report_draws(model, tmp_path) -> N
         assert np.isfinite(out.metrics[key]), key
         assert key in out.metric_units
     assert out.metrics["particle_dv_over_v0_percent_at_t0.5"] == out.metrics["particle_dv_over_v0_percent.t0.5"]
+    # the gate let it through (x reached, |last-half change| ≤ 0.25 points), with the upper bound beside it
+    assert out.metric_reasons == {}
+    assert abs(out.metrics["particle_dv_change_last_half_percent.t0.5"]) <= 0.25
+    assert out.metrics["particle_dv_over_v0_percent_upper_at_t0.5"] == pytest.approx(
+        out.metrics["particle_dv_over_v0_percent.t0.5"] + 2 * out.metrics["particle_dv_over_v0_percent_stderr.t0.5"])
+    # the cross-check flag: the method line names exactly the t whose hull/probe exceed radial by > 2 points
+    excess = {t: out.metrics[f"particle_dv_cross_check_excess_percent.t{t}"] for t in ("0.0", "0.5")}
+    assert all(np.isfinite(v) for v in excess.values())
+    flagged = [t for t, v in excess.items() if v > li.CROSS_CHECK_MARGIN_PERCENT]
+    if flagged:
+        assert f"Cross-check: at t = {', '.join(flagged)} nm" in out.method
+    else:
+        assert "Cross-check" not in out.method
     # Li inserted as requested: x = 0.25 of the core Si, per seed
     for row in out.series["per_seed"]:
         assert row["n_li"] == round(0.25 * row["n_core_si"])
@@ -163,3 +272,31 @@ def test_tiny_end_to_end_outcome_has_what_the_report_draws(model, tmp_path) -> N
     # the same seeds give the same numbers
     again = li.run_expansion(spec, ctx_for(model, tmp_path))
     assert again.metrics["particle_dv_over_v0_percent.t0.5"] == out.metrics["particle_dv_over_v0_percent.t0.5"]
+
+
+def test_run_without_li_gives_exactly_zero_and_leaves_the_headline_unmeasured(model, tmp_path) -> None:
+    """No site is ≥ 50 Å from every atom, so nothing is inserted: the lithiated branch and the control
+    start from the same atoms and take the same deterministic LBFGS steps on one thread, so ΔV/V0
+    must be 0 to round-off (1e-12) by every method. Comparing with the reference instead of the
+    control would not be: the unannealed shell keeps relaxing (~2 % in these 4 steps without a
+    control). The headline is then not judged (x = 0 < 0.95·target_x), and a criterion on it reads
+    "not measured" with the reason, not an unexplained gap."""
+    params = {"core_radius_nm": 0.8, "shell_thicknesses_nm": [0.5], "seeds": [1, 2], "target_x": 0.25,
+              "dx": 0.25, "min_distance_a": 50.0, "reference_steps": 3, "relax_steps": 4, "nep_threads": 1}
+    out = li.run_expansion(TaskSpec("e", "expansion", "zero Li", params), ctx_for(model, tmp_path))
+    assert out.status == "done", out.reason
+    for row in out.series["per_seed"]:
+        assert row["n_li"] == 0 and row["x_reached"] == 0.0
+        for m in ex.VOLUME_METHODS:
+            assert row["particle_dv_over_v0"][m] == pytest.approx(0.0, abs=1e-12), m
+            assert row["core_dv_over_v0"][m] == pytest.approx(0.0, abs=1e-12), m
+    assert out.metrics["particle_dv_over_v0_percent.t0.5"] == pytest.approx(0.0, abs=1e-10)
+    for name in ("particle_dv_over_v0_percent_at_t0.5", "particle_dv_over_v0_percent_stderr_at_t0.5",
+                 "particle_dv_over_v0_percent_upper_at_t0.5"):
+        assert name not in out.metrics
+        assert "x_reached = 0" in out.metric_reasons[name]
+    assert "not judged" in out.method
+    crit = {"id": "shell_locks_expansion", "claim": "c", "task": "e", "metric": "particle_dv_over_v0_percent_at_t0.5",
+            "good": 1.0, "bad": 3.0, "unit": "%", "source": "s"}
+    v = criteria.judge(crit, {"status": "done", "metrics": out.metrics, "metric_reasons": out.metric_reasons})
+    assert v.verdict == "not_measured" and not v.unexpected and "x_reached" in v.reason

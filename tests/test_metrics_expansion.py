@@ -113,6 +113,22 @@ def test_equimolar_radii_of_a_uniform_shell() -> None:
     assert ball.density_per_a3 == pytest.approx(20000 / ex.sphere_volume_a3(15.0), rel=0.03)
 
 
+def test_thick_shell_is_measured_when_the_caller_knows_it_is_a_shell() -> None:
+    """A 4 nm shell on a 1 nm core (inner/outer = 10/30 Å = 0.33 < BALL_INNER_FRACTION): read as a
+    ball from the radii alone, measured at its true radii when the caller says it is a shell."""
+    r = np.linalg.norm(random_shell(10.0, 30.0, 30000, seed=9), axis=1)
+    with pytest.raises(ValueError, match="no inner surface"):
+        ex.shell_radii_a(r)
+    sr = ex.shell_radii_a(r, known_shell=True)
+    assert sr.inner_a == pytest.approx(10.0, rel=0.03)
+    assert sr.outer_a == pytest.approx(30.0, rel=0.01)
+    s = ex.shell_strain(r, 1.01 * r, known_shell=True)
+    assert s.cavity_dv_over_v0 == pytest.approx(1.01**3 - 1, abs=1e-9)
+    assert s.thickness0_nm == pytest.approx(2.0, rel=0.02)
+    with pytest.raises(ValueError, match="no inner surface"):
+        ex.shell_strain(r, 1.01 * r)
+
+
 def test_shell_strain_of_a_scaled_shell() -> None:
     r0 = np.linalg.norm(random_shell(10.0, 16.0, 5000, seed=6), axis=1)
     s = ex.shell_strain(r0, 1.02 * r0)

@@ -37,7 +37,10 @@ _AUTO_VOXELS = 4_000_000
 _MIN_AUTO_VOXEL_A = 0.5
 VOLUME_METHODS = ("probe", "hull", "radial")
 #: An equimolar inner radius below this fraction of the outer one is read as "no inner surface" (a
-#: ball): the fit's intercept scatters around zero for a ball. Shells of interest have inner/outer ≥ 0.5.
+#: ball): the fit's intercept scatters around zero for a ball. It tells a ball from a shell only when
+#: nothing else does: a caller that knows its atoms are a shell (selected by tag) passes
+#: `known_shell=True` to `shell_radii_a`, so a thick shell (4 nm of carbon on a 2 nm core: 0.33) is
+#: measured rather than rejected.
 BALL_INNER_FRACTION = 0.4
 
 
@@ -182,8 +185,9 @@ class EquimolarRadii:
 
     N(<r) = slope·r³ + intercept is fitted over the atoms between fractions `window` of the sorted
     radii; inner_a is where the line reaches N = 0 and outer_a where it reaches N_total;
-    density_per_a3 = 3·slope/(4π). A ball's line starts near r = 0; inner_a is NaN when it comes out
-    below BALL_INNER_FRACTION × outer_a (a ball, up to the noise of the fit).
+    density_per_a3 = 3·slope/(4π). A ball's line starts near r = 0; inner_a is NaN when the line
+    reaches N = 0 at r³ ≤ 0, or below `min_inner_fraction` × outer_a (BALL_INNER_FRACTION by default:
+    a ball, up to the noise of the fit).
     """
 
     inner_a: float
@@ -192,13 +196,15 @@ class EquimolarRadii:
     n_atoms: int
 
 
-def equimolar_radii_a(radii: np.ndarray, window: tuple[float, float] = (0.75, 0.95)) -> EquimolarRadii:
+def equimolar_radii_a(radii: np.ndarray, window: tuple[float, float] = (0.75, 0.95),
+                      min_inner_fraction: float = BALL_INNER_FRACTION) -> EquimolarRadii:
     """Gibbs equimolar radii of the atoms at distances `radii` (Å) from the centre.
 
     For a uniform ball or shell, N(<r) is linear in r³, so the fit recovers the boundaries exactly;
     roughness of the outermost atoms is kept out by ending the window below 1. The fit is scale-
     covariant: radii × s give radii × s. The window must lie in one material: (0.75, 0.95) for the
-    outer surface of a ball; `shell_radii_a` fits each half of a shell.
+    outer surface of a ball; `shell_radii_a` fits each half of a shell. `min_inner_fraction` (0 to
+    keep any positive inner radius) is where a small inner radius stops counting as a surface.
 
     Raises:
         ValueError: fewer than 10 atoms in the window, NaN, negative radii, a bad window, or a
@@ -225,7 +231,7 @@ def equimolar_radii_a(radii: np.ndarray, window: tuple[float, float] = (0.75, 0.
     inner3 = -intercept / slope
     outer = float(np.cbrt((n - intercept) / slope))
     inner = float(np.cbrt(inner3)) if inner3 > 0 else float("nan")
-    if not inner >= BALL_INNER_FRACTION * outer:
+    if not inner >= min_inner_fraction * outer:
         inner = float("nan")
     return EquimolarRadii(inner, outer, float(3 * slope / (4 * np.pi)), n)
 
@@ -387,12 +393,21 @@ class ShellRadii:
     outer_a: float
 
 
-def shell_radii_a(shell_radii: np.ndarray) -> ShellRadii:
+def shell_radii_a(shell_radii: np.ndarray, known_shell: bool = False) -> ShellRadii:
     """Inner and outer equimolar radii (Å) of a shell from its atoms' distances to the centre.
 
-    Raises ValueError when the atoms fill a ball (no inner surface) or are too few (< 40).
+    Args:
+        shell_radii: distances (Å) of the shell's atoms from the particle centre.
+        known_shell: the caller selected the shell's atoms (e.g. by tag), so they are a shell whatever
+            their radius ratio: the BALL_INNER_FRACTION test is skipped and a thick shell (inner/outer
+            < 0.4) is measured. Without it, such atoms are read as a ball.
+
+    Raises ValueError when the atoms have no inner surface (the inner-half fit reaches N = 0 at
+    r³ ≤ 0; or, unless `known_shell`, an inner radius below BALL_INNER_FRACTION of the outer one) or
+    are too few (< 40).
     """
-    inner = equimolar_radii_a(shell_radii, (0.05, 0.5)).inner_a
+    floor = 0.0 if known_shell else BALL_INNER_FRACTION
+    inner = equimolar_radii_a(shell_radii, (0.05, 0.5), min_inner_fraction=floor).inner_a
     outer = equimolar_radii_a(shell_radii, (0.5, 0.95)).outer_a
     if not np.isfinite(inner):
         raise ValueError("the atoms have no inner surface (they fill a ball, not a shell)")
@@ -424,14 +439,15 @@ class ShellStrain:
     outer_dv_over_v0: float
 
 
-def shell_strain(shell_radii0_a: np.ndarray, shell_radii_now_a: np.ndarray) -> ShellStrain:
+def shell_strain(shell_radii0_a: np.ndarray, shell_radii_now_a: np.ndarray,
+                 known_shell: bool = False) -> ShellStrain:
     """Hoop strain, thickness change and cavity/outer volume change of a shell from its atoms' radii
-    (Å, same atoms) in the reference and the deformed frame."""
+    (Å, same atoms) in the reference and the deformed frame (`known_shell` as in `shell_radii_a`)."""
     r0 = np.asarray(shell_radii0_a, dtype=float)
     r1 = np.asarray(shell_radii_now_a, dtype=float)
     if r0.shape != r1.shape:
         raise ValueError(f"shell radii differ in shape: {r0.shape} vs {r1.shape}")
-    a0, a1 = shell_radii_a(r0), shell_radii_a(r1)
+    a0, a1 = shell_radii_a(r0, known_shell), shell_radii_a(r1, known_shell)
     m0, m1 = float(r0.mean()), float(r1.mean())
     t0, t1 = (a0.outer_a - a0.inner_a) / 10.0, (a1.outer_a - a1.inner_a) / 10.0
     if t0 <= 0:

@@ -20,9 +20,17 @@ same protocol, set by the task's parameters, is applied to every t:
 
 Volumes: `volume_method` ("radial" by default; see docs/metrics.md for why) for the particle and the
 core (core Si + Li inside the shell's inner surface; the radial fit uses the core Si alone); the other
-two methods are recorded as cross-checks in the series, with the shell's cavity volume change. A
-convergence check records how much ΔV/V0 still moved over the second half of the last relaxation. Radial Li fraction and strain profiles, shell hoop strain and thickness change
-come from `metrics.expansion`.
+two methods are recorded as cross-checks in the series, with the shell's cavity volume change; where
+one of them exceeds the chosen method by more than CROSS_CHECK_MARGIN_PERCENT the method line says so
+(material outside the shell, e.g. Li that left it, which the radial sphere of the shell's carbon does
+not see). A convergence check records how much ΔV/V0 still moved over the second half of the last
+relaxation. Radial Li fraction and strain profiles, shell hoop strain and thickness change come from
+`metrics.expansion`.
+
+The headline ΔV/V0 (`particle_dv_over_v0_percent_at_t{T}`, its stderr and its upper bound mean + 2
+stderr) is left unmeasured, with the reason in `metric_reasons`, where it cannot speak for the claim
+(`headline_gate`): a seed reached less than `min_x_fraction` of target_x, ΔV/V0 still moved by more
+than `max_last_half_change_percent` over the last half-relaxation, or it is significantly negative.
 
 Cost is counted in atom·steps (one force evaluation of one atom) and predicted before running from
 `predicted_atom_steps_per_s`; a plan over `max_atom_steps` is refused. `engine = "gpumd"` needs a GPU
@@ -32,6 +40,7 @@ and the gpumd binary (else EngineNotAvailable, "no GPU: ...": the runner records
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -57,6 +66,47 @@ RELAX_MODES = ("lbfgs", "fire", "md")
 _VOID_SEARCH_PAD_A = 4.0
 #: Empty-sphere radii are compared in steps of this size (Å); equal ones are taken in seeded random order.
 _VOID_RADIUS_QUANTUM_A = 0.05
+#: Vacuum (nm) that must remain between the particle's predicted radius at target_x and each box face:
+#: half of engines.gpumd.PERIODIC_VACUUM_A (12 Å), so periodic images stay ≥ 12 Å apart (beyond the
+#: NEP cutoff) and GPUMD keeps writing the box periodic (its fast neighbour search).
+VACUUM_MARGIN_NM = 0.6
+#: A cross-check volume (hull, probe) whose ΔV/V0 exceeds the chosen method's by more than this many
+#: % points is flagged in the method line: on the shelled quick particles all three agreed within
+#: 0.7 points (docs/metrics.md), and the probe's own bias under scaling is negative.
+CROSS_CHECK_MARGIN_PERCENT = 2.0
+#: Smallest voxel (Å) `probe_volume_a3` picks; the probe radius must exceed it.
+_MIN_PROBE_RADIUS_A = 0.5
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: Annotation → (check, what one value must be, what a list's values must be), for `ExpansionParams.validate`.
+_TYPE_CHECKS = {"float": (_is_real, "a finite number", "finite numbers"),
+                "int": (_is_int, "an integer", "integers"),
+                "str": (lambda v: isinstance(v, str), "a string", "strings"),
+                "bool": (lambda v: isinstance(v, bool), "true or false", "true or false")}
+
+
+def _type_problem(name: str, value: Any, annotation: str) -> str | None:
+    """Why `value` does not fit the field annotation ("float", "int | None", "tuple[int, ...]", …), or None."""
+    base = annotation.removesuffix(" | None")
+    if base != annotation and value is None:
+        return None
+    if base.startswith("tuple["):
+        check, _, what = _TYPE_CHECKS[base[len("tuple["):-len(", ...]")]]
+        if isinstance(value, (list, tuple)) and all(check(v) for v in value):
+            return None
+        return f"{name} must be a list of {what}, got {list(value) if isinstance(value, tuple) else value!r}"
+    check, what, _ = _TYPE_CHECKS[base]
+    if check(value):
+        return None
+    return f"{name} must be {what}{' or unset' if base != annotation else ''}, got {value!r}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -75,6 +125,9 @@ class ExpansionParams:
     timestep_fs, average_frames (frames at the end of each run whose volumes are averaged).
     control: relax an Li-free copy alongside.
     Measurement: volume_method, probe_radius_a, radial_bin_nm, headline_t_nm (None = largest t).
+    Headline gate (`headline_gate`): min_x_fraction (every seed must reach this fraction of
+    target_x), max_last_half_change_percent (largest |ΔV/V0 change| over the last half-relaxation,
+    % points; 0.25 = a quarter of the claim's 1 % bound, see docs/metrics.md).
     Engine and cost: engine ("nep_cpu" | "gpumd" | "auto"), nep_threads, predicted_atom_steps_per_s,
     max_atom_steps.
     """
@@ -102,6 +155,8 @@ class ExpansionParams:
     probe_radius_a: float = ex.DEFAULT_PROBE_RADIUS_A
     radial_bin_nm: float = 0.1
     headline_t_nm: float | None = None
+    min_x_fraction: float = 0.95
+    max_last_half_change_percent: float = 0.25
     engine: str = "nep_cpu"
     nep_threads: int | None = None
     predicted_atom_steps_per_s: float = 12_000.0
@@ -116,7 +171,7 @@ class ExpansionParams:
             raise ConfigError(f"expansion task: unknown parameter(s) {', '.join(unknown)}")
         kw = {k: v for k, v in params.items() if k in known}
         for key in ("shell_thicknesses_nm", "seeds"):
-            if key in kw:
+            if isinstance(kw.get(key), list):  # anything else is refused by validate, naming the key
                 kw[key] = tuple(kw[key])
         p = cls(**kw)
         p.validate()
@@ -126,6 +181,27 @@ class ExpansionParams:
         def bad(msg: str) -> ConfigError:
             return ConfigError(f"expansion task: {msg}")
 
+        for f in fields(self):
+            problem = _type_problem(f.name, getattr(self, f.name), str(f.type))
+            if problem:
+                raise bad(problem)
+        if self.core not in ("crystalline", "amorphous"):
+            raise bad(f"core must be 'crystalline' or 'amorphous', got {self.core!r}")
+        if not self.shell_density_g_cm3 > 0:
+            raise bad(f"shell_density_g_cm3 must be > 0, got {self.shell_density_g_cm3}")
+        if any(s < 0 for s in self.seeds):
+            raise bad(f"seeds must be integers >= 0, got {list(self.seeds)}")
+        if not self.probe_radius_a > _MIN_PROBE_RADIUS_A:
+            raise bad(f"probe_radius_a must be > {_MIN_PROBE_RADIUS_A} Å (the finest voxel), "
+                      f"got {self.probe_radius_a}")
+        for key in ("temperature_k", "timestep_fs", "fmax_ev_per_a", "maxstep_a", "radial_bin_nm",
+                    "max_last_half_change_percent"):
+            if not getattr(self, key) > 0:
+                raise bad(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.nep_threads is not None and self.nep_threads < 1:
+            raise bad(f"nep_threads must be >= 1 (or unset), got {self.nep_threads}")
+        if not 0 < self.min_x_fraction <= 1:
+            raise bad(f"min_x_fraction must be in (0, 1], got {self.min_x_fraction}")
         if not self.shell_thicknesses_nm or any(t < 0 for t in self.shell_thicknesses_nm):
             raise bad("shell_thicknesses_nm must be a non-empty list of values >= 0")
         if len(set(self.shell_thicknesses_nm)) != len(self.shell_thicknesses_nm):
@@ -136,6 +212,13 @@ class ExpansionParams:
             raise bad("core_radius_nm and vacuum_nm must be > 0")
         if not (self.target_x > 0 and 0 < self.dx <= self.target_x):
             raise bad("need target_x > 0 and 0 < dx <= target_x")
+        growth, t_worst = max((predicted_outer_radius_nm(self, t) - self.core_radius_nm - t, t)
+                              for t in self.shell_thicknesses_nm)
+        if not self.vacuum_nm > growth + VACUUM_MARGIN_NM:
+            raise bad(f"vacuum_nm = {self.vacuum_nm:g} nm is too small: at target_x = {self.target_x:g} the "
+                      f"particle's radius may grow by {growth:.2f} nm (t = {t_key(t_worst)} nm, "
+                      f"`predicted_outer_radius_nm`) and {VACUUM_MARGIN_NM:g} nm must remain to the box face; "
+                      f"use vacuum_nm > {growth + VACUUM_MARGIN_NM:.2f}")
         if not (self.min_distance_a > 0 and self.core_margin_a >= 0):
             raise bad("need min_distance_a > 0 and core_margin_a >= 0")
         if self.relax not in RELAX_MODES:
@@ -166,6 +249,18 @@ class ExpansionParams:
 
 #: Parameters an expansion task reads (suite files are checked against them when loaded).
 TASK_PARAMS = frozenset(f.name for f in fields(ExpansionParams))
+
+
+def predicted_outer_radius_nm(p: ExpansionParams, shell_thickness_nm: float) -> float:
+    """Outer radius (nm) the particle may reach at `p.target_x` if nothing holds the core back.
+
+    The core's volume grows by (1 + x), i.e. each Li takes a Si's volume (20.0 Å³; the project's
+    LixSi rule gives 15.0 Å³ per Li, so this over-estimates, as a bound should), and the shell keeps
+    its volume and is pushed outwards: b'³ = b³ + x·R³ (nm³). For t = 0 this is R·(1 + x)^(1/3),
+    the growth estimate behind the radial bins in `run_expansion`.
+    """
+    r, b = p.core_radius_nm, p.core_radius_nm + shell_thickness_nm
+    return float(np.cbrt(b**3 + p.target_x * r**3))
 
 
 def t_key(t_nm: float) -> str:
@@ -316,14 +411,18 @@ def core_radius_a(atoms: Atoms, centre_a: np.ndarray) -> float:
 
 
 def shell_inner_radius_a(atoms: Atoms, centre_a: np.ndarray) -> float | None:
-    """Equimolar inner radius (Å) of the carbon shell, None without a shell (or too few shell atoms)."""
-    shell = atoms.get_tags() == SHELL_TAG
+    """Inner radius (Å) of the carbon shell: the equimolar inner radius of the shell-tagged atoms,
+    however thick the shell (the tags say they are a shell: `shell_radii_a(known_shell=True)`); where
+    that fit finds no inner surface, the core/shell interface seen from the core (the core Si's
+    equimolar outer radius). None without a shell (fewer than MIN_SHELL_ATOMS shell atoms)."""
+    tags = atoms.get_tags()
+    shell = tags == SHELL_TAG
     if shell.sum() < MIN_SHELL_ATOMS:
         return None
     try:
-        return ex.shell_radii_a(ex.radii_a(atoms.positions[shell], centre_a)).inner_a
+        return ex.shell_radii_a(ex.radii_a(atoms.positions[shell], centre_a), known_shell=True).inner_a
     except ValueError:
-        return None
+        return ex.equimolar_radii_a(ex.radii_a(atoms.positions[tags == CORE_TAG], centre_a)).outer_a
 
 
 def core_atoms(atoms: Atoms, centre_a: np.ndarray) -> np.ndarray:
@@ -460,7 +559,8 @@ def volumes_a3(atoms: Atoms, positions_frames: Sequence[np.ndarray], n_host: int
         for m in methods:
             if m == "radial":
                 v_core = ex.sphere_volume_a3(ex.equimolar_radii_a(r[core_si]).outer_a)
-                v_particle = ex.sphere_volume_a3(ex.shell_radii_a(r[shell]).outer_a) if has_shell else v_core
+                v_particle = (ex.sphere_volume_a3(ex.shell_radii_a(r[shell], known_shell=True).outer_a)
+                              if has_shell else v_core)
             else:
                 v_particle = ex.particle_volume_a3(pos, m, c_host, p.probe_radius_a)
                 v_core = ex.particle_volume_a3(pos[core], m, c_host, p.probe_radius_a)
@@ -496,7 +596,7 @@ def compare_states(lith: Atoms, lith_frames: Sequence[np.ndarray], ref: Atoms, r
     shell = lith.get_tags()[:n_host] == SHELL_TAG
     if shell.sum() >= MIN_SHELL_ATOMS:
         s = ex.shell_strain(ex.radii_a(ref.positions[:n_host][shell], c_ref),
-                            ex.radii_a(lith.positions[:n_host][shell], c_lith))
+                            ex.radii_a(lith.positions[:n_host][shell], c_lith), known_shell=True)
         out["shell"] = asdict(s)
     li = np.array(lith.get_chemical_symbols()) == "Li"
     c_all = ex.centre_of_mass_a(lith.positions, lith.get_masses())
@@ -531,8 +631,10 @@ def run_particle(p: ExpansionParams, t_nm: float, seed: int, relaxer: Relaxer,
     m = p.volume_method
 
     def dv(a: Relaxed, b: Relaxed, half: bool) -> float:
+        # half-way through the run: the control at its own half-way point; without a control, the
+        # reference (fixed) at its end
         va = volumes_a3(a.atoms, a.half_frames if half else a.frames, n_host, p, [m])[f"particle_{m}"]
-        vb = volumes_a3(b.atoms, b.half_frames if half else b.frames, n_host, p, [m])[f"particle_{m}"]
+        vb = volumes_a3(b.atoms, b.half_frames if half and p.control else b.frames, n_host, p, [m])[f"particle_{m}"]
         return ex.dv_over_v0(va, vb)
 
     stages = []
@@ -545,7 +647,7 @@ def run_particle(p: ExpansionParams, t_nm: float, seed: int, relaxer: Relaxer,
             blank_r = relaxer(blank_r.atoms, p.relax_steps, seed * 1000 + 2 * k + 1)
         stages.append({"x": (n_li + got) / n_si, "inserted": got, "asked": want,
                        "particle_dv_over_v0": dv(lith_r, blank_r, False),
-                       "particle_dv_over_v0_half_relaxed": dv(lith_r, blank_r, True) if p.control else float("nan"),
+                       "particle_dv_over_v0_half_relaxed": dv(lith_r, blank_r, True),
                        **{f"relax_{k2}": v2 for k2, v2 in lith_r.info.items()},
                        **({f"control_{k2}": v2 for k2, v2 in blank_r.info.items()} if p.control else {})})
     lith, blank = lith_r.atoms, blank_r.atoms
@@ -596,10 +698,51 @@ def _mean_se(values: Sequence[float]) -> tuple[float, float]:
     return ex.mean_and_stderr(np.asarray(values, dtype=float))
 
 
+def _last_half_change(row: dict[str, Any]) -> float:
+    """ΔV/V0 at the end minus half-way through the last relaxation of one (t, seed) (a fraction)."""
+    last = row["stages"][-1]
+    return float(last["particle_dv_over_v0"] - last["particle_dv_over_v0_half_relaxed"])
+
+
+def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_change: Sequence[float],
+                  dv: Sequence[float]) -> str | None:
+    """Why the headline ΔV/V0 cannot speak for the claim ("; "-joined reasons), or None when it can.
+
+    Args (one value per seed, at the headline thickness):
+        x_reached: Li per core Si reached.
+        last_half_change: ΔV/V0 at the end minus half-way through the last relaxation (a fraction).
+        dv: ΔV/V0 (a fraction).
+
+    Reasons: a seed below `min_x_fraction` × target_x (less Li than the claim is about); a
+    |last_half_change| above `max_last_half_change_percent` or not measured (not relaxed: still moving,
+    a lower bound while it rises); mean + 2 stderr below 0 (the lithiated particle smaller than its
+    Li-free control: an unrelaxed shell or a broken measurement).
+    """
+    reasons = []
+    need = p.min_x_fraction * p.target_x
+    if min(x_reached) < need:
+        reasons.append(f"x_reached = {min(x_reached):.3g} Li/Si (lowest seed) is below min_x_fraction × "
+                       f"target_x = {need:.3g}: the particle holds less Li than the claim is about")
+    late = 100.0 * np.asarray(last_half_change, dtype=float)
+    worst = float(late[np.argmax(np.abs(np.nan_to_num(late, nan=np.inf)))])
+    if not abs(worst) <= p.max_last_half_change_percent:
+        reasons.append(f"ΔV/V0 still moved by {worst:+.2g} % points over the second half of the last relaxation "
+                       f"(largest over seeds; limit max_last_half_change_percent = "
+                       f"{p.max_last_half_change_percent:g}): not converged")
+    mean, se = _mean_se(dv)
+    if (mean + 2.0 * se if np.isfinite(se) else mean) < 0:
+        reasons.append(f"ΔV/V0 = {100 * mean:+.3g} % is below 0 by more than 2 standard errors: a lithiated "
+                       f"particle smaller than its Li-free control points to an unrelaxed shell or a broken "
+                       f"measurement")
+    return "; ".join(reasons) or None
+
+
 def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.ndarray) -> tuple[
-        dict[str, float], dict[str, str], dict[str, Any]]:
-    """Metrics (percent, mean over seeds ± stderr), their units and the report's series."""
+        dict[str, float], dict[str, str], dict[str, Any], dict[str, str]]:
+    """Metrics (percent, mean over seeds ± stderr), their units, the report's series and the reasons
+    of headline metrics left unmeasured (`headline_gate`, or one seed: no stderr)."""
     metrics: dict[str, float] = {}
+    reasons: dict[str, str] = {}
     units: dict[str, str] = {}
     series: dict[str, Any] = {"shell_thickness_nm": [], "particle_dv_over_v0": [], "particle_dv_stderr": [],
                               "core_dv_over_v0": [], "core_dv_stderr": [], "radial": {},
@@ -624,17 +767,20 @@ def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.nd
                 _mean_se([r["particle_dv_over_v0"][m] for r in rows])[0])
             series["cross_check"][m]["core_dv_over_v0"].append(
                 _mean_se([r["core_dv_over_v0"][m] for r in rows])[0])
+        # material the chosen volume does not see (Li outside the shell's carbon) shows up here
+        excess = max(series["cross_check"][m]["particle_dv_over_v0"][-1] for m in other) - dv
+        metrics[f"particle_dv_cross_check_excess_percent.t{key}"] = 100.0 * excess
+        units[f"particle_dv_cross_check_excess_percent.t{key}"] = (
+            f"% points (largest of {'/'.join(other)} ΔV/V0 minus {m0}'s)")
         for name, value, se in (("particle_dv_over_v0_percent", dv, dv_se),
                                 ("core_dv_over_v0_percent", core, core_se)):
             metrics[f"{name}.t{key}"] = 100.0 * value
             metrics[f"{name}_stderr.t{key}"] = 100.0 * se
             units[f"{name}.t{key}"] = units[f"{name}_stderr.t{key}"] = "%"
-        if p.control:
-            # convergence: how much ΔV/V0 still moved over the second half of the last relaxation
-            late = [r["stages"][-1]["particle_dv_over_v0"] - r["stages"][-1]["particle_dv_over_v0_half_relaxed"]
-                    for r in rows]
-            metrics[f"particle_dv_change_last_half_percent.t{key}"] = 100.0 * float(np.mean(late))
-            units[f"particle_dv_change_last_half_percent.t{key}"] = "% points (ΔV/V0 end − half-way, last stage)"
+        # convergence: how much ΔV/V0 still moved over the second half of the last relaxation
+        late = [_last_half_change(r) for r in rows]
+        metrics[f"particle_dv_change_last_half_percent.t{key}"] = 100.0 * float(np.mean(late))
+        units[f"particle_dv_change_last_half_percent.t{key}"] = "% points (ΔV/V0 end − half-way, last stage)"
         metrics[f"x_reached.t{key}"] = float(np.mean([r["x_reached"] for r in rows]))
         units[f"x_reached.t{key}"] = "Li/Si"
         metrics[f"n_atoms.t{key}"] = float(np.mean([r["n_atoms"] for r in rows]))
@@ -687,17 +833,28 @@ def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.nd
             "shape_anisotropy": r["shape_anisotropy"], "reference": r["reference"],
             "stages": r["stages"], "atom_steps": r["atom_steps"], "wall_s": r["wall_s"]})
     head = t_key(p.headline_t)
-    metrics[f"particle_dv_over_v0_percent_at_t{head}"] = metrics[f"particle_dv_over_v0_percent.t{head}"]
-    metrics[f"particle_dv_over_v0_percent_stderr_at_t{head}"] = metrics[f"particle_dv_over_v0_percent_stderr.t{head}"]
-    units[f"particle_dv_over_v0_percent_at_t{head}"] = "%"
-    units[f"particle_dv_over_v0_percent_stderr_at_t{head}"] = "%"
+    rows = [r for r in results if r["t_nm"] == p.headline_t]
+    gate = headline_gate(p, [r["x_reached"] for r in rows], [_last_half_change(r) for r in rows],
+                         [r["particle_dv_over_v0"][m0] for r in rows])
+    dv_h, se_h = metrics[f"particle_dv_over_v0_percent.t{head}"], metrics[f"particle_dv_over_v0_percent_stderr.t{head}"]
+    for name, value, unit in ((f"particle_dv_over_v0_percent_at_t{head}", dv_h, "%"),
+                              (f"particle_dv_over_v0_percent_stderr_at_t{head}", se_h, "%"),
+                              (f"particle_dv_over_v0_percent_upper_at_t{head}", dv_h + 2.0 * se_h,
+                               "% (mean + 2 standard errors over seeds)")):
+        units[name] = unit
+        if gate:
+            reasons[name] = gate
+        elif not np.isfinite(value):
+            reasons[name] = "one seed: no standard error over seeds"
+        else:
+            metrics[name] = value
     bare = t_key(min(p.shell_thicknesses_nm))
     if min(p.shell_thicknesses_nm) == 0.0 and p.headline_t > 0:
         b = metrics[f"particle_dv_over_v0_percent.t{bare}"]
         if b != 0:
             metrics[f"particle_dv_ratio_to_bare_at_t{head}"] = metrics[f"particle_dv_over_v0_percent.t{head}"] / b
             units[f"particle_dv_ratio_to_bare_at_t{head}"] = "×"
-    return metrics, units, series
+    return metrics, units, series, reasons
 
 
 def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
@@ -720,7 +877,7 @@ def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     relaxer = Relaxer(p, engine)
     results = [run_particle(p, t, seed, relaxer, edges, ctx.work_dir / "structures")
                for t in p.shell_thicknesses_nm for seed in p.seeds]
-    metrics, units, series = summarise(p, results, edges)
+    metrics, units, series, reasons = summarise(p, results, edges)
     wall = time.perf_counter() - start
     rate = float(np.median(relaxer.measured_rates)) if relaxer.measured_rates else float("nan")
     metrics.update({"atom_steps": relaxer.atom_steps, "atom_steps_planned": plan["atom_steps"],
@@ -743,6 +900,16 @@ def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     converged = (f"Not converged where ΔV/V0 still moves: at t = {t_key(p.headline_t)} nm it changed by "
                  f"{metrics[head]:+.2g} % points over the second half of the last relaxation (then a lower "
                  f"bound if > 0). " if head in metrics else "")
+    gate = reasons.get(f"particle_dv_over_v0_percent_at_t{t_key(p.headline_t)}")
+    if gate:
+        converged += f"Headline ΔV/V0 at t = {t_key(p.headline_t)} nm not judged: {gate}. "
+    flagged = [t_key(t) for t in p.shell_thicknesses_nm
+               if metrics[f"particle_dv_cross_check_excess_percent.t{t_key(t)}"] > CROSS_CHECK_MARGIN_PERCENT]
+    if flagged:
+        converged += (f"Cross-check: at t = {', '.join(flagged)} nm a hull or probe ΔV/V0 exceeds the "
+                      f"'{p.volume_method}' one by more than {CROSS_CHECK_MARGIN_PERCENT:g} % points "
+                      f"(particle_dv_cross_check_excess_percent): material outside the measured surface "
+                      f"(e.g. Li that left the shell) or a non-spherical swelling. ")
     method = (f"Si@C particle, {p.core} Si core R = {p.core_radius_nm:g} nm, a-C shell "
               f"{p.shell_density_g_cm3:g} g/cm³, t = {', '.join(t_key(t) for t in p.shell_thicknesses_nm)} nm "
               f"({sizes}), seeds {list(p.seeds)}, in vacuum (non-periodic). Lithiation: Li inserted at the "
@@ -756,4 +923,4 @@ def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
               f"(planned ≤{plan['atom_steps']:.3g}, predicted {plan['predicted_wall_s']:.0f} s at "
               f"{p.predicted_atom_steps_per_s:.3g} atom·step/s).")
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
-                       engines={engine.name: version}, seed=int(p.seeds[0]))
+                       engines={engine.name: version}, seed=int(p.seeds[0]), metric_reasons=reasons)
