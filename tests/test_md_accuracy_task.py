@@ -78,6 +78,9 @@ def test_compares_g_r_beside_the_aimd_sampling_floor_and_draws_the_figures(refer
     assert set(outcome.series["rdf"]) == {"lisi"} and set(outcome.series["msd"]) == {"lisi"}
     assert {"Li-Li", "Li-Si", "Si-Si"} <= set(outcome.series["rdf"]["lisi"]["pairs"])
     assert "too short" in outcome.metric_reasons["li_d_log10_ratio.lisi"]
+    # the model's MD temperature is recorded beside the AIMD's, so a reader sees both ran at one T
+    assert metrics["model_temperature_mean_k.lisi"] > 0 and metrics["model_temperature_stderr_k.lisi"] >= 0
+    assert f"NEP T {metrics['model_temperature_mean_k.lisi']:.0f} ±" in outcome.method
     # the AIMD run itself, every committed step: FakeCP2K books 300 + step K at 1 fs per step
     history = outcome.series["aimd_thermo"]["lisi"]
     assert history["time_ps"] == pytest.approx([0.001 * s for s in range(13)])

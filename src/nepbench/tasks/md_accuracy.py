@@ -146,7 +146,15 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                                   seed=int(p.get("seed", 0)) + factor,
                                   thermostat_coupling_fs=run.protocol.thermostat_coupling_fs,
                                   warmup_steps=run.protocol.warmup_steps)
-            model_trajs[factor] = engine.md(ref.first_frame, protocol).trajectory
+            result = engine.md(ref.first_frame, protocol)
+            model_trajs[factor] = result.trajectory
+            if factor == factors[0] and len(result.thermo["temperature_k"]) >= 2:  # the model's own T, 3N - 3 dof
+                model_t = thermostat_offset(result.thermo["temperature_k"], run.protocol.temperature_k)
+                metrics[f"model_temperature_mean_k.{run_id}"] = model_t.mean_k
+                metrics[f"model_temperature_stderr_k.{run_id}"] = model_t.stderr_k
+                units.update({f"model_temperature_mean_k.{run_id}": "K",
+                              f"model_temperature_stderr_k.{run_id}": "K"})
+                t_text += f"; NEP T {model_t.mean_k:.0f} ± {model_t.stderr_k:.0f} K"
         r_max = min(float(p.get("r_max_a", 6.0)), 0.999 * minimum_image_radius_a(ref.trajectory.cells_a[0]))
         rdf = compare_rdf(ref.trajectory, model_trajs[factors[0]], r_max, int(p.get("n_bins", 80)))
         l1 = max(v["l1"] for v in rdf["pairs"].values())
