@@ -19,6 +19,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-reports/gpu-check}
+venv_bin=.venv/bin  # `make setup`'s venv, when the caller has not activated it
+if [ -x "$venv_bin/nepbench" ] && ! command -v nepbench >/dev/null; then
+  NEPBENCH=${NEPBENCH:-$venv_bin/nepbench}
+  PYTHON=${PYTHON:-$venv_bin/python}
+fi
 NEPBENCH=${NEPBENCH:-nepbench}
 PYTHON=${PYTHON:-python3}
 if ! gpus=$(nvidia-smi -L 2>/dev/null) || ! grep -q '^GPU ' <<<"$gpus"; then
