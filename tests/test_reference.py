@@ -334,19 +334,16 @@ def test_malformed_spec_is_one_line_naming_file_and_family(tmp_path, edit, phras
     assert str(info.value).startswith(f"{path}: ") and phrase in str(info.value)
 
 
-def test_committed_spec_still_selects_the_committed_frames():
-    """Version 1 is kept so that the committed reference set is what its spec selects."""
+@pytest.mark.parametrize("number", [2, 7, 11])  # LiC6, a-LixSi, Si|C-lithiated: most changed by version 2
+def test_committed_spec_still_selects_the_committed_frames(number):
+    """Version 1 is kept so that the committed reference set is what its spec selects: the
+    selection code path (`pick_family`, with the spec's version) gives the manifest's candidates."""
     import json
 
     spec = reference.load_spec(reference.DEFAULT_ROOT / "spec.toml")
     manifest = json.loads((reference.DEFAULT_ROOT / "dft" / "manifest.json").read_text())
     assert spec.selection_version == 1
-    family = 2  # LiC6: the family whose picks the version-2 guards change most (2 of 6 kept)
-    number, fam = family, spec.families[family]
-    key = f"{number:02d} {fam.key}"
-    from nepbench.sampling import direct_select, structural_fingerprint
-
-    pool = reference.generate_candidates(spec, fam, number)
-    features = np.array([structural_fingerprint(a) for a in pool])
-    picks = direct_select(features, n_clusters=fam.select, seed=spec.seed).indices.tolist()
-    assert picks == manifest["selection"]["per_family"][key]["candidates"]
+    key = f"{number:02d} {spec.families[number].key}"
+    _, picked, components = reference.pick_family(spec, number)
+    assert picked == manifest["selection"]["per_family"][key]["candidates"]
+    assert components == manifest["selection"]["per_family"][key]["pca_components"]

@@ -112,7 +112,7 @@ def test_gpu_sweep_is_recorded_without_a_not_measured_note(tmp_path, monkeypatch
     assert out.metrics["gpumd_atom_steps_per_s_max"] == 2e7
     assert out.engines["gpumd"] == "GPUMD 5.6"
     assert "not measured" not in out.method and "GPUMD 5.6 on Fake H100" in out.method
-    assert not out.metric_reasons
+    assert all("CP2K" in reason for reason in out.metric_reasons.values())  # none about the GPU
     assert len(out.series["scaling"]["gpumd"]["n_atoms"]) == 2
     # no CP2K here, so no GPU-vs-CP2K ratio: a ratio is only stated from one run's measurements
     assert "speedup_gpu_vs_cp2k_per_atom_step" not in out.metrics
@@ -175,7 +175,7 @@ def _run_ratios(tmp_path, monkeypatch, identical_sizes, shared=None, load=0.1):
     monkeypatch.setattr(gpumd, "GpumdEngine", lambda *a, **k: _SaturatingGpu())
     monkeypatch.setattr(tt, "hardware_info", lambda: {"cpu_model": "Fake CPU", "logical_cores": 2,
                                                       "gpus": ["Fake H100"]})
-    monkeypatch.setattr(tt, "load_1min", lambda: load)
+    monkeypatch.setattr(tt, "other_cores_busy", lambda: load)
     spec = TaskSpec(id="throughput-x", type="throughput", title="t",
                     params={"identical_sizes": identical_sizes, "nep_sizes": [64, 512, 4096],
                             "gpu_sizes": [4096, 262144], "repeats": 1, "cp2k_ranks": 2,
@@ -228,9 +228,9 @@ def test_models_of_one_invocation_share_cp2k_and_a_busy_machine_is_noted(tmp_pat
     quiet = _run_ratios(tmp_path, monkeypatch, [0], shared=shared)
     again = _run_ratios(tmp_path, monkeypatch, [0], shared=shared, load=3.0)
     assert len(_CubicCP2K.calls) == 1 and again.metrics == quiet.metrics
-    assert "busy" not in quiet.method and quiet.series["identical_n"][0]["cp2k_load_1min_before"] == 0.1
+    assert "busy" not in quiet.method and quiet.series["identical_n"][0]["cp2k_other_cores_busy_before"] == 0.1
     busy = _run_ratios(tmp_path, monkeypatch, [0], load=1.2)  # a new invocation, 1.2 + 2 ranks > 2 cores
-    assert "machine was busy before CP2K was timed (1-min load 1.2 on 2 logical cores" in busy.method
+    assert "machine was busy when CP2K was timed (other processes used 1.2 of 2 logical cores" in busy.method
 
 
 def test_cp2k_ranks_are_capped_at_the_cores_this_process_may_use(tmp_path, monkeypatch):
@@ -251,10 +251,35 @@ def test_cp2k_ranks_are_capped_at_the_cores_this_process_may_use(tmp_path, monke
 
     monkeypatch.setattr(nep_cpu, "NepCpuEngine", lambda *a, **k: _FakeNep(1e-4))
     monkeypatch.setattr(gpumd, "GpumdEngine", lambda *a, **k: _FakeNep(5e-8, None))
-    monkeypatch.setattr(tt, "load_1min", lambda: 0.0)
+    monkeypatch.setattr(tt, "other_cores_busy", lambda: 0.0)
     spec = TaskSpec(id="throughput-x", type="throughput", title="t",
                     params={"identical_sizes": [0], "nep_sizes": [64], "repeats": 1, "cp2k_ranks": 16})
     out = tt.run_throughput(spec, TaskContext(work_dir=tmp_path, reference_dir=tmp_path,
                                               model_path=tmp_path / "nep.txt"))
     assert seen == [1]
     assert "CP2K on 1 ranks, not the suite's 16: this process may use 1 cores" in out.method
+
+
+def test_other_cores_busy_sees_a_busy_process():
+    """A child process spinning on one core counts: it is another process while it runs (a
+    1-minute load average would also count this process's own work of the minute before)."""
+    import subprocess
+    import sys
+    import time
+
+    from nepbench.tasks.throughput import other_cores_busy
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = other_cores_busy(window_s=1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy is not None and busy >= 0.6  # the spinner's core, less what others left idle
+
+
+def test_no_cp2k_gives_the_speed_ratios_a_reason(tmp_path, monkeypatch):
+    out = _run_sweep(tmp_path, monkeypatch, gpu="Fake H100")
+    for key in ("speedup_cpu_identical_n", "speedup_gpu_vs_cp2k_per_atom_step", "speedup_gpu_identical_n"):
+        assert out.metric_reasons[key] == "not measured: CP2K (cp2k.psmp) is not installed here"

@@ -230,28 +230,33 @@ def narrow_cells(items: Sequence[Atoms], min_width_a: float = GAMMA_ONLY_MIN_WID
     return counts
 
 
-def select_items(spec: ReferenceSpec) -> Selection:
-    """Generate every family's pool and choose `select` per family by DIRECT sampling."""
+def pick_family(spec: ReferenceSpec, number: int) -> tuple[list[Atoms], list[int], int | None]:
+    """(candidate pool, picked candidate indices ascending, PCA components kept or None) of the spec's
+    family `number`, by DIRECT sampling with the spec's selection version (all of a family whose
+    `select` equals its pool)."""
     from .sampling import direct_select, structural_fingerprint
 
+    family = spec.families[number]
+    pool = generate_candidates(spec, family, number)
+    if family.select == len(pool):
+        return pool, list(range(len(pool))), None
+    version = spec.selection
+    features = np.array([structural_fingerprint(a, cutoff_sigmas=version.cutoff_sigmas) for a in pool])
+    result = direct_select(features, n_clusters=family.select, k_per_cluster=1, seed=spec.seed,
+                           min_feature_std=version.min_feature_std, canonical_order=version.canonical_order)
+    return pool, [int(i) for i in result.indices], int(result.n_components)
+
+
+def select_items(spec: ReferenceSpec) -> Selection:
+    """Generate every family's pool and choose `select` per family by DIRECT sampling (`pick_family`);
+    the split is drawn per family from (spec seed, family number)."""
     per_family_items: list[list[Atoms]] = []
     per_family: dict[str, dict[str, Any]] = {}
     pool_size = 0
     for number, family in enumerate(spec.families):
         items: list[Atoms] = []
-        pool = generate_candidates(spec, family, number)
+        pool, picked, n_components = pick_family(spec, number)
         pool_size += len(pool)
-        if family.select == len(pool):
-            picked = list(range(len(pool)))
-            n_components = None
-        else:
-            version = spec.selection
-            features = np.array([structural_fingerprint(a, cutoff_sigmas=version.cutoff_sigmas) for a in pool])
-            result = direct_select(features, n_clusters=family.select, k_per_cluster=1, seed=spec.seed,
-                                   min_feature_std=version.min_feature_std,
-                                   canonical_order=version.canonical_order)
-            picked = [int(i) for i in result.indices]
-            n_components = int(result.n_components)
         rng = np.random.default_rng([spec.seed, number])
         n_test = int(round(spec.test_fraction * len(picked)))
         test_set = set(rng.permutation(len(picked))[:n_test].tolist())

@@ -661,7 +661,7 @@ def pool_map(spec_path: str | os.PathLike[str], manifest: dict[str, Any],
             key = item_hash(atoms, cp2k.get("settings", {}), cp2k.get("version", "")) if index in picks else None
             split.append(split_of.get(key) if key else None)
     features_arr = np.array(features)
-    if spec.selection.min_feature_std > 0:  # the same features DIRECT standardised
+    if spec.selection.min_feature_std > 0:  # DIRECT's guard, applied over the whole pool (DIRECT: per family)
         features_arr = features_arr[:, features_arr.std(axis=0) > spec.selection.min_feature_std]
     scaled = StandardScaler().fit_transform(features_arr)
     pca = PCA(n_components=2, svd_solver="full").fit(scaled)

@@ -730,10 +730,12 @@ def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_chan
                        f"(largest over seeds; limit max_last_half_change_percent = "
                        f"{p.max_last_half_change_percent:g}): not converged")
     mean, se = _mean_se(dv)
-    if (mean + 2.0 * se if np.isfinite(se) else mean) < 0:
-        reasons.append(f"ΔV/V0 = {100 * mean:+.3g} % is below 0 by more than 2 standard errors: a lithiated "
-                       f"particle smaller than its Li-free control points to an unrelaxed shell or a broken "
-                       f"measurement")
+    shrunk = ("a lithiated particle smaller than its Li-free control points to an unrelaxed shell or a "
+              "broken measurement")
+    if np.isfinite(se) and mean + 2.0 * se < 0:
+        reasons.append(f"ΔV/V0 = {100 * mean:+.3g} % is below 0 by more than 2 standard errors: {shrunk}")
+    elif not np.isfinite(se) and mean < 0:
+        reasons.append(f"ΔV/V0 = {100 * mean:+.3g} % is below 0 (one seed: no standard error): {shrunk}")
     return "; ".join(reasons) or None
 
 

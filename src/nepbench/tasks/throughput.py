@@ -10,13 +10,15 @@ Three comparisons, all recorded:
       the sizes and the exponent's standard error recorded (none from 2 sizes).
 Warm-up steps are excluded from every timing. NEP repeats give min/median/max; CP2K is timed once
 per cell and invocation (`TaskContext.shared`), so every model's ratio of one run divides by the same
-CP2K measurement, and a later run or another machine measures it again. The 1-minute load average
-before each CP2K timing is recorded: other work on the cores slows CP2K and inflates the ratio.
+CP2K measurement, and a later run or another machine measures it again. The cores other processes
+keep busy in the second before each CP2K timing are recorded: other work on the cores slows CP2K and
+inflates the ratio.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -65,12 +67,30 @@ def time_md(engine, atoms: Atoms, protocol: MDProtocol, repeats: int) -> dict[st
     return tp.summarise_repeats(per_step)
 
 
-def load_1min() -> float | None:
-    """The machine's 1-minute load average, or None where the platform has none."""
+def _busy_jiffies() -> int:
+    """CPU time all cores spent busy since boot (user, nice, system, irq, softirq, steal), in clock
+    ticks, from /proc/stat's first line."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+def other_cores_busy(window_s: float = 1.0) -> float | None:
+    """Cores' worth of CPU that processes other than this one (and its finished children) used over
+    the next `window_s` seconds, or None where /proc/stat cannot be read. A 1-minute load average
+    would count this suite's own NEP runs of the minute before as other work."""
     try:
-        return float(os.getloadavg()[0])
-    except (AttributeError, OSError):
+        ticks = os.sysconf("SC_CLK_TCK")
+        own = os.times()
+        busy, start = _busy_jiffies(), time.monotonic()
+        time.sleep(window_s)
+        busy_after, end, own_after = _busy_jiffies(), time.monotonic(), os.times()
+    except (OSError, ValueError, AttributeError):
         return None
+    own_s = sum(getattr(own_after, k) - getattr(own, k)
+                for k in ("user", "system", "children_user", "children_system"))
+    return max(0.0, ((busy_after - busy) / ticks - own_s) / (end - start))
 
 
 def cp2k_timing_shared(cp2k, atoms: Atoms, protocol: MDProtocol, shared: dict[str, Any]) -> dict[str, Any]:
@@ -89,14 +109,14 @@ def cp2k_timing_shared(cp2k, atoms: Atoms, protocol: MDProtocol, shared: dict[st
     cache = shared.setdefault("cp2k_timing", {})
     if key in cache:
         return cache[key]
-    load_before = load_1min()
+    busy_before = other_cores_busy()
     result = cp2k.md(atoms, protocol)
     timing = tp.summarise_repeats([result.timing.s_per_step])
     # SCF iterations of the timed step(s), recorded because a fresh start has little wavefunction
     # history; on the quick cell steps 1-10 all took 10 (docs/cp2k_settings.md), so steps 2-3 are
     # steady state there
     timing["scf_iterations_per_step"] = result.extra.get("scf_iterations_per_timed_step")
-    timing["load_1min_before"] = load_before
+    timing["other_cores_busy_before"] = busy_before
     cache[key] = timing
     return timing
 
@@ -109,13 +129,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def busy_cores_note(load_before: float | None, ranks: int, cores: int | None) -> str | None:
-    """A warning when the load before a CP2K timing leaves fewer idle cores than CP2K has ranks."""
-    if load_before is None or not cores:
+def busy_cores_note(busy_before: float | None, ranks: int, cores: int | None) -> str | None:
+    """A warning when other processes, just before a CP2K timing, leave fewer idle cores than CP2K
+    has ranks (`busy_before`: cores' worth of their CPU use, `other_cores_busy`)."""
+    if busy_before is None or not cores:
         return None
-    if load_before + ranks > cores + 0.5:
-        return (f"the machine was busy before CP2K was timed (1-min load {load_before:.1f} on {cores} "
-                f"logical cores, CP2K on {ranks} ranks): CP2K's s/step may be inflated, and the ratio with it")
+    if busy_before + ranks > cores + 0.5:
+        return (f"the machine was busy when CP2K was timed (other processes used {busy_before:.1f} of "
+                f"{cores} logical cores in the second before; CP2K on {ranks} ranks): CP2K's s/step may "
+                f"be inflated, and the ratio with it")
     return None
 
 
@@ -165,7 +187,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     for atoms in unique_cells(base, list(p.get("identical_sizes", [len(base)]))) if cp2k else []:
         prot = protocol_for(p, int(p.get("cp2k_steps", 2)), int(p.get("cp2k_warmup", 1)))
         cp2k_t = cp2k_timing_shared(cp2k, atoms, prot, ctx.shared)
-        busy = busy_cores_note(cp2k_t.get("load_1min_before"), ranks, hardware.get("logical_cores"))
+        busy = busy_cores_note(cp2k_t.get("other_cores_busy_before"), ranks, hardware.get("logical_cores"))
         if busy and busy not in notes:
             notes.append(busy)
         nep_prot = protocol_for(p, int(p.get("nep_steps", 200)), int(p.get("nep_warmup", 10)))
@@ -173,7 +195,7 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         n = len(atoms)
         row = {"n_atoms": n, "cp2k_s_per_step": cp2k_t["median"],
                "cp2k_scf_iterations_per_step": cp2k_t.get("scf_iterations_per_step"),
-               "cp2k_load_1min_before": cp2k_t.get("load_1min_before"),
+               "cp2k_other_cores_busy_before": cp2k_t.get("other_cores_busy_before"),
                "nep_s_per_step": nep_t["median"], "nep_s_per_step_min": nep_t["min"],
                "nep_s_per_step_max": nep_t["max"], "nep_engine": "nep_cpu",
                "ratio": tp.speed_ratio(n / nep_t["median"], n / cp2k_t["median"]),
@@ -267,10 +289,17 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                   c=engines.get("cp2k", "CP2K not installed"), cpu=cpu, r=p.get("repeats", 3)))
     method += gpu_note + "".join(f"; {note}" for note in notes)
     reasons: dict[str, str] = {}
+    if cp2k is None:
+        for key in ("speedup_cpu_identical_n", "speedup_gpu_identical_n", "speedup_gpu_vs_cp2k_per_atom_step"):
+            reasons[key] = "not measured: CP2K (cp2k.psmp) is not installed here"
+    elif len(cp2k_n) < 2:
+        target_n = int(p.get("extrapolate_to_n", 1000))
+        reasons[f"speedup_cpu_extrapolated_n{target_n}"] = (
+            f"not measured: CP2K was timed on {len(cp2k_n)} distinct cell size(s); a scaling fit needs 2")
     if gpu_reason:
         method += f"; GPU not measured: {gpu_reason}"
         for key in ("gpumd_atom_steps_per_s_max", "speedup_gpu_vs_cp2k_per_atom_step", "speedup_gpu_identical_n"):
-            if key not in metrics:
+            if key not in metrics and key not in reasons:
                 reasons[key] = f"not measured: {gpu_reason}"
     return TaskOutcome("done", metrics=metrics, metric_units=units,
                        series={"identical_n": identical, "scaling": scaling, "fits": fits}, method=method,
