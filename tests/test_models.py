@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tomllib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +134,15 @@ def _rewrite(path: Path, edit) -> Path:
     (lambda lines: ["nep4_dipole 3 Li Si C"] + lines[1:], "unsupported model type"),
     (lambda lines: lines[:40] + ["nan"] + lines[41:], "non-finite parameter"),
     (lambda lines: lines[:40] + ["1.0 2.0"] + lines[41:], "is not one number"),
+    (lambda lines: lines[:1] + ["zbl nan nan"] + lines[2:], "line 2: non-finite zbl value"),
+    (lambda lines: lines[:1] + ["zbl -1 2"] + lines[2:], "line 2: zbl values must be positive"),
+    (lambda lines: lines[:2] + ["cutoff 0 0 0 0"] + lines[3:], "line 3: cutoff values must be positive"),
+    (lambda lines: lines[:2] + ["cutoff -1 4 200 100"] + lines[3:], "cutoff values must be positive"),
+    (lambda lines: lines[:2] + ["cutoff inf 4 200 100"] + lines[3:], "non-finite cutoff value"),
+    (lambda lines: lines[:2] + ["cutoff 5 x 200 100"] + lines[3:], "cutoff values must be numbers"),
+    (lambda lines: lines[:3] + ["n_max -1 4"] + lines[4:], "n_max values must be integers >= 0"),
+    (lambda lines: lines[:5] + ["l_max 4 2.5 0"] + lines[6:], "l_max values must be integers >= 0"),
+    (lambda lines: [lines[0], lines[2], lines[1]] + lines[3:], "line 2: expected 'zbl <values>'"),
 ])
 def test_malformed_models_are_one_line_errors(good_model, edit, problem):
     models.validate_model_file(good_model)  # the unedited file is fine
@@ -204,6 +215,111 @@ def test_fetch_derives_caches_and_verifies(tmp_path, cache):
     message = one_line(exc)
     assert str(info.path) in message and f"expected {records['tiny'].sha256}" in message
     assert "got " in message
+
+
+def test_header_is_checked_before_the_file_enters_the_cache(tmp_path, cache):
+    """A file whose header differs from the registry never enters the cache; a file already cached
+    (sha256 as registered, e.g. by an older nepbench) is compared with the registry too."""
+    source = models.write_random_model(tmp_path / "src.txt", species=("Li", "Si", "O"), seed=1)
+    registry = write_registry(tmp_path / "r.toml", registry_text("tiny", source, sha256_file(source),
+                                                                ("Li", "Si", "C")))
+    records = models.load_registry(registry)
+    for _ in range(2):
+        with pytest.raises(ModelError) as exc:
+            models.resolve_model("tiny", registry=records)
+        assert f"header nep4_zbl Li Si O differs from the registry (nep4_zbl Li Si C in {registry})" in one_line(exc)
+    assert not (cache / "tiny" / "nep.txt").exists()
+    (cache / "tiny").mkdir(parents=True)
+    shutil.copy(source, cache / "tiny" / "nep.txt")
+    for fetch in (True, False):
+        with pytest.raises(ModelError) as exc:
+            models.resolve_model("tiny", fetch=fetch, registry=records)
+        assert one_line(exc).startswith(f"{cache / 'tiny' / 'nep.txt'}: header nep4_zbl Li Si O differs")
+
+
+def test_derived_model_with_another_species_order_is_not_cached(tmp_path, cache):
+    from calorine.nep import read_model
+
+    source = models.write_random_model(tmp_path / "src.txt", species=("Li", "O", "Si", "C"), seed=5)
+    derived = tmp_path / "derived.txt"
+    read_model(str(source)).keep_species(["Li", "Si", "C"]).write(str(derived))  # header Li Si C
+    records = models.load_registry(write_registry(tmp_path / "r.toml", registry_text(
+        "tiny", source, sha256_file(source), ("C", "Li", "Si"), keep=("Li", "Si", "C"),
+        derived_sha=sha256_file(derived))))
+    for _ in range(2):
+        with pytest.raises(ModelError) as exc:
+            models.fetch_model("tiny", records)
+        assert one_line(exc).startswith(f"{cache / 'tiny' / 'nep.txt'}: header nep4_zbl Li Si C differs")
+    assert not (cache / "tiny").exists() or not any((cache / "tiny").iterdir())
+
+
+def _wheel_registry(tmp_path: Path, model: Path) -> dict[str, models.ModelRecord]:
+    text = registry_text("w", model, sha256_file(model), ("Li", "Si", "C")).replace(
+        f'{{ kind = "file", path = "{model}" }}',
+        '{ kind = "pypi-wheel", package = "fakepkg", version = "1.0", file = "pkg/nep.txt", '
+        'python_version = "3.11", platform = "any" }')
+    text += f"source_size_bytes = {model.stat().st_size}\n"
+    return models.load_registry(write_registry(tmp_path / "r.toml", text))
+
+
+def test_wheel_member_size_is_checked_before_it_is_decompressed(tmp_path, cache, monkeypatch):
+    model = models.write_random_model(tmp_path / "m.txt", seed=2)
+    records = _wheel_registry(tmp_path, model)
+    wheel = tmp_path / "fakepkg-1.0-py3-none-any.whl"
+    monkeypatch.setattr(models, "_download_wheel", lambda source, dest: Path(shutil.copy(wheel, dest)))
+    decompressed: list[int] = []
+    real_read = zipfile.ZipExtFile.read
+
+    def counting_read(self, n=-1):
+        data = real_read(self, n)
+        decompressed.append(len(data))
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", counting_read)
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("pkg/nep.txt", b"0" * (8 << 20))
+    with pytest.raises(ModelError) as exc:
+        models.fetch_model("w", records)
+    assert one_line(exc) == (f"fakepkg==1.0:pkg/nep.txt: size {8 << 20} bytes, registry expects "
+                             f"{model.stat().st_size}")
+    assert sum(decompressed) == 0 and not (cache / "w").exists()
+
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("pkg/nep.txt", model.read_bytes())
+    assert models.fetch_model("w", records).read_bytes() == model.read_bytes()
+    assert sum(decompressed) == model.stat().st_size
+
+
+def test_upstream_copy_reads_at_most_one_byte_more_than_registered(tmp_path):
+    class Endless:
+        """A stream that never ends (a lying archive header, a growing file)."""
+        served = 0
+
+        def read(self, n=-1):
+            assert n > 0, "never read a whole stream"
+            self.served += n
+            return b"0" * n
+
+    record = models.ModelRecord(name="x", description="", source={"kind": "file", "path": "x"},
+                                source_sha256="0" * 64, species=("Li",), nep_version="nep4", licence="",
+                                citation="", source_size_bytes=100)
+    stream = Endless()
+    with pytest.raises(ModelError, match=r"^origin: size more than 100 bytes, registry expects 100$"):
+        models._store_verified(stream, record, "origin", tmp_path / "out" / "src.txt")
+    assert stream.served == 101 and list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../../../outside", "a.b", "a/b", ".hidden", "a b", ""])
+def test_registry_names_that_could_leave_the_cache_are_refused(tmp_path, cache, name):
+    model = models.write_random_model(tmp_path / "m.txt", seed=1)
+    path = write_registry(tmp_path / "r.toml", registry_text(json.dumps(name), model, sha256_file(model),
+                                                             ("Li", "Si", "C")))
+    with pytest.raises(ModelError) as exc:
+        models.load_registry(path)
+    assert one_line(exc).startswith(f"{path}: model name {name!r} not allowed")
+    with pytest.raises(ModelError, match="not allowed"):
+        models.cached_model_path(name)
+    assert not (tmp_path / "outside").exists()
 
 
 def test_source_hash_mismatch(tmp_path, cache):
@@ -295,6 +411,80 @@ def test_unknown_and_unfetched_names(cache):
         models.resolve_model("nep42")
     with pytest.raises(ModelError, match="is not cached; run `nepbench models fetch nep89-lisic`"):
         models.resolve_model("nep89-lisic", fetch=False)
+
+
+# --------------------------------------------------------------------------- registering local models
+
+def _two_models(tmp_path: Path) -> tuple[Path, Path]:
+    """<tmp>/models/registry.toml with local models "mine" (m1.txt) then "other"; returns (registry, m1)."""
+    (tmp_path / "models").mkdir()
+    registry = tmp_path / "models" / "registry.toml"
+    m1 = models.write_random_model(tmp_path / "m1.txt", seed=1)
+    models.register_local_model("mine", m1, "d", "CC0", "c", registry=registry)
+    models.register_local_model("other", models.write_random_model(tmp_path / "o.txt", seed=3), "o", "CC0",
+                                "c", registry=registry)
+    return registry, m1
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.replace("licence =", "# licence checked by X\nlicence =", 1),  # comment inside the table
+    lambda t: t.replace("[models.mine]", "[models.mine]  # v1"),  # comment after the header
+    lambda t: t.replace("[models.mine]", '[ models . "mine" ]'),  # quoted key, spaces
+    lambda t: t.replace("\n\n[models.other]", '\nnotes = """\n[models.fake]\n"""\n\n[models.other]'),
+    lambda t: t.replace("\n\n[models.other]", "\n[models.mine.training]\nsteps = 6\n\n[models.other]"),
+], ids=["comment-inside", "comment-after-header", "quoted-key", "header-in-string", "sub-table"])
+def test_reregistering_replaces_the_whole_table_whatever_its_layout(tmp_path, edit):
+    registry, _ = _two_models(tmp_path)
+    text = edit(registry.read_text()).replace("[models.other]", "# the next model\n[models.other]")
+    registry.write_text(text)
+    before = models.load_registry(registry)
+    m2 = models.write_random_model(tmp_path / "m2.txt", seed=2)
+    record = models.register_local_model("mine", m2, "d2", "CC0", "c", registry=registry)
+    after = models.load_registry(registry)
+    assert record.sha256 == after["mine"].sha256 == sha256_file(m2) and after["other"] == before["other"]
+    assert set(tomllib.loads(registry.read_text())["models"]["mine"]) == set(REQUIRED) | {"source_size_bytes"}
+    assert "# the next model\n[models.other]" in registry.read_text()
+    assert (tmp_path / "models" / "mine" / "nep.txt").read_bytes() == m2.read_bytes()
+
+
+def test_registration_refuses_unsafe_names(tmp_path):
+    registry, _ = _two_models(tmp_path)
+    before = registry.read_text()
+    for name in ("mine.v2", "../up", "a b"):
+        with pytest.raises(ModelError) as exc:
+            models.register_local_model(name, tmp_path / "m1.txt", "d", "CC0", "c", registry=registry)
+        assert one_line(exc).startswith(f"{registry}: model name {name!r} not allowed")
+    assert registry.read_text() == before and sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "mine", "other", "registry.toml"]
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_failed_registry_write_restores_the_model_file(tmp_path, monkeypatch, hard_links):
+    registry, m1 = _two_models(tmp_path)
+    before = registry.read_text()
+    m2 = models.write_random_model(tmp_path / "m2.txt", seed=2)
+    real_write = models.atomic_write_bytes
+
+    def full_disk(path, data):
+        if Path(path) == registry:
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    def no_link(source, target):
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(models, "atomic_write_bytes", full_disk)
+    if not hard_links:
+        monkeypatch.setattr(models.os, "link", no_link)
+    for name in ("mine", "new"):
+        with pytest.raises(OSError, match="No space left"):
+            models.register_local_model(name, m2, "d", "CC0", "c", registry=registry)
+    monkeypatch.undo()
+    assert registry.read_text() == before and not (tmp_path / "models" / "new").exists()
+    assert os.listdir(tmp_path / "models" / "mine") == ["nep.txt"]  # no backup left behind
+    assert (tmp_path / "models" / "mine" / "nep.txt").read_bytes() == m1.read_bytes()
+    info = models.resolve_model("mine", fetch=False, registry=models.load_registry(registry))
+    assert info.sha256 == sha256_file(m1)
 
 
 # --------------------------------------------------------------------------- CLI

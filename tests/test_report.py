@@ -216,6 +216,46 @@ def test_all_text_is_escaped(tmp_path):
     assert "<script>" not in markdown and "fixture &lt;suite&gt;" in markdown
 
 
+def test_markdown_cells_keep_one_row_and_inject_nothing(tmp_path):
+    """A lone \\r (or any line break) cannot end a table row; links, headings and emphasis stay text."""
+    records = fixture_records()
+    records[0]["method"] = "fixture\r| injected | row |\r# Injected heading\r[click](javascript:alert(1)) *b* `c`"
+    records[0]["reason"] = "a\u2028# heading\x0b![img](x.png) & &lt;"
+    report = build_report([write_run(tmp_path, records)], figures=False)
+    markdown = render_markdown({**report, "figures": []})
+    assert not any(c in markdown for c in "\r\x0b\u2028")
+    assert not any(line.startswith("# Injected") or line.startswith("# heading") for line in markdown.split("\n"))
+    assert "](javascript" not in markdown and "![img]" not in markdown and "*b*" not in markdown
+    row = next(line for line in markdown.split("\n") if "injected" in line)
+    assert len(re.findall(r"(?<!\\)\|", row)) == 6 + 1  # six cells: Claim ... Verdict
+    assert ("\\| injected \\| row \\| \\# Injected heading "
+            "\\[click\\]\\(javascript:alert\\(1\\)\\) \\*b\\* \\`c\\`") in row
+    assert "&amp; &amp;lt;" in markdown  # an entity in the input shows as typed
+
+
+def test_figure_files_are_unique_when_task_ids_slug_alike(tmp_path):
+    rng = np.random.default_rng(0)
+    records = [result("parity a", "parity", "P1", model="m1", series=parity_series(0.1, rng)),
+               result("parity:a", "parity", "P2", model="m2", series=parity_series(0.5, rng)),
+               result("parity-m3", "parity", "P3", model="m3", series=parity_series(0.2, rng)),  # group parity-{model}
+               result("parity-models", "parity", "P4", model="m4", series=parity_series(0.3, rng))]
+    for record in records:
+        record["series"].pop("energy")
+    suite = {**suite_dict(), "criteria": [],
+             "tasks": [{"id": r["task_id"], "type": "parity", "title": r["title"]} for r in records]}
+    report = build_report([write_run(tmp_path / "run", records, suite=suite)])
+    files = [f["file"] for f in report["figures"]]
+    assert len(files) == len(set(files)) == 8  # per task: its group's motifs overlay and its force panels
+    assert "figures/parity-m3-forces.png" in files and "figures/parity-models-motifs.png" in files  # names kept
+    write_report(report, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == sorted(Path(f).name for f in files)
+    refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (tmp_path / "out" / "report.md").read_text())
+    assert sorted(refs) == sorted(files)
+    page = (tmp_path / "out" / "report.html").read_text()
+    ids = re.findall(r'id="(task-[^"]*)"', page)
+    assert len(ids) == len(set(ids)) == 4
+
+
 def test_merges_slurm_array_run_directories(tmp_path):
     records = fixture_records()
     write_run(tmp_path / "a", records[:3])
@@ -320,6 +360,10 @@ def test_verify_missing_directory_is_exit_2(tmp_path, capsys):
      '"provenance": {"packages": [1]}}', "'provenance.packages' must be a JSON object"),
     ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
      '"model": {"name": ["m"]}}', "'model.name' must be a string or null"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"provenance": {"hardware": {"gpus": 1}}}', "'provenance.hardware.gpus' must be a list of strings"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"provenance": {"hardware": {"gpus": [1]}}}', "'provenance.hardware.gpus' must be a list of strings"),
 ])
 def test_malformed_record_one_clear_error_and_no_results(tmp_path, capsys, content, problem):
     run = write_run(tmp_path, fixture_records()[:2])

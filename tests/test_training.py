@@ -346,3 +346,15 @@ def test_prepare_only_for_gpumd_writes_a_clean_run_directory(tiny_reference, tmp
     assert (out / "run" / "train.xyz").is_file() and (out / "run" / "test.xyz").is_file()
     record = json.loads((out / "provenance.json").read_text())
     assert "trainer" not in record and record["training_data"]["n_train_frames"] == 2
+
+
+def test_train_refuses_an_unsafe_register_name_before_training(tmp_path, monkeypatch, capsys):
+    from nepbench.cli import main
+
+    def no_snapshot(*args, **kwargs):
+        raise AssertionError("training began before the name was checked")
+
+    monkeypatch.setattr(training, "reference_snapshot", no_snapshot)
+    assert main(["train", "--out", str(tmp_path / "t"), "--register", "../outside"]) != 0
+    err = capsys.readouterr().err
+    assert "--register: model name '../outside' not allowed" in err and len(err.strip().splitlines()) == 1

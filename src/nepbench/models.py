@@ -23,7 +23,9 @@ and, for a derived model, the sha256 of the derived file recorded in the registr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -31,9 +33,10 @@ import sys
 import tempfile
 import tomllib
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, BinaryIO, Iterable, Mapping, Sequence
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -54,6 +57,13 @@ SOURCE_KINDS = ("pypi-wheel", "file", "local")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _KNOWN_ELEMENTS = set(chemical_symbols[1:])
 _PIP_TIMEOUT_S = 600
+_CHUNK_BYTES = 1 << 20  # bytes read at a time when copying an upstream file
+#: Registry names: a TOML bare key without '.' (which TOML reads as a nested table) and one safe
+#: folder name in the cache (no '/', '..' or spaces), 1-64 characters.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: Header rows after the first line, in the order GPUMD writes (and reads) them.
+_HEADER_ROWS = ("cutoff", "n_max", "basis_size", "l_max", "ANN")
+_POSITIVE_ROWS = ("zbl", "cutoff")  # cutoffs in Å and neighbour counts: finite and > 0
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,18 @@ def registry_path() -> Path:
     return _REPO_REGISTRY if _REPO_REGISTRY.is_file() else _PACKAGE_REGISTRY
 
 
+def check_model_name(name: Any, where: str) -> str:
+    """`name` if it is a safe registry name, else ModelError naming `where` (a file) and the name.
+
+    A name is 1-64 letters, digits, '_' and '-', starting with a letter or digit: a TOML bare key
+    that is not a dotted (nested) key, and a single folder name under the cache (no '/', '..').
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ModelError(f"{where}: model name {name!r} not allowed (use 1-64 letters, digits, '_' "
+                         "and '-', starting with a letter or digit; no '.', '/' or spaces)")
+    return name
+
+
 def _req(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in table:
         raise ModelError(f"{where}: missing field {key!r}")
@@ -190,7 +212,10 @@ def _parse_source(source: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord:
     """Check one registry table and turn it into a `ModelRecord` (ModelError on any problem)."""
+    check_model_name(name, where)
     where = f"{where} [models.{name}]"
+    if not isinstance(table, dict):
+        raise ModelError(f"{where}: must be a table, got {type(table).__name__}")
     source = _parse_source(_req(table, "source", dict, where), where)
     derived = None
     if "derived" in table:
@@ -227,6 +252,11 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Model
     """All registry records by name, each checked against the schema (ModelError names the file)."""
     path = Path(path) if path is not None else registry_path()
     data = load_toml(path, lambda where, problem: ModelError(f"{where}: model registry {problem}"))
+    return registry_records(data, path)
+
+
+def registry_records(data: Mapping[str, Any], path: str | os.PathLike[str]) -> dict[str, ModelRecord]:
+    """The records of a parsed registry document `data` read from `path` (named in errors)."""
     models = data.get("models")
     if not isinstance(models, dict) or not models:
         raise ModelError(f"{path}: no [models.<name>] tables")
@@ -277,8 +307,9 @@ def validate_model_file(path: str | os.PathLike[str]) -> tuple[str, tuple[str, .
     """Check that `path` is a complete, finite NEP4 potential file; return (version, species).
 
     Catches, each as one ModelError line naming the file: missing or empty file, unknown or
-    unsupported header, unparsable or non-finite (NaN/inf) parameters, and a parameter count
-    that does not match the header (truncated or padded file; counted by calorine's reader).
+    unsupported header, header rows out of order or with non-numeric, non-finite or out-of-range
+    values (`_check_header_rows`), unparsable or non-finite (NaN/inf) parameters, and a parameter
+    count that does not match the header (truncated or padded file; counted by calorine's reader).
     """
     path = Path(path)
     version, species = read_nep_header(path)
@@ -289,6 +320,7 @@ def validate_model_file(path: str | os.PathLike[str]) -> tuple[str, tuple[str, .
     n_header = 7 if "zbl" in version else 6
     if len(lines) <= n_header:
         raise ModelError(f"{path}: truncated: {len(lines)} lines, header alone needs {n_header}")
+    _check_header_rows(path, lines[1:n_header], ("zbl",) * ("zbl" in version) + _HEADER_ROWS)
     values = np.empty(len(lines) - n_header)
     for k, line in enumerate(lines[n_header:]):
         try:
@@ -308,6 +340,34 @@ def validate_model_file(path: str | os.PathLike[str]) -> tuple[str, tuple[str, .
         text = " ".join(str(exc).split())
         raise ModelError(f"{path}: malformed model ({text[:200]})") from None
     return version, species
+
+
+def _check_header_rows(path: Path, rows: Sequence[str], keywords: Sequence[str]) -> None:
+    """ModelError (naming the file and line) unless header rows 2.. are `<keyword> <numbers>` with
+    the `keywords` in order, each with at least one number, all finite.
+
+    zbl and cutoff values (cutoffs in Å, neighbour counts) must be > 0, except `zbl 0 0`, GPUMD's
+    marker of a flexible ZBL; n_max, basis_size, l_max and ANN values are integers >= 0.
+    """
+    for line_no, (row, keyword) in enumerate(zip(rows, keywords), start=2):
+        tokens = row.split()
+        if not tokens or tokens[0] != keyword or len(tokens) < 2:
+            raise ModelError(f"{path}: line {line_no}: expected '{keyword} <values>', got {row.strip()[:40]!r}")
+        try:
+            values = [float(t) for t in tokens[1:]]
+        except ValueError:
+            raise ModelError(f"{path}: line {line_no}: {keyword} values must be numbers, "
+                             f"got {row.strip()[:40]!r}") from None
+        if not all(math.isfinite(v) for v in values):
+            raise ModelError(f"{path}: line {line_no}: non-finite {keyword} value ({row.strip()[:40]})")
+        if keyword in _POSITIVE_ROWS:
+            checked = values[2:] if keyword == "zbl" and values[:2] == [0.0, 0.0] else values
+            if any(v <= 0 for v in checked):
+                raise ModelError(f"{path}: line {line_no}: {keyword} values must be positive "
+                                 f"(cutoffs in Å, neighbour counts), got {row.strip()[:40]!r}")
+        elif any(v < 0 or v != int(v) for v in values):
+            raise ModelError(f"{path}: line {line_no}: {keyword} values must be integers >= 0, "
+                             f"got {row.strip()[:40]!r}")
 
 
 def check_species(model: ModelInfo | Iterable[str], atoms: Any, source: str | os.PathLike[str]) -> None:
@@ -336,8 +396,9 @@ def cache_root() -> Path:
 
 
 def cached_model_path(name: str) -> Path:
-    """Where registry model `name` lives in the cache (whether or not it is there yet)."""
-    return cache_root() / name / "nep.txt"
+    """Where registry model `name` lives in the cache (whether or not it is there yet); a name
+    that could leave the cache folder (see `check_model_name`) is a ModelError."""
+    return cache_root() / check_model_name(name, str(cache_root())) / "nep.txt"
 
 
 def _source_cache_path(record: ModelRecord) -> Path:
@@ -373,32 +434,72 @@ def _fetch_source(record: ModelRecord, force: bool = False) -> Path:
     if target.is_file() and not force:
         _check_hash(target, record.source_sha256, f"the cached upstream file of {record.name}")
         return target
-    kind = record.source["kind"]
-    if kind == "file":
+    if record.source["kind"] == "file":
         src = Path(record.source["path"]).expanduser()
         if not src.is_file():
             raise ModelError(f"{src}: source file of model {record.name} not found")
-        data = src.read_bytes()
-        origin = str(src)
-    else:
-        member = record.source["file"]
-        with tempfile.TemporaryDirectory(prefix="nepbench-wheel-") as tmp:
-            wheel = _download_wheel(record.source, Path(tmp))
+        with open(src, "rb") as stream:
+            _store_verified(stream, record, str(src), target)
+        return target
+    with tempfile.TemporaryDirectory(prefix="nepbench-wheel-") as tmp:
+        _extract_member(_download_wheel(record.source, Path(tmp)), record, target)
+    return target
+
+
+def _extract_member(wheel: Path, record: ModelRecord, target: Path) -> None:
+    """Store the record's wheel member at `target`, verified; its declared size is compared with
+    `source_size_bytes` before a byte is decompressed, and at most that many + 1 are read."""
+    member = record.source["file"]
+    origin = f"{record.source['package']}=={record.source['version']}:{member}"
+    try:
+        with zipfile.ZipFile(wheel) as archive:
             try:
-                with zipfile.ZipFile(wheel) as archive:
-                    data = archive.read(member)
+                info = archive.getinfo(member)
             except KeyError:
                 raise ModelError(f"{wheel.name}: has no member {member}") from None
-            except zipfile.BadZipFile:
-                raise ModelError(f"{wheel.name}: not a valid wheel (zip)") from None
-        origin = f"{record.source['package']}=={record.source['version']}:{member}"
-    if record.source_size_bytes is not None and len(data) != record.source_size_bytes:
-        raise ModelError(f"{origin}: size {len(data)} bytes, registry expects {record.source_size_bytes}")
-    got = sha256_bytes(data)
-    if got != record.source_sha256:
-        raise ModelError(f"{origin}: sha256 mismatch: expected {record.source_sha256}, got {got}")
-    atomic_write_bytes(target, data)
-    return target
+            expected = record.source_size_bytes
+            if expected is not None and info.file_size != expected:
+                raise ModelError(f"{origin}: size {info.file_size} bytes, registry expects {expected}")
+            with archive.open(info) as stream:
+                _store_verified(stream, record, origin, target)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise ModelError(f"{wheel.name}: not a valid wheel (zip): {' '.join(str(exc).split())[:120]}") from None
+
+
+def _store_verified(stream: BinaryIO, record: ModelRecord, origin: str, target: Path) -> None:
+    """Copy `stream` to `target` atomically, hashing as it goes, in chunks of `_CHUNK_BYTES`.
+
+    Reads at most `source_size_bytes` + 1 bytes (all of it when the registry has no size), so
+    memory stays at one chunk; on a size or sha256 mismatch raises ModelError naming `origin`
+    and leaves `target` as it was.
+    """
+    expected = record.source_size_bytes
+    limit = None if expected is None else expected + 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while limit is None or size < limit:
+                chunk = stream.read(_CHUNK_BYTES if limit is None else min(_CHUNK_BYTES, limit - size))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if expected is not None and size != expected:
+            got = f"more than {expected}" if size > expected else str(size)
+            raise ModelError(f"{origin}: size {got} bytes, registry expects {expected}")
+        if digest.hexdigest() != record.source_sha256:
+            raise ModelError(f"{origin}: sha256 mismatch: expected {record.source_sha256}, "
+                             f"got {digest.hexdigest()}")
+        give_default_mode(tmp, target)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _derive(record: ModelRecord, source: Path, target: Path) -> None:
@@ -418,6 +519,7 @@ def _derive(record: ModelRecord, source: Path, target: Path) -> None:
                 f"{target}: sha256 mismatch for the model derived from {source.name}: expected "
                 f"{record.derived.derived_sha256}, got {got} (registry measured with "
                 f"{record.derived.tool or 'unknown tool'}; here calorine {_calorine_version()})")
+        _check_header(Path(tmp), record, shown=target)  # before the file enters the cache
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -456,24 +558,48 @@ def fetch_model(name: str, registry: Mapping[str, ModelRecord] | None = None,
         return _verified_local(record)
     target = cached_model_path(name)
     if target.is_file() and not force:
-        _check_hash(target, record.sha256, f"cached model {name} (delete it or run "
-                                           f"`nepbench models fetch {name} --force`)")
+        _check_cached(target, record, f"cached model {name} (delete it or run "
+                                      f"`nepbench models fetch {name} --force`)")
         return target
     source = _fetch_source(record, force=force)
     if record.derived is None:
+        _check_header(source, record)  # before the file enters the cache
         _link_or_copy(source, target)
     else:
         _derive(record, source, target)
-    _check_header(target, record)
     return target
 
 
-def _check_header(path: Path, record: ModelRecord) -> None:
-    """Raise ModelError when the file's NEP version or species differ from the registry record."""
-    version, species = validate_model_file(path)
+def _compare_header(shown: Path, version: str, species: tuple[str, ...], record: ModelRecord) -> None:
+    """ModelError naming `shown` when (version, species) differ from the registry record's."""
     if version != record.nep_version or species != record.species:
-        raise ModelError(f"{path}: header {version} {' '.join(species)} differs from the registry "
-                         f"({record.nep_version} {' '.join(record.species)})")
+        where = f" in {record.registry_file}" if record.registry_file else ""
+        raise ModelError(f"{shown}: header {version} {' '.join(species)} differs from the registry "
+                         f"({record.nep_version} {' '.join(record.species)}{where})")
+
+
+def _check_header(path: Path, record: ModelRecord, shown: Path | None = None) -> None:
+    """Validate the whole model file and compare its header with the registry record.
+
+    `shown` is the path errors name instead of `path` (the cache path for a temporary file).
+    """
+    shown = shown or path
+    try:
+        version, species = validate_model_file(path)
+    except ModelError as exc:
+        raise ModelError(str(exc).replace(str(path), str(shown))) from None
+    _compare_header(shown, version, species, record)
+
+
+def _check_cached(path: Path, record: ModelRecord, what: str) -> None:
+    """A cached model: sha256 as registered and header as registered (ModelError otherwise).
+
+    Only the header line is read: the full validation ran before the file entered the cache, and
+    the sha256 pins its content (a full parse of nep89.txt takes seconds).
+    """
+    _check_hash(path, record.sha256, what)
+    version, species = read_nep_header(path)
+    _compare_header(path, version, species, record)
 
 
 def local_model_path(record: ModelRecord) -> Path:
@@ -516,7 +642,8 @@ def _toml_value(value: Any) -> str:
 
 
 def registry_table_text(name: str, fields: Mapping[str, Any]) -> str:
-    """`[models.NAME]` followed by one `key = value` line per field."""
+    """`[models.NAME]` followed by one `key = value` line per field (NAME checked: a bare key)."""
+    check_model_name(name, "registry table")
     return f"[models.{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in fields.items())
 
 
@@ -528,12 +655,14 @@ def register_local_model(name: str, model_file: str | os.PathLike[str], descript
     Copies `model_file` to `<root>/models/NAME/nep.txt` (root = the folder holding the registry's
     folder) and adds or replaces the `[models.NAME]` table of the registry with a `kind = "local"`
     source, its sha256, size, species and version (read from the file), and the `extra` fields
-    (e.g. training provenance). Both writes are atomic; the new registry is parsed before it
-    replaces the old one. Returns the new record.
+    (e.g. training provenance). A replaced table is replaced whole, comments inside it included;
+    comments and blank lines above the next table stay. The new registry text is checked before
+    anything is written: it must load as `load_registry` loads it and differ from the old one in
+    `[models.NAME]` alone. Both writes are atomic, and a failed registry write puts the previous
+    model file back (`_write_model_and_registry`). Returns the new record.
     """
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
-        raise ModelError(f"model name {name!r}: use letters, digits, '.', '_' and '-'")
     registry_file = Path(registry) if registry is not None else registry_path()
+    check_model_name(name, str(registry_file))
     version, species = validate_model_file(model_file)
     root = registry_file.resolve().parent.parent
     target = registry_file.resolve().parent / name / "nep.txt"
@@ -551,25 +680,126 @@ def register_local_model(name: str, model_file: str | os.PathLike[str], descript
         **dict(extra or {}),
     }
     table = registry_table_text(name, fields)
-    old = registry_file.read_text() if registry_file.is_file() else ""
-    lines = old.splitlines(keepends=True)
-    header = re.compile(r"^\[models\.(.+?)\]\s*$")
-    start = next((i for i, line in enumerate(lines) if (m := header.match(line)) and m.group(1) == name), None)
-    if start is None:
-        new = old + ("" if not old or old.endswith("\n\n") else ("\n" if old.endswith("\n") else "\n\n")) + table
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("[", "#"))), len(lines))
-        while end > start + 1 and not lines[end - 1].strip():
-            end -= 1
-        new = "".join(lines[:start]) + table + "".join(lines[end:])
     try:
-        parsed = tomllib.loads(new)["models"]
-        record = parse_record(name, parsed[name], str(registry_file))
-    except (tomllib.TOMLDecodeError, KeyError) as exc:
-        raise ModelError(f"{registry_file}: registering {name} would corrupt the registry ({exc})") from None
-    atomic_write_bytes(target, data)
-    atomic_write_bytes(registry_file, new.encode())
-    return dataclasses.replace(record, registry_file=str(registry_file))
+        old = registry_file.read_text(encoding="utf-8") if registry_file.is_file() else ""
+    except UnicodeDecodeError:
+        raise ModelError(f"{registry_file}: model registry is not UTF-8") from None
+    new = replace_registry_table(old, name, table)
+    record = _checked_registry(old, new, name, table, registry_file)
+    _write_model_and_registry(target, data, registry_file, new)
+    return record
+
+
+def _header_path(line: str) -> tuple[str, ...] | None:
+    """The key path of a TOML table header line (`[models."a"]  # note` → ("models", "a")), or
+    None when the line alone is not a table header (a key, a comment, part of a value)."""
+    if not line.lstrip().startswith("["):
+        return None
+    try:
+        node: Any = tomllib.loads(line)
+    except tomllib.TOMLDecodeError:
+        return None
+    path: list[str] = []
+    while node:
+        if isinstance(node, list):  # [[array.of.tables]]
+            node = node[-1]
+            continue
+        if not isinstance(node, dict) or len(node) != 1:
+            return None
+        ((key, node),) = node.items()
+        path.append(key)
+    return tuple(path)
+
+
+def _is_toml(text: str) -> bool:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
+    return True
+
+
+def _table_span(lines: Sequence[str], name: str) -> tuple[int, int] | None:
+    """[start, end) line indices of the `[models.NAME]` table (its sub-tables included), or None.
+
+    A header line counts only where the text above it is complete TOML, so a line inside a
+    multi-line string or array that looks like a header does not. Comment and blank lines just
+    above the next table belong to that table.
+    """
+    headers = [(i, path) for i, line in enumerate(lines)
+               if (path := _header_path(line)) is not None and _is_toml("".join(lines[:i]))]
+    start = next((i for i, path in headers if path == ("models", name)), None)
+    if start is None:
+        return None
+    end = next((i for i, path in headers if i > start and path[:2] != ("models", name)), len(lines))
+    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+        end -= 1
+    return start, end
+
+
+def replace_registry_table(old: str, name: str, table: str) -> str:
+    """Registry text `old` with its `[models.NAME]` table replaced by `table` (or `table` appended
+    after a blank line when there is none)."""
+    lines = [line for line in re.split(r"(?<=\n)", old) if line]
+    span = _table_span(lines, name)
+    if span is None:
+        return old + ("" if not old or old.endswith("\n\n") else ("\n" if old.endswith("\n") else "\n\n")) + table
+    start, end = span
+    return "".join(lines[:start]) + table + "".join(lines[end:])
+
+
+def _checked_registry(old: str, new: str, name: str, table: str, registry_file: Path) -> ModelRecord:
+    """NAME's record from registry text `new`, after checking that `new` loads as `load_registry`
+    loads a file and equals `old` with only `[models.NAME]` replaced by `table` (ModelError else)."""
+    try:
+        before = tomllib.loads(old)
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError(f"{registry_file}: not valid TOML ({exc}); fix it before registering {name}") from None
+    corrupt = f"{registry_file}: registering {name} would corrupt the registry"
+    try:
+        after = tomllib.loads(new)
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError(f"{corrupt} ({exc})") from None
+    models_before = before.get("models", {})
+    if not isinstance(models_before, dict):
+        raise ModelError(f"{registry_file}: 'models' must be a table of [models.<name>] tables")
+    expected = {**before, "models": {**models_before, name: tomllib.loads(table)["models"][name]}}
+    if after != expected:
+        raise ModelError(f"{corrupt} (other tables or keys would change; edit the file by hand)")
+    return registry_records(after, registry_file)[name]
+
+
+def _write_model_and_registry(target: Path, data: bytes, registry_file: Path, text: str) -> None:
+    """Write the model file, then the registry; if the registry write fails, restore the previous
+    model file (or remove the new one), so the file and its registered sha256 stay a pair.
+
+    The previous file is kept as a hard link, so restoring it is a rename that needs no free disk
+    space (its bytes are held in memory where links are not supported).
+    """
+    backup = target.with_name(f".{target.name}.{os.getpid()}.previous")
+    previous: bytes | None = None
+    existed, new_folder = target.is_file(), not target.parent.exists()
+    if existed:
+        backup.unlink(missing_ok=True)
+        try:
+            os.link(target, backup)
+        except OSError:
+            previous = target.read_bytes()
+    try:
+        atomic_write_bytes(target, data)
+        atomic_write_bytes(registry_file, text.encode())
+    except BaseException:
+        if existed and previous is None:
+            os.replace(backup, target)
+        elif existed:
+            atomic_write_bytes(target, previous)
+        else:
+            target.unlink(missing_ok=True)
+            if new_folder and not any(target.parent.iterdir()):
+                target.parent.rmdir()
+        raise
+    finally:
+        backup.unlink(missing_ok=True)
 
 
 def _record(name: str, registry: Mapping[str, ModelRecord]) -> ModelRecord:
@@ -610,7 +840,7 @@ def resolve_model(name_or_path: str, fetch: bool = True,
     elif not path.is_file():
         raise ModelError(f"{path}: model {record.name} is not cached; run `nepbench models fetch {record.name}`")
     else:
-        _check_hash(path, record.sha256, f"cached model {record.name}")
+        _check_cached(path, record, f"cached model {record.name}")
     return ModelInfo(name=record.name, path=path, sha256=record.sha256, species=record.species,
                      nep_version=record.nep_version, source=dict(record.source))
 

@@ -81,6 +81,10 @@ def _train(args: argparse.Namespace) -> int:
         print("nepbench: error: --register needs a trained model (not --prepare-only/--trainer gpumd)",
               file=sys.stderr)
         return 2
+    if args.register:  # before hours of training, not after
+        from ..models import check_model_name
+
+        check_model_name(args.register, "--register")
     snapshot = training.reference_snapshot(args.reference)
     run = training.write_run_directory(out / "run", config, snapshot.train, snapshot.test, trainer=trainer)
     print(f"run directory {run.path}: {run.n_train} train frames ({run.n_train_atoms} atoms), "

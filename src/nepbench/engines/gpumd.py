@@ -671,7 +671,8 @@ class GpumdEngine(Engine):
         except ValueError as exc:
             raise InputError("input structure", str(exc)) from None
         record = self.record_frames
-        run_in = write_run_in(protocol, n_atoms=len(atoms), thermostat=self.thermostat, rdf_cutoff=cutoff if record else None,
+        run_in = write_run_in(protocol, n_atoms=len(atoms), thermostat=self.thermostat,
+                              rdf_cutoff=cutoff if record else None,
                               rdf_bins=self.rdf_bins, msd=record, dump_keyword="dump_xyz" if record else None)
         zero_v = np.zeros((len(atoms), 3)) if protocol.temperature_k <= 0 else None
         run_dir, tmp = self._run_dir("md")

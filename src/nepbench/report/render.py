@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import hashlib
 import html
 import math
 import re
@@ -78,6 +79,9 @@ def _check_record(path: Path, record: Any) -> dict[str, Any]:
     for key in ("packages", "engines", "hardware"):
         if (record.get("provenance") or {}).get(key) is not None and not isinstance(record["provenance"][key], dict):
             raise InputError(path, f"'provenance.{key}' must be a JSON object")
+    gpus = ((record.get("provenance") or {}).get("hardware") or {}).get("gpus")
+    if gpus is not None and (not isinstance(gpus, list) or not all(isinstance(g, str) for g in gpus)):
+        raise InputError(path, f"'provenance.hardware.gpus' must be a list of strings, not {gpus!r}")
     model = record.get("model")
     if model is not None:
         if not isinstance(model, dict):
@@ -298,8 +302,18 @@ def verdicts_of(report: Mapping[str, Any]) -> list[Verdict]:
 
 
 def slug(text: str) -> str:
-    """A file-name-safe form of `text`."""
+    """A file-name-safe form of `text` ("{model}" reads "models"); different texts may share one."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("{model}", "models")).strip("_") or "figure"
+
+
+def unique_slug(text: str) -> str:
+    """`slug(text)`, plus "-" and 8 hex digits of the sha256 of `text` where slugging dropped or
+    replaced characters, so texts such as "parity a" and "parity:a" get different names; a text
+    that slugging leaves as it is (e.g. "parity-{model}-motifs") keeps its plain slug."""
+    plain = slug(text)
+    if plain == text.replace("{model}", "models"):
+        return plain
+    return f"{plain}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def _figure(file_stem: str, caption: str, scope: str, owner: str, draw: Callable[[], bytes | None],
@@ -308,7 +322,7 @@ def _figure(file_stem: str, caption: str, scope: str, owner: str, draw: Callable
 
     A series too malformed to plot costs its figure, not the report: the error goes to `problems`.
     """
-    file = f"{FIGURES_DIR}/{slug(file_stem)}.png"
+    file = f"{FIGURES_DIR}/{unique_slug(file_stem)}.png"
     try:
         png = draw()
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
@@ -354,6 +368,20 @@ def make_figures(report: Mapping[str, Any], problems: list[str] | None = None) -
         figures.extend(group_figures(group, problems))
         for record in group["records"]:
             figures.extend(record_figures(record, problems))
+    return _distinct_files(figures)
+
+
+def _distinct_files(figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`figures` with a file name used twice (e.g. task "x-models" beside group "x-{model}") made
+    distinct: the later figure gets "-2", "-3", ... before ".png"."""
+    used: set[str] = set()
+    for figure in figures:
+        stem, file, n = figure["file"][:-len(".png")], figure["file"], 1
+        while file in used:
+            n += 1
+            file = f"{stem}-{n}.png"
+        figure["file"] = file
+        used.add(file)
     return figures
 
 
@@ -417,10 +445,17 @@ def claim_table_text(report: Mapping[str, Any]) -> str:
     return "\n".join(lines + [_counts_line(report)] + notes)
 
 
+_MD_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+_MD_ACTIVE = re.compile(r"([\\`*_\[\]()#!|~$])")  # active anywhere in a line (GFM)
+
+
 def _md(text: Any) -> str:
-    """Text safe inside a Markdown table cell: pipes escaped, no raw HTML, one line."""
-    text = str(text if text is not None else "").replace("\\", "\\\\").replace("|", "\\|")
-    return text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    """Untrusted text safe in a Markdown table cell or paragraph: one line (every line break,
+    "\\r" included, becomes a space), no raw HTML or entities (& < > as entities), and the
+    characters that make links, images, emphasis, code, headings or cells backslash-escaped."""
+    text = _MD_LINE_BREAKS.sub(" ", str(text if text is not None else ""))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_ACTIVE.sub(r"\\\1", text)
 
 
 def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
@@ -584,7 +619,7 @@ def _html_figure(figure: Mapping[str, Any]) -> str:
 
 
 def _html_record(record: Mapping[str, Any], figures: Sequence[Mapping[str, Any]]) -> list[str]:
-    out = [f'<section class="task status-{_e(record["status"])}" id="task-{_e(slug(record["task_id"]))}">',
+    out = [f'<section class="task status-{_e(record["status"])}" id="task-{_e(unique_slug(record["task_id"]))}">',
            f"<h3>{_e(record['task_id'])}</h3>", f"<p>{_e(_record_heading(record))}</p>"]
     if record.get("method"):
         out.append(f'<p class="small">Method: {_e(record["method"])}</p>')
@@ -620,7 +655,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     out += _html_claims(report)
     out += [f'<p class="small">note: {_e(n)}</p>' for n in report.get("notes", [])] + ["</section>"]
     for group in task_groups(report):
-        out += [f'<section class="group" id="group-{_e(slug(group["key"]))}"><h2>{_e(group["title"])}</h2>']
+        out += [f'<section class="group" id="group-{_e(unique_slug(group["key"]))}"><h2>{_e(group["title"])}</h2>']
         out += [_html_figure(f) for f in _owned(figures, "group", group["key"])]
         for record in group["records"]:
             out += _html_record(record, _owned(figures, "task", record["task_id"]))
