@@ -220,6 +220,8 @@ def test_sizes_that_round_to_one_cell_are_timed_once(tmp_path, monkeypatch):
     out = _run_ratios(tmp_path, monkeypatch, [0, 40])  # both give the base cell
     assert len(out.series["identical_n"]) == 1 and len(_CubicCP2K.calls) == 1
     assert "cp2k" not in out.series["scaling"] and "cp2k_scaling_exponent" not in out.metrics
+    assert out.metric_reasons["speedup_cpu_extrapolated_n1000"] == (
+        "not measured: CP2K was timed on 1 and NEP on 3 distinct cell size(s); each scaling fit needs 2")
 
 
 def test_models_of_one_invocation_share_cp2k_and_a_busy_machine_is_noted(tmp_path, monkeypatch):

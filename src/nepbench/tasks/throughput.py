@@ -292,10 +292,11 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     if cp2k is None:
         for key in ("speedup_cpu_identical_n", "speedup_gpu_identical_n", "speedup_gpu_vs_cp2k_per_atom_step"):
             reasons[key] = "not measured: CP2K (cp2k.psmp) is not installed here"
-    elif len(cp2k_n) < 2:
+    elif len(cp2k_n) < 2 or len(nep_n) < 2:
         target_n = int(p.get("extrapolate_to_n", 1000))
         reasons[f"speedup_cpu_extrapolated_n{target_n}"] = (
-            f"not measured: CP2K was timed on {len(cp2k_n)} distinct cell size(s); a scaling fit needs 2")
+            f"not measured: CP2K was timed on {len(cp2k_n)} and NEP on {len(nep_n)} distinct cell size(s); "
+            "each scaling fit needs 2")
     if gpu_reason:
         method += f"; GPU not measured: {gpu_reason}"
         for key in ("gpumd_atom_steps_per_s_max", "speedup_gpu_vs_cp2k_per_atom_step", "speedup_gpu_identical_n"):
