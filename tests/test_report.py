@@ -476,3 +476,14 @@ def test_paired_series_of_different_lengths_are_noted_not_dropped_silently(tmp_p
                for note in report["notes"])
     write_report(report, tmp_path / "out")
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_overlay_curves_of_another_length_than_their_axis_are_malformed():
+    good = {"time_ps": [0.0, 0.1, 0.2], "ref": [0.0, 1.0, 2.0], "model": [0.0, 1.1, 2.1]}
+    assert plots.msd_overlay_png({"m": {"msd": {"run": {"Li": good}}}}).startswith(PNG_SIGNATURE)
+    short = {**good, "model": [0.0, 1.1]}
+    with pytest.raises(ValueError, match="different lengths"):
+        plots.msd_overlay_png({"m": {"msd": {"run": {"Li": short}}}})
+    rdf = {"r_a": [1.0, 2.0, 3.0], "pairs": {"Li-Li": {"ref": [0.0, 1.0, 1.0], "model": [0.0, 1.0]}}}
+    with pytest.raises(ValueError, match="different lengths"):
+        plots.rdf_overlay_png({"m": {"rdf": {"run": rdf}}})

@@ -195,6 +195,20 @@ def aimd_thermo_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes |
     return _png(fig)
 
 
+def _reference_and_models(ax: Any, curves: Sequence[tuple[str, Any, Any, Any]]) -> None:
+    """One overlay panel from (model label, x, reference y, model y) per model, in model order: the
+    reference in black, drawn once (from the first model that has it), each model dashed in its
+    colour. A missing curve is left out; x and y of different lengths raise ValueError (`_pair`)."""
+    drew_ref = False
+    for (label, x, ref, model), colour in zip(curves, _colours(len(curves))):
+        ref_xy, model_xy = _pair(x, ref), _pair(x, model)
+        if ref_xy is not None and not drew_ref:
+            ax.plot(*ref_xy, **REF_STYLE)
+            drew_ref = True
+        if model_xy is not None:
+            ax.plot(*model_xy, color=colour, lw=1.2, ls="--", label=label)
+
+
 def rdf_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
     """g(r) per AIMD run and species pair: the AIMD reference in black, each model in colour.
 
@@ -207,21 +221,13 @@ def rdf_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes |
     if not panels:
         return None
     fig = Figure()
-    colours = _colours(len(usable))
     for ax, (run, pair) in zip(_grid(fig, len(panels)), panels):
-        drew_ref = False
-        for (label, runs), colour in zip(usable.items(), colours):
+        curves = []
+        for label, runs in usable.items():
             data = runs.get(run) or {}
-            r = _array(data.get("r_a"))
-            curves = (data.get("pairs") or {}).get(pair) or {}
-            if r is None:
-                continue
-            ref, model = _array(curves.get("ref")), _array(curves.get("model"))
-            if ref is not None and ref.size == r.size and not drew_ref:
-                ax.plot(r, ref, **REF_STYLE)
-                drew_ref = True
-            if model is not None and model.size == r.size:
-                ax.plot(r, model, color=colour, lw=1.2, ls="--", label=label)
+            pair_curves = (data.get("pairs") or {}).get(pair) or {}
+            curves.append((label, data.get("r_a"), pair_curves.get("ref"), pair_curves.get("model")))
+        _reference_and_models(ax, curves)
         ax.set_title(f"{run}: {pair}", fontsize=9)
         ax.set_xlabel("r (Å)")
         ax.set_ylabel("g(r)")
@@ -240,20 +246,12 @@ def msd_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes |
     if not panels:
         return None
     fig = Figure()
-    colours = _colours(len(usable))
     for ax, (run, sp) in zip(_grid(fig, len(panels)), panels):
-        drew_ref = False
-        for (label, runs), colour in zip(usable.items(), colours):
+        curves = []
+        for label, runs in usable.items():
             data = (runs.get(run) or {}).get(sp) or {}
-            t = _array(data.get("time_ps"))
-            if t is None:
-                continue
-            ref, model = _array(data.get("ref")), _array(data.get("model"))
-            if ref is not None and ref.size == t.size and not drew_ref:
-                ax.plot(t, ref, **REF_STYLE)
-                drew_ref = True
-            if model is not None and model.size == t.size:
-                ax.plot(t, model, color=colour, lw=1.2, ls="--", label=label)
+            curves.append((label, data.get("time_ps"), data.get("ref"), data.get("model")))
+        _reference_and_models(ax, curves)
         ax.set_title(f"{run}: {sp} MSD", fontsize=9)
         ax.set_xlabel("time (ps)")
         ax.set_ylabel("MSD (Å²)")
