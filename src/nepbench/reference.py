@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
+from .config import finite_number
 from .errors import ConfigError, EngineError, InputError, SCFNotConverged
 from .provenance import (
     LockHeld, atomic_write_bytes, atomic_write_json, content_hash, exclusive_lock, hardware_info,
@@ -109,10 +110,10 @@ class ReferenceSpec:
 
 def _spec_number(path: Path, where: str, value: Any, kind: type, low: float, high: float | None = None) -> Any:
     """`value` as `kind` within [low, high] (high None: no upper bound), else ConfigError naming it."""
-    whole = isinstance(value, (int, float)) and float(value).is_integer()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not whole):
+    number = finite_number(value)
+    if number is None or (kind is int and not number.is_integer()):
         raise ConfigError(f"{path}: {where} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-    number = kind(value)
+    number = kind(number)
     if number < low or (high is not None and number > high):
         bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ConfigError(f"{path}: {where} must be {bounds}, got {value!r}")

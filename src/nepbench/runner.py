@@ -23,6 +23,7 @@ from .provenance import (
     package_versions, sha256_file,
 )
 from .tasks import TaskContext, TaskOutcome, task_function
+from .textfiles import load_json
 
 SCHEMA = "nepbench.result/1"
 FINAL_STATUSES = ("done", "not_applicable")
@@ -151,12 +152,9 @@ def claim_run_dir(out_dir: Path, suite_name: str) -> None:
     suite_json = out_dir / "suite.json"
     if not suite_json.exists():
         return
-    try:
-        held = json.loads(suite_json.read_text(encoding="utf-8"))
-        held_name = held.get("name") if isinstance(held, dict) else None
-    except (OSError, ValueError) as exc:
-        raise InputError(suite_json, f"unreadable ({type(exc).__name__}); give another output folder "
-                         "or remove it") from None
+    held = load_json(suite_json, lambda path, problem: InputError(
+        path, f"unreadable ({problem}); give another output folder or remove it"))
+    held_name = held.get("name") if isinstance(held, dict) else None
     if held_name != suite_name:
         raise InputError(out_dir, f"holds a run of suite {held_name!r}, not {suite_name!r}: give another "
                          "output folder (one folder holds one suite's run; `nepbench report` merges folders)")

@@ -50,7 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 from ase import Atoms
 
-from ..config import TaskSpec
+from ..config import TaskSpec, finite_number
 from ..errors import ConfigError, EngineNotAvailable
 from ..metrics import expansion as ex
 from . import TaskContext, TaskOutcome
@@ -82,12 +82,8 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
 #: Annotation → (check, what one value must be, what a list's values must be), for `ExpansionParams.validate`.
-_TYPE_CHECKS = {"float": (_is_real, "a finite number", "finite numbers"),
+_TYPE_CHECKS = {"float": (lambda v: finite_number(v) is not None, "a finite number", "finite numbers"),
                 "int": (_is_int, "an integer", "integers"),
                 "str": (lambda v: isinstance(v, str), "a string", "strings"),
                 "bool": (lambda v: isinstance(v, bool), "true or false", "true or false")}
