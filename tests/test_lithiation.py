@@ -6,6 +6,7 @@ mechanics and the outcome's shape, not the physics of any potential.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +165,8 @@ def test_params_validation_and_schedule() -> None:
     ("probe_radius_a", 0.0), ("temperature_k", -300.0), ("nep_threads", 0), ("nep_threads", 2.0),
     ("shell_thicknesses_nm", 4.0), ("shell_thicknesses_nm", "4"), ("core_radius_nm", "1.0"),
     ("target_x", float("nan")), ("control", "yes"), ("reference_steps", 80.5), ("radial_bin_nm", 0.0),
-    ("min_x_fraction", 0.0), ("min_x_fraction", 1.5), ("max_last_half_change_percent", -0.1)])
+    ("min_x_fraction", 0.0), ("min_x_fraction", 1.5), ("max_last_half_change_percent", -0.1),
+    ("min_bare_dv_percent", -1.0), ("min_bare_dv_percent", float("nan"))])
 def test_bad_parameters_are_refused_up_front_naming_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         li.ExpansionParams.from_params({key: value})
@@ -192,7 +194,8 @@ def test_vacuum_must_hold_the_predicted_growth() -> None:
 
 
 def test_headline_gate() -> None:
-    p = li.ExpansionParams(target_x=0.5)  # min_x_fraction 0.95, max_last_half_change_percent 0.25
+    # min_x_fraction 0.95, max_last_half_change_percent 0.25; the positive control is tested below
+    p = li.ExpansionParams(target_x=0.5, min_bare_dv_percent=0.0)
     assert li.headline_gate(p, [0.5, 0.48], [0.001, -0.002], [0.01, 0.012]) is None
     assert li.headline_gate(p, [0.5, 0.5], [0.0, 0.0], [-0.001, 0.003]) is None  # ~0 within noise
     short = li.headline_gate(p, [0.5, 0.40], [0.0, 0.0], [0.01, 0.012])
@@ -206,6 +209,25 @@ def test_headline_gate() -> None:
     assert li.headline_gate(p, [0.5], [0.0], [-0.001]) is not None  # one seed: its sign is all there is
     both = li.headline_gate(p, [0.1, 0.5], [0.01, 0.0], [0.01, 0.012])
     assert "x_reached" in both and "not converged" in both
+
+
+def test_headline_gate_positive_control() -> None:
+    """A shelled ΔV/V0 under 1 % speaks for the shell only where the bare particle swells: measured at
+    x = 0.5 on the quick particle, NEP89-LiSiC's bare core swelled 15.0 ± 2.6 % and v1's 2.9 ± 0.7 %."""
+    p = li.ExpansionParams(target_x=0.5, shell_thicknesses_nm=(0.0, 0.8))  # min_bare_dv_percent 5
+    ok = ([0.5, 0.5], [0.0, 0.0], [0.005, 0.006])
+    assert li.headline_gate(p, *ok, bare_dv=[0.125, 0.176]) is None  # 15.0 ± 2.6 %: 9.9 % ≥ 5 %
+    weak = li.headline_gate(p, *ok, bare_dv=[0.022, 0.036])  # 2.9 ± 0.7 %
+    assert "positive control" in weak and "mean − 2 stderr +1.5 %" in weak
+    # the lower bound is what counts: a mean of 8 % with a stderr of 2 % is not enough
+    assert "positive control" in li.headline_gate(p, *ok, bare_dv=[0.06, 0.10])
+    assert "one seed" in li.headline_gate(p, [0.5], [0.0], [0.005], bare_dv=[0.04])
+    assert li.headline_gate(p, [0.5], [0.0], [0.005], bare_dv=[0.06]) is None
+    assert "no bare particle" in li.headline_gate(p, *ok, bare_dv=None)
+    # the control can be turned off, and a bare headline has no control to read
+    assert li.headline_gate(replace(p, min_bare_dv_percent=0.0), *ok, bare_dv=[0.0, 0.0]) is None
+    bare_headline = replace(p, headline_t_nm=0.0)
+    assert li.headline_gate(bare_headline, *ok, bare_dv=[0.005, 0.006]) is None
 
 
 def test_gpumd_without_gpu_is_skipped_with_reason(model, tmp_path, monkeypatch) -> None:
@@ -228,7 +250,7 @@ def test_plan_over_budget_is_refused(model, tmp_path) -> None:
 def test_tiny_end_to_end_outcome_has_what_the_report_draws(model, tmp_path) -> None:
     params = {"core_radius_nm": 0.8, "shell_thicknesses_nm": [0.0, 0.5], "seeds": [1, 2],
               "target_x": 0.25, "dx": 0.25, "reference_steps": 3, "relax_steps": 3, "radial_bin_nm": 0.2,
-              "nep_threads": 1}
+              "nep_threads": 1, "min_bare_dv_percent": 0.0}
     spec = TaskSpec("expansion-random", "expansion", "tiny", params)
     assert task_function("expansion") is li.run_expansion
     out = li.run_expansion(spec, ctx_for(model, tmp_path))
@@ -269,9 +291,17 @@ def test_tiny_end_to_end_outcome_has_what_the_report_draws(model, tmp_path) -> N
     # the report's figures draw from these series
     assert plots.expansion_overlay_png({"random": s}, limit_percent=1.0)[:4] == b"\x89PNG"
     assert plots.radial_png(s)[:4] == b"\x89PNG"
-    # the same seeds give the same numbers
-    again = li.run_expansion(spec, ctx_for(model, tmp_path))
+    # the same seeds give the same numbers; with the positive control on (the default 5 %), the headline
+    # is judged exactly when the bare particle's mean − 2 stderr reaches it
+    params.pop("min_bare_dv_percent")
+    again = li.run_expansion(TaskSpec("expansion-random", "expansion", "tiny", params), ctx_for(model, tmp_path))
     assert again.metrics["particle_dv_over_v0_percent.t0.5"] == out.metrics["particle_dv_over_v0_percent.t0.5"]
+    bare_low = out.metrics["particle_dv_over_v0_percent.t0.0"] - 2 * out.metrics["particle_dv_over_v0_percent_stderr.t0.0"]
+    if bare_low >= 5.0:
+        assert again.metric_reasons == {}
+    else:
+        assert "positive control" in again.metric_reasons["particle_dv_over_v0_percent_at_t0.5"]
+        assert "particle_dv_over_v0_percent_at_t0.5" not in again.metrics
 
 
 def test_run_without_li_gives_exactly_zero_and_leaves_the_headline_unmeasured(model, tmp_path) -> None:

@@ -30,7 +30,8 @@ relaxation. Radial Li fraction and strain profiles, shell hoop strain and thickn
 The headline ΔV/V0 (`particle_dv_over_v0_percent_at_t{T}`, its stderr and its upper bound mean + 2
 stderr) is left unmeasured, with the reason in `metric_reasons`, where it cannot speak for the claim
 (`headline_gate`): a seed reached less than `min_x_fraction` of target_x, ΔV/V0 still moved by more
-than `max_last_half_change_percent` over the last half-relaxation, or it is significantly negative.
+than `max_last_half_change_percent` over the last half-relaxation, it is significantly negative, or
+the positive control failed: the bare particle (t = 0) swelled by less than `min_bare_dv_percent`.
 
 Cost is counted in atom·steps (one force evaluation of one atom) and predicted before running from
 `predicted_atom_steps_per_s`; a plan over `max_atom_steps` is refused. `engine = "gpumd"` needs a GPU
@@ -123,7 +124,9 @@ class ExpansionParams:
     Measurement: volume_method, probe_radius_a, radial_bin_nm, headline_t_nm (None = largest t).
     Headline gate (`headline_gate`): min_x_fraction (every seed must reach this fraction of
     target_x), max_last_half_change_percent (largest |ΔV/V0 change| over the last half-relaxation,
-    % points; 0.25 = a quarter of the claim's 1 % bound, see docs/metrics.md).
+    % points; 0.25 = a quarter of the claim's 1 % bound, see docs/metrics.md), min_bare_dv_percent
+    (the positive control: the bare particle, t = 0, must swell by at least this much, %, as mean − 2
+    stderr over seeds; 0 turns the control off).
     Engine and cost: engine ("nep_cpu" | "gpumd" | "auto"), nep_threads, predicted_atom_steps_per_s,
     max_atom_steps.
     """
@@ -153,6 +156,7 @@ class ExpansionParams:
     headline_t_nm: float | None = None
     min_x_fraction: float = 0.95
     max_last_half_change_percent: float = 0.25
+    min_bare_dv_percent: float = 5.0
     engine: str = "nep_cpu"
     nep_threads: int | None = None
     predicted_atom_steps_per_s: float = 12_000.0
@@ -196,6 +200,8 @@ class ExpansionParams:
                 raise bad(f"{key} must be > 0, got {getattr(self, key)}")
         if self.nep_threads is not None and self.nep_threads < 1:
             raise bad(f"nep_threads must be >= 1 (or unset), got {self.nep_threads}")
+        if not self.min_bare_dv_percent >= 0:
+            raise bad(f"min_bare_dv_percent must be >= 0 (0 = no positive control), got {self.min_bare_dv_percent}")
         if not 0 < self.min_x_fraction <= 1:
             raise bad(f"min_x_fraction must be in (0, 1], got {self.min_x_fraction}")
         if not self.shell_thicknesses_nm or any(t < 0 for t in self.shell_thicknesses_nm):
@@ -701,18 +707,23 @@ def _last_half_change(row: dict[str, Any]) -> float:
 
 
 def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_change: Sequence[float],
-                  dv: Sequence[float]) -> str | None:
+                  dv: Sequence[float], bare_dv: Sequence[float] | None = None) -> str | None:
     """Why the headline ΔV/V0 cannot speak for the claim ("; "-joined reasons), or None when it can.
 
     Args (one value per seed, at the headline thickness):
         x_reached: Li per core Si reached.
         last_half_change: ΔV/V0 at the end minus half-way through the last relaxation (a fraction).
         dv: ΔV/V0 (a fraction).
+        bare_dv: ΔV/V0 of the bare particle (t = 0, a fraction) per seed, or None when the task ran
+            no bare particle.
 
     Reasons: a seed below `min_x_fraction` × target_x (less Li than the claim is about); a
     |last_half_change| above `max_last_half_change_percent` or not measured (not relaxed: still moving,
     a lower bound while it rises); mean + 2 stderr below 0 (the lithiated particle smaller than its
-    Li-free control: an unrelaxed shell or a broken measurement).
+    Li-free control: an unrelaxed shell or a broken measurement); the positive control: with
+    `min_bare_dv_percent` > 0 and a shelled headline, the bare particle's ΔV/V0 (mean − 2 stderr; one
+    seed: its value) must reach it, else a small headline ΔV/V0 may only mean that nothing swells
+    (a model or a relaxation under which the lithiated core hardly grows), not that the shell holds it.
     """
     reasons = []
     need = p.min_x_fraction * p.target_x
@@ -732,6 +743,20 @@ def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_chan
         reasons.append(f"ΔV/V0 = {100 * mean:+.3g} % is below 0 by more than 2 standard errors: {shrunk}")
     elif not np.isfinite(se) and mean < 0:
         reasons.append(f"ΔV/V0 = {100 * mean:+.3g} % is below 0 (one seed: no standard error): {shrunk}")
+    if p.min_bare_dv_percent > 0 and p.headline_t > 0:
+        if not bare_dv:
+            reasons.append(f"no bare particle (t = 0 is not among shell_thicknesses_nm): nothing shows that the "
+                           f"unshelled core swells (positive control min_bare_dv_percent = "
+                           f"{p.min_bare_dv_percent:g}; set it to 0 to judge without it)")
+        else:
+            b_mean, b_se = _mean_se(bare_dv)
+            low = b_mean - 2.0 * b_se if np.isfinite(b_se) else b_mean
+            if not 100.0 * low >= p.min_bare_dv_percent:
+                how = (f"{100 * b_mean:+.3g} ± {100 * b_se:.2g} %, mean − 2 stderr {100 * low:+.3g} %"
+                       if np.isfinite(b_se) else f"{100 * b_mean:+.3g} % (one seed)")
+                reasons.append(f"the bare particle (t = 0) swelled by only {how}, below the positive control "
+                               f"min_bare_dv_percent = {p.min_bare_dv_percent:g} %: where the unshelled core "
+                               f"hardly grows, a small ΔV/V0 with a shell says nothing about the shell")
     return "; ".join(reasons) or None
 
 
@@ -832,8 +857,10 @@ def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.nd
             "stages": r["stages"], "atom_steps": r["atom_steps"], "wall_s": r["wall_s"]})
     head = t_key(p.headline_t)
     rows = [r for r in results if r["t_nm"] == p.headline_t]
+    bare_rows = [r for r in results if r["t_nm"] == 0.0]
     gate = headline_gate(p, [r["x_reached"] for r in rows], [_last_half_change(r) for r in rows],
-                         [r["particle_dv_over_v0"][m0] for r in rows])
+                         [r["particle_dv_over_v0"][m0] for r in rows],
+                         [r["particle_dv_over_v0"][m0] for r in bare_rows] or None)
     dv_h, se_h = metrics[f"particle_dv_over_v0_percent.t{head}"], metrics[f"particle_dv_over_v0_percent_stderr.t{head}"]
     for name, value, unit in ((f"particle_dv_over_v0_percent_at_t{head}", dv_h, "%"),
                               (f"particle_dv_over_v0_percent_stderr_at_t{head}", se_h, "%"),
