@@ -38,7 +38,7 @@ demo: setup
 GATE_OUT ?= reports/gate
 BASELINE ?= reports/baseline/results.json
 GATE_ARGS ?=
-DATA_MANIFESTS := reference_data/dft/manifest.json reference_data/aimd/manifest.json
+DATA_MANIFESTS := reference_data/dft/manifest.json reference_data/aimd/manifest.json reference_data/aimd.toml
 CHECK_DATA_COMMITTED = @if git status --porcelain -- $(DATA_MANIFESTS) 2>/dev/null | grep -q .; then \
 	echo "make baseline: reference_data has uncommitted changes; commit the data first (the gate test runs on the committed data)"; exit 2; fi
 
@@ -47,11 +47,19 @@ gate: setup
 	$(BIN)/nepbench gate $(GATE_OUT) --baseline $(BASELINE) $(GATE_ARGS)
 
 # Rebaseline after an intended change (new model, new or relabelled reference data); commit the
-# data first, then commit reports/baseline/results.json with the change.
+# data first, then commit reports/baseline/results.json with the change. Before it writes, the new
+# run is gated against the old baseline on every task whose reference data did not change
+# (--skip-data-changed): new AIMD frames do not let a parity regression into the baseline. An
+# intended worsening (a new model that trades accuracy for speed): make baseline ACCEPT_REGRESSION=1.
+ACCEPT_REGRESSION ?=
 baseline: setup
 	$(CHECK_DATA_COMMITTED)
 	OMP_NUM_THREADS=1 $(BIN)/nepbench run suites/gate.toml --out reports/baseline-run --force
 	$(CHECK_DATA_COMMITTED)
+	@if [ -f $(BASELINE) ] && [ -z "$(ACCEPT_REGRESSION)" ]; then \
+	  $(BIN)/nepbench gate reports/baseline-run --baseline $(BASELINE) --skip-data-changed || { \
+	    echo "make baseline: the new run is worse than $(BASELINE) on tasks whose data did not change (above);" \
+	         "not rebaselined (ACCEPT_REGRESSION=1 to rebaseline anyway)"; exit 1; }; fi
 	$(BIN)/nepbench gate reports/baseline-run --update-baseline --baseline $(BASELINE)
 
 # Speed: pytest-benchmark micro-benchmarks (JSON saved under .benchmarks/) and one quick asv pass

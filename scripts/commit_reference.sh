@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Commit what the background reference build has finished, then rebaseline the accuracy gate on it:
-# the gate's baseline records the reference data's sha256, so new data and its baseline go together.
+# the gate's baseline records each task's reference-data sha256, so new data and its baseline go
+# together. `make baseline` first gates the new run on the tasks whose data did not change and stops
+# on a regression there (the data stay committed, the baseline is not rewritten).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # growers adopt edits of aimd.toml that leave a run's system and dynamics alone; rewrite the manifest

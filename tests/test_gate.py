@@ -56,8 +56,18 @@ def results_doc(force: float | None = 150.0, speed: float | None = 20000.0, mode
             "records": records, "verdicts": verdicts, "provenance": {"nepbench": [{"commit": "c" * 40}]}}
 
 
-def gate(base: dict, run: dict, tolerances: Tolerances = TOL, allow_data_change: bool = False):
-    return compare(snapshot(base, "baseline.json"), snapshot(run, "run"), tolerances, allow_data_change)
+def gate(base: dict, run: dict, tolerances: Tolerances = TOL, allow_data_change: bool = False,
+         skip_data_changed: bool = False):
+    return compare(snapshot(base, "baseline.json"), snapshot(run, "run"), tolerances, allow_data_change,
+                   skip_data_changed)
+
+
+def with_data(doc: dict, task_type: str, data: str | None) -> dict:
+    """`doc` with the records of `task_type` carrying reference-data hash `data` (None: none)."""
+    for record in doc["records"]:
+        if record["task_type"] == task_type:
+            record["provenance"]["data_sha256"] = data
+    return doc
 
 
 # ----------------------------------------------------------------------------- pure rules
@@ -165,12 +175,17 @@ def test_metric_named_in_tolerances_with_direction_is_gated_too():
 
 
 def test_data_hash_mismatch_fails_unless_allowed():
-    base, run = results_doc(data="1" * 64), results_doc(data="2" * 64, force=151.0)
+    """Data identity is per task: only the task whose reference data changed fails."""
+    base = results_doc(data="1" * 64)
+    run = with_data(results_doc(data="1" * 64, force=151.0), "parity", "2" * 64)
     result = gate(base, run)
-    assert [f.kind for f in result.failures] == ["data"]
+    assert [(f.kind, f.subject) for f in result.failures] == [("data", "parity-{model}")]
     message = result.failures[0].message
+    assert "[parity-{model}]" in message
     assert "taken on data sha256 111111111111" in message and "222222222222" in message
     assert "make baseline" in message and "--allow-data-change" in message
+    assert len(result.comparisons) == 2  # the throughput metric is still held
+    base, run = results_doc(data="1" * 64), results_doc(data="2" * 64, force=151.0)
     allowed = gate(base, run, allow_data_change=True)
     assert allowed.passed and any("compared anyway" in n for n in allowed.notes)
     assert len(allowed.comparisons) == 2  # it still compares every metric
@@ -215,15 +230,32 @@ def test_parse_tolerances_defaults_and_errors():
 
 def test_baseline_document_drops_series_and_records_hashes_and_tolerances():
     doc = baseline_document(results_doc(), TOL, "reports/gate", {"dft_manifest_sha256": "e" * 64})
-    assert doc["gate"]["schema"] == BASELINE_SCHEMA and doc["gate"]["data_sha256"] == "d" * 64
+    assert doc["gate"]["schema"] == BASELINE_SCHEMA
+    assert doc["gate"]["data_sha256"] == {"parity-{model}": "d" * 64, "throughput-{model}": "d" * 64}
     assert doc["gate"]["models"][0] == {"task": "parity-{model}", "name": "m1", "sha256": "a" * 64}
     assert parse_tolerances(doc["gate"]["tolerances"]) == TOL
     assert all("series" not in r for r in doc["records"])
     assert gate(doc, results_doc()).passed  # a baseline is itself a results document
-    mixed = results_doc()
-    mixed["records"][1]["provenance"]["data_sha256"] = "f" * 64
-    with pytest.raises(GateInputError, match="different reference-data versions"):
-        baseline_document(mixed, TOL, "reports/gate")
+
+
+def test_skip_data_changed_gates_only_the_tasks_whose_data_did_not_change():
+    """New AIMD frames change the MD task's data: rebaselining must still refuse a parity regression."""
+    base = with_data(results_doc(data="1" * 64), "throughput", "a" * 64)
+    new_aimd = with_data(results_doc(data="1" * 64, speed=1000.0), "throughput", "b" * 64)  # its metric fell 20×
+    skipped = gate(base, new_aimd, skip_data_changed=True)
+    assert skipped.passed, skipped.failures
+    assert [c.task for c in skipped.comparisons] == ["parity-{model}"]
+    assert any("[throughput-{model}]" in n and "not compared (--skip-data-changed)" in n for n in skipped.notes)
+    # a regression in a task whose data did not change still fails
+    worse = with_data(results_doc(data="1" * 64, force=170.0, speed=1000.0), "throughput", "b" * 64)
+    assert [f.subject for f in gate(base, worse, skip_data_changed=True).failures] == ["force_rmse_mev_per_a"]
+    # without the flag the changed task fails on its data (and its metric); the flags exclude each other
+    assert ("data", "throughput-{model}") in [(f.kind, f.subject) for f in gate(base, new_aimd).failures]
+    with pytest.raises(ValueError):
+        gate(base, new_aimd, allow_data_change=True, skip_data_changed=True)
+    # a task that reads no reference data (no hash on either side) is compared as usual
+    none = with_data(results_doc(data="1" * 64), "throughput", None)
+    assert gate(none, with_data(results_doc(data="1" * 64), "throughput", None), skip_data_changed=True).passed
 
 
 def test_gate_suite_is_a_subset_of_the_quick_suite():
@@ -279,6 +311,40 @@ def test_cli_update_baseline_writes_atomically_with_suite_tolerances(tmp_path, c
     assert [p.name for p in target.parent.iterdir()] == ["results.json"]  # no temporary file left
     assert "tolerances from" in capsys.readouterr().out
     assert main(["gate", str(tmp_path / "run.json"), "--baseline", str(target)]) == 0
+
+
+def test_cli_skip_data_changed_and_its_exclusion_of_allow(tmp_path, capsys):
+    base = _write(tmp_path / "base.json", baseline_document(results_doc(data="1" * 64), TOL, "r"))
+    run = _write(tmp_path / "run.json", with_data(results_doc(data="1" * 64, speed=10.0), "throughput", "2" * 64))
+    assert main(["gate", str(run), "--baseline", str(base)]) == 1
+    assert "REGRESSION: [throughput-{model}]: reference data differ" in capsys.readouterr().out
+    assert main(["gate", str(run), "--baseline", str(base), "--skip-data-changed"]) == 0
+    out = capsys.readouterr().out
+    assert "not compared (--skip-data-changed)" in out and "ok   force_rmse_mev_per_a [parity-{model}]" in out
+    with pytest.raises(SystemExit) as exc:  # argparse: the two flags exclude each other
+        main(["gate", str(run), "--baseline", str(base), "--skip-data-changed", "--allow-data-change"])
+    assert exc.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_reference_details_only_for_records_of_the_data_there_now(tmp_path):
+    from nepbench.commands.gate import reference_details
+    from nepbench.runner import task_data_sha256
+
+    ref = tmp_path / "reference"
+    (ref / "dft").mkdir(parents=True)
+    (ref / "dft" / "manifest.json").write_text(json.dumps({"n_frames": 3, "files": {"a": {"n_test": 1}},
+                                                           "cp2k": {"version": "CP2K version 2023.1"}}))
+    (ref / "aimd.toml").write_text("# spec\n")
+    records = [{"task_id": "parity-m", "task_type": "parity",
+                "provenance": {"data_sha256": task_data_sha256("parity", ref)}},
+               {"task_id": "md-m", "task_type": "md_accuracy",
+                "provenance": {"data_sha256": task_data_sha256("md_accuracy", ref)}},
+               {"task_id": "expansion-m", "task_type": "expansion", "provenance": {"data_sha256": None}}]
+    details, note = reference_details(ref, records)
+    assert note is None and details["n_frames"] == 3 and details["n_test_frames"] == 1
+    (ref / "aimd.toml").write_text("# spec, changed\n")
+    details, note = reference_details(ref, records)
+    assert details == {} and "md-m" in note and "parity-m" not in note
 
 
 def test_a_task_run_with_other_parameters_fails_the_gate():

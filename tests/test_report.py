@@ -36,6 +36,8 @@ def result(task_id, task_type, title, status="done", reason=None, model=None, me
     prov = provenance()
     if model:
         prov["model_sha256"] = model[0] * 64
+    if task_type == "parity":  # what the runner hashed for this task (other fixtures: not recorded)
+        prov["data_files"] = ["dft/manifest.json"]
     return {"schema": "nepbench.result/1", "task_id": task_id, "task_type": task_type, "title": title,
             "model": {"name": model, "sha256": model[0] * 64} if model else None, "status": status,
             "reason": reason, "metrics": metrics or {}, "metric_units": {k: "u" for k in metrics or {}},
@@ -176,6 +178,8 @@ def test_writes_results_markdown_html_and_figures(written):
     assert {r["task_id"] for r in results["records"]} == {t["id"] for t in suite_dict()["tasks"]}
     assert {m["name"] for m in results["provenance"]["models"]} == set(MODELS)
     assert results["provenance"]["total_wall_s"] == pytest.approx(6.0)
+    assert results["provenance"]["data_sha256"] == [{"sha256": "d" * 64, "files": "dft/manifest.json"},
+                                                    {"sha256": "d" * 64, "files": "not recorded"}]
     files = {f["file"] for f in results["figures"]}
     assert "figures/parity-models-motifs.png" in files and "figures/parity-nep89-lisic-forces.png" in files
     assert {"figures/md-models-rdf.png", "figures/md-models-msd.png", "figures/md-models-arrhenius.png",
@@ -187,6 +191,7 @@ def test_writes_results_markdown_html_and_figures(written):
     for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
         assert (run / ref).is_file(), ref
     assert markdown.index("## Claims") < markdown.index("![") < markdown.index("## Provenance")
+    assert f"| {'d' * 64} | dft/manifest.json |" in markdown
 
 
 def test_html_puts_the_claim_table_before_the_first_plot_and_embeds_png(written):

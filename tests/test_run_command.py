@@ -19,7 +19,7 @@ def use_suite(monkeypatch, *kinds: str) -> Suite:
     tasks = tuple(TaskSpec(kind, "parity", kind.title(), {"kind": kind}) for kind in kinds)
     suite = Suite("t", "", tasks, (), "t.toml")
     monkeypatch.setattr(run_command, "load_suite", lambda path, models=None: suite)
-    monkeypatch.setattr(runner, "reference_hash", lambda reference_dir: "fixed")  # the live data may change
+    monkeypatch.setattr(runner, "task_data_sha256", lambda task_type, reference_dir: "fixed")  # live data may change
     return suite
 
 

@@ -43,6 +43,40 @@ def test_changed_parameters_invalidate_the_cache(tmp_path, calls):
     assert json.loads((tmp_path / "tasks" / "a.json").read_text())["metrics"]["x"] == 3.0
 
 
+def test_each_task_hashes_only_the_reference_data_it_reads(tmp_path, calls):
+    """New AIMD frames rerun the MD comparison and leave the parity records (and their cache) alone;
+    relabelled DFT frames do the opposite; the expansion task reads neither."""
+    ref = tmp_path / "reference"
+    (ref / "dft").mkdir(parents=True)
+    (ref / "aimd").mkdir()
+    (ref / "dft" / "manifest.json").write_text('{"n_frames": 1}')
+    (ref / "aimd" / "manifest.json").write_text('{"runs": {}}')
+    (ref / "aimd.toml").write_text("# spec\n")
+    suite = suite_of(TaskSpec("p", "parity", "P", {}), TaskSpec("m", "md_accuracy", "M", {}),
+                     TaskSpec("e", "expansion", "E", {}))
+    out = tmp_path / "out"
+
+    def data() -> dict[str, tuple[str | None, list[str]]]:
+        records = {r["task_id"]: r for r in runner.run_suite(suite, out, reference_dir=ref)}
+        return {k: (r["provenance"]["data_sha256"], r["provenance"]["data_files"]) for k, r in records.items()}
+
+    first = data()
+    assert first["p"][1] == ["dft/manifest.json"] and first["m"][1] == ["aimd/manifest.json", "aimd.toml"]
+    assert first["e"] == (None, [])
+    assert first["p"][0] != first["m"][0]
+    (ref / "aimd" / "manifest.json").write_text('{"runs": {"a": 10}}')  # an AIMD segment committed
+    second = data()
+    assert calls == ["p", "m", "e", "m"]
+    assert second["p"] == first["p"] and second["m"][0] != first["m"][0]
+    (ref / "aimd.toml").write_text("# spec, warm-up changed\n")
+    (ref / "dft" / "manifest.json").write_text('{"n_frames": 2}')
+    third = data()
+    assert calls == ["p", "m", "e", "m", "p", "m"]
+    assert third["p"][0] != second["p"][0] and third["m"][0] != second["m"][0]
+    # a task type that declares nothing depends on every file
+    assert runner.task_data_files("something-new") == ("dft/manifest.json", "aimd/manifest.json", "aimd.toml")
+
+
 def test_missing_program_is_skipped_with_reason_and_retried(tmp_path, calls):
     suite = suite_of(TaskSpec("g", "throughput", "G", {"value": 0, "gpu": True}))
     records = runner.run_suite(suite, tmp_path, reference_dir=tmp_path)

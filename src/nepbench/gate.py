@@ -11,8 +11,11 @@ baseline, task by task. A run fails the gate when
   * a criterion flips to "fail" (pass → fail or warn → fail), or was judged in the baseline and
     cannot be judged now;
   * a compared metric is missing or non-finite in the run;
-  * the reference data differ (the records' `data_sha256`, which the runner takes over
-    reference_data/*/manifest.json), unless the caller allows it: a baseline taken on other data
+  * a task's reference data differ from the baseline's (its records' `data_sha256`, which the
+    runner takes over the files that task type reads, `tasks.TASK_REFERENCE_DATA`: the DFT manifest
+    for parity, the AIMD manifest and spec for MD), unless the caller allows it (compare anyway) or
+    skips such tasks (`skip_data_changed`: the other tasks are still gated, which is how new AIMD
+    frames are rebaselined without letting a parity regression in): a baseline taken on other data
     compares other things.
 
 The model may differ from the baseline's (that is how a new model is checked); it is reported.
@@ -25,7 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from .config import finite_number
@@ -174,7 +177,8 @@ class Snapshot:
         statuses: task template → record status ("done", "skipped", ...).
         reasons: (task template, metric) → why the task did not measure it, where stated.
         criteria: criterion template id → its state.
-        data_sha256: the distinct reference-data hashes recorded by the records.
+        data_sha256: task template → the reference-data hash its record carries (tasks that read
+            no reference data are absent).
         models: task template → (model name, model sha256).
         params: task template → the task's parameters without "model" (what was measured, how).
     """
@@ -185,7 +189,7 @@ class Snapshot:
     statuses: Mapping[str, str]
     reasons: Mapping[tuple[str, str], str]
     criteria: Mapping[str, CriterionState]
-    data_sha256: tuple[str, ...]
+    data_sha256: Mapping[str, str]
     models: Mapping[str, tuple[str, str]]
     params: Mapping[str, Any] = field(default_factory=dict)
 
@@ -232,7 +236,7 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
     models: dict[str, tuple[str, str]] = {}
     params: dict[str, Any] = {}
     template_of: dict[str, str] = {}
-    data: list[str] = []
+    data: dict[str, str] = {}
     for record in records:
         if not isinstance(record, Mapping) or not isinstance(record.get("task_id"), str):
             raise GateInputError(f"{source}: a record lacks its 'task_id'")
@@ -255,8 +259,8 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
         for name, why in (record.get("metric_reasons") or {}).items():
             reasons[(template, name)] = str(why)
         sha = (record.get("provenance") or {}).get("data_sha256")
-        if sha and sha not in data:
-            data.append(str(sha))
+        if sha:
+            data[template] = str(sha)
     criteria: dict[str, CriterionState] = {}
     for v in verdicts:
         if not isinstance(v, Mapping) or "criterion" not in v:
@@ -270,7 +274,22 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
         criteria[key] = CriterionState(key, task, str(v.get("metric")), good < bad, str(v.get("verdict")),
                                        finite_number(v.get("value")), good, bad, str(v.get("unit") or ""),
                                        v.get("reason"))
-    return Snapshot(source, metrics, units, statuses, reasons, criteria, tuple(data), models, params)
+    return Snapshot(source, metrics, units, statuses, reasons, criteria, data, models, params)
+
+
+def without_tasks(snap: Snapshot, tasks: set[str]) -> Snapshot:
+    """`snap` without the given task templates (their metrics, criteria, models and parameters)."""
+    def by_task(mapping: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in mapping.items() if k not in tasks}
+
+    def by_metric(mapping: Mapping[tuple[str, str], Any]) -> dict[tuple[str, str], Any]:
+        return {k: v for k, v in mapping.items() if k[0] not in tasks}
+
+    return replace(snap, metrics=by_metric(snap.metrics), units=by_metric(snap.units),
+                   reasons=by_metric(snap.reasons), statuses=by_task(snap.statuses),
+                   data_sha256=by_task(snap.data_sha256), models=by_task(snap.models),
+                   params=by_task(snap.params),
+                   criteria={k: c for k, c in snap.criteria.items() if c.task not in tasks})
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -389,20 +408,29 @@ def metric_rules(baseline: Snapshot, tolerances: Tolerances) -> dict[tuple[str, 
     return rules
 
 
-def check_data(baseline: Snapshot, run: Snapshot, allow_data_change: bool, result: GateResult) -> None:
-    """Fail (or note, with `allow_data_change`) when the reference-data hashes differ."""
-    if not baseline.data_sha256 or not run.data_sha256:
-        result.notes.append("no reference-data sha256 recorded on one side: data identity not checked")
-        return
-    if set(baseline.data_sha256) == set(run.data_sha256):
-        return
-    text = (f"reference data differ: the baseline {baseline.source} was taken on data sha256 "
-            f"{', '.join(h[:12] for h in baseline.data_sha256)}, this run on "
-            f"{', '.join(h[:12] for h in run.data_sha256)} (frames added or relabelled)")
-    if allow_data_change:
-        result.notes.append(f"{text}; compared anyway (--allow-data-change): differences may come from the data")
-    else:
-        result.failures.append(Finding("data", "data_sha256", f"{text}; {REBASELINE_HINT}"))
+def check_data(baseline: Snapshot, run: Snapshot, allow_data_change: bool, result: GateResult,
+               skip_data_changed: bool = False) -> set[str]:
+    """Per task: fail when its reference-data hash differs from the baseline's; with
+    `allow_data_change` note it and compare anyway; with `skip_data_changed` note it and return the
+    task, which the caller leaves out of the comparison. Returns the tasks to leave out."""
+    skipped: set[str] = set()
+    for task in sorted(set(baseline.statuses) & set(run.statuses)):
+        base, now = baseline.data_sha256.get(task), run.data_sha256.get(task)
+        if base == now:
+            continue
+        if base is None or now is None:
+            result.notes.append(f"[{task}]: no reference-data sha256 recorded on one side: data identity not checked")
+            continue
+        text = (f"[{task}]: reference data differ: the baseline {baseline.source} was taken on data sha256 "
+                f"{base[:12]}, this run on {now[:12]} (frames added or relabelled)")
+        if allow_data_change:
+            result.notes.append(f"{text}; compared anyway (--allow-data-change): differences may come from the data")
+        elif skip_data_changed:
+            result.notes.append(f"{text}; not compared (--skip-data-changed)")
+            skipped.add(task)
+        else:
+            result.failures.append(Finding("data", task, f"{text}; {REBASELINE_HINT}"))
+    return skipped
 
 
 def check_models(baseline: Snapshot, run: Snapshot, result: GateResult) -> None:
@@ -495,10 +523,18 @@ def _criterion_unit(snapshot_: Snapshot, task: str, metric: str) -> str:
 
 
 def compare(baseline: Snapshot, run: Snapshot, tolerances: Tolerances,
-            allow_data_change: bool = False) -> GateResult:
-    """Judge `run` against `baseline`: data identity, criteria flips, metrics within tolerance."""
+            allow_data_change: bool = False, skip_data_changed: bool = False) -> GateResult:
+    """Judge `run` against `baseline`: data identity, criteria flips, metrics within tolerance.
+
+    With `skip_data_changed`, tasks whose reference data differ are noted and left out; the others
+    are judged as usual. It cannot be combined with `allow_data_change` (ValueError).
+    """
+    if allow_data_change and skip_data_changed:
+        raise ValueError("allow_data_change and skip_data_changed exclude each other")
     result = GateResult()
-    check_data(baseline, run, allow_data_change, result)
+    skipped = check_data(baseline, run, allow_data_change, result, skip_data_changed)
+    if skipped:
+        baseline, run = without_tasks(baseline, skipped), without_tasks(run, skipped)
     check_models(baseline, run, result)
     check_params(baseline, run, result)
     check_criteria(baseline, run, result)
@@ -515,20 +551,16 @@ def baseline_document(report: Mapping[str, Any], tolerances: Tolerances, source_
     """The baseline: the run's results document without plot series, plus a `gate` block.
 
     The `gate` block records the schema, when and from which run it was taken, the reference-data
-    hash the records carry (`data_sha256`), `reference` (e.g. reference.data_sha256 of the DFT
-    manifest and its frame count, where known), the models with their sha256, and the tolerances.
-
-    Raises GateInputError when the records carry more than one data hash (a mixed run).
+    hashes the records carry, per task template (`data_sha256`), `reference` (e.g.
+    reference.data_sha256 of the DFT manifest and its frame count, where known), the models with
+    their sha256, and the tolerances.
     """
     snap = snapshot(report, source_run)
-    if len(snap.data_sha256) > 1:
-        raise GateInputError(f"{source_run}: records were computed on {len(snap.data_sha256)} different "
-                             "reference-data versions; rerun the gate suite with --force before rebaselining")
     records = [{k: v for k, v in r.items() if k != "series"} for r in report["records"]]
     stamp = (now or _dt.datetime.now(_dt.timezone.utc)).isoformat(timespec="seconds")
     gate = {
         "schema": BASELINE_SCHEMA, "created_utc": stamp, "source_run": source_run,
-        "data_sha256": snap.data_sha256[0] if snap.data_sha256 else None,
+        "data_sha256": dict(sorted(snap.data_sha256.items())),
         "reference": dict(reference or {}),
         "models": [{"task": t, "name": n, "sha256": s} for t, (n, s) in sorted(snap.models.items())],
         "tolerances": tolerances.to_dict(),

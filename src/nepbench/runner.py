@@ -22,7 +22,7 @@ from .provenance import (
     atomic_write_json, code_sha256, content_hash, git_code_modified, git_commit, hardware_info,
     package_versions, sha256_file,
 )
-from .tasks import TaskContext, TaskOutcome, task_function
+from .tasks import REFERENCE_DATA_ALL, TASK_REFERENCE_DATA, TaskContext, TaskOutcome, task_function
 from .textfiles import load_json
 
 SCHEMA = "nepbench.result/1"
@@ -37,11 +37,16 @@ class ResolvedModel:
     sha256: str
 
 
-def reference_hash(reference_dir: Path) -> str | None:
-    """sha256 of the reference manifests (DFT labels and AIMD), None where absent."""
-    parts = []
-    for manifest in sorted(reference_dir.glob("*/manifest.json")):
-        parts.append((manifest.parent.name, sha256_file(manifest)))
+def task_data_files(task_type: str) -> tuple[str, ...]:
+    """The reference-data files (relative to reference_data/) a task type's results depend on."""
+    return TASK_REFERENCE_DATA.get(task_type, REFERENCE_DATA_ALL)
+
+
+def task_data_sha256(task_type: str, reference_dir: Path) -> str | None:
+    """sha256 over the reference-data files a task type reads (`task_data_files`; each file's name
+    and sha256), None when the task reads none or none of them exists."""
+    parts = [(name, sha256_file(reference_dir / name)) for name in task_data_files(task_type)
+             if (reference_dir / name).is_file()]
     return content_hash(parts) if parts else None
 
 
@@ -84,6 +89,7 @@ def make_record(spec: TaskSpec, outcome: TaskOutcome, model: ResolvedModel | Non
         "params": spec.params,
         "provenance": {
             "model_sha256": model.sha256 if model else None, "data_sha256": data_sha256,
+            "data_files": list(task_data_files(spec.type)) if data_sha256 else [],
             "packages": package_versions(), "engines": outcome.engines, "hardware": hardware_info(),
             "seed": outcome.seed, "wall_s": round(wall_s, 3), "nepbench_version": __version__,
             "nepbench_commit": git_commit(), "nepbench_code_modified": git_code_modified(),
@@ -101,7 +107,7 @@ def run_task(spec: TaskSpec, out_dir: Path, models: dict[str, ResolvedModel],
 
     `shared` is the state the tasks of one invocation share (`TaskContext.shared`); a new dict if None.
     """
-    data_sha = reference_hash(reference_dir)
+    data_sha = task_data_sha256(spec.type, reference_dir)
     model: ResolvedModel | None = None
     model_error: str | None = None
     if spec.models:

@@ -22,8 +22,8 @@ EPILOG = """exit status:
      criterion flipped to fail
   1  regression: a metric is worse than the baseline beyond its tolerance, a criterion flipped
      pass → fail or can no longer be judged, a compared metric is missing or in another unit, a
-     task ran with other parameters than the baseline's, or the reference data differ from the
-     baseline's (unless --allow-data-change)
+     task ran with other parameters than the baseline's, or a task's reference data differ from
+     the baseline's (unless --allow-data-change or --skip-data-changed)
   2  bad input: the run, its results.json, the baseline or the tolerance file is missing or
      unreadable (one line naming the file), or an unexpected error (one line; --debug shows
      the traceback)
@@ -33,6 +33,8 @@ examples:
   nepbench gate reports/gate/results.json --baseline reports/baseline/results.json
   nepbench gate reports/gate --update-baseline        # what `make baseline` does after the run
   nepbench gate reports/gate --allow-data-change      # new reference frames: compare anyway
+  nepbench gate reports/gate --skip-data-changed      # gate only the tasks whose data did not change
+                                                      # (what `make baseline` checks before rebaselining)
 
 Tolerances come from the baseline (copied from the suite's [gate] table when it was written);
 --tolerances SUITE.toml uses another suite file's [gate] table. docs/tracking.md explains the gate.
@@ -47,8 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("run", metavar="RUN", help="run folder (suite.json + tasks/) or a results.json")
     parser.add_argument("--baseline", default=str(DEFAULT_BASELINE),
                         help=f"baseline results.json (default {DEFAULT_BASELINE})")
-    parser.add_argument("--allow-data-change", action="store_true",
-                        help="compare even when the reference data differ from the baseline's (said in the output)")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--allow-data-change", action="store_true",
+                      help="compare even when a task's reference data differ from the baseline's (said in the output)")
+    data.add_argument("--skip-data-changed", action="store_true",
+                      help="leave out the tasks whose reference data differ from the baseline's (said in the "
+                           "output) and gate the others")
     parser.add_argument("--tolerances", default=None, metavar="SUITE.toml",
                         help="take tolerances from this suite file's [gate] table instead of the baseline's")
     parser.add_argument("--update-baseline", action="store_true",
@@ -101,16 +107,20 @@ def load_tolerances_file(path: str | Path) -> Any:
         raise _bad_input(exc) from None
 
 
-def reference_details(reference_dir: Path, data_sha256: str | None) -> tuple[dict[str, Any], str | None]:
+def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
     """(details, note): the DFT manifest's sha256 (reference.data_sha256) and frame counts of
-    `reference_dir` when its data hash is the run's, else ({}, why not)."""
+    `reference_dir` when every record's data hash is what that folder gives its task type now,
+    else ({}, why not)."""
     from ..reference import data_sha256 as dft_sha256
-    from ..runner import reference_hash
+    from ..runner import task_data_sha256
 
-    if data_sha256 is None or not (reference_dir / "dft" / "manifest.json").is_file():
+    hashed = [r for r in records if (r.get("provenance") or {}).get("data_sha256")]
+    if not hashed or not (reference_dir / "dft" / "manifest.json").is_file():
         return {}, f"no reference data at {reference_dir}: details not recorded"
-    if reference_hash(reference_dir) != data_sha256:
-        return {}, (f"{reference_dir} now holds other data than the run used "
+    stale = [str(r.get("task_id")) for r in hashed
+             if task_data_sha256(str(r.get("task_type")), reference_dir) != r["provenance"]["data_sha256"]]
+    if stale:
+        return {}, (f"{reference_dir} now holds other data than {', '.join(stale)} used "
                     "(frames added since): reference details not recorded")
     manifest = json.loads((reference_dir / "dft" / "manifest.json").read_text())
     files = manifest.get("files", {}).values()
@@ -146,13 +156,13 @@ def _update_baseline(args: argparse.Namespace) -> int:
                              "them would let later runs off those criteria for good (--allow-unmeasured to "
                              "write it anyway)")
     tolerances, where = _tolerances_for_new_baseline(args, document)
-    data = sorted({(r.get("provenance") or {}).get("data_sha256") for r in document.get("records", [])} - {None})
     details, note = reference_details(Path(args.reference_dir) if args.reference_dir else REFERENCE_DIR,
-                                      data[0] if len(data) == 1 else None)
+                                      list(document.get("records", [])))
     baseline = baseline_document(document, tolerances, source, details)
     atomic_write_json(args.baseline, baseline)
     print(f"gate: baseline written to {args.baseline} from {source}")
-    print(f"  data sha256 {baseline['gate']['data_sha256']}; tolerances from {where}")
+    hashes = ", ".join(f"{task} {sha[:12]}" for task, sha in baseline["gate"]["data_sha256"].items()) or "none"
+    print(f"  reference-data sha256: {hashes}; tolerances from {where}")
     for model in baseline["gate"]["models"]:
         print(f"  {model['task']}: {model['name']} (sha256 {model['sha256'][:12]})")
     if note:
@@ -182,7 +192,8 @@ def _gate(args: argparse.Namespace) -> int:
 
             tolerances = Tolerances()
             notes.append(f"{base_source} records no tolerances: built-in defaults (5 % relative)")
-    result = compare(base, run, tolerances, allow_data_change=args.allow_data_change)
+    result = compare(base, run, tolerances, allow_data_change=args.allow_data_change,
+                     skip_data_changed=args.skip_data_changed)
     result.notes[:0] = notes
     print("\n".join(result_lines(result, base, run)))
     return result.exit_code

@@ -240,7 +240,9 @@ def provenance_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     walls = [float(p["wall_s"]) for _, p in prov if isinstance(p.get("wall_s"), (int, float))]
     return {
         "models": models,
-        "data_sha256": _unique(p.get("data_sha256") for _, p in prov if p.get("data_sha256")),
+        "data_sha256": _unique({"sha256": p["data_sha256"],
+                                "files": ", ".join(p.get("data_files") or []) or "not recorded"}
+                               for _, p in prov if p.get("data_sha256")),
         "packages": versions["packages"],
         "engines": versions["engines"],
         "hardware": _unique(hardware_summary(r) for r, _ in prov),
@@ -531,7 +533,8 @@ def provenance_tables(prov: Mapping[str, Any]) -> list[tuple[tuple[str, ...], li
 
     return [
         (("Model", "sha256"), [(m["name"], m["sha256"]) for m in prov["models"]]),
-        (("Reference data sha256",), [(h,) for h in prov["data_sha256"]] or [("—",)]),
+        (("Reference data sha256", "over reference_data/"),
+         [(d["sha256"], d["files"]) for d in prov["data_sha256"]] or [("—", "")]),
         (("Package / engine", "Kind", "Version(s)"),
          [(n, "package", versions(v)) for n, v in prov["packages"].items()]
          + [(n, "engine", versions(v)) for n, v in prov["engines"].items()]),

@@ -72,6 +72,19 @@ TASK_MODULES = {
 }
 
 
+#: Task type → the reference-data files (under reference_data/) its results depend on: a record's
+#: `data_sha256` hashes these alone, so new AIMD frames leave parity's records, cache and gate
+#: comparison alone, and new DFT labels leave the MD comparison's. A type not listed depends on all
+#: of them (`REFERENCE_DATA_ALL`).
+TASK_REFERENCE_DATA: dict[str, tuple[str, ...]] = {
+    "parity": ("dft/manifest.json",),
+    "md_accuracy": ("aimd/manifest.json", "aimd.toml"),
+    "throughput": (),
+    "expansion": (),
+}
+REFERENCE_DATA_ALL = ("dft/manifest.json", "aimd/manifest.json", "aimd.toml")
+
+
 def _task_module(task_type: str) -> tuple[Any, str]:
     import importlib
 
