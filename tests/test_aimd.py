@@ -183,6 +183,33 @@ def test_manifest_drift_is_the_fitted_slope_of_the_conserved_quantity_per_atom(s
     assert run_a["conserved_drift_mev_per_atom_per_ps"] == pytest.approx(1000 / 8, rel=1e-3)
 
 
+def test_manifest_has_the_potential_energy_trend_and_the_heat_offset_it_implies(spec, monkeypatch):
+    """A potential energy falling 1 eV/ps over 8 atoms is a trend of -125 meV/atom/ps; that heat,
+    released into a CSVR thermostat of 50 fs, holds T 2·1·0.05 / (21 k_B) = 55 K above target."""
+    from ase import units
+
+    from nepbench.commands.reference import aimd_trend_lines
+    from nepbench.engines.cp2k import ENER_FILE, HARTREE_EV
+
+    monkeypatch.setattr(aimd, "TREND_MIN_STEPS", 3)  # the fake runs are 6 and 10 steps long
+    aimd.grow(spec, _engine(monkeypatch))
+    ener = aimd.run_dir_of(spec, spec.run("si-b")) / ENER_FILE
+    rows = [ln.split() for ln in ener.read_text().splitlines() if not ln.startswith("#")]
+    for row in rows:
+        row[4] = repr(-31.0 - float(row[1]) / 1000 / HARTREE_EV)
+    ener.write_text("# header\n" + "\n".join(" ".join(r) for r in rows) + "\n")
+    manifest = aimd.write_manifest(spec)
+    run_b = manifest["runs"]["si-b"]
+    assert spec.run("si-b").protocol.thermostat_coupling_fs == 50.0
+    assert run_b["potential_trend_mev_per_atom_per_ps_after_warmup"] == pytest.approx(-125.0, abs=0.01)
+    assert run_b["potential_trend_stderr_mev_per_atom_per_ps_after_warmup"] == pytest.approx(0.0, abs=0.01)
+    assert run_b["thermostat_heat_offset_k"] == pytest.approx(2 * 1.0 * 0.05 / (21 * units.kB), abs=0.05)
+    (line,) = [ln for ln in aimd_trend_lines(manifest) if "si-b" in ln]
+    assert "-125.0 ± 0.0 meV/atom/ps" in line and "+55 K off target" in line
+    monkeypatch.setattr(aimd, "TREND_MIN_STEPS", 10)  # si-b has 7 steps past its warm-up: too few
+    assert aimd.write_manifest(spec)["runs"]["si-b"]["thermostat_heat_offset_k"] is None
+
+
 def test_manifest_has_temperature_and_drift(spec, monkeypatch):
     aimd.grow(spec, _engine(monkeypatch))
     run_b = json.loads((Path(spec.path).parent / "aimd" / "manifest.json").read_text())["runs"]["si-b"]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ase import units
 
 from cp2k_fakes import FakeCP2K
 from nepbench import aimd
 from nepbench.config import TaskSpec
 from nepbench.engines.base import Trajectory
-from nepbench.engines.cp2k import AIMD_SETTINGS, CP2KEngine
+from nepbench.engines.cp2k import AIMD_SETTINGS, HARTREE_EV, CP2KEngine
 from nepbench.models import write_random_model
 from nepbench.report import plots
 from nepbench.tasks import TaskContext
@@ -81,6 +82,15 @@ def test_compares_g_r_beside_the_aimd_sampling_floor_and_draws_the_figures(refer
     # the model's MD temperature is recorded beside the AIMD's, so a reader sees both ran at one T
     assert metrics["model_temperature_mean_k.lisi"] > 0 and metrics["model_temperature_stderr_k.lisi"] >= 0
     assert f"NEP T {metrics['model_temperature_mean_k.lisi']:.0f} ±" in outcome.method
+    # FakeCP2K's potential energy falls 1 mHa per 1 fs step: a trend of -27.2 eV/ps over the cell, and
+    # the heat that releases holds a 50 fs CSVR thermostat 2 P τ / ((3N − 3) k_B) above its target
+    n_atoms = len(aimd.load_aimd(aimd.load_aimd_spec(reference_dir / "aimd.toml"), "lisi").first_frame)
+    slope = -1e-3 * HARTREE_EV * 1000 / n_atoms * 1000  # meV/atom/ps
+    assert metrics["aimd_potential_trend_mev_per_atom_per_ps.lisi"] == pytest.approx(slope, rel=1e-9)
+    assert metrics["aimd_potential_trend_stderr_mev_per_atom_per_ps.lisi"] == pytest.approx(0.0, abs=1e-6)
+    heat_k = 2 * (1e-3 * HARTREE_EV * 1000) * 0.05 / ((3 * n_atoms - 3) * units.kB)
+    assert metrics["aimd_thermostat_heat_offset_k.lisi"] == pytest.approx(heat_k, rel=1e-9)
+    assert f"E_pot trend {slope:+.0f} ± 0 meV/atom/ps (its heat holds T {heat_k:+.0f} K off target)" in outcome.method
     # the AIMD run itself, every committed step: FakeCP2K books 300 + step K at 1 fs per step
     history = outcome.series["aimd_thermo"]["lisi"]
     assert history["time_ps"] == pytest.approx([0.001 * s for s in range(13)])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nepbench.metrics.equilibration import detect_equilibration, statistical_inefficiency, thermostat_offset
+from nepbench.metrics.equilibration import (
+    csvr_heat_offset_k, detect_equilibration, linear_trend, statistical_inefficiency, thermostat_offset,
+)
 
 
 def _ar1(rho: float, n: int, seed: int) -> np.ndarray:
@@ -113,3 +115,52 @@ def test_thermostat_offset_of_a_constant_series() -> None:
 def test_thermostat_offset_refuses_bad_input(temps, target, message) -> None:
     with pytest.raises(ValueError, match=message):
         thermostat_offset(temps, target)
+
+
+def test_linear_trend_recovers_a_slope_and_its_error_grows_with_correlation() -> None:
+    """A line plus AR(1) noise: the slope comes back within its error, and the error is the
+    ordinary one times √g (checked by the spread of slopes over 200 independent series)."""
+    rho, n = 0.8, 2000
+    t = np.arange(n) * 0.002  # ps
+    slopes, errors = [], []
+    for seed in range(200):
+        found = linear_trend(t, -2.0 * t + _ar1(rho, n, seed))
+        slopes.append(found.slope)
+        errors.append(found.stderr)
+    spread = float(np.std(slopes))
+    assert np.mean(slopes) == pytest.approx(-2.0, abs=3 * spread / np.sqrt(200))
+    assert np.median(errors) == pytest.approx(spread, rel=0.25)  # the stated error is the real spread
+    naive = np.sqrt(1.0 / (1 - rho**2) / np.sum((t - t.mean()) ** 2))  # white-noise error of the same σ
+    assert np.median(errors) > 2.0 * naive  # g = 9: √g = 3
+    flat = linear_trend(t, _ar1(rho, n, 999))
+    assert abs(flat.z) < 4
+
+
+def test_linear_trend_edge_cases() -> None:
+    flat = linear_trend([0.0, 1.0, 2.0], [5.0, 5.0, 5.0])
+    assert flat.slope == 0.0 and flat.stderr == 0.0 and flat.z == 0.0
+    exact = linear_trend([0.0, 1.0, 2.0], [1.0, 3.0, 5.0])
+    assert exact.slope == pytest.approx(2.0) and exact.z == np.inf
+    for times, values, message in [([0.0, 1.0], [1.0, 2.0], "at least 3"), ([1.0, 1.0, 1.0], [1.0, 2.0, 3.0], "equal"),
+                                   ([0.0, 1.0, 2.0], [1.0, np.nan, 3.0], "NaN"), ([0.0, 1.0, 2.0], [1.0] * 4, "length")]:
+        with pytest.raises(ValueError, match=message):
+            linear_trend(times, values)
+
+
+def test_csvr_heat_offset_matches_a_simulated_thermostat() -> None:
+    """Integrate CSVR's mean kinetic energy, d<K>/dt = (K0 - <K>)/tau + P, with a constant heat
+    input: it settles at K0 + P tau, and the function gives that as a temperature."""
+    from ase import units
+
+    n_dof, target_k, tau_fs, heat = 93, 1200.0, 50.0, 2.25  # eV/ps: a 32-atom cell, CP2K's 3N - 3
+    k0 = 0.5 * n_dof * units.kB * target_k
+    k, dt_ps = k0, 1e-4
+    for _ in range(20000):  # 2 ps = 40 tau
+        k += ((k0 - k) / (tau_fs / 1000) + heat) * dt_ps
+    simulated_k = 2 * k / (n_dof * units.kB) - target_k
+    assert csvr_heat_offset_k(heat, tau_fs, n_dof) == pytest.approx(simulated_k, rel=1e-3)
+    assert csvr_heat_offset_k(heat, tau_fs, n_dof) == pytest.approx(28.1, abs=0.1)
+    assert csvr_heat_offset_k(-heat, tau_fs, n_dof) == -csvr_heat_offset_k(heat, tau_fs, n_dof)
+    for args in [(1.0, 0.0, 93), (1.0, 50.0, 0)]:
+        with pytest.raises(ValueError):
+            csvr_heat_offset_k(*args)

@@ -160,7 +160,8 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
         dt = run.protocol.timestep_fs
         ener = _read_ener(folder, state["total_steps"])
         runs[run.id] = {
-            **_thermo_summary(ener, len(state["symbols"]), run.protocol.warmup_steps * dt / 1000),
+            **_thermo_summary(ener, len(state["symbols"]), run.protocol.warmup_steps * dt / 1000,
+                              run.protocol.thermostat_coupling_fs),
             "builder": run.builder, "params": run.params, "seed": run.seed,
             "prerelax": run.prerelax.to_dict() if run.prerelax else None,
             "formula": Atoms(state["symbols"]).get_chemical_formula(), "n_atoms": len(state["symbols"]),
@@ -320,9 +321,20 @@ def thermo_history(spec: AimdSpec, run_id: str) -> dict[str, Any] | None:
             "equilibrated_ps": None if step is None else step * dt_ps}
 
 
-def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
+#: Fewest steps after the warm-up for the potential energy's trend to be reported.
+TREND_MIN_STEPS = 10
+
+
+def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float,
+                    coupling_fs: float = 50.0) -> dict[str, Any]:
     """Mean temperature after the warm-up (with the standard error of that mean over its correlated
     steps), conserved-quantity drift and the detected end of equilibration of a run's md.ener columns.
+
+    Also the potential energy's trend after the warm-up (meV/atom/ps ± its standard error,
+    `metrics.equilibration.linear_trend`; from TREND_MIN_STEPS steps on) and the temperature offset
+    that trend alone would hold the CSVR thermostat at (`csvr_heat_offset_k`, K, over CP2K's 3N − 3
+    degrees of freedom): a structure still relaxing releases heat that the thermostat removes only
+    with its coupling time, so its mean T sits above target by that much.
 
     With the CSVR thermostat CP2K's conserved quantity includes the thermostat's energy, so its
     drift (the NVE energy-drift metric applied to it) measures integration error: time step, SCF.
@@ -330,12 +342,16 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float)
     `_equilibrated_step`'s pair: a check on the warm-up chosen in aimd.toml, not a cut.
     """
     from .engines.cp2k import HARTREE_EV
-    from .metrics.equilibration import mean_standard_error
+    from .metrics.equilibration import csvr_heat_offset_k, linear_trend, mean_standard_error
     from .metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 
+    no_trend = {"potential_trend_mev_per_atom_per_ps_after_warmup": None,
+                "potential_trend_stderr_mev_per_atom_per_ps_after_warmup": None,
+                "thermostat_heat_offset_k": None}
     empty = {"conserved_drift_mev_per_atom_per_ps": None, "temperature_mean_k_after_warmup": None,
              "temperature_stderr_k_after_warmup": None,
-             "potential_energy_equilibrated_at_step": None, "potential_energy_effective_samples": None}
+             "potential_energy_equilibrated_at_step": None, "potential_energy_effective_samples": None,
+             **no_trend}
     if ener is None or ener["step"].size < 3:
         return empty
     times_ps = ener["time_fs"] / 1000
@@ -343,7 +359,14 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float)
     drift = nve_energy_drift_ev_per_atom_per_ps(times_ps, ener["conserved_ha"] * HARTREE_EV, n_atoms)
     equilibrated, effective = _equilibrated_step(ener)
     temps_after = ener["temperature_k"][after]
-    return {"conserved_drift_mev_per_atom_per_ps": round(drift.drift_ev_per_atom_per_ps * 1000, 4),
+    trend = dict(no_trend)
+    if after.sum() >= TREND_MIN_STEPS:
+        fit = linear_trend(times_ps[after], ener["potential_ha"][after] * HARTREE_EV / n_atoms * 1000)
+        trend = {"potential_trend_mev_per_atom_per_ps_after_warmup": round(fit.slope, 2),
+                 "potential_trend_stderr_mev_per_atom_per_ps_after_warmup": round(fit.stderr, 2),
+                 "thermostat_heat_offset_k": round(csvr_heat_offset_k(-fit.slope * n_atoms / 1000, coupling_fs,
+                                                                      3 * n_atoms - 3), 1)}
+    return {**trend,"conserved_drift_mev_per_atom_per_ps": round(drift.drift_ev_per_atom_per_ps * 1000, 4),
             "temperature_mean_k_after_warmup": round(float(temps_after.mean()), 1) if after.any() else None,
             "temperature_stderr_k_after_warmup": round(mean_standard_error(temps_after), 1)
             if temps_after.size >= 2 else None,

@@ -184,7 +184,8 @@ def _show(args: argparse.Namespace) -> int:
         print(f"DIRECT: kept {sel['selected']} of {sel['pool_size']} ({100 * sel['selected_fraction']:.1f}%)")
     aimd_manifest = Path(args.dir).parent / "aimd" / "manifest.json"
     if aimd_manifest.is_file():
-        for line in aimd_table(json.loads(aimd_manifest.read_text())):
+        manifest = json.loads(aimd_manifest.read_text())
+        for line in aimd_table(manifest) + aimd_trend_lines(manifest):
             print(line)
     return 0
 
@@ -216,4 +217,23 @@ def aimd_table(manifest: dict) -> list[str]:
             f"{run['total_wall_s'] / 3600:6.2f} {left_h:6.2f} {run['s_per_step_median']:6.1f} "
             f"{'—' if scf is None else f'{scf:.1f}':>8s} {run['ranks']:5d} "
             f"{'—' if drift is None else f'{drift:.2f}':>17s}")
+    return lines
+
+
+def aimd_trend_lines(manifest: dict) -> list[str]:
+    """One line per AIMD run whose manifest holds a potential-energy trend after the warm-up: the
+    slope ± its standard error (meV/atom/ps), how many errors from 0, and the temperature offset
+    the heat it releases holds the CSVR thermostat at (`metrics.equilibration.csvr_heat_offset_k`)."""
+    rows = [(run_id, run) for run_id, run in manifest["runs"].items()
+            if run.get("potential_trend_mev_per_atom_per_ps_after_warmup") is not None]
+    if not rows:
+        return []
+    lines = ["potential energy after the warm-up (a structure still relaxing releases heat, which holds the "
+             "thermostat above its target):"]
+    for run_id, run in rows:
+        slope = run["potential_trend_mev_per_atom_per_ps_after_warmup"]
+        err = run["potential_trend_stderr_mev_per_atom_per_ps_after_warmup"]
+        sigmas = f"{abs(slope) / err:.1f} σ" if err else "exact"
+        lines.append(f"  {run_id:16s} {slope:+.1f} ± {err:.1f} meV/atom/ps ({sigmas}); "
+                     f"its heat holds T {run['thermostat_heat_offset_k']:+.0f} K off target")
     return lines

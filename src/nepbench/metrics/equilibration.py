@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from ase import units
 
 
 @dataclass(frozen=True)
@@ -151,3 +152,67 @@ def thermostat_offset(temperatures_k: np.ndarray, target_k: float) -> Thermostat
     else:
         z = 0.0 if delta == 0 else float(np.copysign(np.inf, delta))
     return ThermostatOffset(mean, stderr, mean / target_k - 1.0, z)
+
+
+@dataclass(frozen=True)
+class LinearTrend:
+    """Least-squares slope of a correlated, equally spaced series against time (`linear_trend`).
+
+    Attributes:
+        slope: the fitted slope, in the series' units per time unit.
+        stderr: its standard error, in the same units: the ordinary least-squares error inflated by
+            √g, g the `statistical_inefficiency` of the residuals (correlated residuals count as
+            n / g independent ones).
+        z: slope / stderr (0 for a flat series, ± inf for an exact nonzero line).
+    """
+
+    slope: float
+    stderr: float
+    z: float
+
+
+def linear_trend(times: np.ndarray, values: np.ndarray) -> LinearTrend:
+    """Is a series still drifting? Its slope against `times` with an error that allows for correlation.
+
+    Meant for a potential energy after an MD warm-up: a slope many standard errors from 0 says the
+    structure is still relaxing (or heating), so averages over the run describe a moving state.
+
+    Raises:
+        ValueError: fewer than 3 samples, non-finite values, unequal lengths, or constant times.
+    """
+    t = _series(times, 3)
+    x = _series(values, 3)
+    if t.shape != x.shape:
+        raise ValueError(f"times and values differ in length ({t.size} and {x.size})")
+    dt = t - t.mean()
+    sxx = float(np.sum(dt**2))
+    if not sxx > 0:
+        raise ValueError("times are all equal: no slope")
+    slope = float(np.sum(dt * (x - x.mean())) / sxx)
+    residuals = x - x.mean() - slope * dt
+    ss = float(np.sum(residuals**2))
+    g = statistical_inefficiency(residuals) if ss > 0 else 1.0
+    stderr = float(np.sqrt(ss / (t.size - 2) / sxx * g))
+    if stderr > 0:
+        z = slope / stderr
+    else:
+        z = 0.0 if slope == 0 else float(np.copysign(np.inf, slope))
+    return LinearTrend(slope, stderr, z)
+
+
+def csvr_heat_offset_k(heat_ev_per_ps: float, coupling_fs: float, degrees_of_freedom: int) -> float:
+    """How far above its target (K) a CSVR (Bussi) thermostat holds a system into which heat flows.
+
+    CSVR relaxes the mean kinetic energy to its target with time constant τ: d⟨K⟩/dt = (K0 − ⟨K⟩)/τ
+    + P, so a steady heat input P (eV/ps, e.g. the potential energy a still-relaxing structure
+    releases, −dE_pot/dt) holds ⟨K⟩ at K0 + P·τ, i.e. T at T0 + 2 P τ / (N_dof k_B). Negative P
+    (the structure taking up energy) gives a negative offset.
+
+    Raises:
+        ValueError: coupling_fs not > 0 or fewer than 1 degree of freedom.
+    """
+    if not (np.isfinite(coupling_fs) and coupling_fs > 0):
+        raise ValueError(f"coupling time must be > 0 fs, got {coupling_fs}")
+    if degrees_of_freedom < 1:
+        raise ValueError(f"need at least 1 degree of freedom, got {degrees_of_freedom}")
+    return 2.0 * heat_ev_per_ps * (coupling_fs / 1000.0) / (degrees_of_freedom * units.kB)

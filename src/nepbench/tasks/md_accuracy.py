@@ -13,7 +13,7 @@ from ..config import TaskSpec
 from ..engines.base import MDProtocol
 from ..errors import InputError
 from ..metrics.diffusion import arrhenius_fit, diffusivity, msd_multiple_origins
-from ..metrics.equilibration import thermostat_offset
+from ..metrics.equilibration import csvr_heat_offset_k, linear_trend, thermostat_offset
 from ..metrics.rdf import minimum_image_radius_a, rdf_l1_error, rdf_trajectory, rdf_wasserstein1
 from ..metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 from . import TaskContext, TaskOutcome
@@ -131,6 +131,19 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         units.update({f"aimd_temperature_mean_k.{run_id}": "K", f"aimd_temperature_stderr_k.{run_id}": "K"})
         t_text = (f"T {temp.mean_k:.0f} ± {temp.stderr_k:.0f} K against {run.protocol.temperature_k:.0f} K "
                   f"({100 * temp.relative_offset:+.1f} %, {temp.z:+.1f} σ)")
+        if len(ref.thermo["time_ps"]) >= 3:  # still relaxing? its heat holds the thermostat above target
+            n_atoms = len(ref.first_frame)
+            trend = linear_trend(ref.thermo["time_ps"], ref.thermo["potential_energy_ev"] / n_atoms * 1000)
+            heat_k = csvr_heat_offset_k(-trend.slope * n_atoms / 1000, run.protocol.thermostat_coupling_fs,
+                                        3 * n_atoms - 3)
+            metrics[f"aimd_potential_trend_mev_per_atom_per_ps.{run_id}"] = trend.slope
+            metrics[f"aimd_potential_trend_stderr_mev_per_atom_per_ps.{run_id}"] = trend.stderr
+            metrics[f"aimd_thermostat_heat_offset_k.{run_id}"] = heat_k
+            units.update({f"aimd_potential_trend_mev_per_atom_per_ps.{run_id}": "meV/atom/ps",
+                          f"aimd_potential_trend_stderr_mev_per_atom_per_ps.{run_id}": "meV/atom/ps",
+                          f"aimd_thermostat_heat_offset_k.{run_id}": "K (CSVR offset the E_pot trend implies)"})
+            t_text += (f", E_pot trend {trend.slope:+.0f} ± {trend.stderr:.0f} meV/atom/ps "
+                       f"(its heat holds T {heat_k:+.0f} K off target)")
         if abs(temp.relative_offset) > max_t_offset and abs(temp.z) > min_t_offset_z:
             reasons[f"rdf_l1_error_max.{run_id}"] = (
                 f"AIMD production averages {temp.mean_k:.0f} ± {temp.stderr_k:.0f} K against its "
