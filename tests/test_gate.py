@@ -46,7 +46,7 @@ def results_doc(force: float | None = 150.0, speed: float | None = 20000.0, mode
                         "status": "done", "reason": None, "metrics": metrics,
                         "metric_units": {metric: "meV/Å" if task_type == "parity" else "×"},
                         "model": {"name": model, "sha256": sha}, "series": {"big": [1, 2, 3]},
-                        "provenance": {"data_sha256": data}})
+                        "provenance": {"data_sha256": data, "data_files": ["dft/manifest.json"]}})
     for task_id, record in (extra_tasks or {}).items():
         tasks.append({"id": task_id, "type": record["task_type"], "title": task_id, "params": {}, "models": [model]})
         records.append(record)
@@ -255,7 +255,23 @@ def test_skip_data_changed_gates_only_the_tasks_whose_data_did_not_change():
         gate(base, new_aimd, allow_data_change=True, skip_data_changed=True)
     # a task that reads no reference data (no hash on either side) is compared as usual
     none = with_data(results_doc(data="1" * 64), "throughput", None)
-    assert gate(none, with_data(results_doc(data="1" * 64), "throughput", None), skip_data_changed=True).passed
+    same = gate(none, with_data(results_doc(data="1" * 64), "throughput", None), skip_data_changed=True)
+    assert same.passed and {c.task for c in same.comparisons} == {"parity-{model}", "throughput-{model}"}
+    # every task's data changed: skipping leaves nothing, which is not a pass
+    nothing = gate(base, results_doc(data="2" * 64), skip_data_changed=True)
+    assert nothing.comparisons == [] and [(f.kind, f.subject) for f in nothing.failures] == [("data", "every task")]
+    assert "left nothing to compare" in nothing.failures[0].message
+
+
+def test_a_baseline_from_before_per_task_hashes_is_named_as_such():
+    """Its records' one hash covered all of reference_data/: it differs from every task's new hash."""
+    old = results_doc(data="1" * 64)
+    for record in old["records"]:
+        del record["provenance"]["data_files"]
+    result = gate(old, results_doc(data="2" * 64))
+    assert [f.kind for f in result.failures] == ["data", "data"]
+    assert all("predates per-task data hashes" in f.message for f in result.failures)
+    assert "predates" not in gate(results_doc(data="1" * 64), results_doc(data="2" * 64)).failures[0].message
 
 
 def test_gate_suite_is_a_subset_of_the_quick_suite():
@@ -317,7 +333,7 @@ def test_cli_skip_data_changed_and_its_exclusion_of_allow(tmp_path, capsys):
     base = _write(tmp_path / "base.json", baseline_document(results_doc(data="1" * 64), TOL, "r"))
     run = _write(tmp_path / "run.json", with_data(results_doc(data="1" * 64, speed=10.0), "throughput", "2" * 64))
     assert main(["gate", str(run), "--baseline", str(base)]) == 1
-    assert "REGRESSION: [throughput-{model}]: reference data differ" in capsys.readouterr().out
+    assert "REGRESSION: [throughput-{model}]: reference data (dft/manifest.json) differ" in capsys.readouterr().out
     assert main(["gate", str(run), "--baseline", str(base), "--skip-data-changed"]) == 0
     out = capsys.readouterr().out
     assert "not compared (--skip-data-changed)" in out and "ok   force_rmse_mev_per_a [parity-{model}]" in out
@@ -336,12 +352,17 @@ def test_reference_details_only_for_records_of_the_data_there_now(tmp_path):
                                                            "cp2k": {"version": "CP2K version 2023.1"}}))
     (ref / "aimd.toml").write_text("# spec\n")
     records = [{"task_id": "parity-m", "task_type": "parity",
-                "provenance": {"data_sha256": task_data_sha256("parity", ref)}},
+                "provenance": {"data_sha256": task_data_sha256("parity", ref), "data_files": ["dft/manifest.json"]}},
                {"task_id": "md-m", "task_type": "md_accuracy",
-                "provenance": {"data_sha256": task_data_sha256("md_accuracy", ref)}},
+                "provenance": {"data_sha256": task_data_sha256("md_accuracy", ref), "data_files": ["aimd.toml"]}},
                {"task_id": "expansion-m", "task_type": "expansion", "provenance": {"data_sha256": None}}]
     details, note = reference_details(ref, records)
     assert note is None and details["n_frames"] == 3 and details["n_test_frames"] == 1
+    assert "aimd_manifest_sha256" not in details  # no aimd/manifest.json was read
+    details, note = reference_details(ref, records[1:])  # an MD-only run: nothing about the DFT frames
+    assert note is None and details == {}
+    details, note = reference_details(ref, records[2:])
+    assert details == {} and "read no reference data" in note
     (ref / "aimd.toml").write_text("# spec, changed\n")
     details, note = reference_details(ref, records)
     assert details == {} and "md-m" in note and "parity-m" not in note

@@ -181,6 +181,8 @@ class Snapshot:
             no reference data are absent).
         models: task template → (model name, model sha256).
         params: task template → the task's parameters without "model" (what was measured, how).
+        data_files: task template → the reference-data files its hash covers (records from before
+            per-task hashes have none: their hash covers all of reference_data/).
     """
 
     source: str
@@ -192,6 +194,7 @@ class Snapshot:
     data_sha256: Mapping[str, str]
     models: Mapping[str, tuple[str, str]]
     params: Mapping[str, Any] = field(default_factory=dict)
+    data_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _task_models(suite: Mapping[str, Any]) -> dict[str, str]:
@@ -237,6 +240,7 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
     params: dict[str, Any] = {}
     template_of: dict[str, str] = {}
     data: dict[str, str] = {}
+    data_files: dict[str, tuple[str, ...]] = {}
     for record in records:
         if not isinstance(record, Mapping) or not isinstance(record.get("task_id"), str):
             raise GateInputError(f"{source}: a record lacks its 'task_id'")
@@ -261,6 +265,9 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
         sha = (record.get("provenance") or {}).get("data_sha256")
         if sha:
             data[template] = str(sha)
+        files = (record.get("provenance") or {}).get("data_files")
+        if isinstance(files, list) and files:
+            data_files[template] = tuple(str(f) for f in files)
     criteria: dict[str, CriterionState] = {}
     for v in verdicts:
         if not isinstance(v, Mapping) or "criterion" not in v:
@@ -274,7 +281,7 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
         criteria[key] = CriterionState(key, task, str(v.get("metric")), good < bad, str(v.get("verdict")),
                                        finite_number(v.get("value")), good, bad, str(v.get("unit") or ""),
                                        v.get("reason"))
-    return Snapshot(source, metrics, units, statuses, reasons, criteria, data, models, params)
+    return Snapshot(source, metrics, units, statuses, reasons, criteria, data, models, params, data_files)
 
 
 def without_tasks(snap: Snapshot, tasks: set[str]) -> Snapshot:
@@ -288,7 +295,7 @@ def without_tasks(snap: Snapshot, tasks: set[str]) -> Snapshot:
     return replace(snap, metrics=by_metric(snap.metrics), units=by_metric(snap.units),
                    reasons=by_metric(snap.reasons), statuses=by_task(snap.statuses),
                    data_sha256=by_task(snap.data_sha256), models=by_task(snap.models),
-                   params=by_task(snap.params),
+                   params=by_task(snap.params), data_files=by_task(snap.data_files),
                    criteria={k: c for k, c in snap.criteria.items() if c.task not in tasks})
 
 
@@ -421,8 +428,12 @@ def check_data(baseline: Snapshot, run: Snapshot, allow_data_change: bool, resul
         if base is None or now is None:
             result.notes.append(f"[{task}]: no reference-data sha256 recorded on one side: data identity not checked")
             continue
-        text = (f"[{task}]: reference data differ: the baseline {baseline.source} was taken on data sha256 "
-                f"{base[:12]}, this run on {now[:12]} (frames added or relabelled)")
+        files = ", ".join(run.data_files.get(task, ())) or "reference_data/"
+        text = (f"[{task}]: reference data ({files}) differ: the baseline {baseline.source} was taken on data "
+                f"sha256 {base[:12]}, this run on {now[:12]}")
+        if task not in baseline.data_files:
+            text += (" (the baseline predates per-task data hashes: its hash covers all of reference_data/, so "
+                     "it differs even where this task's files did not change)")
         if allow_data_change:
             result.notes.append(f"{text}; compared anyway (--allow-data-change): differences may come from the data")
         elif skip_data_changed:
@@ -535,6 +546,11 @@ def compare(baseline: Snapshot, run: Snapshot, tolerances: Tolerances,
     skipped = check_data(baseline, run, allow_data_change, result, skip_data_changed)
     if skipped:
         baseline, run = without_tasks(baseline, skipped), without_tasks(run, skipped)
+        if not set(baseline.statuses) & set(run.statuses):
+            result.failures.append(Finding(
+                "data", "every task", "--skip-data-changed left nothing to compare: every task's reference data "
+                "differ from the baseline's; look at the differences with --allow-data-change, then rebaseline "
+                "(`make baseline ACCEPT_REGRESSION=1`)"))
     check_models(baseline, run, result)
     check_params(baseline, run, result)
     check_criteria(baseline, run, result)

@@ -108,25 +108,37 @@ def load_tolerances_file(path: str | Path) -> Any:
 
 
 def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
-    """(details, note): the DFT manifest's sha256 (reference.data_sha256) and frame counts of
-    `reference_dir` when every record's data hash is what that folder gives its task type now,
-    else ({}, why not)."""
+    """(details, note): what the baseline says about the reference data its records used.
+
+    Recorded only when every record's data hash is what `reference_dir` gives its task type now:
+    the DFT manifest's sha256 (reference.data_sha256), frame and test-frame counts and CP2K version
+    where a record read the DFT manifest, the AIMD manifest's sha256 where one read that. Else
+    ({}, why not).
+    """
+    from ..provenance import sha256_file
     from ..reference import data_sha256 as dft_sha256
     from ..runner import task_data_sha256
 
     hashed = [r for r in records if (r.get("provenance") or {}).get("data_sha256")]
-    if not hashed or not (reference_dir / "dft" / "manifest.json").is_file():
-        return {}, f"no reference data at {reference_dir}: details not recorded"
+    if not hashed:
+        return {}, "the run's tasks read no reference data: no reference details recorded"
     stale = [str(r.get("task_id")) for r in hashed
              if task_data_sha256(str(r.get("task_type")), reference_dir) != r["provenance"]["data_sha256"]]
     if stale:
         return {}, (f"{reference_dir} now holds other data than {', '.join(stale)} used "
                     "(frames added since): reference details not recorded")
-    manifest = json.loads((reference_dir / "dft" / "manifest.json").read_text())
-    files = manifest.get("files", {}).values()
-    return {"dft_manifest_sha256": dft_sha256(reference_dir / "dft"),
-            "n_frames": manifest.get("n_frames"), "n_test_frames": sum(int(f.get("n_test", 0)) for f in files),
-            "cp2k_version": (manifest.get("cp2k") or {}).get("version")}, None
+    used = {f for r in hashed for f in (r["provenance"].get("data_files") or [])}
+    details: dict[str, Any] = {}
+    if "dft/manifest.json" in used:
+        manifest = json.loads((reference_dir / "dft" / "manifest.json").read_text())
+        files = manifest.get("files", {}).values()
+        details.update({"dft_manifest_sha256": dft_sha256(reference_dir / "dft"),
+                        "n_frames": manifest.get("n_frames"),
+                        "n_test_frames": sum(int(f.get("n_test", 0)) for f in files),
+                        "cp2k_version": (manifest.get("cp2k") or {}).get("version")})
+    if "aimd/manifest.json" in used:
+        details["aimd_manifest_sha256"] = sha256_file(reference_dir / "aimd" / "manifest.json")
+    return details, None
 
 
 def _tolerances_for_new_baseline(args: argparse.Namespace, document: dict[str, Any]) -> tuple[Any, str]:
