@@ -289,6 +289,12 @@ def test_gate_suite_is_a_subset_of_the_quick_suite():
 # ----------------------------------------------------------------------------- the command
 
 
+def empty_dir(path: Path) -> Path:
+    """A reference folder that exists and holds no data."""
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def _write(path: Path, doc: dict) -> Path:
     path.write_text(json.dumps(doc))
     return path
@@ -316,12 +322,45 @@ def test_cli_pass_regression_and_bad_input_exit_codes(tmp_path, capsys):
     assert "latin1.json: not UTF-8 text" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("corrupt, problem", [
+    (lambda doc: doc["records"][0]["metrics"].update(force_rmse_mev_per_a="abc"), "not a number: 'abc'"),
+    (lambda doc: doc["records"][0]["metrics"].update(force_rmse_mev_per_a=True), "not a number: True"),
+    (lambda doc: doc["records"][0].update(metrics=[]), "'metrics' must be an object"),
+    (lambda doc: doc["records"][0].update(metric_units=5), "'metric_units' must be an object"),
+    (lambda doc: doc["records"][0].update(provenance=5), "'provenance' must be an object"),
+    (lambda doc: doc["suite"].update(tasks=5), "'suite.tasks' must be a list"),
+])
+def test_a_corrupted_baseline_is_bad_input_not_a_pass(tmp_path, capsys, corrupt, problem):
+    """A tampered value must not read as "null in the baseline, not compared" (exit 0)."""
+    doc = baseline_document(results_doc(), TOL, "r")
+    corrupt(doc)
+    base = _write(tmp_path / "base.json", doc)
+    assert main(["gate", str(_write(tmp_path / "run.json", results_doc())), "--baseline", str(base)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "base.json" in err[0] and problem in err[0], err
+
+
+def test_tolerance_tables_refuse_unknown_keys_and_a_named_file_needs_one(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown key.*rell"):
+        parse_tolerances({"tolerance": [{"metric": "a", "rell": 0.1}]})
+    with pytest.raises(ConfigError, match="unknown key.*default_rell"):
+        parse_tolerances({"default_rell": 0.1})
+    base = _write(tmp_path / "base.json", baseline_document(results_doc(), TOL, "r"))
+    (tmp_path / "empty.toml").write_text("")
+    run = str(_write(tmp_path / "run.json", results_doc()))
+    assert main(["gate", run, "--baseline", str(base), "--tolerances", str(tmp_path / "empty.toml")]) == 2
+    assert "empty.toml: no [gate] table" in capsys.readouterr().err
+    assert main(["gate", run, "--update-baseline", "--baseline", str(tmp_path / "new.json"),
+                 "--reference-dir", str(tmp_path / "nope")]) == 2
+    assert "nope: no such folder" in capsys.readouterr().err and not (tmp_path / "new.json").exists()
+
+
 def test_cli_update_baseline_writes_atomically_with_suite_tolerances(tmp_path, capsys):
     run = results_doc()
     run["suite"]["path"] = str(GATE_SUITE)
     target = tmp_path / "baseline" / "results.json"
     assert main(["gate", str(_write(tmp_path / "run.json", run)), "--update-baseline",
-                 "--baseline", str(target), "--reference-dir", str(tmp_path / "no-data")]) == 0
+                 "--baseline", str(target), "--reference-dir", str(empty_dir(tmp_path / "no-data"))]) == 0
     written = json.loads(target.read_text())
     assert written["gate"]["tolerances"] == parse_tolerances(tomllib.loads(GATE_SUITE.read_text())["gate"]).to_dict()
     assert [p.name for p in target.parent.iterdir()] == ["results.json"]  # no temporary file left
@@ -399,7 +438,7 @@ def test_a_baseline_is_refused_from_a_run_with_unmeasured_criteria(tmp_path, cap
     source = _write(tmp_path / "run.json", run)
     target = tmp_path / "baseline.json"
     args = ["gate", str(source), "--update-baseline", "--baseline", str(target),
-            "--reference-dir", str(tmp_path / "no-data")]
+            "--reference-dir", str(empty_dir(tmp_path / "no-data"))]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "criteria not measured: speedup[m1]" in err and "--allow-unmeasured" in err

@@ -116,6 +116,9 @@ def parse_tolerances(table: Mapping[str, Any] | None, where: str = "[gate]") -> 
         return Tolerances()
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(table) - {"default_rel", "default_abs", "tolerance"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: default_rel, default_abs, tolerance)")
     default = Tolerance(_finite_nonneg(table, "default_rel", DEFAULT_REL, where),
                         _finite_nonneg(table, "default_abs", DEFAULT_ABS, where))
     per_metric: dict[str, Tolerance] = {}
@@ -126,6 +129,9 @@ def parse_tolerances(table: Mapping[str, Any] | None, where: str = "[gate]") -> 
         if not isinstance(entry, Mapping) or not isinstance(entry.get("metric"), str):
             raise ConfigError(f"{where}: tolerance #{index} needs a 'metric' name")
         here = f"{where} tolerance {entry['metric']!r}"
+        unknown = sorted(set(entry) - {"metric", "rel", "abs", "better"})
+        if unknown:
+            raise ConfigError(f"{here}: unknown key(s) {', '.join(unknown)} (known: metric, rel, abs, better)")
         better = entry.get("better")
         if better not in (None, "lower", "higher"):
             raise ConfigError(f"{here}: better must be 'lower' or 'higher', got {better!r}")
@@ -221,6 +227,26 @@ def criterion_template(criterion_id: str, model: str | None) -> str:
     return re.sub(r"\[[^\[\]]*\]$", "", criterion_id)
 
 
+def _table(owner: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    """`owner[key]` when it is an object, {} when absent or null; GateInputError naming `where` else."""
+    value = owner.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise GateInputError(f"{where}: '{key}' must be an object, got {type(value).__name__}")
+    return value
+
+
+def _metric_value(value: Any, where: str) -> float | None:
+    """A recorded metric as a float (None for null or non-finite); GateInputError for anything that
+    is not a number: a baseline value of "abc" or true must not pass as 'not compared'."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GateInputError(f"{where}: not a number: {value!r}")
+    return finite_number(value)
+
+
 def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
     """A `Snapshot` of a results document (results.json, a baseline, or `build_report`'s dict).
 
@@ -231,7 +257,10 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
     verdicts = document.get("verdicts")
     if not isinstance(records, list) or not isinstance(verdicts, list):
         raise GateInputError(f"{source}: not a nepbench results document (no 'records' and 'verdicts' lists)")
-    models_of = _task_models(document.get("suite") or {})
+    suite = _table(document, "suite", source)
+    if not isinstance(suite.get("tasks", []) or [], list):
+        raise GateInputError(f"{source}: 'suite.tasks' must be a list")
+    models_of = _task_models(suite)
     metrics: dict[tuple[str, str], float | None] = {}
     units: dict[tuple[str, str], str] = {}
     reasons: dict[tuple[str, str], str] = {}
@@ -245,6 +274,11 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
         if not isinstance(record, Mapping) or not isinstance(record.get("task_id"), str):
             raise GateInputError(f"{source}: a record lacks its 'task_id'")
         task_id = record["task_id"]
+        where = f"{source}: record {task_id!r}"
+        record_metrics = _table(record, "metrics", where)
+        record_units = _table(record, "metric_units", where)
+        record_reasons = _table(record, "metric_reasons", where)
+        provenance = _table(record, "provenance", where)
         model = record.get("model") if isinstance(record.get("model"), Mapping) else None
         template = task_template(task_id, models_of.get(task_id) or (model or {}).get("name"))
         if template in statuses:
@@ -256,16 +290,16 @@ def snapshot(document: Mapping[str, Any], source: str) -> Snapshot:
             models[template] = (str(model.get("name")), str(model.get("sha256")))
         if isinstance(record.get("params"), Mapping):
             params[template] = {k: v for k, v in record["params"].items() if k != "model"}
-        for name, value in (record.get("metrics") or {}).items():
-            metrics[(template, name)] = finite_number(value)
-        for name, unit in (record.get("metric_units") or {}).items():
+        for name, value in record_metrics.items():
+            metrics[(template, name)] = _metric_value(value, f"{where}: metric {name!r}")
+        for name, unit in record_units.items():
             units[(template, name)] = str(unit)
-        for name, why in (record.get("metric_reasons") or {}).items():
+        for name, why in record_reasons.items():
             reasons[(template, name)] = str(why)
-        sha = (record.get("provenance") or {}).get("data_sha256")
+        sha = provenance.get("data_sha256")
         if sha:
             data[template] = str(sha)
-        files = (record.get("provenance") or {}).get("data_files")
+        files = provenance.get("data_files")
         if isinstance(files, list) and files:
             data_files[template] = tuple(str(f) for f in files)
     criteria: dict[str, CriterionState] = {}

@@ -95,12 +95,15 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], str]:
     return document, str(path)
 
 
-def load_tolerances_file(path: str | Path) -> Any:
-    """The [gate] table of a suite file as `Tolerances` (defaults when it has none)."""
+def load_tolerances_file(path: str | Path, required: bool = False) -> Any:
+    """The [gate] table of a suite file as `Tolerances` (defaults when it has none, unless
+    `required`: a file named by --tolerances must have one, or the defaults would pass unnoticed)."""
     from ..gate import GateInputError, parse_tolerances
 
     path = Path(path)
     data = load_toml(path, prefixed(GateInputError))
+    if required and "gate" not in data:
+        raise GateInputError(f"{path}: no [gate] table (the tolerances --tolerances should take)")
     try:
         return parse_tolerances(data.get("gate"), f"{path}: [gate]")
     except ConfigError as exc:
@@ -119,14 +122,18 @@ def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tup
     from ..reference import data_sha256 as dft_sha256
     from ..runner import task_data_sha256
 
+    from ..gate import GateInputError
+
+    if not reference_dir.is_dir():
+        raise GateInputError(f"{reference_dir}: no such folder (--reference-dir: the reference set the run used)")
     hashed = [r for r in records if (r.get("provenance") or {}).get("data_sha256")]
     if not hashed:
         return {}, "the run's tasks read no reference data: no reference details recorded"
     stale = [str(r.get("task_id")) for r in hashed
              if task_data_sha256(str(r.get("task_type")), reference_dir) != r["provenance"]["data_sha256"]]
     if stale:
-        return {}, (f"{reference_dir} now holds other data than {', '.join(stale)} used "
-                    "(frames added since): reference details not recorded")
+        return {}, (f"{reference_dir} holds other data than {', '.join(stale)} used (changed since the run, "
+                    "or another folder): reference details not recorded")
     used = {f for r in hashed for f in (r["provenance"].get("data_files") or [])}
     details: dict[str, Any] = {}
     if "dft/manifest.json" in used:
@@ -145,7 +152,7 @@ def _tolerances_for_new_baseline(args: argparse.Namespace, document: dict[str, A
     from ..gate import Tolerances
 
     if args.tolerances:
-        return load_tolerances_file(args.tolerances), args.tolerances
+        return load_tolerances_file(args.tolerances, required=True), args.tolerances
     suite_path = (document.get("suite") or {}).get("path")
     if suite_path and Path(suite_path).is_file():
         return load_tolerances_file(suite_path), suite_path
@@ -195,7 +202,7 @@ def _gate(args: argparse.Namespace) -> int:
     base, run = snapshot(base_doc, base_source), snapshot(run_doc, run_source)
     notes = []
     if args.tolerances:
-        tolerances = load_tolerances_file(args.tolerances)
+        tolerances = load_tolerances_file(args.tolerances, required=True)
         notes.append(f"tolerances from {args.tolerances}")
     else:
         tolerances = baseline_tolerances(base_doc, base_source)
