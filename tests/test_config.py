@@ -107,6 +107,42 @@ def test_a_misspelt_task_parameter_is_refused(tmp_path):
     assert "known: motifs, split" in message
 
 
+MD_TASK = """
+[[task]]
+id = "md"
+type = "md_accuracy"
+runs = []
+nve = { builder = "a-LixSi", params = { x = 2.0 }, temperature_k = 900.0, timestep_fs = 1.0, steps = 20 }
+"""
+EXPANSION_TASK = """
+[[task]]
+id = "expansion"
+type = "expansion"
+"""
+
+
+@pytest.mark.parametrize("text, problem", [
+    (SUITE.replace('split = "test"', 'split = "nosuch"'), "(parity): split must be one of test, train, got 'nosuch'"),
+    (SUITE.replace('split = "test"', 'split = 3'), "split must be one of test, train, got 3"),
+    (SUITE.replace('split = "test"', 'motifs = ["nosuchmotif"]'), "unknown motif(s) nosuchmotif"),
+    (SUITE.replace('split = "test"', 'motifs = []'), "motifs must be a non-empty list"),
+    (SUITE + MD_TASK.replace('"a-LixSi"', '"a-nothing"'), "(md_accuracy): nve builder 'a-nothing' is not one of"),
+    (SUITE + MD_TASK.replace("steps = 20", "steps = 0"), "nve steps must be an integer >= 1, got 0"),
+    (SUITE + MD_TASK.replace("runs = []", "runs = []\nlength_factors = [0]"), "length_factors must be"),
+    (SUITE + MD_TASK.replace("runs = []", "runs = 'a-LiC-1200K'"), "runs must be a list of AIMD run ids"),
+    (SUITE + MD_TASK.replace("runs = []", "runs = []\nn_bins = true"), "n_bins must be an integer >= 2"),
+    (SUITE + EXPANSION_TASK + "target_x = -1.0\n", "(expansion): need target_x > 0"),
+])
+def test_bad_parameter_values_are_refused_when_the_suite_is_loaded(tmp_path, text, problem):
+    """Before anything runs or is written: the task would otherwise fail minutes later and replace
+    an earlier finished record of the same task with its failure."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_suite(path)
+    assert str(path) in str(info.value) and problem in str(info.value)
+    load_suite(write(tmp_path, SUITE + MD_TASK + EXPANSION_TASK))  # the good values load
+
+
 @pytest.mark.parametrize("task_type, module", [
     ("parity", "accuracy"), ("md_accuracy", "md_accuracy"), ("throughput", "throughput")])
 def test_declared_task_parameters_cover_what_the_code_reads(task_type, module):

@@ -7,6 +7,7 @@ its call and returns "done", "failed", "skipped" (a missing program) or "not_app
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from nepbench import runner
 from nepbench.cli import main
@@ -74,3 +75,14 @@ def test_force_recomputes_a_finished_task(tmp_path, calls, monkeypatch, capsys):
     out_text = capsys.readouterr().out
     assert "cached" not in out_text
     assert json.loads((out / "tasks" / "done.json").read_text())["provenance"]["created_utc"] >= first
+
+
+def test_an_unknown_model_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "out"
+    for model, problem in (("nosuch-model", "unknown model 'nosuch-model'"),
+                           (str(tmp_path / "none" / "nep.txt"), "nep.txt: model file not found")):
+        quick = Path(__file__).resolve().parents[1] / "suites" / "quick.toml"
+        assert main(["run", str(quick), "--model", model, "--out", str(out), "--no-report"]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and problem in err[0], err
+        assert not out.exists()

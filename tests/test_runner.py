@@ -77,6 +77,16 @@ def test_each_task_hashes_only_the_reference_data_it_reads(tmp_path, calls):
     assert runner.task_data_files("something-new") == ("dft/manifest.json", "aimd/manifest.json", "aimd.toml")
 
 
+def test_a_task_id_holding_a_model_path_stays_one_folder_under_work(tmp_path, calls):
+    """--model deep/../x/nep.txt puts "/" and ".." in the task id: its record and its work folder
+    are each one name inside the run folder."""
+    out = tmp_path / "run"
+    runner.run_suite(suite_of(TaskSpec("parity-deep/../../x/nep.txt", "parity", "P", {})), out, reference_dir=tmp_path)
+    assert [p.name for p in (out / "work").iterdir()] == ["parity-deep_.._.._x_nep.txt"]
+    assert [p.name for p in (out / "tasks").iterdir()] == ["parity-deep_.._.._x_nep.txt.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_missing_program_is_skipped_with_reason_and_retried(tmp_path, calls):
     suite = suite_of(TaskSpec("g", "throughput", "G", {"value": 0, "gpu": True}))
     records = runner.run_suite(suite, tmp_path, reference_dir=tmp_path)

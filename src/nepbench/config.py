@@ -130,13 +130,16 @@ def _criterion(raw: dict[str, Any], path: Path, index: int) -> Criterion:
 def _check_task_params(path: Path, task_id: str, task_type: str, params: Mapping[str, Any]) -> None:
     """ConfigError naming the file and task for a parameter its type does not read (a misspelt
     `splt` would otherwise leave the default in force without a word)."""
-    from .tasks import task_params
+    from .tasks import task_param_problem, task_params
 
     known = task_params(task_type)
     unknown = sorted(set(params) - known - {"model"})
     if unknown:
         raise ConfigError(f"{path}: task {task_id!r} ({task_type}) has unknown parameter(s) "
                           f"{', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    problem = task_param_problem(task_type, dict(params))
+    if problem:
+        raise ConfigError(f"{path}: task {task_id!r} ({task_type}): {problem}")
 
 
 def _model_names(value: Any, path: Path) -> tuple[str, ...]:

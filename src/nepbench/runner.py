@@ -67,7 +67,12 @@ def _resolve(name: str, cache: dict[str, ResolvedModel]) -> ResolvedModel:
 
 
 def record_path(out_dir: Path, task_id: str) -> Path:
-    return out_dir / "tasks" / f"{task_id.replace('/', '_')}.json"
+    return out_dir / "tasks" / f"{task_file_stem(task_id)}.json"
+
+
+def task_file_stem(task_id: str) -> str:
+    """A task id as one file or folder name: a model given as a path puts "/" (and "..") in the id."""
+    return task_id.replace("/", "_")
 
 
 def load_record(path: Path) -> dict[str, Any] | None:
@@ -124,7 +129,7 @@ def run_task(spec: TaskSpec, out_dir: Path, models: dict[str, ResolvedModel],
     if model_error is not None:
         outcome = TaskOutcome("failed", reason=model_error)
     else:
-        context = TaskContext(out_dir / "work" / spec.id, reference_dir,
+        context = TaskContext(out_dir / "work" / task_file_stem(spec.id), reference_dir,
                               model.path if model else None, model.name if model else None,
                               model.sha256 if model else None, {} if shared is None else shared)
         context.work_dir.mkdir(parents=True, exist_ok=True)

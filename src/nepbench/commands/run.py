@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..config import load_suite
 
@@ -37,6 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..runner import run_suite
 
     suite = load_suite(args.suite, tuple(args.model) if args.model else None)
+    check_models(suite)
     if args.list_tasks:
         for spec in suite.tasks:
             print(spec.id)
@@ -58,6 +60,17 @@ def _run(args: argparse.Namespace) -> int:
         print(claim_table_text(report))
         print(f"report: {out_dir / 'report.html'}")
     return _exit_status(records)
+
+
+def check_models(suite: Any) -> None:
+    """Refuse, before anything is written, a model that is neither a registry name nor a readable
+    nep.txt (ModelError naming it). Registry models are fetched and verified when a task needs them."""
+    from ..models import load_registry, resolve_model
+
+    registry = load_registry()
+    for name in sorted({m for spec in suite.tasks for m in spec.models}):
+        if name not in registry:
+            resolve_model(name, fetch=False, registry=registry)
 
 
 def _exit_status(records: list[dict]) -> int:

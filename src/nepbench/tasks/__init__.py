@@ -99,6 +99,16 @@ def task_params(task_type: str) -> frozenset[str]:
     return frozenset(_task_module(task_type)[0].TASK_PARAMS)
 
 
+def task_param_problem(task_type: str, params: dict[str, Any]) -> str | None:
+    """What is wrong with a task's parameter values (its module's `check_params`), or None.
+
+    Checked when the suite is loaded, so a bad value is refused before anything runs or is written,
+    not minutes later by the task (which would replace an earlier finished record with a failure).
+    """
+    check = getattr(_task_module(task_type)[0], "check_params", None)
+    return check(params) if check else None
+
+
 def task_function(task_type: str) -> TaskFunction:
     """The function that runs tasks of `task_type` (imported lazily)."""
     module, function = _task_module(task_type)

@@ -52,6 +52,25 @@ def offset_corrected_energy_residuals_ev_per_atom(
 
 #: Parameters a parity task reads (suite files are checked against them when loaded).
 TASK_PARAMS = frozenset({"split", "motifs"})
+SPLITS = ("test", "train")
+
+
+def check_params(params: dict[str, Any]) -> str | None:
+    """What is wrong with a parity task's `split` ("test" or "train") or `motifs` (a non-empty list of
+    the reference set's motifs), or None."""
+    from ..reference import MOTIFS
+
+    split = params.get("split", "test")
+    if split not in SPLITS:
+        return f"split must be one of {', '.join(SPLITS)}, got {split!r}"
+    motifs = params.get("motifs")
+    if motifs is not None:
+        if not isinstance(motifs, list) or not motifs or not all(isinstance(m, str) for m in motifs):
+            return f"motifs must be a non-empty list of motif names, got {motifs!r}"
+        unknown = sorted(set(motifs) - set(MOTIFS))
+        if unknown:
+            return f"unknown motif(s) {', '.join(unknown)} (known: {', '.join(MOTIFS)})"
+    return None
 
 
 def offset_fit_problem(fit_counts: np.ndarray, test_counts: np.ndarray, elements: list[str],

@@ -261,6 +261,15 @@ class ExpansionParams:
 TASK_PARAMS = frozenset(f.name for f in fields(ExpansionParams))
 
 
+def check_params(params: dict[str, Any]) -> str | None:
+    """What is wrong with an expansion task's parameter values (`ExpansionParams.validate`), or None."""
+    try:
+        ExpansionParams.from_params(params)
+    except ConfigError as exc:
+        return str(exc).removeprefix("expansion task: ")
+    return None
+
+
 def predicted_outer_radius_nm(p: ExpansionParams, shell_thickness_nm: float) -> float:
     """Outer radius (nm) the particle may reach at `p.target_x` if nothing holds the core back.
 

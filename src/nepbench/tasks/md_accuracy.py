@@ -24,6 +24,56 @@ TASK_PARAMS = frozenset({"runs", "length_factors", "min_rdf_production_ps", "max
                          "min_temperature_offset_z", "min_diffusion_production_ps", "r_max_a", "n_bins",
                          "seed", "nve"})
 MIN_DIFFUSION_PS = 0.5  # shortest production run from which a diffusivity is fitted
+NVE_KEYS = frozenset({"builder", "params", "temperature_k", "timestep_fs", "steps", "seed"})
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _positive_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+            and value > 0)
+
+
+def check_params(params: dict[str, Any]) -> str | None:
+    """What is wrong with an md_accuracy task's `runs`, `length_factors`, `n_bins`, numeric bounds
+    or `nve` table, or None. (Whether each run exists in aimd.toml is checked when the task runs:
+    the suite does not know which reference folder it will be given.)"""
+    from .. import systems
+
+    runs = params.get("runs")
+    if runs is not None and (not isinstance(runs, list) or not all(isinstance(r, str) for r in runs)):
+        return f"runs must be a list of AIMD run ids ([] for the NVE check alone), got {runs!r}"
+    factors = params.get("length_factors", [1, 4])
+    if not isinstance(factors, list) or not factors or not all(_positive_int(f) for f in factors):
+        return f"length_factors must be a non-empty list of integers >= 1, got {factors!r}"
+    n_bins = params.get("n_bins", 80)
+    if not (_positive_int(n_bins) and n_bins >= 2):
+        return f"n_bins must be an integer >= 2, got {n_bins!r}"
+    for key in ("min_rdf_production_ps", "max_temperature_offset", "min_temperature_offset_z",
+                "min_diffusion_production_ps", "r_max_a"):
+        value = params.get(key)
+        if value is not None and not (_positive_number(value) or (value == 0 and not isinstance(value, bool))):
+            return f"{key} must be a number >= 0, got {value!r}"
+    nve = params.get("nve")
+    if nve is None:
+        return None
+    if not isinstance(nve, dict):
+        return f"nve must be a table, got {nve!r}"
+    unknown = sorted(set(nve) - NVE_KEYS)
+    if unknown:
+        return f"nve has unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(NVE_KEYS))})"
+    if nve.get("builder") not in systems.BUILDERS:
+        return f"nve builder {nve.get('builder')!r} is not one of {', '.join(systems.BUILDERS)}"
+    if not isinstance(nve.get("params", {}), dict):
+        return f"nve params must be a table, got {nve.get('params')!r}"
+    for key in ("temperature_k", "timestep_fs"):
+        if not _positive_number(nve.get(key)):
+            return f"nve {key} must be a number > 0, got {nve.get(key)!r}"
+    if not _positive_int(nve.get("steps")):
+        return f"nve steps must be an integer >= 1, got {nve.get('steps')!r}"
+    return None
 #: Largest |log-log slope − 1| of the AIMD's Li MSD over the fit window for it to count as diffusive
 #: there. A short run's window sits at tens of fs, where the MSD still carries ballistic motion
 #: (slope up to 2) or caging (below 1): a "D" fitted there is no diffusivity, so none is compared.
