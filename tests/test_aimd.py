@@ -402,6 +402,26 @@ def test_prerelax_settings_are_checked(tmp_path):
         aimd.load_aimd_spec(tmp_path / "aimd.toml")
 
 
+@pytest.mark.parametrize("damage, phrase", [
+    (lambda folder, spec_path: (folder / "frames.extxyz.xz").write_bytes(b"garbage"), "do not read back"),
+    (lambda folder, spec_path: (folder / "state.json").write_text("{not json"), "state.json: unreadable MD run state"),
+    (lambda folder, spec_path: spec_path.write_text(""), "defines no [[run]]"),
+])
+def test_manifest_only_refuses_damaged_data_and_keeps_the_manifest(spec, monkeypatch, capsys, damage, phrase):
+    """Rewriting the manifest over damaged files would record their sha256, and verify would then
+    vouch for them; an empty spec would drop every committed run."""
+    from nepbench.cli import main
+
+    aimd.grow(spec, _engine(monkeypatch))
+    manifest = Path(spec.path).parent / "aimd" / "manifest.json"
+    before = manifest.read_bytes()
+    damage(aimd.run_dir_of(spec, spec.run("si-a")), Path(spec.path))
+    assert main(["reference", "aimd", str(spec.path), "--manifest-only"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and phrase in err[0], err
+    assert manifest.read_bytes() == before
+
+
 def test_changed_spec_is_caught_by_verify_and_manifest_only_rewrites_it(spec, monkeypatch, capsys):
     """Lengthening a warm-up in aimd.toml leaves the committed steps valid but the manifest stale:
     verify says so, and `reference aimd --manifest-only` rewrites it without running CP2K."""

@@ -197,6 +197,44 @@ def test_verify_cli_exit_codes(spec, tmp_path, capsys):
     assert "manifest not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content, phrase", [
+    (b"[]", "expected a JSON object, got list"),
+    (b'{"files": []}', "'files' must be an object"),
+    (b'{"files": null}', "'files' must be an object"),
+    (b'{"files": {"a.extxyz.xz": 3}}', "files entry 'a.extxyz.xz' needs"),
+    (b'{"files": {"a.extxyz.xz": {"sha256": "x", "frames": [1]}}}', "files entry 'a.extxyz.xz' needs"),
+    (b"{not json", "malformed JSON"),
+    (b'{"name": "\xe9"}', "not UTF-8"),
+])
+@pytest.mark.parametrize("command", ["verify", "show"])
+def test_a_manifest_of_another_shape_is_one_line_naming_it(tmp_path, capsys, content, phrase, command):
+    from nepbench.cli import main
+
+    out = tmp_path / "dft"
+    out.mkdir()
+    (out / "manifest.json").write_bytes(content)
+    assert main(["reference", command, str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out / "manifest.json") in err[0] and phrase in err[0], err
+    assert "unexpected" not in err[0]
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (b"[]", "'runs' object"), (b'{"runs": {"a": {"files": 3}}}', "run 'a' needs a 'files' object"),
+    (b"\xff\xfe", "not UTF-8")])
+def test_an_aimd_manifest_of_another_shape_is_one_line_naming_it(tmp_path, capsys, content, phrase):
+    from nepbench.cli import main
+
+    (tmp_path / "aimd").mkdir()
+    (tmp_path / "dft").mkdir()
+    (tmp_path / "dft" / "manifest.json").write_text('{"files": {}, "n_frames": 0}')  # empty, of the right shape
+    (tmp_path / "aimd" / "manifest.json").write_bytes(content)
+    (tmp_path / "aimd.toml").write_text("")
+    assert main(["reference", "verify", str(tmp_path / "dft")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "aimd/manifest.json" in err[0] and phrase in err[0], err
+
+
 def test_committed_reference_set_verifies():
     root = Path(__file__).resolve().parents[1] / "reference_data" / "dft"
     if not (root / "manifest.json").exists():

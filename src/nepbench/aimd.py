@@ -464,14 +464,30 @@ def load_aimd(spec: AimdSpec, run_id: str) -> AimdReference:
     return AimdReference(run, production, thermo_kept, total, wall, production.frame(0))
 
 
+def load_aimd_manifest(path: str | Path) -> dict[str, Any]:
+    """aimd/manifest.json, checked for the shape its readers rely on: an object whose `runs` maps
+    each run id to an object with a `files` object (relative path → sha256). InputError names the
+    file for anything else."""
+    from .textfiles import load_json
+
+    path = Path(path)
+    manifest = load_json(path, InputError)
+    runs = manifest.get("runs") if isinstance(manifest, dict) else None
+    if not isinstance(runs, dict):
+        raise InputError(path, "expected a JSON object with a 'runs' object (run id → entry)")
+    for run_id, entry in runs.items():
+        files = entry.get("files") if isinstance(entry, dict) else None
+        if not (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())):
+            raise InputError(path, f"run {run_id!r} needs a 'files' object of sha256 strings")
+    return manifest
+
+
 def verify_aimd(spec: AimdSpec) -> list[str]:
     """Problems found checking every AIMD file against aimd/manifest.json (empty list = ok)."""
-    import json
-
     path = Path(spec.path).parent / "aimd" / "manifest.json"
     if not path.is_file():
         return []
-    manifest = json.loads(path.read_text())
+    manifest = load_aimd_manifest(path)
     problems = []
     if manifest.get("spec_sha256") != sha256_file(spec.path):
         problems.append(f"{path}: written for another version of {Path(spec.path).name} (rewrite it with "

@@ -509,16 +509,38 @@ class VerifyResult:
     n_files: int
 
 
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """A DFT reference manifest.json, checked for the shape its readers rely on: an object whose
+    `files` maps each file name to {"sha256", "frames": [{"frame_sha256", ...}, ...], ...}.
+
+    Raises:
+        InputError naming the file: unreadable, not UTF-8, malformed JSON, or another shape.
+    """
+    from .textfiles import load_json
+
+    path = Path(path)
+    manifest = load_json(path, InputError)
+    if not isinstance(manifest, dict):
+        raise InputError(path, f"expected a JSON object, got {type(manifest).__name__}")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise InputError(path, f"'files' must be an object (file name → entry), got {type(files).__name__}")
+    for name, entry in files.items():
+        frames = entry.get("frames") if isinstance(entry, dict) else None
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(frames, list)
+                and all(isinstance(f, dict) and isinstance(f.get("frame_sha256"), str) for f in frames)):
+            raise InputError(path, f"files entry {name!r} needs a 'sha256' string and a 'frames' list of "
+                                   "objects with a 'frame_sha256'")
+    return manifest
+
+
 def verify(out_dir: str | Path = DEFAULT_ROOT / "dft") -> VerifyResult:
     """Check every file's and every frame's sha256 against the manifest."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.is_file():
         raise InputError(manifest_path, "manifest not found (run `nepbench reference build` first)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as exc:
-        raise InputError(manifest_path, f"malformed JSON ({exc})") from None
+    manifest = load_manifest(manifest_path)
     problems: list[str] = []
     n_frames = 0
     listed = manifest.get("files", {})
@@ -565,7 +587,7 @@ def load_frames(out_dir: str | Path = DEFAULT_ROOT / "dft", split: str | None = 
         raise InputError(out_dir / "manifest.json", "; ".join(result.problems[:3]))
     frames: list[Atoms] = []
     wanted = set(motifs) if motifs is not None else None
-    for name in sorted(json.loads((out_dir / "manifest.json").read_text())["files"]):
+    for name in sorted(load_manifest(out_dir / "manifest.json")["files"]):
         for frame in read_structures(out_dir / name, require_labels=True):
             if (split is None or frame.info.get("split") == split) and (
                     wanted is None or frame.info.get("motif") in wanted):

@@ -23,7 +23,6 @@ The GPU route (GPUMD `nep` in the container) reads the same run directory: docs/
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -225,27 +224,26 @@ def reference_snapshot(dft_dir: str | os.PathLike[str], retries: int = SNAPSHOT_
     atomically, not together); a copy taken between the two fails verification and is retried
     after `wait_s` seconds, up to `retries` times. Raises InputError if it never verifies.
     """
-    from .reference import data_sha256, load_frames
+    from .reference import data_sha256, load_frames, load_manifest
 
     dft_dir = Path(dft_dir)
     manifest_path = dft_dir / "manifest.json"
     if not manifest_path.is_file():
         raise InputError(manifest_path, "manifest not found (run `nepbench reference build` first)")
-    last: Exception | None = None
+    last: str | None = None
     for attempt in range(max(1, retries)):
         with tempfile.TemporaryDirectory(prefix="nepbench-ref-") as tmp:
             copy = Path(tmp)
             try:
-                manifest_bytes = manifest_path.read_bytes()
-                manifest = json.loads(manifest_bytes)
-                (copy / "manifest.json").write_bytes(manifest_bytes)
-                for name in manifest.get("files", {}):
+                (copy / "manifest.json").write_bytes(manifest_path.read_bytes())
+                manifest = load_manifest(copy / "manifest.json")
+                for name in manifest["files"]:
                     shutil.copyfile(dft_dir / name, copy / name)
                 train = load_frames(copy, split="train")
                 test = load_frames(copy, split="test")
                 return ReferenceSnapshot(train, test, data_sha256(copy), manifest, dft_dir)
             except (InputError, OSError, ValueError) as exc:
-                last = exc
+                last = str(exc).replace(str(copy), str(dft_dir))  # name the real files, not the copy
         time.sleep(wait_s * (attempt + 1))
     raise InputError(manifest_path, f"reference set did not verify after {retries} tries ({last})")
 

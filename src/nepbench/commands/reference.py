@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -131,11 +130,36 @@ def graceful_stop() -> threading.Event:
     return event
 
 
+def check_committed_runs(spec: Any) -> None:
+    """Before the AIMD manifest is rewritten: the spec defines runs, and every started run's committed
+    state, energies and frames read back (`read_md_run`). Else InputError naming the file or folder,
+    and the manifest is left as it was: it records the files' sha256, so rewriting it over damaged
+    data would make `reference verify` vouch for them."""
+    from .. import aimd
+    from ..engines.cp2k import read_md_run
+
+    if not spec.runs:
+        raise InputError(spec.path, "defines no [[run]]: refusing to rewrite aimd/manifest.json, which would "
+                                    "drop every committed run")
+    for run in spec.runs:
+        folder = aimd.run_dir_of(spec, run)
+        if not (folder / "state.json").is_file():
+            continue
+        try:
+            read_md_run(folder)
+        except InputError:
+            raise
+        except Exception as exc:  # a damaged file can fail in the JSON, lzma or extxyz reader alike
+            raise InputError(folder, f"committed AIMD data do not read back ({type(exc).__name__}: {exc}); "
+                                     "restore them from git before rewriting the manifest") from None
+
+
 def _aimd(args: argparse.Namespace) -> int:
     from .. import aimd
 
     spec = aimd.load_aimd_spec(args.spec)
     if args.manifest_only:
+        check_committed_runs(spec)
         with exclusive_lock(Path(spec.path).parent / "aimd" / ".manifest.lock"):
             runs = aimd.write_manifest(spec)["runs"]
         print(f"aimd: manifest rewritten for {', '.join(runs) or 'no started runs'}")
@@ -173,18 +197,23 @@ def _show(args: argparse.Namespace) -> int:
     path = Path(args.dir) / "manifest.json"
     if not path.is_file():
         raise InputError(path, "manifest not found (run `nepbench reference build` first)")
-    manifest = json.loads(path.read_text())
-    print(f"{manifest['name']}: {manifest['n_frames']} frames, {manifest['cp2k']['version']}, "
-          f"{manifest['total_cp2k_wall_s']:.0f} s of CP2K")
+    manifest = reference.load_manifest(path)
+    cp2k = manifest.get("cp2k") if isinstance(manifest.get("cp2k"), dict) else {}
+    wall = manifest.get("total_cp2k_wall_s")
+    print(f"{manifest.get('name', path.parent.name)}: {manifest.get('n_frames', '?')} frames, "
+          f"{cp2k.get('version', 'CP2K version not recorded')}, "
+          f"{f'{wall:.0f}' if isinstance(wall, (int, float)) else '?'} s of CP2K")
     print(f"{'file':28s} {'frames':>6s} {'test':>5s}")
     for name, entry in manifest["files"].items():
-        print(f"{name:28s} {entry['n_frames']:6d} {entry['n_test']:5d}")
+        print(f"{name:28s} {len(entry['frames']):6d} {sum(f.get('split') == 'test' for f in entry['frames']):5d}")
     sel = manifest.get("selection")
     if sel:
         print(f"DIRECT: kept {sel['selected']} of {sel['pool_size']} ({100 * sel['selected_fraction']:.1f}%)")
     aimd_manifest = Path(args.dir).parent / "aimd" / "manifest.json"
     if aimd_manifest.is_file():
-        manifest = json.loads(aimd_manifest.read_text())
+        from ..aimd import load_aimd_manifest
+
+        manifest = load_aimd_manifest(aimd_manifest)
         for line in aimd_table(manifest) + aimd_trend_lines(manifest):
             print(line)
     return 0
