@@ -158,6 +158,37 @@ def test_systems_build_and_unknown_builder(tmp_path, capsys):
     assert "unknown builder 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra, phrase", [
+    (["-p", "repeat=[0,0,0]"], "builds no atoms"),
+    (["-p", "repeat=0"], "parameter repeat must be a list of 3 integers, got 0"),
+    (["-p", "repeat=[1,1]"], "parameter repeat must be a list of 3 integers"),
+])
+def test_systems_build_refuses_an_empty_or_malformed_cell_and_keeps_the_earlier_file(tmp_path, capsys, extra, phrase):
+    out = tmp_path / "cell.extxyz"
+    assert main(["systems", "build", "c-Si", "--out", str(out)]) == 0
+    good = out.read_bytes()
+    capsys.readouterr()
+    assert main(["systems", "build", "c-Si", *extra, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and phrase in err[0], err
+    assert out.read_bytes() == good
+
+
+def test_systems_build_into_a_folder_is_one_line(tmp_path, capsys):
+    assert main(["systems", "build", "c-Si", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder" in err[0] and "unexpected" not in err[0], err
+
+
+def test_report_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    target = tmp_path / "afile"
+    target.write_text("keep")
+    assert main(["report", str(tmp_path), "--out", str(target)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exists and is not a folder" in err[0], err
+    assert target.read_text() == "keep"
+
+
 def test_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

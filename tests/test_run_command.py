@@ -86,3 +86,11 @@ def test_an_unknown_model_is_refused_before_anything_is_written(tmp_path, capsys
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and problem in err[0], err
         assert not out.exists()
+
+
+def test_an_unknown_task_id_prints_nothing_but_the_error(tmp_path, monkeypatch, capsys):
+    use_suite(monkeypatch, "done")
+    assert run(tmp_path / "out", "--task", "nosuch") == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no task 'nosuch'" in captured.err
+    assert not (tmp_path / "out").exists()

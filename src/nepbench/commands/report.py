@@ -37,6 +37,8 @@ def _report(args: argparse.Namespace) -> int:
     if args.out is None and len(args.run_dirs) > 1:
         raise NepbenchError("--out is required when merging several run directories")
     out_dir = Path(args.out or args.run_dirs[0])
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NepbenchError(f"{out_dir}: exists and is not a folder (--out takes the report's folder)")
     report = build_report(args.run_dirs)
     paths = write_report(report, out_dir)
     print(claim_table_text(report))

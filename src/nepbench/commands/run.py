@@ -50,6 +50,8 @@ def _run(args: argparse.Namespace) -> int:
         reason = f": {record['reason']}" if record.get("reason") else ""
         print(f"  {spec.id:40s} {record['status']:14s} ({note}){reason}", flush=True)
 
+    for task_id in args.task or []:
+        suite.task(task_id)  # an unknown id: ConfigError before anything is printed or written
     print(f"nepbench run {suite.name}: {len(args.task or suite.tasks)} task(s) → {out_dir}")
     records = run_suite(suite, out_dir, args.task, force=args.force, on_task=show)
     if not args.no_report:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -59,6 +60,8 @@ def _build(args: argparse.Namespace) -> int:
             raise ConfigError(message) from None
         shown = " ".join(f"{k}={v!r}" for k, v in params.items()) or "its defaults"
         raise ConfigError(f"builder {args.name!r} cannot build with {shown}: {message}") from None
+    if Path(args.out).is_dir():
+        raise ConfigError(f"{args.out}: is a folder; --out takes a file name (.extxyz, .extxyz.gz or .extxyz.xz)")
     write_structures(args.out, [atoms])
     print(f"{args.out}: {atoms.get_chemical_formula()} ({len(atoms)} atoms)")
     return 0

@@ -82,7 +82,8 @@ def build(name: str, seed: int, **params: Any) -> Atoms:
     """Build the structure `name` (see `BUILDERS`) with `seed` and builder `params`.
 
     Raises:
-        ValueError: unknown name, or parameters the builder does not accept.
+        ValueError: unknown name, parameters the builder does not accept, or values that leave the
+            structure without atoms (e.g. repeat = [0, 0, 0]).
     """
     if name not in BUILDERS:
         raise ValueError(f"unknown builder {name!r}; known: {', '.join(BUILDERS)}")
@@ -99,6 +100,9 @@ def build(name: str, seed: int, **params: Any) -> Atoms:
     for key, value in params.items():
         _check_param_type(name, key, value, signature[key].default)
     atoms = entry.func(**kwargs)
+    if len(atoms) == 0:
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "its defaults"
+        raise ValueError(f"builder {name!r} with {shown} builds no atoms")
     atoms.info.update({"builder": name, "motif": entry.motif, "seed": int(seed)})
     atoms.info.update({k: _info_value(v) for k, v in kwargs.items() if k != "seed"})
     return atoms
@@ -116,6 +120,11 @@ def _check_param_type(builder: str, key: str, value: Any, default: Any) -> None:
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         kind = "a finite number"
+    elif isinstance(default, tuple) and default and all(isinstance(d, int) and not isinstance(d, bool)
+                                                         for d in default):
+        ok = (isinstance(value, (list, tuple)) and len(value) == len(default)
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+        kind = f"a list of {len(default)} integers"
     else:
         return
     if not ok:
