@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import lzma
+import re
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,22 @@ def test_resuming_with_other_cp2k_settings_is_refused(spec, monkeypatch):
     with pytest.raises(InputError, match=r"state.json.*CP2K settings differ.*cutoff_ry"):
         aimd.grow(spec_longer, other, run_ids=["si-a"])
     assert aimd.committed_steps(spec, spec.run("si-a")) == 6
+
+
+@pytest.mark.parametrize("edit, phrase", [
+    (lambda t: t.replace('settings = "aimd"', 'settings = "fast"'), "unknown CP2K settings preset 'fast'"),
+    (lambda t: t.replace("segment_steps = 4", "segment_steps = 4\nsegments = 3"), "unknown key(s) segments"),
+    (lambda t: t.replace('builder = "c-Si"', 'builder = "c-Xx"', 1), "AIMD run 'si-a': unknown builder 'c-Xx'"),
+    (lambda t: t.replace("warmup_steps = 2", "warmup_steps = 6", 1), "warmup_steps 6 must be >= 0 and below target_steps 6"),
+    (lambda t: t.replace("seed = 1\n", "seed = 1\nsed = 1\n", 1), "AIMD run 'si-a': unknown key(s) sed"),
+    (lambda t: t.replace('id = "si-b"', 'id = "si-a"'), "duplicate run ids"),
+])
+def test_a_spec_with_unknown_keys_builders_or_warmups_is_refused(tmp_path, edit, phrase):
+    path = tmp_path / "aimd.toml"
+    path.write_text(edit(SPEC))
+    with pytest.raises(Exception, match=re.escape(phrase)) as info:
+        aimd.load_aimd_spec(path)
+    assert str(path) in str(info.value)
 
 
 def test_unknown_run_and_malformed_spec_name_the_file(spec, tmp_path):

@@ -65,7 +65,44 @@ class AimdSpec:
         raise ConfigError(f"{self.path}: no AIMD run {run_id!r}")
 
 
+#: Keys aimd.toml may hold at its top and in each [[run]], and the CP2K settings presets it may name.
+SPEC_KEYS = frozenset({"settings", "segment_steps", "run"})
+RUN_KEYS = frozenset({"id", "builder", "params", "seed", "temperature_k", "timestep_fs", "target_steps",
+                      "sample_interval", "thermostat_coupling_fs", "warmup_steps", "prerelax"})
+SETTINGS_PRESETS = ("label", "aimd")
+
+
+def _spec_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with aimd.toml's keys, settings preset, run ids, builders or warm-ups, or None
+    (the numbers themselves are checked by MDProtocol)."""
+    from .systems import BUILDERS
+
+    unknown = sorted(set(data) - SPEC_KEYS)
+    if unknown:
+        return f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(SPEC_KEYS))})"
+    if data.get("settings", "aimd") not in SETTINGS_PRESETS:
+        return f"unknown CP2K settings preset {data.get('settings')!r} (known: {', '.join(SETTINGS_PRESETS)})"
+    runs = data.get("run", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        return "'run' must be an array of tables ([[run]])"
+    ids = [r.get("id") for r in runs]
+    if len(set(map(str, ids))) != len(ids):
+        return "duplicate run ids"
+    for raw in runs:
+        where = f"AIMD run {raw.get('id', '?')!r}"
+        unknown = sorted(set(raw) - RUN_KEYS)
+        if unknown:
+            return f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(RUN_KEYS))})"
+        if raw.get("builder") not in BUILDERS:
+            return f"{where}: unknown builder {raw.get('builder')!r}"
+        warmup, target = raw.get("warmup_steps", 0), raw.get("target_steps")
+        if isinstance(warmup, int) and isinstance(target, int) and not 0 <= warmup < target:
+            return f"{where}: warmup_steps {warmup} must be >= 0 and below target_steps {target}"
+    return None
+
+
 def load_aimd_spec(path: str | Path = DEFAULT_SPEC) -> AimdSpec:
+    """The AIMD spec at `path` (ConfigError naming the file for anything it cannot use)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: AIMD spec not found")
@@ -74,6 +111,9 @@ def load_aimd_spec(path: str | Path = DEFAULT_SPEC) -> AimdSpec:
         data = tomllib.loads(raw_bytes.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc})") from None
+    problem = _spec_problem(data)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
     runs = []
     for raw in data.get("run", []):
         try:
