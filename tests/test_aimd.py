@@ -423,6 +423,7 @@ def test_prerelax_settings_are_checked(tmp_path):
     (lambda folder, spec_path: (folder / "frames.extxyz.xz").write_bytes(b"garbage"), "do not read back"),
     (lambda folder, spec_path: (folder / "state.json").write_text("{not json"), "state.json: unreadable MD run state"),
     (lambda folder, spec_path: spec_path.write_text(""), "defines no [[run]]"),
+    (lambda folder, spec_path: (folder / "md.ener").write_text("garbage\n"), "malformed cp2k .ener line"),
 ])
 def test_manifest_only_refuses_damaged_data_and_keeps_the_manifest(spec, monkeypatch, capsys, damage, phrase):
     """Rewriting the manifest over damaged files would record their sha256, and verify would then
@@ -437,6 +438,14 @@ def test_manifest_only_refuses_damaged_data_and_keeps_the_manifest(spec, monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and phrase in err[0], err
     assert manifest.read_bytes() == before
+
+
+def test_a_damaged_energy_file_is_named_where_the_thermo_history_reads_it(spec, monkeypatch):
+    aimd.grow(spec, _engine(monkeypatch))
+    ener = aimd.run_dir_of(spec, spec.run("si-a")) / "md.ener"
+    ener.write_text("garbage\n")
+    with pytest.raises(InputError, match=re.escape(f"{ener}: malformed cp2k .ener line")):
+        aimd.thermo_history(spec, "si-a")
 
 
 def test_changed_spec_is_caught_by_verify_and_manifest_only_rewrites_it(spec, monkeypatch, capsys):

@@ -266,10 +266,14 @@ def _read_ener(folder: Path, total_steps: int) -> dict[str, Any] | None:
     """The columns of a run's md.ener (see `engines.cp2k.parse_ener`) up to its committed step
     `total_steps` (rows past it are leftovers of a killed commit), or None when it has none."""
     from .engines.cp2k import ENER_FILE, parse_ener
+    from .errors import EngineCrashed
 
     if not (folder / ENER_FILE).is_file():
         return None
-    ener = parse_ener((folder / ENER_FILE).read_text())
+    try:
+        ener = parse_ener((folder / ENER_FILE).read_text())
+    except (EngineCrashed, UnicodeDecodeError) as exc:  # parse_ener knows the text, not the file
+        raise InputError(folder / ENER_FILE, str(exc)) from None
     keep = ener["step"] <= total_steps
     return {name: column[keep] for name, column in ener.items()}
 
