@@ -361,6 +361,10 @@ def test_manifest_records_the_selection_version(spec, tmp_path):
      "selection_version 7 unknown"),
     (lambda t: t + 'strain_range = [0.1]\n', "family #1 strain_range must be [min, max]"),
     (lambda t: t.replace("seed = 5", "seed = 5.5"), "seed must be an integer"),
+    (lambda t: t.replace('cp2k_preset = "label"', 'cp2k_preset = "fast"'), "unknown cp2k_preset 'fast'"),
+    (lambda t: t.replace("seed = 5", "seed = 5\nsed = 5"), "unknown key(s) sed"),
+    (lambda t: t.replace("select = 4\n", "select = 4\nselcet = 4\n", 1), "family #0 has unknown key(s) selcet"),
+    (lambda t: t.replace('builder = "', 'builder = "x', 1), "family #0 builder 'x"),
 ])
 def test_malformed_spec_is_one_line_naming_file_and_family(tmp_path, edit, phrase):
     from nepbench.errors import ConfigError

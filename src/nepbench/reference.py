@@ -29,6 +29,7 @@ from .provenance import (
     package_versions, sha256_bytes, sha256_file,
 )
 from .structures import check_structure, labels_of, read_structures, with_labels, write_structures
+from .systems import BUILDERS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO_ROOT / "reference_data"
@@ -120,6 +121,12 @@ def _spec_number(path: Path, where: str, value: Any, kind: type, low: float, hig
     return number
 
 
+#: Keys spec.toml may hold at its top and in each [[family]], and the CP2K presets it may name.
+SPEC_KEYS = frozenset({"name", "seed", "test_fraction", "cp2k_preset", "selection_version", "family"})
+FAMILY_KEYS = frozenset({"builder", "motif", "pool", "select", "params", "strain_range", "rattle_a"})
+CP2K_PRESETS = ("label", "aimd")
+
+
 def load_spec(path: str | Path) -> ReferenceSpec:
     """Parse `reference_data/spec.toml` (see the file for the format); ConfigError names the file,
     the family and the problem."""
@@ -129,9 +136,22 @@ def load_spec(path: str | Path) -> ReferenceSpec:
     if not path.is_file():
         raise ConfigError(f"{path}: reference spec not found")
     data = load_toml(path, prefixed(ConfigError))
+    unknown = sorted(set(data) - SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(SPEC_KEYS))})")
+    if data.get("cp2k_preset", "label") not in CP2K_PRESETS:
+        raise ConfigError(f"{path}: unknown cp2k_preset {data.get('cp2k_preset')!r} (known: {', '.join(CP2K_PRESETS)})")
     families = []
     for index, raw in enumerate(data.get("family", [])):
         where = f"family #{index}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: {where} must be a table ([[family]])")
+        unknown = sorted(set(raw) - FAMILY_KEYS)
+        if unknown:
+            raise ConfigError(f"{path}: {where} has unknown key(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(FAMILY_KEYS))})")
+        if "builder" in raw and raw["builder"] not in BUILDERS:
+            raise ConfigError(f"{path}: {where} builder {raw['builder']!r} unknown (known: {', '.join(BUILDERS)})")
         try:
             motif = raw["motif"]
             if motif not in MOTIFS:
