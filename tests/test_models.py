@@ -489,6 +489,15 @@ def test_a_failed_registry_write_restores_the_model_file(tmp_path, monkeypatch, 
 
 # --------------------------------------------------------------------------- CLI
 
+def test_cli_models_list_does_not_call_a_tampered_cache_file_cached(cache, capsys):
+    target = models.cached_model_path("nep89-lisic")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("not the registry's file\n")
+    assert cli.main(["models", "list"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("nep89-lisic "))
+    assert "cached file fails its sha256" in line
+
+
 def test_cli_models_list_show_and_errors(tmp_path, cache, capsys, good_model):
     assert cli.main(["models", "list"]) == 0
     out = capsys.readouterr().out

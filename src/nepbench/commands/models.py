@@ -43,8 +43,13 @@ def _list(args: argparse.Namespace) -> int:
     for name, record in registry.items():
         if record.source.get("kind") == "local":
             cached = "local"
-        else:
-            cached = "cached" if models.cached_model_path(name).is_file() else "not cached"
+        elif not models.cached_model_path(name).is_file():
+            cached = "not cached"
+        else:  # a file that no longer matches the registry is not "cached": using it would be refused
+            from ..provenance import sha256_file
+
+            ok = sha256_file(models.cached_model_path(name)) == record.sha256
+            cached = "cached" if ok else "cached file fails its sha256 (`nepbench models fetch --force`)"
         default = " (default)" if name == models.DEFAULT_MODEL else ""
         print(f"  {name:14s} {record.nep_version:9s} {len(record.species):3d} species  {cached:10s}  "
               f"{record.description}{default}")
