@@ -65,16 +65,16 @@ class AimdSpec:
         raise ConfigError(f"{self.path}: no AIMD run {run_id!r}")
 
 
-#: Keys aimd.toml may hold at its top and in each [[run]], and the CP2K settings presets it may name.
+#: Keys aimd.toml may hold at its top and in each [[run]].
 SPEC_KEYS = frozenset({"settings", "segment_steps", "run"})
 RUN_KEYS = frozenset({"id", "builder", "params", "seed", "temperature_k", "timestep_fs", "target_steps",
                       "sample_interval", "thermostat_coupling_fs", "warmup_steps", "prerelax"})
-SETTINGS_PRESETS = ("label", "aimd")
 
 
 def _spec_problem(data: dict[str, Any]) -> str | None:
     """What is wrong with aimd.toml's keys, settings preset, run ids, builders or warm-ups, or None
     (the numbers themselves are checked by MDProtocol)."""
+    from .engines.cp2k import SETTINGS_PRESETS
     from .systems import BUILDERS
 
     unknown = sorted(set(data) - SPEC_KEYS)

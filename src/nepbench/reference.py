@@ -121,10 +121,9 @@ def _spec_number(path: Path, where: str, value: Any, kind: type, low: float, hig
     return number
 
 
-#: Keys spec.toml may hold at its top and in each [[family]], and the CP2K presets it may name.
+#: Keys spec.toml may hold at its top and in each [[family]] (`cp2k_preset`: engines.cp2k.SETTINGS_PRESETS).
 SPEC_KEYS = frozenset({"name", "seed", "test_fraction", "cp2k_preset", "selection_version", "family"})
 FAMILY_KEYS = frozenset({"builder", "motif", "pool", "select", "params", "strain_range", "rattle_a"})
-CP2K_PRESETS = ("label", "aimd")
 
 
 def load_spec(path: str | Path) -> ReferenceSpec:
@@ -139,8 +138,11 @@ def load_spec(path: str | Path) -> ReferenceSpec:
     unknown = sorted(set(data) - SPEC_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(SPEC_KEYS))})")
-    if data.get("cp2k_preset", "label") not in CP2K_PRESETS:
-        raise ConfigError(f"{path}: unknown cp2k_preset {data.get('cp2k_preset')!r} (known: {', '.join(CP2K_PRESETS)})")
+    from .engines.cp2k import SETTINGS_PRESETS
+
+    if data.get("cp2k_preset", "label") not in SETTINGS_PRESETS:
+        raise ConfigError(f"{path}: unknown cp2k_preset {data.get('cp2k_preset')!r} "
+                          f"(known: {', '.join(SETTINGS_PRESETS)})")
     families = []
     for index, raw in enumerate(data.get("family", [])):
         where = f"family #{index}"

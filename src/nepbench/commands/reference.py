@@ -53,7 +53,7 @@ def make_cp2k_engine(preset: str, ranks: int, launcher: str | None, spec_name: s
     """The CP2K engine with a spec's settings preset ("label" or "aimd"), ranks and MPI launcher."""
     from ..engines import cp2k
 
-    presets = {"label": cp2k.LABEL_SETTINGS, "aimd": cp2k.AIMD_SETTINGS}
+    presets = cp2k.SETTINGS_PRESETS
     if preset not in presets:
         raise InputError(spec_name, f"unknown CP2K settings preset {preset!r} (known: {', '.join(presets)})")
     kwargs = {"ranks": ranks}

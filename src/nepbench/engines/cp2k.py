@@ -206,6 +206,9 @@ AIMD_SETTINGS = CP2KSettings(
 no stress, ASPC order-3 extrapolation. A cheaper 250 Ry / 1000 K variant was 80–310 meV/Å RMS off
 the labels' forces (scripts/aimd_settings_study.py, docs/cp2k_settings.md)."""
 
+#: The settings presets a reference spec (spec.toml `cp2k_preset`, aimd.toml `settings`) may name.
+SETTINGS_PRESETS = {"label": LABEL_SETTINGS, "aimd": AIMD_SETTINGS}
+
 
 # --------------------------------------------------------------------------------------------
 # Input writing (pure)
