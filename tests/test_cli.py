@@ -55,6 +55,8 @@ def test_parity_on_own_labels_passes_and_perturbed_model_fails_verify(model, lab
     results = json.loads((good / "results.json").read_text())
     record = next(iter(results["records"].values())) if isinstance(results["records"], dict) else results["records"][0]
     assert record["metrics"]["force_rmse_mev_per_a"] < 1e-3
+    # its data hash is the file's, and says so (not the reference set's manifest)
+    assert record["provenance"]["data_files"] == [str(labelled)]
     assert main(["verify", str(good)]) == 0
     bad = tmp_path / "bad"
     worse = perturbed(model, tmp_path / "worse.txt", 1.3)
@@ -193,6 +195,16 @@ def test_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "nepbench run suites/quick.toml" in capsys.readouterr().out
+
+
+def test_parity_refuses_criteria_without_a_parity_criterion(model, labelled, tmp_path, capsys):
+    (tmp_path / "empty.toml").write_text("")
+    out = tmp_path / "out"
+    assert main(["parity", "--model", str(model), "--data", str(labelled), "--out", str(out),
+                 "--criteria", str(tmp_path / "empty.toml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "empty.toml: no criterion on a parity task" in err[0], err
+    assert not out.exists()
 
 
 def test_parity_refuses_a_folder_holding_another_suites_run(model, labelled, tmp_path, capsys):

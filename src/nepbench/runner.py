@@ -83,8 +83,12 @@ def load_record(path: Path) -> dict[str, Any] | None:
 
 
 def make_record(spec: TaskSpec, outcome: TaskOutcome, model: ResolvedModel | None,
-                data_sha256: str | None, input_hash: str, wall_s: float) -> dict[str, Any]:
-    """A result record with its provenance (see report/ for the schema)."""
+                data_sha256: str | None, input_hash: str, wall_s: float,
+                data_files: list[str] | None = None) -> dict[str, Any]:
+    """A result record with its provenance (see report/ for the schema). `data_files`: what
+    `data_sha256` covers (default: the reference-data files the task type reads)."""
+    if data_files is None:
+        data_files = list(task_data_files(spec.type)) if data_sha256 else []
     return {
         "schema": SCHEMA, "task_id": spec.id, "task_type": spec.type, "title": spec.title,
         "model": {"name": model.name, "sha256": model.sha256} if model else None,
@@ -94,7 +98,7 @@ def make_record(spec: TaskSpec, outcome: TaskOutcome, model: ResolvedModel | Non
         "params": spec.params,
         "provenance": {
             "model_sha256": model.sha256 if model else None, "data_sha256": data_sha256,
-            "data_files": list(task_data_files(spec.type)) if data_sha256 else [],
+            "data_files": data_files,
             "packages": package_versions(), "engines": outcome.engines, "hardware": hardware_info(),
             "seed": outcome.seed, "wall_s": round(wall_s, 3), "nepbench_version": __version__,
             "nepbench_commit": git_commit(), "nepbench_code_modified": git_code_modified(),

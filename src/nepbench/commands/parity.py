@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import TaskSpec, load_suite
+from ..errors import ConfigError
 
 #: The suite name of a `nepbench parity` output folder: a rerun may write over one, never over a suite's run.
 PARITY_SUITE = "parity"
@@ -55,10 +56,13 @@ def _parity(args: argparse.Namespace) -> int:
     suite = load_suite(args.criteria, (info.name,))
     criteria = [dataclasses.replace(c, id=c.id.split("[")[0], task="parity")
                 for c in suite.criteria if c.task == f"parity-{info.name}"]
+    if not criteria:
+        raise ConfigError(f"{args.criteria}: no criterion on a parity task to judge the model by")
     start = time.perf_counter()
     outcome = parity_outcome(NepCpuEngine(info.path), test, train, f"{len(test)} frames of {args.data}")
     data_sha = sha256_file(args.data)
-    record = make_record(spec, outcome, model, data_sha, data_sha, time.perf_counter() - start)
+    record = make_record(spec, outcome, model, data_sha, data_sha, time.perf_counter() - start,
+                         data_files=[str(args.data)])
     atomic_write_json(out / "suite.json", {"name": PARITY_SUITE, "description": f"parity on {args.data}",
                                            "tasks": [spec.to_dict()],
                                            "criteria": [c.to_dict() for c in criteria]})
