@@ -168,6 +168,8 @@ def test_resuming_with_other_cp2k_settings_is_refused(spec, monkeypatch):
     (lambda t: t.replace("warmup_steps = 2", "warmup_steps = 6", 1), "warmup_steps 6 must be >= 0 and below target_steps 6"),
     (lambda t: t.replace("seed = 1\n", "seed = 1\nsed = 1\n", 1), "AIMD run 'si-a': unknown key(s) sed"),
     (lambda t: t.replace('id = "si-b"', 'id = "si-a"'), "duplicate run ids"),
+    (lambda t: t.replace('settings = "aimd"', 'settings = ["aimd"]'), "unknown CP2K settings preset ['aimd']"),
+    (lambda t: t.replace('builder = "c-Si"', 'builder = ["c-Si"]', 1), "AIMD run 'si-a': unknown builder ['c-Si']"),
 ])
 def test_a_spec_with_unknown_keys_builders_or_warmups_is_refused(tmp_path, edit, phrase):
     path = tmp_path / "aimd.toml"
@@ -440,10 +442,11 @@ def test_manifest_only_refuses_damaged_data_and_keeps_the_manifest(spec, monkeyp
     assert manifest.read_bytes() == before
 
 
-def test_a_damaged_energy_file_is_named_where_the_thermo_history_reads_it(spec, monkeypatch):
+@pytest.mark.parametrize("line", ["garbage", "a b c d e f g"])
+def test_a_damaged_energy_file_is_named_where_the_thermo_history_reads_it(spec, monkeypatch, line):
     aimd.grow(spec, _engine(monkeypatch))
     ener = aimd.run_dir_of(spec, spec.run("si-a")) / "md.ener"
-    ener.write_text("garbage\n")
+    ener.write_text(line + "\n")
     with pytest.raises(InputError, match=re.escape(f"{ener}: malformed cp2k .ener line")):
         aimd.thermo_history(spec, "si-a")
 

@@ -161,9 +161,10 @@ def test_systems_build_and_unknown_builder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, phrase", [
-    (["-p", "repeat=[0,0,0]"], "builds no atoms"),
-    (["-p", "repeat=0"], "parameter repeat must be a list of 3 integers, got 0"),
+    (["-p", "repeat=[0,0,0]"], "parameter repeat must be a list of 3 integers >= 1, got [0, 0, 0]"),
+    (["-p", "repeat=0"], "parameter repeat must be a list of 3 integers >= 1, got 0"),
     (["-p", "repeat=[1,1]"], "parameter repeat must be a list of 3 integers"),
+    (["-p", "repeat=[1,-1,-1]"], "parameter repeat must be a list of 3 integers >= 1"),
 ])
 def test_systems_build_refuses_an_empty_or_malformed_cell_and_keeps_the_earlier_file(tmp_path, capsys, extra, phrase):
     out = tmp_path / "cell.extxyz"

@@ -132,6 +132,10 @@ type = "expansion"
     (SUITE + MD_TASK.replace("runs = []", "runs = 'a-LiC-1200K'"), "runs must be a list of AIMD run ids"),
     (SUITE + MD_TASK.replace("runs = []", "runs = []\nn_bins = true"), "n_bins must be an integer >= 2"),
     (SUITE + EXPANSION_TASK + "target_x = -1.0\n", "(expansion): need target_x > 0"),
+    (SUITE + MD_TASK.replace('"a-LixSi"', '["a-LixSi"]'), "nve builder ['a-LixSi'] is not one of"),
+    (SUITE + MD_TASK.replace("runs = []", "runs = []\nr_max_a = 0"), "r_max_a must be a number > 0, got 0"),
+    (SUITE + MD_TASK.replace("runs = []", "runs = []\nseed = 1.5"), "seed must be an integer >= 0, got 1.5"),
+    (SUITE + MD_TASK.replace("steps = 20", "steps = 20, seed = 'x'"), "nve seed must be an integer >= 0"),
 ])
 def test_bad_parameter_values_are_refused_when_the_suite_is_loaded(tmp_path, text, problem):
     """Before anything runs or is written: the task would otherwise fail minutes later and replace

@@ -387,7 +387,8 @@ def test_reference_details_only_for_records_of_the_data_there_now(tmp_path):
 
     ref = tmp_path / "reference"
     (ref / "dft").mkdir(parents=True)
-    (ref / "dft" / "manifest.json").write_text(json.dumps({"n_frames": 3, "files": {"a": {"n_test": 1}},
+    (ref / "dft" / "manifest.json").write_text(json.dumps({"n_frames": 3, "files": {"a": {"n_test": 1, "sha256": "0" * 64,
+                                                                                 "frames": [{"frame_sha256": "1" * 64}]}},
                                                            "cp2k": {"version": "CP2K version 2023.1"}}))
     (ref / "aimd.toml").write_text("# spec\n")
     records = [{"task_id": "parity-m", "task_type": "parity",

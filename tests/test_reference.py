@@ -7,6 +7,7 @@ A fake engine stands in for CP2K here (the real engine is tested in test_cp2k_en
 from __future__ import annotations
 
 import lzma
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from nepbench import reference
 from nepbench.engines.base import Labels
-from nepbench.errors import InputError, SCFNotConverged
+from nepbench.errors import ConfigError, InputError, SCFNotConverged
 
 SPEC = """
 name = "tiny"
@@ -233,6 +234,36 @@ def test_an_aimd_manifest_of_another_shape_is_one_line_naming_it(tmp_path, capsy
     assert main(["reference", "verify", str(tmp_path / "dft")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "aimd/manifest.json" in err[0] and phrase in err[0], err
+
+
+@pytest.mark.parametrize("dft, aimd_text, where", [
+    ('{"files": {}, "selection": 5}', None, "dft/manifest.json"),
+    ('{"files": {}}', '{"runs": {"a": {"files": {}}}}', "aimd/manifest.json"),
+])
+def test_show_names_the_manifest_whose_fields_it_cannot_read_and_prints_nothing(tmp_path, capsys, dft, aimd_text, where):
+    from nepbench.cli import main
+
+    (tmp_path / "dft").mkdir()
+    (tmp_path / "dft" / "manifest.json").write_text(dft)
+    if aimd_text:
+        (tmp_path / "aimd").mkdir()
+        (tmp_path / "aimd" / "manifest.json").write_text(aimd_text)
+    assert main(["reference", "show", str(tmp_path / "dft")]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and where in err[0] and "missing or of another type" in err[0], err
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.replace('cp2k_preset = "label"', 'cp2k_preset = ["label"]'),
+    lambda t: t.replace('builder = "', 'builder = ["', 1).replace('"\nmotif', '"]\nmotif', 1),
+])
+def test_a_spec_with_a_list_where_a_name_goes_is_one_line(tmp_path, edit):
+    path = tmp_path / "spec.toml"
+    path.write_text(edit(SPEC))
+    with pytest.raises(ConfigError, match=re.escape(str(path))):
+        reference.load_spec(path)
 
 
 def test_committed_reference_set_verifies():

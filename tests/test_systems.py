@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from ase.neighborlist import neighbor_list
@@ -295,3 +297,17 @@ def test_core_shell_rejects_bad_input():
         core_shell_particle(0.0, 0.5, 1.0, seed=0)
     with pytest.raises(ValueError):
         core_shell_particle(1.0, 0.5, 1.0, seed=0, core="glassy")
+
+
+def test_a_builder_that_builds_no_atoms_is_refused(monkeypatch):
+    """The last guard before an empty cell is written or labelled, whatever parameters led to it."""
+    from ase import Atoms
+
+    from nepbench import systems
+
+    def empty(repeat: tuple[int, int, int] = (2, 2, 2), a_a: float = 5.43) -> Atoms:
+        return Atoms()
+
+    monkeypatch.setitem(systems.BUILDERS, "c-Si", dataclasses.replace(systems.BUILDERS["c-Si"], func=empty))
+    with pytest.raises(ValueError, match="builder 'c-Si' with its defaults builds no atoms"):
+        systems.build("c-Si", seed=0)

@@ -80,7 +80,7 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
     unknown = sorted(set(data) - SPEC_KEYS)
     if unknown:
         return f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(SPEC_KEYS))})"
-    if data.get("settings", "aimd") not in SETTINGS_PRESETS:
+    if not isinstance(data.get("settings", "aimd"), str) or data.get("settings", "aimd") not in SETTINGS_PRESETS:
         return f"unknown CP2K settings preset {data.get('settings')!r} (known: {', '.join(SETTINGS_PRESETS)})"
     runs = data.get("run", [])
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
@@ -93,7 +93,7 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
         unknown = sorted(set(raw) - RUN_KEYS)
         if unknown:
             return f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(RUN_KEYS))})"
-        if raw.get("builder") not in BUILDERS:
+        if not isinstance(raw.get("builder"), str) or raw["builder"] not in BUILDERS:
             return f"{where}: unknown builder {raw.get('builder')!r}"
         warmup, target = raw.get("warmup_steps", 0), raw.get("target_steps")
         if isinstance(warmup, int) and isinstance(target, int) and not 0 <= warmup < target:

@@ -140,7 +140,8 @@ def load_spec(path: str | Path) -> ReferenceSpec:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(SPEC_KEYS))})")
     from .engines.cp2k import SETTINGS_PRESETS
 
-    if data.get("cp2k_preset", "label") not in SETTINGS_PRESETS:
+    preset = data.get("cp2k_preset", "label")
+    if not isinstance(preset, str) or preset not in SETTINGS_PRESETS:
         raise ConfigError(f"{path}: unknown cp2k_preset {data.get('cp2k_preset')!r} "
                           f"(known: {', '.join(SETTINGS_PRESETS)})")
     families = []
@@ -152,7 +153,7 @@ def load_spec(path: str | Path) -> ReferenceSpec:
         if unknown:
             raise ConfigError(f"{path}: {where} has unknown key(s) {', '.join(unknown)} "
                               f"(known: {', '.join(sorted(FAMILY_KEYS))})")
-        if "builder" in raw and raw["builder"] not in BUILDERS:
+        if "builder" in raw and (not isinstance(raw["builder"], str) or raw["builder"] not in BUILDERS):
             raise ConfigError(f"{path}: {where} builder {raw['builder']!r} unknown (known: {', '.join(BUILDERS)})")
         try:
             motif = raw["motif"]

@@ -8,7 +8,6 @@ The comparison rules are in `nepbench.gate`; this module reads and writes the fi
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -120,15 +119,17 @@ def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tup
     """
     from ..provenance import sha256_file
     from ..reference import data_sha256 as dft_sha256
+    from ..reference import load_manifest
     from ..runner import task_data_sha256
 
     from ..gate import GateInputError
 
-    if not reference_dir.is_dir():
-        raise GateInputError(f"{reference_dir}: no such folder (--reference-dir: the reference set the run used)")
     hashed = [r for r in records if (r.get("provenance") or {}).get("data_sha256")]
     if not hashed:
         return {}, "the run's tasks read no reference data: no reference details recorded"
+    if not reference_dir.is_dir():
+        raise GateInputError(f"{reference_dir}: no such folder (the reference set the run used; "
+                             "--reference-dir names another)")
     stale = [str(r.get("task_id")) for r in hashed
              if task_data_sha256(str(r.get("task_type")), reference_dir) != r["provenance"]["data_sha256"]]
     if stale:
@@ -137,7 +138,7 @@ def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tup
     used = {f for r in hashed for f in (r["provenance"].get("data_files") or [])}
     details: dict[str, Any] = {}
     if "dft/manifest.json" in used:
-        manifest = json.loads((reference_dir / "dft" / "manifest.json").read_text())
+        manifest = load_manifest(reference_dir / "dft" / "manifest.json")
         files = manifest.get("files", {}).values()
         details.update({"dft_manifest_sha256": dft_sha256(reference_dir / "dft"),
                         "n_frames": manifest.get("n_frames"),

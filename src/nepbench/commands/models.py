@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     msub = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
-    lst = msub.add_parser("list", help="registry models, their species and whether they are cached")
+    lst = msub.add_parser("list", help="registry models, their species and whether they are cached "
+                                        "(BAD sha256: the cached file no longer matches; fetch --force)")
     lst.add_argument("--registry", default=None, help="registry file (default models/registry.toml)")
     lst.set_defaults(func=_list)
 
@@ -49,7 +50,7 @@ def _list(args: argparse.Namespace) -> int:
             from ..provenance import sha256_file
 
             ok = sha256_file(models.cached_model_path(name)) == record.sha256
-            cached = "cached" if ok else "cached file fails its sha256 (`nepbench models fetch --force`)"
+            cached = "cached" if ok else "BAD sha256"  # `nepbench models fetch NAME --force` replaces it
         default = " (default)" if name == models.DEFAULT_MODEL else ""
         print(f"  {name:14s} {record.nep_version:9s} {len(record.species):3d} species  {cached:10s}  "
               f"{record.description}{default}")

@@ -197,26 +197,41 @@ def _show(args: argparse.Namespace) -> int:
     path = Path(args.dir) / "manifest.json"
     if not path.is_file():
         raise InputError(path, "manifest not found (run `nepbench reference build` first)")
-    manifest = reference.load_manifest(path)
-    cp2k = manifest.get("cp2k") if isinstance(manifest.get("cp2k"), dict) else {}
-    wall = manifest.get("total_cp2k_wall_s")
-    print(f"{manifest.get('name', path.parent.name)}: {manifest.get('n_frames', '?')} frames, "
-          f"{cp2k.get('version', 'CP2K version not recorded')}, "
-          f"{f'{wall:.0f}' if isinstance(wall, (int, float)) else '?'} s of CP2K")
-    print(f"{'file':28s} {'frames':>6s} {'test':>5s}")
-    for name, entry in manifest["files"].items():
-        print(f"{name:28s} {len(entry['frames']):6d} {sum(f.get('split') == 'test' for f in entry['frames']):5d}")
-    sel = manifest.get("selection")
-    if sel:
-        print(f"DIRECT: kept {sel['selected']} of {sel['pool_size']} ({100 * sel['selected_fraction']:.1f}%)")
+    lines = _lines_of(path, reference.load_manifest(path), dft_lines)
     aimd_manifest = Path(args.dir).parent / "aimd" / "manifest.json"
     if aimd_manifest.is_file():
         from ..aimd import load_aimd_manifest
 
-        manifest = load_aimd_manifest(aimd_manifest)
-        for line in aimd_table(manifest) + aimd_trend_lines(manifest):
-            print(line)
+        lines += _lines_of(aimd_manifest, load_aimd_manifest(aimd_manifest),
+                           lambda m: aimd_table(m) + aimd_trend_lines(m))
+    print("\n".join(lines))  # all or nothing: a damaged manifest prints no half table
     return 0
+
+
+def _lines_of(path: Path, manifest: dict, render: Any) -> list[str]:
+    """`render(manifest)`, or InputError naming `path` when a field it reads is missing or mistyped."""
+    try:
+        return render(manifest)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(path, f"a field `reference show` reads is missing or of another type "
+                               f"({type(exc).__name__}: {exc})") from None
+
+
+def dft_lines(manifest: dict) -> list[str]:
+    """What `reference show` prints about a DFT manifest: name, frames, CP2K, per-file counts, DIRECT."""
+    cp2k = manifest.get("cp2k") if isinstance(manifest.get("cp2k"), dict) else {}
+    wall = manifest.get("total_cp2k_wall_s")
+    lines = [f"{manifest.get('name', '?')}: {manifest.get('n_frames', '?')} frames, "
+             f"{cp2k.get('version', 'CP2K version not recorded')}, "
+             f"{f'{wall:.0f}' if isinstance(wall, (int, float)) else '?'} s of CP2K",
+             f"{'file':28s} {'frames':>6s} {'test':>5s}"]
+    for name, entry in manifest["files"].items():
+        lines.append(f"{name:28s} {len(entry['frames']):6d} "
+                     f"{sum(f.get('split') == 'test' for f in entry['frames']):5d}")
+    sel = manifest.get("selection")
+    if sel:
+        lines.append(f"DIRECT: kept {sel['selected']} of {sel['pool_size']} ({100 * sel['selected_fraction']:.1f}%)")
+    return lines
 
 
 def aimd_table(manifest: dict) -> list[str]:

@@ -547,9 +547,12 @@ def parse_ener(text: str) -> dict[str, np.ndarray]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.split()
-        if len(parts) < 7:
-            raise EngineCrashed(f"malformed cp2k .ener line: {line.strip()[:80]}")
-        rows.append([float(v) for v in parts[:7]])
+        try:
+            if len(parts) < 7:
+                raise ValueError("fewer than 7 columns")
+            rows.append([float(v) for v in parts[:7]])
+        except ValueError:
+            raise EngineCrashed(f"malformed cp2k .ener line: {line.strip()[:80]}") from None
     table = np.array(rows, dtype=float).reshape(-1, 7)
     out = {name: table[:, i] for i, name in enumerate(ENER_COLUMNS)}
     out["step"] = out["step"].astype(int)

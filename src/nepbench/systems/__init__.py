@@ -123,8 +123,8 @@ def _check_param_type(builder: str, key: str, value: Any, default: Any) -> None:
     elif isinstance(default, tuple) and default and all(isinstance(d, int) and not isinstance(d, bool)
                                                          for d in default):
         ok = (isinstance(value, (list, tuple)) and len(value) == len(default)
-              and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
-        kind = f"a list of {len(default)} integers"
+              and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+        kind = f"a list of {len(default)} integers >= 1"
     else:
         return
     if not ok:

@@ -52,10 +52,16 @@ def check_params(params: dict[str, Any]) -> str | None:
     if not (_positive_int(n_bins) and n_bins >= 2):
         return f"n_bins must be an integer >= 2, got {n_bins!r}"
     for key in ("min_rdf_production_ps", "max_temperature_offset", "min_temperature_offset_z",
-                "min_diffusion_production_ps", "r_max_a"):
+                "min_diffusion_production_ps"):
         value = params.get(key)
         if value is not None and not (_positive_number(value) or (value == 0 and not isinstance(value, bool))):
             return f"{key} must be a number >= 0, got {value!r}"
+    if "r_max_a" in params and not _positive_number(params["r_max_a"]):
+        return f"r_max_a must be a number > 0, got {params['r_max_a']!r}"
+    for where, table in (("seed", params), ("nve seed", params.get("nve") or {})):
+        seed = table.get("seed", 0) if isinstance(table, dict) else 0
+        if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+            return f"{where} must be an integer >= 0, got {seed!r}"
     nve = params.get("nve")
     if nve is None:
         return None
@@ -64,7 +70,7 @@ def check_params(params: dict[str, Any]) -> str | None:
     unknown = sorted(set(nve) - NVE_KEYS)
     if unknown:
         return f"nve has unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(NVE_KEYS))})"
-    if nve.get("builder") not in systems.BUILDERS:
+    if not isinstance(nve.get("builder"), str) or nve["builder"] not in systems.BUILDERS:
         return f"nve builder {nve.get('builder')!r} is not one of {', '.join(systems.BUILDERS)}"
     if not isinstance(nve.get("params", {}), dict):
         return f"nve params must be a table, got {nve.get('params')!r}"
