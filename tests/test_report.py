@@ -277,6 +277,18 @@ def test_merges_slurm_array_run_directories(tmp_path):
     assert (out / "report.html").is_file()
 
 
+def test_a_record_of_a_task_the_suite_no_longer_has_is_left_out_with_a_note(tmp_path):
+    """A rerun with another --model rewrites suite.json; the old model's records stay in tasks/ and
+    must not count towards the verdicts, the wall time or the figures of the run as it is now."""
+    records = fixture_records()
+    stray = {**records[0], "task_id": "parity-old-model"}
+    run = write_run(tmp_path / "run", records + [stray])
+    report = build_report([run], figures=False)
+    assert "parity-old-model" not in {r["task_id"] for r in report["records"]}
+    assert len(report["records"]) == len(records)
+    assert any("parity-old-model" in n and "left out" in n for n in report["notes"])
+
+
 def test_merging_needs_out(tmp_path, capsys):
     write_run(tmp_path / "a", [])
     write_run(tmp_path / "b", [])

@@ -271,7 +271,12 @@ def build_report(run_dirs: Sequence[str | Path], figures: bool = True,
         suites.append((Path(run_dir) / "suite.json", suite))
         found.extend(records)
     suite = merge_suites(suites)
+    known = {str(t.get("id")) for t in suite.get("tasks", []) if isinstance(t, Mapping)}
+    stray = [(path, record) for path, record in found if record["task_id"] not in known]
+    found = [(path, record) for path, record in found if record["task_id"] in known]
     records, notes = merge_records(found)
+    notes += [f"{path}: task {record['task_id']!r} is not in the suite as it was last run (a record left "
+              "from an earlier version of it or another --model): left out" for path, record in stray]
     try:
         verdicts = judge_all(suite.get("criteria", []), records)
     except ConfigError as exc:
