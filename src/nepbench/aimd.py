@@ -74,12 +74,13 @@ RUN_KEYS = frozenset({"id", "builder", "params", "seed", "temperature_k", "times
 def _spec_problem(data: dict[str, Any]) -> str | None:
     """What is wrong with aimd.toml's keys, settings preset, run ids, builders or warm-ups, or None
     (the numbers themselves are checked by MDProtocol)."""
+    from .config import unknown_keys
     from .engines.cp2k import SETTINGS_PRESETS
     from .systems import BUILDERS
 
-    unknown = sorted(set(data) - SPEC_KEYS)
-    if unknown:
-        return f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(SPEC_KEYS))})"
+    problem = unknown_keys(data, SPEC_KEYS)
+    if problem:
+        return problem
     if not isinstance(data.get("settings", "aimd"), str) or data.get("settings", "aimd") not in SETTINGS_PRESETS:
         return f"unknown CP2K settings preset {data.get('settings')!r} (known: {', '.join(SETTINGS_PRESETS)})"
     runs = data.get("run", [])
@@ -90,9 +91,9 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
         return "duplicate run ids"
     for raw in runs:
         where = f"AIMD run {raw.get('id', '?')!r}"
-        unknown = sorted(set(raw) - RUN_KEYS)
-        if unknown:
-            return f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(RUN_KEYS))})"
+        problem = unknown_keys(raw, RUN_KEYS)
+        if problem:
+            return f"{where}: {problem}"
         if not isinstance(raw.get("builder"), str) or raw["builder"] not in BUILDERS:
             return f"{where}: unknown builder {raw.get('builder')!r}"
         warmup, target = raw.get("warmup_steps", 0), raw.get("target_steps")

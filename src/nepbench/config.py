@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,14 @@ def real_number(value: Any) -> float | None:
     return float(value)
 
 
+def unknown_keys(table: Mapping[str, Any], known: Iterable[str]) -> str | None:
+    """"unknown key(s) a, b (known: …)" for the keys of `table` not in `known`, else None: the one
+    wording every loader of a TOML table uses (a misspelt key would otherwise be ignored)."""
+    known = sorted(known)
+    unknown = sorted(set(table) - set(known))
+    return f"unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})" if unknown else None
+
+
 def finite_number(value: Any) -> float | None:
     """`real_number(value)` when it is finite, else None (a criterion bound, a gate value)."""
     number = real_number(value)
@@ -120,10 +128,9 @@ def criterion_from_mapping(raw: Any, where: str) -> Criterion:
 
 def _criterion(raw: dict[str, Any], path: Path, index: int) -> Criterion:
     where = f"{path}: criterion {raw.get('id', index)!r}"
-    unknown = sorted(set(raw) - set(CRITERION_FIELDS) - {"floor"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(CRITERION_FIELDS)}, floor)")
+    problem = unknown_keys(raw, (*CRITERION_FIELDS, "floor"))
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     return criterion_from_mapping(raw, where)
 
 
@@ -175,10 +182,9 @@ def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite
     head = data.get("suite", {})
     if not isinstance(head, Mapping):
         raise ConfigError(f"{path}: 'suite' must be a table ([suite]), got {type(head).__name__}")
-    unknown = sorted(set(head) - SUITE_HEAD_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: [suite] has unknown key(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(SUITE_HEAD_KEYS))})")
+    problem = unknown_keys(head, SUITE_HEAD_KEYS)
+    if problem:
+        raise ConfigError(f"{path}: [suite] has {problem}")
     suite_models = tuple(models or _model_names(head.get("models", []), path))
     for table in ("task", "criterion"):
         entries = data.get(table, [])

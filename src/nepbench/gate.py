@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from .config import finite_number
+from .config import finite_number, unknown_keys
 from .errors import ConfigError, NepbenchError
 
 BASELINE_SCHEMA = "nepbench.gate-baseline/1"
@@ -116,9 +116,9 @@ def parse_tolerances(table: Mapping[str, Any] | None, where: str = "[gate]") -> 
         return Tolerances()
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table")
-    unknown = sorted(set(table) - {"default_rel", "default_abs", "tolerance"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: default_rel, default_abs, tolerance)")
+    problem = unknown_keys(table, ("default_rel", "default_abs", "tolerance"))
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     default = Tolerance(_finite_nonneg(table, "default_rel", DEFAULT_REL, where),
                         _finite_nonneg(table, "default_abs", DEFAULT_ABS, where))
     per_metric: dict[str, Tolerance] = {}
@@ -129,9 +129,9 @@ def parse_tolerances(table: Mapping[str, Any] | None, where: str = "[gate]") -> 
         if not isinstance(entry, Mapping) or not isinstance(entry.get("metric"), str):
             raise ConfigError(f"{where}: tolerance #{index} needs a 'metric' name")
         here = f"{where} tolerance {entry['metric']!r}"
-        unknown = sorted(set(entry) - {"metric", "rel", "abs", "better"})
-        if unknown:
-            raise ConfigError(f"{here}: unknown key(s) {', '.join(unknown)} (known: metric, rel, abs, better)")
+        problem = unknown_keys(entry, ("metric", "rel", "abs", "better"))
+        if problem:
+            raise ConfigError(f"{here}: {problem}")
         better = entry.get("better")
         if better not in (None, "lower", "higher"):
             raise ConfigError(f"{here}: better must be 'lower' or 'higher', got {better!r}")

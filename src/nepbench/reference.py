@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
-from .config import finite_number
+from .config import finite_number, unknown_keys
 from .errors import ConfigError, EngineError, InputError, SCFNotConverged
 from .provenance import (
     LockHeld, atomic_write_bytes, atomic_write_json, content_hash, exclusive_lock, hardware_info,
@@ -135,9 +135,9 @@ def load_spec(path: str | Path) -> ReferenceSpec:
     if not path.is_file():
         raise ConfigError(f"{path}: reference spec not found")
     data = load_toml(path, prefixed(ConfigError))
-    unknown = sorted(set(data) - SPEC_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(SPEC_KEYS))})")
+    problem = unknown_keys(data, SPEC_KEYS)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
     from .engines.cp2k import SETTINGS_PRESETS
 
     preset = data.get("cp2k_preset", "label")
@@ -149,10 +149,9 @@ def load_spec(path: str | Path) -> ReferenceSpec:
         where = f"family #{index}"
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: {where} must be a table ([[family]])")
-        unknown = sorted(set(raw) - FAMILY_KEYS)
-        if unknown:
-            raise ConfigError(f"{path}: {where} has unknown key(s) {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(FAMILY_KEYS))})")
+        problem = unknown_keys(raw, FAMILY_KEYS)
+        if problem:
+            raise ConfigError(f"{path}: {where} has {problem}")
         if "builder" in raw and (not isinstance(raw["builder"], str) or raw["builder"] not in BUILDERS):
             raise ConfigError(f"{path}: {where} builder {raw['builder']!r} unknown (known: {', '.join(BUILDERS)})")
         try:

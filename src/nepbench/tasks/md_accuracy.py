@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TaskSpec
+from ..config import TaskSpec, unknown_keys
 from ..engines.base import MDProtocol
 from ..errors import InputError
 from ..metrics.diffusion import arrhenius_fit, diffusivity, msd_multiple_origins
@@ -67,9 +67,9 @@ def check_params(params: dict[str, Any]) -> str | None:
         return None
     if not isinstance(nve, dict):
         return f"nve must be a table, got {nve!r}"
-    unknown = sorted(set(nve) - NVE_KEYS)
-    if unknown:
-        return f"nve has unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(NVE_KEYS))})"
+    problem = unknown_keys(nve, NVE_KEYS)
+    if problem:
+        return f"nve has {problem}"
     if not isinstance(nve.get("builder"), str) or nve["builder"] not in systems.BUILDERS:
         return f"nve builder {nve.get('builder')!r} is not one of {', '.join(systems.BUILDERS)}"
     if not isinstance(nve.get("params", {}), dict):
