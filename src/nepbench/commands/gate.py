@@ -117,12 +117,11 @@ def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tup
     where a record read the DFT manifest, the AIMD manifest's sha256 where one read that. Else
     ({}, why not).
     """
+    from ..gate import GateInputError
     from ..provenance import sha256_file
     from ..reference import data_sha256 as dft_sha256
     from ..reference import load_manifest
     from ..runner import task_data_sha256
-
-    from ..gate import GateInputError
 
     hashed = [r for r in records if (r.get("provenance") or {}).get("data_sha256")]
     if not hashed:
