@@ -80,6 +80,8 @@ def check_params(params: dict[str, Any]) -> str | None:
     if not _positive_int(nve.get("steps")):
         return f"nve steps must be an integer >= 1, got {nve.get('steps')!r}"
     return None
+
+
 #: Largest |log-log slope − 1| of the AIMD's Li MSD over the fit window for it to count as diffusive
 #: there. A short run's window sits at tens of fs, where the MSD still carries ballistic motion
 #: (slope up to 2) or caging (below 1): a "D" fitted there is no diffusivity, so none is compared.
