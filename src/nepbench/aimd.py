@@ -81,8 +81,9 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
     problem = unknown_keys(data, SPEC_KEYS)
     if problem:
         return problem
-    if not isinstance(data.get("settings", "aimd"), str) or data.get("settings", "aimd") not in SETTINGS_PRESETS:
-        return f"unknown CP2K settings preset {data.get('settings')!r} (known: {', '.join(SETTINGS_PRESETS)})"
+    preset = data.get("settings", "aimd")
+    if not isinstance(preset, str) or preset not in SETTINGS_PRESETS:
+        return f"unknown CP2K settings preset {preset!r} (known: {', '.join(SETTINGS_PRESETS)})"
     runs = data.get("run", [])
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         return "'run' must be an array of tables ([[run]])"
@@ -387,7 +388,7 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float,
     `_equilibrated_step`'s pair: a check on the warm-up chosen in aimd.toml, not a cut.
     """
     from .engines.cp2k import HARTREE_EV
-    from .metrics.equilibration import csvr_heat_offset_k, linear_trend, mean_standard_error
+    from .metrics.equilibration import mean_standard_error, relaxation_heat
     from .metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 
     no_trend = {"potential_trend_mev_per_atom_per_ps_after_warmup": None,
@@ -406,12 +407,12 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float,
     temps_after = ener["temperature_k"][after]
     trend = dict(no_trend)
     if after.sum() >= TREND_MIN_STEPS:
-        fit = linear_trend(times_ps[after], ener["potential_ha"][after] * HARTREE_EV / n_atoms * 1000)
+        fit, heat_k = relaxation_heat(times_ps[after], ener["potential_ha"][after] * HARTREE_EV, n_atoms,
+                                      coupling_fs)
         trend = {"potential_trend_mev_per_atom_per_ps_after_warmup": round(fit.slope, 2),
                  "potential_trend_stderr_mev_per_atom_per_ps_after_warmup": round(fit.stderr, 2),
-                 "thermostat_heat_offset_k": round(csvr_heat_offset_k(-fit.slope * n_atoms / 1000, coupling_fs,
-                                                                      3 * n_atoms - 3), 1)}
-    return {**trend,"conserved_drift_mev_per_atom_per_ps": round(drift.drift_ev_per_atom_per_ps * 1000, 4),
+                 "thermostat_heat_offset_k": round(heat_k, 1)}
+    return {**trend, "conserved_drift_mev_per_atom_per_ps": round(drift.drift_ev_per_atom_per_ps * 1000, 4),
             "temperature_mean_k_after_warmup": round(float(temps_after.mean()), 1) if after.any() else None,
             "temperature_stderr_k_after_warmup": round(mean_standard_error(temps_after), 1)
             if temps_after.size >= 2 else None,

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from .config import finite_number, unknown_keys
+from .config import finite_number, real_number, unknown_keys
 from .errors import ConfigError, NepbenchError
 
 BASELINE_SCHEMA = "nepbench.gate-baseline/1"
@@ -242,7 +242,7 @@ def _metric_value(value: Any, where: str) -> float | None:
     is not a number: a baseline value of "abc" or true must not pass as 'not compared'."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if real_number(value) is None:
         raise GateInputError(f"{where}: not a number: {value!r}")
     return finite_number(value)
 

@@ -216,3 +216,12 @@ def csvr_heat_offset_k(heat_ev_per_ps: float, coupling_fs: float, degrees_of_fre
     if degrees_of_freedom < 1:
         raise ValueError(f"need at least 1 degree of freedom, got {degrees_of_freedom}")
     return 2.0 * heat_ev_per_ps * (coupling_fs / 1000.0) / (degrees_of_freedom * units.kB)
+
+
+def relaxation_heat(times_ps: np.ndarray, potential_ev: np.ndarray, n_atoms: int,
+                    coupling_fs: float) -> tuple[LinearTrend, float]:
+    """The potential energy's trend (meV/atom/ps, `linear_trend`) of an NVT run of `n_atoms` with
+    zero total momentum, and the temperature offset (K) the heat that trend releases holds its CSVR
+    thermostat at (`csvr_heat_offset_k` over 3N − 3 degrees of freedom)."""
+    trend = linear_trend(times_ps, np.asarray(potential_ev, dtype=float) / n_atoms * 1000.0)
+    return trend, csvr_heat_offset_k(-trend.slope * n_atoms / 1000.0, coupling_fs, 3 * n_atoms - 3)

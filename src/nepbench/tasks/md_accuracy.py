@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TaskSpec, unknown_keys
+from ..config import TaskSpec, finite_number, unknown_keys
 from ..engines.base import MDProtocol
 from ..errors import InputError
 from ..metrics.diffusion import arrhenius_fit, diffusivity, msd_multiple_origins
-from ..metrics.equilibration import csvr_heat_offset_k, linear_trend, thermostat_offset
+from ..metrics.equilibration import relaxation_heat, thermostat_offset
 from ..metrics.rdf import minimum_image_radius_a, rdf_l1_error, rdf_trajectory, rdf_wasserstein1
 from ..metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 from . import TaskContext, TaskOutcome
@@ -32,8 +32,8 @@ def _positive_int(value: Any) -> bool:
 
 
 def _positive_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
-            and value > 0)
+    number = finite_number(value)
+    return number is not None and number > 0
 
 
 def check_params(params: dict[str, Any]) -> str | None:
@@ -54,7 +54,7 @@ def check_params(params: dict[str, Any]) -> str | None:
     for key in ("min_rdf_production_ps", "max_temperature_offset", "min_temperature_offset_z",
                 "min_diffusion_production_ps"):
         value = params.get(key)
-        if value is not None and not (_positive_number(value) or (value == 0 and not isinstance(value, bool))):
+        if value is not None and not (finite_number(value) is not None and value >= 0):
             return f"{key} must be a number >= 0, got {value!r}"
     if "r_max_a" in params and not _positive_number(params["r_max_a"]):
         return f"r_max_a must be a number > 0, got {params['r_max_a']!r}"
@@ -190,10 +190,8 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         t_text = (f"T {temp.mean_k:.0f} ± {temp.stderr_k:.0f} K against {run.protocol.temperature_k:.0f} K "
                   f"({100 * temp.relative_offset:+.1f} %, {temp.z:+.1f} σ)")
         if len(ref.thermo["time_ps"]) >= 3:  # still relaxing? its heat holds the thermostat above target
-            n_atoms = len(ref.first_frame)
-            trend = linear_trend(ref.thermo["time_ps"], ref.thermo["potential_energy_ev"] / n_atoms * 1000)
-            heat_k = csvr_heat_offset_k(-trend.slope * n_atoms / 1000, run.protocol.thermostat_coupling_fs,
-                                        3 * n_atoms - 3)
+            trend, heat_k = relaxation_heat(ref.thermo["time_ps"], ref.thermo["potential_energy_ev"],
+                                            len(ref.first_frame), run.protocol.thermostat_coupling_fs)
             metrics[f"aimd_potential_trend_mev_per_atom_per_ps.{run_id}"] = trend.slope
             metrics[f"aimd_potential_trend_stderr_mev_per_atom_per_ps.{run_id}"] = trend.stderr
             metrics[f"aimd_thermostat_heat_offset_k.{run_id}"] = heat_k
