@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from nepbench import config
 from nepbench.config import load_suite
 from nepbench.errors import ConfigError
 
@@ -126,13 +128,13 @@ type = "expansion"
     (SUITE.replace('split = "test"', 'split = 3'), "split must be one of test, train, got 3"),
     (SUITE.replace('split = "test"', 'motifs = ["nosuchmotif"]'), "unknown motif(s) nosuchmotif"),
     (SUITE.replace('split = "test"', 'motifs = []'), "motifs must be a non-empty list"),
-    (SUITE + MD_TASK.replace('"a-LixSi"', '"a-nothing"'), "(md_accuracy): nve builder 'a-nothing' is not one of"),
+    (SUITE + MD_TASK.replace('"a-LixSi"', '"a-nothing"'), "(md_accuracy): nve has unknown builder 'a-nothing' (known:"),
     (SUITE + MD_TASK.replace("steps = 20", "steps = 0"), "nve steps must be an integer >= 1, got 0"),
     (SUITE + MD_TASK.replace("runs = []", "runs = []\nlength_factors = [0]"), "length_factors must be"),
     (SUITE + MD_TASK.replace("runs = []", "runs = 'a-LiC-1200K'"), "runs must be a list of AIMD run ids"),
     (SUITE + MD_TASK.replace("runs = []", "runs = []\nn_bins = true"), "n_bins must be an integer >= 2"),
     (SUITE + EXPANSION_TASK + "target_x = -1.0\n", "(expansion): need target_x > 0"),
-    (SUITE + MD_TASK.replace('"a-LixSi"', '["a-LixSi"]'), "nve builder ['a-LixSi'] is not one of"),
+    (SUITE + MD_TASK.replace('"a-LixSi"', '["a-LixSi"]'), "nve has unknown builder ['a-LixSi'] (known:"),
     (SUITE + MD_TASK.replace("runs = []", "runs = []\nr_max_a = 0"), "r_max_a must be a number > 0, got 0"),
     (SUITE + MD_TASK.replace("runs = []", "runs = []\nseed = 1.5"), "seed must be an integer >= 0, got 1.5"),
     (SUITE + MD_TASK.replace("steps = 20", "steps = 20, seed = 'x'"), "nve seed must be an integer >= 0"),
@@ -160,3 +162,19 @@ def test_declared_task_parameters_cover_what_the_code_reads(task_type, module):
     read = set(re.findall(r"\b(?:p|params)(?:\.get\(|\[)\"([a-z_0-9]+)\"", source))
     assert read, "the pattern found no parameter reads: has the code's style changed?"
     assert read <= task_params(task_type), read - task_params(task_type)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (3, 3), (np.int64(4), 4), (0, 0), (-2, -2),
+    (True, None), (np.bool_(True), None), (2.0, None), ("2", None), (None, None)])
+def test_integer_takes_ints_only_never_bools_floats_or_strings(value, expected):
+    got = config.integer(value)
+    assert got == expected and (got is None or type(got) is int)
+
+
+def test_unknown_name_accepts_listed_strings_and_names_the_list_otherwise():
+    assert config.unknown_name("b", ["a", "b"], "builder") is None
+    assert config.unknown_name("c", ["a", "b"], "builder") == "unknown builder 'c' (known: a, b)"
+    # a list or number where a name goes is refused, not looked up (a list is unhashable in a set)
+    assert config.unknown_name(["a"], {"a": 1}, "preset") == "unknown preset ['a'] (known: a)"
+    assert config.unknown_name(1, ["a"], "preset").startswith("unknown preset 1")

@@ -395,7 +395,7 @@ def test_manifest_records_the_selection_version(spec, tmp_path):
     (lambda t: t.replace('cp2k_preset = "label"', 'cp2k_preset = "fast"'), "unknown cp2k_preset 'fast'"),
     (lambda t: t.replace("seed = 5", "seed = 5\nsed = 5"), "unknown key(s) sed"),
     (lambda t: t.replace("select = 4\n", "select = 4\nselcet = 4\n", 1), "family #0 has unknown key(s) selcet"),
-    (lambda t: t.replace('builder = "', 'builder = "x', 1), "family #0 builder 'x"),
+    (lambda t: t.replace('builder = "', 'builder = "x', 1), "family #0: unknown builder 'x"),
 ])
 def test_malformed_spec_is_one_line_naming_file_and_family(tmp_path, edit, phrase):
     from nepbench.errors import ConfigError

@@ -74,16 +74,16 @@ RUN_KEYS = frozenset({"id", "builder", "params", "seed", "temperature_k", "times
 def _spec_problem(data: dict[str, Any]) -> str | None:
     """What is wrong with aimd.toml's keys, settings preset, run ids, builders or warm-ups, or None
     (the numbers themselves are checked by MDProtocol)."""
-    from .config import unknown_keys
+    from .config import unknown_keys, unknown_name
     from .engines.cp2k import SETTINGS_PRESETS
     from .systems import BUILDERS
 
     problem = unknown_keys(data, SPEC_KEYS)
     if problem:
         return problem
-    preset = data.get("settings", "aimd")
-    if not isinstance(preset, str) or preset not in SETTINGS_PRESETS:
-        return f"unknown CP2K settings preset {preset!r} (known: {', '.join(SETTINGS_PRESETS)})"
+    problem = unknown_name(data.get("settings", "aimd"), SETTINGS_PRESETS, "CP2K settings preset")
+    if problem:
+        return problem
     runs = data.get("run", [])
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         return "'run' must be an array of tables ([[run]])"
@@ -95,8 +95,9 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
         problem = unknown_keys(raw, RUN_KEYS)
         if problem:
             return f"{where}: {problem}"
-        if not isinstance(raw.get("builder"), str) or raw["builder"] not in BUILDERS:
-            return f"{where}: unknown builder {raw.get('builder')!r}"
+        problem = unknown_name(raw.get("builder"), BUILDERS, "builder")
+        if problem:
+            return f"{where}: {problem}"
         warmup, target = raw.get("warmup_steps", 0), raw.get("target_steps")
         if isinstance(warmup, int) and isinstance(target, int) and not 0 <= warmup < target:
             return f"{where}: warmup_steps {warmup} must be >= 0 and below target_steps {target}"

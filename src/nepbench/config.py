@@ -91,12 +91,29 @@ def real_number(value: Any) -> float | None:
     return float(value)
 
 
+def integer(value: Any) -> int | None:
+    """`value` as an int when it is an integer (numpy's too), else None: bools, floats such as 2.0
+    and strings are not integers here (a TOML `steps = true` must not run 1 step)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
 def unknown_keys(table: Mapping[str, Any], known: Iterable[str]) -> str | None:
     """"unknown key(s) a, b (known: …)" for the keys of `table` not in `known`, else None: the one
     wording every loader of a TOML table uses (a misspelt key would otherwise be ignored)."""
     known = sorted(known)
     unknown = sorted(set(table) - set(known))
     return f"unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})" if unknown else None
+
+
+def unknown_name(value: Any, known: Iterable[str], what: str) -> str | None:
+    """"unknown <what> 'x' (known: …)" when `value` is not a string among `known` (a builder, a CP2K
+    settings preset), else None: the one check and wording for a name a TOML file picks from a list."""
+    known = list(known)
+    if isinstance(value, str) and value in known:
+        return None
+    return f"unknown {what} {value!r} (known: {', '.join(known)})"
 
 
 def finite_number(value: Any) -> float | None:

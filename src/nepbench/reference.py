@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
-from .config import finite_number, unknown_keys
+from .config import finite_number, unknown_keys, unknown_name
 from .errors import ConfigError, EngineError, InputError, SCFNotConverged
 from .provenance import (
     LockHeld, atomic_write_bytes, atomic_write_json, content_hash, exclusive_lock, hardware_info,
@@ -140,10 +140,9 @@ def load_spec(path: str | Path) -> ReferenceSpec:
         raise ConfigError(f"{path}: {problem}")
     from .engines.cp2k import SETTINGS_PRESETS
 
-    preset = data.get("cp2k_preset", "label")
-    if not isinstance(preset, str) or preset not in SETTINGS_PRESETS:
-        raise ConfigError(f"{path}: unknown cp2k_preset {data.get('cp2k_preset')!r} "
-                          f"(known: {', '.join(SETTINGS_PRESETS)})")
+    problem = unknown_name(data.get("cp2k_preset", "label"), SETTINGS_PRESETS, "cp2k_preset")
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
     families = []
     for index, raw in enumerate(data.get("family", [])):
         where = f"family #{index}"
@@ -152,8 +151,9 @@ def load_spec(path: str | Path) -> ReferenceSpec:
         problem = unknown_keys(raw, FAMILY_KEYS)
         if problem:
             raise ConfigError(f"{path}: {where} has {problem}")
-        if "builder" in raw and (not isinstance(raw["builder"], str) or raw["builder"] not in BUILDERS):
-            raise ConfigError(f"{path}: {where} builder {raw['builder']!r} unknown (known: {', '.join(BUILDERS)})")
+        problem = unknown_name(raw["builder"], BUILDERS, "builder") if "builder" in raw else None
+        if problem:
+            raise ConfigError(f"{path}: {where}: {problem}")
         try:
             motif = raw["motif"]
             if motif not in MOTIFS:

@@ -53,13 +53,13 @@ def make_cp2k_engine(preset: str, ranks: int, launcher: str | None, spec_name: s
     """The CP2K engine with a spec's settings preset ("label" or "aimd"), ranks and MPI launcher."""
     from ..engines import cp2k
 
-    presets = cp2k.SETTINGS_PRESETS
-    if preset not in presets:
-        raise InputError(spec_name, f"unknown CP2K settings preset {preset!r} (known: {', '.join(presets)})")
+    problem = unknown_name(preset, cp2k.SETTINGS_PRESETS, "CP2K settings preset")
+    if problem:
+        raise InputError(spec_name, problem)
     kwargs = {"ranks": ranks}
     if launcher:
         kwargs["launcher"] = launcher
-    return cp2k.CP2KEngine(presets[preset], **kwargs)
+    return cp2k.CP2KEngine(cp2k.SETTINGS_PRESETS[preset], **kwargs)
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -27,13 +27,13 @@ for every seed; the seed still goes into `info`. Strain is applied separately by
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 from ase import Atoms
 
+from ..config import finite_number, integer
 from .amorphous import a_c, a_lic, a_lixsi, a_si, density_g_cm3, lixsi_counts, lixsi_volume_per_si_a3
 from .core_shell import core_shell_particle
 from .crystalline import c_si, graphite, li15si4, li_in_c_si, lic6
@@ -116,14 +116,12 @@ def _check_param_type(builder: str, key: str, value: Any, default: Any) -> None:
     if isinstance(default, bool):
         ok, kind = isinstance(value, bool), "true or false"
     elif isinstance(default, int):
-        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        ok, kind = integer(value) is not None, "an integer"
     elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        kind = "a finite number"
-    elif isinstance(default, tuple) and default and all(isinstance(d, int) and not isinstance(d, bool)
-                                                         for d in default):
+        ok, kind = finite_number(value) is not None, "a finite number"
+    elif isinstance(default, tuple) and default and all(integer(d) is not None for d in default):
         ok = (isinstance(value, (list, tuple)) and len(value) == len(default)
-              and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+              and all(integer(v) is not None and v >= 1 for v in value))
         kind = f"a list of {len(default)} integers >= 1"
     else:
         return

@@ -44,7 +44,6 @@ and the gpumd binary (else EngineNotAvailable, "no GPU: ...": the runner records
 from __future__ import annotations
 
 import math
-import numbers
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -54,7 +53,7 @@ from typing import Any, Sequence
 import numpy as np
 from ase import Atoms
 
-from ..config import TaskSpec, finite_number
+from ..config import TaskSpec, finite_number, integer
 from ..errors import ConfigError, EngineNotAvailable
 from ..metrics import expansion as ex
 from . import TaskContext, TaskOutcome
@@ -82,13 +81,9 @@ CROSS_CHECK_MARGIN_PERCENT = 2.0
 _MIN_PROBE_RADIUS_A = 0.5
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 #: Annotation → (check, what one value must be, what a list's values must be), for `ExpansionParams.validate`.
 _TYPE_CHECKS = {"float": (lambda v: finite_number(v) is not None, "a finite number", "finite numbers"),
-                "int": (_is_int, "an integer", "integers"),
+                "int": (lambda v: integer(v) is not None, "an integer", "integers"),
                 "str": (lambda v: isinstance(v, str), "a string", "strings"),
                 "bool": (lambda v: isinstance(v, bool), "true or false", "true or false")}
 

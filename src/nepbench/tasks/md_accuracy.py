@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TaskSpec, finite_number, unknown_keys
+from ..config import TaskSpec, finite_number, integer, unknown_keys, unknown_name
 from ..engines.base import MDProtocol
 from ..errors import InputError
 from ..metrics.diffusion import arrhenius_fit, diffusivity, msd_multiple_origins
@@ -28,7 +28,8 @@ NVE_KEYS = frozenset({"builder", "params", "temperature_k", "timestep_fs", "step
 
 
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    number = integer(value)
+    return number is not None and number >= 1
 
 
 def _positive_number(value: Any) -> bool:
@@ -60,7 +61,7 @@ def check_params(params: dict[str, Any]) -> str | None:
         return f"r_max_a must be a number > 0, got {params['r_max_a']!r}"
     for where, table in (("seed", params), ("nve seed", params.get("nve") or {})):
         seed = table.get("seed", 0) if isinstance(table, dict) else 0
-        if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+        if not (integer(seed) is not None and seed >= 0):
             return f"{where} must be an integer >= 0, got {seed!r}"
     nve = params.get("nve")
     if nve is None:
@@ -70,8 +71,9 @@ def check_params(params: dict[str, Any]) -> str | None:
     problem = unknown_keys(nve, NVE_KEYS)
     if problem:
         return f"nve has {problem}"
-    if not isinstance(nve.get("builder"), str) or nve["builder"] not in systems.BUILDERS:
-        return f"nve builder {nve.get('builder')!r} is not one of {', '.join(systems.BUILDERS)}"
+    problem = unknown_name(nve.get("builder"), systems.BUILDERS, "builder")
+    if problem:
+        return f"nve has {problem}"
     if not isinstance(nve.get("params", {}), dict):
         return f"nve params must be a table, got {nve.get('params')!r}"
     for key in ("temperature_k", "timestep_fs"):
