@@ -94,3 +94,22 @@ def test_an_unknown_task_id_prints_nothing_but_the_error(tmp_path, monkeypatch, 
     captured = capsys.readouterr()
     assert captured.out == "" and "no task 'nosuch'" in captured.err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_cannot_be_fetched_stops_the_run_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """An empty cache and no PyPI: one line naming the download, a non-zero exit, no records or report
+    (before, each of its tasks became a failed record and the run went on for the other model)."""
+    from nepbench import models
+
+    monkeypatch.setenv("NEPBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models.sys, "executable", "/nonexistent/python")
+    quick = Path(__file__).resolve().parents[1] / "suites" / "quick.toml"
+    out = tmp_path / "out"
+    assert main(["run", str(quick), "--out", str(out)]) != 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "could not download neptrainkit" in err[0], err
+    assert captured.out == "" and not out.exists()
+    # --list-tasks fetches nothing, so it still works offline
+    assert main(["run", str(quick), "--list-tasks"]) == 0
+    assert "parity" in capsys.readouterr().out

@@ -50,9 +50,9 @@ def _run(args: argparse.Namespace) -> int:
         reason = f": {record['reason']}" if record.get("reason") else ""
         print(f"  {spec.id:40s} {record['status']:14s} ({note}){reason}", flush=True)
 
-    for task_id in args.task or []:
-        suite.task(task_id)  # an unknown id: ConfigError before anything is printed or written
-    print(f"nepbench run {suite.name}: {len(args.task or suite.tasks)} task(s) → {out_dir}")
+    specs = [suite.task(t) for t in args.task] if args.task else list(suite.tasks)  # unknown id: ConfigError
+    fetch_registry_models(specs)
+    print(f"nepbench run {suite.name}: {len(specs)} task(s) → {out_dir}")
     records = run_suite(suite, out_dir, args.task, force=args.force, on_task=show)
     if not args.no_report:
         from ..report.render import build_report, write_report, claim_table_text
@@ -66,13 +66,25 @@ def _run(args: argparse.Namespace) -> int:
 
 def check_models(suite: Any) -> None:
     """Refuse, before anything is written, a model that is neither a registry name nor a readable
-    nep.txt (ModelError naming it). Registry models are fetched and verified when a task needs them."""
+    nep.txt (ModelError naming it). Registry models are fetched after --list-tasks (`fetch_registry_models`)."""
     from ..models import load_registry, resolve_model
 
     registry = load_registry()
     for name in sorted({m for spec in suite.tasks for m in spec.models}):
         if name not in registry:
             resolve_model(name, fetch=False, registry=registry)
+
+
+def fetch_registry_models(specs: Any) -> None:
+    """Fetch and verify, before anything is printed or written, every registry model the tasks
+    `specs` will run (the cache is used when it holds a verified copy): a download that fails, or a
+    file that fails its sha256, is one ModelError naming the model, not one failed record per task
+    after hours of other tasks. User files were checked by `check_models`."""
+    from ..models import fetch_model, load_registry
+
+    registry = load_registry()
+    for name in sorted({m for spec in specs for m in spec.models if m in registry}):
+        fetch_model(name, registry)
 
 
 def _exit_status(records: list[dict]) -> int:
