@@ -8,6 +8,8 @@ matches the 300 K run and is 65 % short of the 900 K one.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from ase import units
@@ -20,7 +22,10 @@ from nepbench.engines.cp2k import AIMD_SETTINGS, HARTREE_EV, CP2KEngine
 from nepbench.models import write_random_model
 from nepbench.report import plots
 from nepbench.tasks import TaskContext
-from nepbench.tasks.md_accuracy import MIN_RDF_PS, rdf_halves_l1_max, run_md_accuracy, trajectory_halves
+from nepbench.metrics.diffusion import Diffusivity
+from nepbench.tasks import md_accuracy
+from nepbench.tasks.md_accuracy import (MIN_RDF_PS, compare_rdf, d_log10_ratio, rdf_halves_l1_max, run_md_accuracy,
+                                        system_label, trajectory_halves)
 
 RUN = """
 [[run]]
@@ -163,3 +168,116 @@ def test_halves_floor_sees_a_run_that_changes_between_its_halves():
     assert rdf_halves_l1_max(changing, 3.2, 40) > 0.5  # the first shell moved from 2.5 Å to 2.2 Å
     with pytest.raises(ValueError, match="at least 2 frames"):
         rdf_halves_l1_max(_cubic_trajectory([2.5]), 3.2, 40)
+
+
+def test_a_pair_with_no_neighbours_within_r_max_has_no_w1_but_keeps_its_l1():
+    """One Li atom beside 26 Si: no Li–Li pair exists, and Li–Si pairs lie beyond a 2.8 Å r_max only
+    in the copy spread to 3.0 Å. g ≡ 0 there has no distance distribution, so no W1, but L1 is still defined
+    (before, W1 raised "zero mass" and took the whole task down after its MD)."""
+    near = _cubic_trajectory([2.5] * 2)
+    near.symbols = ("Li",) + ("Si",) * 26
+    far = dataclasses.replace(near, positions_a=near.positions_a * 1.2, cells_a=near.cells_a * 1.2)
+    rdf = compare_rdf(near, far, 2.8, 40)
+    assert rdf["pairs"]["Li-Si"]["w1_a"] is None and rdf["pairs"]["Li-Si"]["l1"] > 0.1  # the shell is lost
+    assert rdf["pairs"]["Si-Si"]["w1_a"] is None  # no Si–Si pair within 2.8 Å at 3.0 Å spacing either
+    same = compare_rdf(near, near, 2.8, 40)
+    assert same["pairs"]["Li-Si"]["w1_a"] == pytest.approx(0.0, abs=1e-12) and same["pairs"]["Li-Si"]["l1"] == 0.0
+
+
+@pytest.mark.parametrize(("d_model", "stderr", "expected", "phrase"), [
+    (2e-5, 1e-6, np.log10(2e-5 / 4e-5), None),
+    (-1e-7, 1e-6, np.log10(2e-6 / 4e-5), "the ratio is the bound"),  # a flat MSD: D < max(D, 0) + 2 stderr
+    (1e-20, 1e-6, np.log10(1e-20 / 4e-5), None),  # positive, however small: taken as it is
+    (-1e-6, 3e-5, None, "too noisy to bound"),  # D + 2 stderr above D_AIMD: could agree
+    (0.0, 0.0, None, "too noisy to bound"),  # no motion and no spread: no finite bound
+])
+def test_a_model_d_at_or_below_zero_gives_a_bound_or_no_ratio(d_model, stderr, expected, phrase):
+    ratio, note = d_log10_ratio(d_model, stderr, 4e-5)
+    assert (ratio is None) == (expected is None)
+    if expected is not None:
+        assert ratio == pytest.approx(expected, rel=1e-12)
+    assert note is None if phrase is None else phrase in note
+
+
+def _fake_d(d_cm2_per_s: float, stderr: float = 1e-6, slope: float = 1.0) -> Diffusivity:
+    return Diffusivity(d_cm2_per_s, stderr, (0.001, 0.004), "fake", (d_cm2_per_s,) * 3, slope, 1)
+
+
+def _with_diffusivities(monkeypatch, values: list[Diffusivity]) -> None:
+    """li_diffusivity returns `values` in call order: per compared run, the AIMD's then the model's."""
+    queue = iter(values)
+    monkeypatch.setattr(md_accuracy, "li_diffusivity", lambda traj, species="Li": next(queue))
+
+
+def _two_temperatures(reference_dir, tmp_path):
+    return _run(reference_dir, tmp_path, runs=("lisi", "hot"), min_rdf_production_ps=0.0,
+                min_diffusion_production_ps=0.0, max_temperature_offset=0.7)
+
+
+def test_a_model_whose_li_does_not_diffuse_fails_by_its_bound_and_leaves_the_arrhenius_fit_out(
+        reference_dir, tmp_path, monkeypatch):
+    """lisi (300 K) agrees; under the model Li is caged in hot (900 K): its fitted D is below zero.
+    Before, log10 of it was NaN, max() over [0.1, NaN] kept 0.1 (a pass), and the Arrhenius fit
+    then raised on D ≤ 0 after all the MD had run."""
+    _with_diffusivities(monkeypatch, [_fake_d(1e-5), _fake_d(8e-6), _fake_d(4e-5), _fake_d(-1e-7)])
+    outcome = _two_temperatures(reference_dir, tmp_path)
+    metrics = outcome.metrics
+    assert metrics["li_d_log10_ratio.lisi"] == pytest.approx(np.log10(0.8))
+    assert metrics["li_d_log10_ratio.hot"] == pytest.approx(np.log10(2e-6 / 4e-5))
+    assert metrics["li_d_log10_ratio_abs_max"] == pytest.approx(-np.log10(2e-6 / 4e-5))  # a fail, not 0.1
+    assert "hot: " in outcome.method and "the ratio is the bound" in outcome.method
+    assert not any(key.startswith("li_ea_") for key in metrics) and "arrhenius" not in outcome.series
+
+
+def test_a_model_d_too_noisy_to_bound_leaves_the_headline_unjudged(reference_dir, tmp_path, monkeypatch):
+    _with_diffusivities(monkeypatch, [_fake_d(1e-5), _fake_d(8e-6), _fake_d(4e-5), _fake_d(-1e-6, 3e-5)])
+    outcome = _two_temperatures(reference_dir, tmp_path)
+    assert "li_d_log10_ratio.hot" not in outcome.metrics and "li_d_log10_ratio_abs_max" not in outcome.metrics
+    assert "too noisy to bound" in outcome.metric_reasons["li_d_log10_ratio.hot"]
+    assert outcome.metric_reasons["li_d_log10_ratio_abs_max"].startswith(
+        "the model's Li diffusivity is not resolved in hot (")
+
+
+def test_an_aimd_msd_with_a_nan_slope_is_not_taken_as_diffusive(reference_dir, tmp_path, monkeypatch):
+    """abs(NaN − 1) > 0.15 is False: the old test let a flat AIMD MSD (log-log slope NaN) through."""
+    _with_diffusivities(monkeypatch, [_fake_d(0.0, 0.0, slope=float("nan")), _fake_d(4e-5), _fake_d(1e-5)])
+    outcome = _two_temperatures(reference_dir, tmp_path)
+    assert "not diffusive" in outcome.metric_reasons["li_d_log10_ratio.lisi"]
+    assert "li_d_log10_ratio.lisi" not in outcome.metrics and "li_d_log10_ratio.hot" in outcome.metrics
+
+
+def test_activation_energies_are_fitted_per_system_weighted_by_the_d_errors(reference_dir, tmp_path, monkeypatch):
+    _with_diffusivities(monkeypatch, [_fake_d(1e-5), _fake_d(2e-5), _fake_d(4e-5), _fake_d(1e-4)])
+    outcome = _two_temperatures(reference_dir, tmp_path)
+    label = system_label("a-LixSi", {"x": 2.0, "n_atoms": 12, "relax_steps": 0})
+    assert label == "a-LixSi(n_atoms=12,relax_steps=0,x=2.0)"
+    inverse_kt = 1 / (units.kB * 300.0) - 1 / (units.kB * 900.0)  # two points: the line goes through both
+    assert outcome.metrics[f"li_ea_aimd_ev.{label}"] == pytest.approx(np.log(4e-5 / 1e-5) / inverse_kt)
+    assert outcome.metrics[f"li_ea_model_ev.{label}"] == pytest.approx(np.log(1e-4 / 2e-5) / inverse_kt)
+    assert outcome.metrics[f"li_ea_aimd_stderr_ev.{label}"] > 0  # from the weights: 2 points leave no residual
+    arrhenius = outcome.series["arrhenius"]
+    assert arrhenius["system"] == [label, label] and arrhenius["temperature_k"] == [300.0, 900.0]
+    png = plots.arrhenius_overlay_png({"random": outcome.series})
+    assert png is not None and png.startswith(PNG_SIGNATURE)
+
+
+def test_the_arrhenius_figure_draws_one_line_per_system():
+    """Two compositions in one series: each gets its own AIMD and model lines (a line across them
+    would join two different materials)."""
+    from matplotlib.axes import Axes
+
+    drawn = []
+    series = {"arrhenius": {"system": ["A", "A", "B", "B"], "temperature_k": [600.0, 900.0, 600.0, 900.0],
+                            "d_ref_cm2_per_s": [1e-6, 1e-5, 1e-7, 1e-6], "d_model_cm2_per_s": [2e-6, 2e-5, 2e-7, 2e-6],
+                            "d_ref_stderr": [1e-7] * 4, "d_model_stderr": [1e-7] * 4}}
+    original = Axes.errorbar
+
+    def record(self, x, y, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(np.round(1000 / np.asarray(x)))))  # x is 1000/T: back to T
+        return original(self, x, y, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Axes, "errorbar", record)
+        assert plots.arrhenius_overlay_png({"m": series, "n": series}) is not None
+    assert drawn == [("AIMD (CP2K) A", [600.0, 900.0]), ("m A", [600.0, 900.0]), ("AIMD (CP2K) B", [600.0, 900.0]),
+                     ("m B", [600.0, 900.0]), ("n A", [600.0, 900.0]), ("n B", [600.0, 900.0])]

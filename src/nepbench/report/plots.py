@@ -259,6 +259,12 @@ def msd_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes |
     return _png(fig)
 
 
+def _rows(values: Any, rows: np.ndarray) -> np.ndarray | None:
+    """The entries of a per-point series at the `rows` mask, or None when it is absent or of another length."""
+    array = _array(values)
+    return array[rows] if array is not None and array.size == rows.size else None
+
+
 def _errorbars(ax: Any, x: np.ndarray, y: Any, err: Any, **style: Any) -> bool:
     """Plot y(x) with optional error bars, dropping non-positive y (log axes); True if drawn."""
     y_arr = _array(y)
@@ -285,13 +291,23 @@ def arrhenius_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> b
     ax.set_yscale("log")
     drew_ref, drew_any = False, False
     for (label, data), colour in zip(usable.items(), _colours(len(usable))):
-        x = 1000.0 / _array(data["temperature_k"])
-        if not drew_ref:
-            drew_ref = _errorbars(ax, x, data.get("d_ref_cm2_per_s"), data.get("d_ref_stderr"),
-                                  fmt="o-", color="black", label="AIMD (CP2K)")
-            drew_any |= drew_ref
-        drew_any |= _errorbars(ax, x, data.get("d_model_cm2_per_s"), data.get("d_model_stderr"),
-                               fmt="s--", color=colour, label=label)
+        temps = _array(data["temperature_k"])
+        systems = data.get("system")
+        systems = list(systems) if isinstance(systems, list) and len(systems) == temps.size else [""] * temps.size
+        draw_ref, drew_ref_here = not drew_ref, False  # the AIMD points once, from the first model that has them
+        for system in dict.fromkeys(systems):  # one line per composition, never one across them
+            rows = np.array([s == system for s in systems])
+            x = 1000.0 / temps[rows]
+            suffix = f" {system}" if len(set(systems)) > 1 else ""
+            if draw_ref:
+                drew_ref_here |= _errorbars(ax, x, _rows(data.get("d_ref_cm2_per_s"), rows),
+                                            _rows(data.get("d_ref_stderr"), rows),
+                                            fmt="o-", color="black", label=f"AIMD (CP2K){suffix}")
+            drew_any |= _errorbars(ax, x, _rows(data.get("d_model_cm2_per_s"), rows),
+                                   _rows(data.get("d_model_stderr"), rows),
+                                   fmt="s--", color=colour, label=f"{label}{suffix}")
+        drew_ref |= drew_ref_here
+        drew_any |= drew_ref_here
     if not drew_any:
         return None
     ax.set_xlabel("1000 / T (1/K)")

@@ -10,7 +10,8 @@ Series (plot data) by task type:
   md_accuracy  {"rdf": {run: {"r_a", "pairs": {pair: {"ref", "model"}}}},
                 "msd": {run: {sp: {"time_ps", "ref", "model"}}}, "runs": {run: {"aimd_production_ps", ...}},
                 "aimd_thermo": {run: {"time_ps", "temperature_k", "potential_ev_per_atom", "warmup_ps", ...}},
-                "arrhenius": {"temperature_k", "d_ref_cm2_per_s", "d_model_cm2_per_s", *_stderr}}
+                "arrhenius": {"system", "temperature_k", "d_ref_cm2_per_s", "d_model_cm2_per_s", *_stderr}}
+                (one entry per point; `system` groups the points of one composition)
   throughput   {"identical_n": [{"n_atoms", "cp2k_s_per_step", "nep_s_per_step", "ratio", ...}],
                 "scaling": {engine: {"n_atoms", "s_per_atom_step"}}}
   expansion    {"shell_thickness_nm", "particle_dv_over_v0", "particle_dv_stderr", "core_dv_over_v0",

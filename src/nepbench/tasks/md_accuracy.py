@@ -106,10 +106,12 @@ def compare_rdf(ref_traj: Any, model_traj: Any, r_max_a: float, n_bins: int) -> 
     for pair, ref in g_ref.partials.items():
         if pair not in g_mod.partials:
             continue
-        name = "-".join(pair)
-        pairs[name] = {"ref": ref, "model": g_mod.partials[pair],
-                       "l1": rdf_l1_error(g_ref.r_a, ref, g_mod.partials[pair]),
-                       "w1_a": rdf_wasserstein1(g_ref.r_a, ref, g_mod.partials[pair])}
+        model = g_mod.partials[pair]
+        # a pair never closer than r_max in one run (a sparse species) has g ≡ 0 there: no W1, while
+        # L1 still tells a model that loses a shell the AIMD has
+        w1 = rdf_wasserstein1(g_ref.r_a, ref, model) if np.any(ref > 0) and np.any(model > 0) else None
+        pairs["-".join(pair)] = {"ref": ref, "model": model, "l1": rdf_l1_error(g_ref.r_a, ref, model),
+                                 "w1_a": w1}
     return {"r_a": g_ref.r_a, "pairs": pairs}
 
 
@@ -165,6 +167,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     series: dict[str, Any] = {"rdf": {}, "msd": {}, "runs": {}, "aimd_thermo": {}}
     arrhenius_rows: list[tuple[str, float, Any, Any]] = []
     l1_all, w1_all, logratio_all, halves_all = [], [], [], []
+    unresolved: list[str] = []  # runs with a diffusive AIMD whose model D could not be compared
     method_bits = []
     for run_id in p.get("runs", [r.id for r in aimd_spec.runs]):
         history = thermo_history(aimd_spec, run_id)  # every run, compared or not: is it equilibrated?
@@ -229,13 +232,16 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         r_max = min(float(p.get("r_max_a", 6.0)), 0.999 * minimum_image_radius_a(ref.trajectory.cells_a[0]))
         rdf = compare_rdf(ref.trajectory, model_trajs[factors[0]], r_max, int(p.get("n_bins", 80)))
         l1 = max(v["l1"] for v in rdf["pairs"].values())
-        w1 = max(v["w1_a"] for v in rdf["pairs"].values())
         metrics[f"rdf_l1_error_max.{run_id}"] = l1
-        metrics[f"rdf_w1_max_a.{run_id}"] = w1
+        w1s = [v["w1_a"] for v in rdf["pairs"].values() if v["w1_a"] is not None]
+        if w1s:
+            metrics[f"rdf_w1_max_a.{run_id}"] = max(w1s)
+            w1_all.append(max(w1s))
+        else:
+            reasons[f"rdf_w1_max_a.{run_id}"] = f"no pair has neighbours within {r_max:.2f} Å in both runs"
         metrics[f"rdf_l1_aimd_halves.{run_id}"] = rdf_halves_l1_max(ref.trajectory, r_max, int(p.get("n_bins", 80)))
         halves_all.append(metrics[f"rdf_l1_aimd_halves.{run_id}"])
         l1_all.append(l1)
-        w1_all.append(w1)
         series["rdf"][run_id] = {"r_a": rdf["r_a"], "pairs": {
             k: {"ref": v["ref"], "model": v["model"]} for k, v in rdf["pairs"].items()}}
         series["runs"][run_id] = {"aimd_production_ps": ref.production_ps, "aimd_steps": ref.total_steps,
@@ -251,7 +257,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             continue
         d_ref = li_diffusivity(ref.trajectory)
         metrics[f"li_d_aimd_loglog_slope.{run_id}"] = d_ref.loglog_slope
-        if abs(d_ref.loglog_slope - 1.0) > MAX_LOGLOG_SLOPE_DEVIATION:
+        if not (d_ref.d_cm2_per_s > 0 and abs(d_ref.loglog_slope - 1.0) <= MAX_LOGLOG_SLOPE_DEVIATION):  # NaN too
             w0, w1 = d_ref.fit_window_ps
             reasons[f"li_d_log10_ratio.{run_id}"] = (
                 f"AIMD Li MSD not diffusive over its fit window {1000 * w0:.0f}–{1000 * w1:.0f} fs (log-log "
@@ -260,26 +266,37 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD (MSD not yet diffusive), {t_text}")
             continue
         d_mod = {f: li_diffusivity(t) for f, t in model_trajs.items()}
-        ratio = float(np.log10(d_mod[factors[0]].d_cm2_per_s / d_ref.d_cm2_per_s))
         metrics[f"li_d_aimd_cm2_per_s.{run_id}"] = d_ref.d_cm2_per_s
         metrics[f"li_d_aimd_stderr_cm2_per_s.{run_id}"] = d_ref.stderr_cm2_per_s
         for f, d in d_mod.items():
             metrics[f"li_d_model_x{f}_cm2_per_s.{run_id}"] = d.d_cm2_per_s
             metrics[f"li_d_model_x{f}_stderr_cm2_per_s.{run_id}"] = d.stderr_cm2_per_s
-        metrics[f"li_d_log10_ratio.{run_id}"] = ratio
-        logratio_all.append(abs(ratio))
-        arrhenius_rows.append((run.builder + str(run.params), run.protocol.temperature_k, d_ref,
-                               d_mod[factors[0]]))
-        method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD, {t_text}")
+        ratio, note = d_log10_ratio(d_mod[factors[0]].d_cm2_per_s, d_mod[factors[0]].stderr_cm2_per_s,
+                                    d_ref.d_cm2_per_s)
+        if ratio is None:
+            reasons[f"li_d_log10_ratio.{run_id}"] = note
+            unresolved.append(f"{run_id} ({note})")
+        else:
+            metrics[f"li_d_log10_ratio.{run_id}"] = ratio
+            logratio_all.append(abs(ratio))
+        if d_mod[factors[0]].d_cm2_per_s > 0:
+            arrhenius_rows.append((system_label(run.builder, run.params), run.protocol.temperature_k, d_ref,
+                                   d_mod[factors[0]]))
+        method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD, {t_text}" + (f"; {note}" if note else ""))
     if l1_all:
         metrics["rdf_l1_error_max"] = max(l1_all)
-        metrics["rdf_w1_max_a"] = max(w1_all)
+        if w1_all:
+            metrics["rdf_w1_max_a"] = max(w1_all)
+        else:
+            reasons["rdf_w1_max_a"] = "no compared run has a pair with neighbours within r_max in both runs"
         metrics["rdf_l1_aimd_halves_max"] = max(halves_all)
         units.update({"rdf_l1_error_max": "", "rdf_w1_max_a": "Å", "rdf_l1_aimd_halves_max": ""})
     else:
         reasons["rdf_l1_error_max"] = (
             f"no AIMD run has ≥{min_rdf_ps} ps of production yet (see reference_data/aimd/manifest.json)")
-    if logratio_all:
+    if unresolved:  # a run the model cannot be judged on must not leave the others' maximum to pass
+        reasons["li_d_log10_ratio_abs_max"] = f"the model's Li diffusivity is not resolved in {'; '.join(unresolved)}"
+    elif logratio_all:
         metrics["li_d_log10_ratio_abs_max"] = max(logratio_all)
         units["li_d_log10_ratio_abs_max"] = "|log10(D_NEP/D_AIMD)|"
     else:
@@ -296,24 +313,61 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                        metric_reasons=reasons)
 
 
+def d_log10_ratio(d_model: float, d_model_stderr: float, d_aimd: float) -> tuple[float | None, str | None]:
+    """(log10(D_model / D_AIMD), note) for an AIMD diffusivity `d_aimd` > 0 (all in cm²/s).
+
+    A model whose Li MSD does not grow over the fit window has a fitted D ≤ 0, whose logarithm is
+    undefined. Its D is then below D⁺ = max(D, 0) + 2 stderr, so log10(D⁺ / D_AIMD) is the ratio's
+    upper bound, and its magnitude is the least disagreement the run allows: that bound is returned,
+    with a note saying so. When D⁺ does not lie in (0, D_AIMD), the run says nothing either way:
+    (None, why).
+    """
+    if d_model > 0:
+        return float(np.log10(d_model / d_aimd)), None
+    upper = max(d_model, 0.0) + 2.0 * d_model_stderr
+    if 0 < upper < d_aimd:
+        return (float(np.log10(upper / d_aimd)),
+                f"model Li MSD flat over the fit window (D {d_model:.2e} ± {d_model_stderr:.1e} cm²/s): "
+                f"the ratio is the bound log10((D + 2 stderr)/D_AIMD), its size the least disagreement")
+    return None, (f"model Li MSD flat over the fit window (D {d_model:.2e} ± {d_model_stderr:.1e} cm²/s), "
+                  f"too noisy to bound against D_AIMD {d_aimd:.2e} cm²/s")
+
+
+def system_label(builder: str, params: dict[str, Any]) -> str:
+    """"a-LixSi(x=3.0)": the runs that share a builder and its parameters are one system at several T."""
+    return f"{builder}({','.join(f'{k}={params[k]}' for k in sorted(params))})"
+
+
 def _arrhenius(rows: list[tuple[str, float, Any, Any]], metrics: dict[str, float],
                series: dict[str, Any]) -> None:
+    """Activation energies (eV) of Li diffusion per system with ≥ 2 temperatures, AIMD and model,
+    weighted by the block stderrs of D where every one is > 0: `li_ea_{aimd,model}_ev.<system>`
+    and their stderrs; the points go to series["arrhenius"], one `system` label per point."""
     by_system: dict[str, list[tuple[float, Any, Any]]] = {}
     for system, temp, d_ref, d_mod in rows:
         by_system.setdefault(system, []).append((temp, d_ref, d_mod))
-    for system, points in by_system.items():
+    points_all: list[tuple[str, float, Any, Any]] = []
+    for system, points in sorted(by_system.items()):
         if len({t for t, _, _ in points}) < 2:
             continue
         temps = np.array([t for t, _, _ in points])
-        fit_ref = arrhenius_fit(temps, np.array([r.d_cm2_per_s for _, r, _ in points]))
-        fit_mod = arrhenius_fit(temps, np.array([m.d_cm2_per_s for _, _, m in points]))
-        metrics["li_ea_aimd_ev"] = fit_ref.ea_ev
-        metrics["li_ea_model_ev"] = fit_mod.ea_ev
+        for key, pick in (("aimd", lambda r, m: r), ("model", lambda r, m: m)):
+            ds = [pick(r, m) for _, r, m in points]
+            errors = np.array([d.stderr_cm2_per_s for d in ds])
+            weighted = bool(np.all(np.isfinite(errors)) and np.all(errors > 0))
+            fit = arrhenius_fit(temps, np.array([d.d_cm2_per_s for d in ds]), errors if weighted else None)
+            metrics[f"li_ea_{key}_ev.{system}"] = fit.ea_ev
+            if np.isfinite(fit.ea_stderr_ev):
+                metrics[f"li_ea_{key}_stderr_ev.{system}"] = fit.ea_stderr_ev
+        points_all += [(system, t, r, m) for t, r, m in points]
+    if points_all:
         series["arrhenius"] = {
-            "temperature_k": temps, "d_ref_cm2_per_s": [r.d_cm2_per_s for _, r, _ in points],
-            "d_model_cm2_per_s": [m.d_cm2_per_s for _, _, m in points],
-            "d_ref_stderr": [r.stderr_cm2_per_s for _, r, _ in points],
-            "d_model_stderr": [m.stderr_cm2_per_s for _, _, m in points]}
+            "system": [s for s, _, _, _ in points_all],
+            "temperature_k": [t for _, t, _, _ in points_all],
+            "d_ref_cm2_per_s": [r.d_cm2_per_s for _, _, r, _ in points_all],
+            "d_model_cm2_per_s": [m.d_cm2_per_s for _, _, _, m in points_all],
+            "d_ref_stderr": [r.stderr_cm2_per_s for _, _, r, _ in points_all],
+            "d_model_stderr": [m.stderr_cm2_per_s for _, _, _, m in points_all]}
 
 
 def _nve_drift(p: dict[str, Any], engine: Any, ctx: TaskContext, metrics: dict[str, float],
