@@ -32,7 +32,7 @@ demo: setup
 	$(BIN)/nepbench run suites/quick.toml --out reports/quick
 
 # Accuracy regression gate (docs/tracking.md): the CI-sized gate suite, then `nepbench gate` against
-# the committed baseline (exit 1 on a regression). --force: measured now, never reused from an
+# the committed baseline (nepbench gate exits 1 on a regression; make then exits 2). --force: measured now, never reused from an
 # earlier run in the folder. One OpenMP thread: on a busy 2-core machine spinning OpenMP workers
 # slow NEP MD tenfold.
 GATE_OUT ?= reports/gate

@@ -20,7 +20,7 @@ def use_suite(monkeypatch, *kinds: str) -> Suite:
     tasks = tuple(TaskSpec(kind, "parity", kind.title(), {"kind": kind}) for kind in kinds)
     suite = Suite("t", "", tasks, (), "t.toml")
     monkeypatch.setattr(run_command, "load_suite", lambda path, models=None: suite)
-    monkeypatch.setattr(runner, "task_data_sha256", lambda task_type, reference_dir: "fixed")  # live data may change
+    monkeypatch.setattr(runner, "task_data_sha256", lambda task_type, reference_dir, params=None: "fixed")  # live data may change
     return suite
 
 

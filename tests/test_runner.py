@@ -53,7 +53,8 @@ def test_each_task_hashes_only_the_reference_data_it_reads(tmp_path, calls):
     (ref / "aimd" / "manifest.json").write_text('{"runs": {}}')
     (ref / "aimd.toml").write_text("# spec\n")
     suite = suite_of(TaskSpec("p", "parity", "P", {}), TaskSpec("m", "md_accuracy", "M", {}),
-                     TaskSpec("e", "expansion", "E", {}))
+                     TaskSpec("e", "expansion", "E", {}),
+                     TaskSpec("nve", "md_accuracy", "NVE only", {"runs": []}))  # the gate suite's MD task
     out = tmp_path / "out"
 
     def data() -> dict[str, tuple[str | None, list[str]]]:
@@ -62,16 +63,16 @@ def test_each_task_hashes_only_the_reference_data_it_reads(tmp_path, calls):
 
     first = data()
     assert first["p"][1] == ["dft/manifest.json"] and first["m"][1] == ["aimd/manifest.json", "aimd.toml"]
-    assert first["e"] == (None, [])
+    assert first["e"] == (None, []) and first["nve"] == (None, [])  # no AIMD run compared: no AIMD data read
     assert first["p"][0] != first["m"][0]
     (ref / "aimd" / "manifest.json").write_text('{"runs": {"a": 10}}')  # an AIMD segment committed
     second = data()
-    assert calls == ["p", "m", "e", "m"]
+    assert calls == ["p", "m", "e", "nve", "m"]  # the NVE-only task kept its record
     assert second["p"] == first["p"] and second["m"][0] != first["m"][0]
     (ref / "aimd.toml").write_text("# spec, warm-up changed\n")
     (ref / "dft" / "manifest.json").write_text('{"n_frames": 2}')
     third = data()
-    assert calls == ["p", "m", "e", "m", "p", "m"]
+    assert calls == ["p", "m", "e", "nve", "m", "p", "m"]
     assert third["p"][0] != second["p"][0] and third["m"][0] != second["m"][0]
     # a task type that declares nothing depends on every file
     assert runner.task_data_files("something-new") == ("dft/manifest.json", "aimd/manifest.json", "aimd.toml")

@@ -431,6 +431,13 @@ def describe_worse(c: Comparison) -> str:
             f"{c.tolerance.describe(c.unit)}; {direction}")
 
 
+def null_gated_metrics(snap: Snapshot, tolerances: Tolerances) -> list[str]:
+    """"metric [task]" for each metric the gate would compare whose value in `snap` is null or
+    non-finite: a baseline holding one would leave that metric unguarded."""
+    return [f"{metric} [{task}]" for (task, metric) in sorted(metric_rules(snap, tolerances))
+            if (task, metric) in snap.metrics and snap.metrics[(task, metric)] is None]
+
+
 def metric_rules(baseline: Snapshot, tolerances: Tolerances) -> dict[tuple[str, str], bool]:
     """(task template, metric) → lower_is_better for every metric the gate compares.
 
@@ -529,8 +536,10 @@ def check_metrics(baseline: Snapshot, run: Snapshot, tolerances: Tolerances, res
         if (task, metric) not in baseline.metrics:
             continue  # the baseline did not measure it either (e.g. skipped there): nothing to hold
         base = baseline.metrics[(task, metric)]
-        if base is None:
-            result.notes.append(f"{metric} [{task}]: null in the baseline, not compared")
+        if base is None:  # a gated metric must have a value to hold: else it would be off for good
+            result.failures.append(Finding("baseline", metric, f"{metric} [{task}]: null or non-finite in the "
+                                           "baseline, so nothing holds it; rebaseline from a run that measures it "
+                                           "(`make baseline`)", (task, metric)))
             continue
         unit = baseline.units.get((task, metric)) or run.units.get((task, metric)) or _criterion_unit(baseline, task, metric)
         run_unit = run.units.get((task, metric))

@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import time
 import traceback
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,17 +38,24 @@ class ResolvedModel:
     sha256: str
 
 
-def task_data_files(task_type: str) -> tuple[str, ...]:
-    """The reference-data files (relative to reference_data/) a task type's results depend on."""
+def task_data_files(task_type: str, params: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """The reference-data files (relative to reference_data/) a task's results depend on: its
+    type's (`TASK_REFERENCE_DATA`), except that an md_accuracy task with `runs = []` (the NVE check
+    alone, as in the gate suite) reads none, so new AIMD frames leave its record and gate alone."""
+    if task_type == "md_accuracy" and params is not None and params.get("runs") == []:
+        return ()
     return TASK_REFERENCE_DATA.get(task_type, REFERENCE_DATA_ALL)
 
 
-def task_data_sha256(task_type: str, reference_dir: Path) -> str | None:
-    """sha256 over the reference-data files a task type reads (`task_data_files`; each file's name
-    and sha256), None when the task reads none or none of them exists."""
-    parts = [(name, sha256_file(reference_dir / name)) for name in task_data_files(task_type)
-             if (reference_dir / name).is_file()]
+def files_sha256(files: Iterable[str], reference_dir: Path) -> str | None:
+    """sha256 over reference-data `files` (each existing file's name and sha256), None when none exists."""
+    parts = [(name, sha256_file(reference_dir / name)) for name in files if (reference_dir / name).is_file()]
     return content_hash(parts) if parts else None
+
+
+def task_data_sha256(task_type: str, reference_dir: Path, params: Mapping[str, Any] | None = None) -> str | None:
+    """`files_sha256` of the files a task reads (`task_data_files`): None when it reads none."""
+    return files_sha256(task_data_files(task_type, params), reference_dir)
 
 
 def task_input_hash(spec: TaskSpec, model: ResolvedModel | None, data_sha256: str | None) -> str:
@@ -88,7 +96,7 @@ def make_record(spec: TaskSpec, outcome: TaskOutcome, model: ResolvedModel | Non
     """A result record with its provenance (see report/ for the schema). `data_files`: what
     `data_sha256` covers (default: the reference-data files the task type reads)."""
     if data_files is None:
-        data_files = list(task_data_files(spec.type)) if data_sha256 else []
+        data_files = list(task_data_files(spec.type, spec.params)) if data_sha256 else []
     return {
         "schema": SCHEMA, "task_id": spec.id, "task_type": spec.type, "title": spec.title,
         "model": {"name": model.name, "sha256": model.sha256} if model else None,
@@ -116,7 +124,7 @@ def run_task(spec: TaskSpec, out_dir: Path, models: dict[str, ResolvedModel],
 
     `shared` is the state the tasks of one invocation share (`TaskContext.shared`); a new dict if None.
     """
-    data_sha = task_data_sha256(spec.type, reference_dir)
+    data_sha = task_data_sha256(spec.type, reference_dir, spec.params)
     model: ResolvedModel | None = None
     model_error: str | None = None
     if spec.models:

@@ -109,6 +109,17 @@ def load_tolerances_file(path: str | Path, required: bool = False) -> Any:
         raise _bad_input(exc) from None
 
 
+def _data_files_of(record: dict[str, Any]) -> list[str]:
+    """The reference-data files a record's `data_sha256` covers: its `data_files`, or for records
+    from before those were written, what its task type reads."""
+    from ..runner import task_data_files
+
+    files = record["provenance"].get("data_files")
+    if isinstance(files, list) and files and all(isinstance(f, str) for f in files):
+        return files
+    return list(task_data_files(str(record.get("task_type"))))
+
+
 def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
     """(details, note): what the baseline says about the reference data its records used.
 
@@ -121,7 +132,7 @@ def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tup
     from ..provenance import sha256_file
     from ..reference import data_sha256 as dft_sha256
     from ..reference import load_manifest
-    from ..runner import task_data_sha256
+    from ..runner import files_sha256
 
     hashed = [r for r in records if (r.get("provenance") or {}).get("data_sha256")]
     if not hashed:
@@ -130,7 +141,7 @@ def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tup
         raise GateInputError(f"{reference_dir}: no such folder (the reference set the run used; "
                              "--reference-dir names another)")
     stale = [str(r.get("task_id")) for r in hashed
-             if task_data_sha256(str(r.get("task_type")), reference_dir) != r["provenance"]["data_sha256"]]
+             if files_sha256(_data_files_of(r), reference_dir) != r["provenance"]["data_sha256"]]
     if stale:
         return {}, (f"{reference_dir} holds other data than {', '.join(stale)} used (changed since the run, "
                     "or another folder): reference details not recorded")
@@ -160,7 +171,7 @@ def _tolerances_for_new_baseline(args: argparse.Namespace, document: dict[str, A
 
 
 def _update_baseline(args: argparse.Namespace) -> int:
-    from ..gate import GateInputError, baseline_document
+    from ..gate import GateInputError, baseline_document, null_gated_metrics, snapshot
     from ..provenance import atomic_write_json
     from ..runner import REFERENCE_DIR
 
@@ -175,6 +186,10 @@ def _update_baseline(args: argparse.Namespace) -> int:
                              "them would let later runs off those criteria for good (--allow-unmeasured to "
                              "write it anyway)")
     tolerances, where = _tolerances_for_new_baseline(args, document)
+    nulls = null_gated_metrics(snapshot(document, source), tolerances)
+    if nulls:
+        raise GateInputError(f"{source}: gated metric(s) null or non-finite: {', '.join(nulls)}; "
+                             "a baseline must hold a value for each")
     details, note = reference_details(Path(args.reference_dir) if args.reference_dir else REFERENCE_DIR,
                                       list(document.get("records", [])))
     baseline = baseline_document(document, tolerances, source, details)
