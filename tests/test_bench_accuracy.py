@@ -1,0 +1,48 @@
+"""The asv accuracy benchmarks' own logic (asv itself is not run here): per-run failures stay per
+run, and what they track is judged as the md_accuracy task judges it."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import bench_accuracy  # noqa: E402
+
+RUN = "a-LiC-1200K"  # committed, past its warm-up, short: its NEP run takes about a second
+
+
+class _Crashing:
+    def md(self, atoms, protocol):
+        raise RuntimeError("model blew up")
+
+
+def test_a_run_that_raises_is_that_runs_reason_not_the_whole_benchmarks():
+    assert bench_accuracy.nep_vs_aimd(RUN, _Crashing()) == f"{RUN}: RuntimeError: model blew up"
+    assert bench_accuracy.nep_vs_aimd("no-such-run", _Crashing()).startswith("no AIMD reference for no-such-run")
+
+
+def test_the_tracked_numbers_are_the_md_tasks_and_lower_is_better():
+    if os.environ.get("NEPBENCH_OFFLINE") == "1":
+        pytest.skip("NEPBENCH_OFFLINE=1: needs the NEP89-LiSiC model")
+    from nepbench.aimd import load_aimd, load_aimd_spec
+    from nepbench.tasks.md_accuracy import MIN_DIFFUSION_PS
+
+    engine = bench_accuracy.nep_engine("calorine")
+    result = bench_accuracy.nep_vs_aimd(RUN, engine)
+    assert isinstance(result, dict), result
+    assert 0 <= result["rdf_l1_error_max"] <= 1 and result["rdf_w1_max_a"] >= 0
+    production = load_aimd(load_aimd_spec(bench_accuracy.REFERENCE_DIR / "aimd.toml"), RUN).production_ps
+    if production < MIN_DIFFUSION_PS:  # the task compares no D here, so neither does the benchmark
+        assert math.isnan(result["li_d_log10_ratio_abs"])
+    else:
+        assert math.isnan(result["li_d_log10_ratio_abs"]) or result["li_d_log10_ratio_abs"] >= 0
+    cache = {RUN: result}
+    agreement = bench_accuracy.TrackAimdAgreement()
+    assert agreement.track_li_d_log10_ratio_abs(cache, RUN) is result["li_d_log10_ratio_abs"]
+    speed = bench_accuracy.TrackSpeedRatio()
+    assert speed.track_nep_over_cp2k_time({"nep_s_per_step": 0.002, "cp2k_s_per_step": 40.0}) == pytest.approx(5e-5)
