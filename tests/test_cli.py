@@ -291,3 +291,32 @@ def test_an_unforeseen_error_is_one_line_and_not_a_verdict(tmp_path, capsys, mon
     assert len(err) == 1 and err[0].startswith("nepbench: error: KeyError") and "--debug" in err[0]
     assert main(["--debug", "verify", str(tmp_path)]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_parity_refuses_frames_of_a_third_split_instead_of_dropping_them(model, labelled, tmp_path, capsys):
+    from nepbench.structures import read_structures
+
+    frames = read_structures(labelled, require_labels=True)
+    for frame, split in zip(frames, ["test", "test", "train", "train", "train", "validation"]):
+        frame.info["split"] = split
+    data = tmp_path / "three.extxyz"
+    write_structures(data, frames)
+    out = tmp_path / "out"
+    assert main(["parity", "--model", str(model), "--data", str(data), "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(data) in err[0] and "1 frame(s) with split validation" in err[0], err
+    assert not (out / "tasks").exists()
+
+
+def test_offsets_fitted_on_the_scored_frames_are_in_sample_and_said_so(model, labelled):
+    """The same frames as test and train (what split = "train" in a suite did) used to be scored
+    as held-out: the method said so and the in-sample check was skipped."""
+    from nepbench.engines.nep_cpu import NepCpuEngine
+    from nepbench.structures import read_structures
+    from nepbench.tasks.accuracy import parity_outcome
+
+    frames = read_structures(labelled, require_labels=True)[:2]  # 2 frames, 2 compositions: too few in-sample
+    outcome = parity_outcome(NepCpuEngine(model), frames, list(frames), "2 frames")
+    assert "energy_rmse_mev_per_atom" not in outcome.metrics
+    assert "fitted in-sample on 2 frame(s)" in outcome.metric_reasons["energy_rmse_mev_per_atom"]
+    assert outcome.metrics["n_frames_for_offsets"] == 2 and outcome.metric_units["n_test_frames"] == "frames"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import TaskSpec, load_suite
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 
 #: The suite name of a `nepbench parity` output folder: a rerun may write over one, never over a suite's run.
 PARITY_SUITE = "parity"
@@ -50,6 +50,11 @@ def _parity(args: argparse.Namespace) -> int:
     train = [f for f in frames if f.info.get("split") == "train"]
     if not test or not train:
         test, train = frames, None
+    elif len(test) + len(train) < len(frames):  # a third split would drop out of both, unsaid
+        other = sorted({str(f.info.get("split")) for f in frames} - {"test", "train"})
+        raise InputError(args.data, f"{len(frames) - len(test) - len(train)} frame(s) with split "
+                         f"{', '.join(other)}: every frame must be split=test or split=train when both are "
+                         "given (or give none, and every frame is scored with in-sample offsets)")
     model = ResolvedModel(info.name, Path(info.path), info.sha256)
     spec = TaskSpec("parity", "parity", f"Parity on {Path(args.data).name}",
                     {"data": str(args.data)}, (info.name,))

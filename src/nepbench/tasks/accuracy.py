@@ -107,24 +107,36 @@ def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     from ..reference import load_frames
 
     p = spec.params
-    motifs = p.get("motifs")
-    test = load_frames(ctx.reference_dir / "dft", split=p.get("split", "test"), motifs=motifs)
+    motifs, split = p.get("motifs"), p.get("split", "test")
+    test = load_frames(ctx.reference_dir / "dft", split=split, motifs=motifs)
     train = load_frames(ctx.reference_dir / "dft", split="train", motifs=motifs)
     lacking = missing_species(test + train, model_species(ctx))
     if lacking:
         return TaskOutcome("not_applicable", reason=f"model {ctx.model_name} lacks species "
                            f"{', '.join(lacking)} present in the reference data")
-    return parity_outcome(NepCpuEngine(ctx.model_path), test, train,
-                          f"{len(test)} held-out CP2K frames ({p.get('split', 'test')} split)")
+    if split == "train":  # scored on the fit's own frames: in-sample, and said so
+        return parity_outcome(NepCpuEngine(ctx.model_path), test, None, f"{len(test)} CP2K training frames (train split)")
+    return parity_outcome(NepCpuEngine(ctx.model_path), test, train, f"{len(test)} held-out CP2K frames ({split} split)")
+
+
+def _shared_frames(a: list[Atoms], b: list[Atoms]) -> bool:
+    """Whether a structure (same species in the same order, same positions and cell) is in both lists."""
+    def key(atoms: Atoms) -> bytes:
+        return atoms.numbers.tobytes() + atoms.get_positions().tobytes() + np.asarray(atoms.cell).tobytes()
+
+    return bool({key(x) for x in a} & {key(x) for x in b})
 
 
 def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, what: str) -> TaskOutcome:
     """Parity metrics and plot data of `engine` on labelled `test` frames.
 
     Per-element energy offsets are fitted on `train` (another split of the same data) and applied
-    to `test`; with `train=None` they are fitted on `test` itself (in-sample, stated in the method).
+    to `test`; with `train=None`, or a `train` that shares a structure with `test`, they are fitted
+    on `test` itself (in-sample, stated in the method, and refused with too few frames).
     Frames without a "motif" in their info count as motif "all".
     """
+    if train and _shared_frames(test, train):  # the fit would see scored frames: in-sample, and said so
+        train = None
     offsets_from = train if train else test
     test_pred = predict(engine, test)
     train_pred = predict(engine, train) if train else test_pred
@@ -162,26 +174,33 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
                          "energy_offsets_ev_per_atom": dict(zip(elements, mu.tolist()))}
     units = {"force_rmse_mev_per_a": "meV/Å", "force_mae_mev_per_a": "meV/Å",
              "dft_force_rms_mev_per_a": "meV/Å", "energy_rmse_mev_per_atom": "meV/atom",
-             "energy_mae_mev_per_atom": "meV/atom", "force_r2": ""}
+             "energy_mae_mev_per_atom": "meV/atom", "force_r2": "",
+             "force_max_abs_error_mev_per_a": "meV/Å", "n_test_frames": "frames", "n_frames_for_offsets": "frames"}
     if len(test) > len(elements):
         in_sample = energy_errors(e_ref_test, e_pred_test, [len(a) for a in test],
                                   [Counter(a.get_chemical_symbols()) for a in test])
         metrics["energy_rmse_in_sample_offsets_mev_per_atom"] = in_sample.offset_corrected_rmse_mev_per_atom
+        units["energy_rmse_in_sample_offsets_mev_per_atom"] = "meV/atom"
     for el, stats in ferr.per_element.items():
         metrics[f"force_rmse_mev_per_a.{el}"] = stats.rmse_mev_per_a
+        units[f"force_rmse_mev_per_a.{el}"] = "meV/Å"
     metrics["force_relative_rmse"] = ferr.overall.relative_rmse
     units["force_relative_rmse"] = "RMSE / DFT force RMS"
     for motif, stats in ferr.per_motif.items():
         metrics[f"force_rmse_mev_per_a.{motif}"] = stats.rmse_mev_per_a
         metrics[f"dft_force_rms_mev_per_a.{motif}"] = stats.ref_rms_mev_per_a
         metrics[f"force_relative_rmse.{motif}"] = stats.relative_rmse
+        metrics[f"n_test_frames.{motif}"] = float(motif_of.count(motif))
+        units.update({f"force_rmse_mev_per_a.{motif}": "meV/Å", f"dft_force_rms_mev_per_a.{motif}": "meV/Å",
+                      f"force_relative_rmse.{motif}": "RMSE / DFT force RMS", f"n_test_frames.{motif}": "frames"})
     stressed = [(labels_of(a)[2], lab.stress_ev_per_a3) for a, lab in zip(test, test_pred)
                 if labels_of(a)[2] is not None and lab.stress_ev_per_a3 is not None]
     if stressed:
         serr = stress_errors(np.array([s[0] for s in stressed]), np.array([s[1] for s in stressed]))
         metrics["stress_rmse_gpa"] = serr.rmse_gpa
         metrics["stress_mae_gpa"] = serr.mae_gpa
-        units["stress_rmse_gpa"] = "GPa"
+        metrics["n_stress_frames"] = float(len(stressed))  # frames without a DFT stress are left out
+        units.update({"stress_rmse_gpa": "GPa", "stress_mae_gpa": "GPa", "n_stress_frames": "frames"})
     parity = parity_data(ref_f, pred_f, symbols, MAX_PARITY_POINTS, seed=0)
     series = {
         "forces": {el: {"ref": d.ref_ev_per_a, "pred": d.pred_ev_per_a} for el, d in parity.items()},
