@@ -649,3 +649,17 @@ def test_a_run_grown_with_two_cp2k_versions_says_so(spec, monkeypatch):
     aimd.grow(spec, engine, run_ids=["si-a"])
     manifest = aimd.write_manifest(spec)["runs"]["si-a"]
     assert manifest["cp2k_version"] == "CP2K version fake + CP2K version 2024.1"
+
+
+def test_the_cp2k_engine_a_spec_names_is_built_and_an_unknown_preset_refused():
+    """`reference build|aimd` make their engine here before CP2K starts: a name error in it stopped
+    every grower at start-up, and no test ran it without CP2K."""
+    from nepbench.commands.reference import make_cp2k_engine
+    from nepbench.engines.cp2k import AIMD_SETTINGS, LABEL_SETTINGS
+    from nepbench.errors import InputError
+
+    assert make_cp2k_engine("aimd", 1, None).settings == AIMD_SETTINGS
+    engine = make_cp2k_engine("label", 2, "srun", "spec.toml")
+    assert engine.settings == LABEL_SETTINGS and engine.ranks == 2
+    with pytest.raises(InputError, match=r"spec\.toml: unknown CP2K settings preset 'fast' \(known: label, aimd\)"):
+        make_cp2k_engine("fast", 1, None, "spec.toml")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import reference
+from ..config import unknown_name
 from ..errors import InputError
 from ..provenance import exclusive_lock
 
