@@ -186,8 +186,6 @@ def committed_steps(spec: AimdSpec, run: AimdRun) -> int:
 def write_manifest(spec: AimdSpec) -> dict[str, Any]:
     """reference_data/aimd/manifest.json from the runs' committed state, for `spec` as loaded
     (its `spec_sha256` is `spec.sha256`: the text `spec` was parsed from, not the file as it is now)."""
-    import json
-
     from .engines.cp2k import protocol_mismatch
 
     runs = {}
