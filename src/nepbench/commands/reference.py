@@ -238,7 +238,10 @@ def dft_lines(manifest: dict) -> list[str]:
 def aimd_table(manifest: dict) -> list[str]:
     """Lines describing each AIMD run of an aimd/manifest.json: length, production, cost, drift.
 
-    "left h" is the CP2K time still needed to reach the run's target at its measured s/step (same ranks);
+    "left h" is the CP2K time still needed to reach the run's target at its measured cost per step
+    with each segment's restart (`s_per_step_with_restarts`; the median s/step, which leaves the
+    segments' first steps out, for manifests without it); "drift" is the conserved quantity's
+    after the warm-up;
     "T K" is the run's thermostat target / its mean temperature after the warm-up ± the standard error
     of that mean over its correlated steps ("—" before then);
     "warm-up/eq." is the warm-up in steps / the step from which the potential energy is detected to be
@@ -248,9 +251,10 @@ def aimd_table(manifest: dict) -> list[str]:
              f"{'run':16s} {'atoms':>5s} {'steps':>10s} {'dt fs':>5s} {'T K':>13s} {'warm-up/eq.':>11s} {'ps':>6s} {'prod ps':>7s} "
              f"{'CP2K h':>6s} {'left h':>6s} {'s/step':>6s} {'SCF/step':>8s} {'ranks':>5s} {'drift meV/atom/ps':>17s}"]
     for run_id, run in manifest["runs"].items():
-        drift = run.get("conserved_drift_mev_per_atom_per_ps")
+        drift = run.get("conserved_drift_mev_per_atom_per_ps_after_warmup")
         scf = run.get("scf_iterations_per_step")
-        left_h = max(0, run["target_steps"] - run["total_steps"]) * run["s_per_step_median"] / 3600
+        left_h = max(0, run["target_steps"] - run["total_steps"]) * (
+            run.get("s_per_step_with_restarts") or run["s_per_step_median"]) / 3600
         t_mean, t_err = run.get("temperature_mean_k_after_warmup"), run.get("temperature_stderr_k_after_warmup")
         temps = (f"{run['protocol']['temperature_k']:.0f}/{'—' if t_mean is None else f'{t_mean:.0f}'}"
                  f"{'' if t_mean is None or t_err is None else f'±{t_err:.0f}'}")

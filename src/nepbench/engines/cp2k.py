@@ -227,7 +227,10 @@ class MDInput:
         timestep_fs: time step in fs.
         temperature_k: initial velocity / thermostat temperature in K.
         thermostat_coupling_fs: CSVR time constant in fs.
-        seed: CP2K &GLOBAL SEED (initial velocities and thermostat noise).
+        seed: CP2K &GLOBAL SEED: the initial velocities. Not the CSVR thermostat's noise: CP2K
+            2023.1 starts every CSVR stream from its default seed 12345 whatever SEED says
+            (csvr_system_types.F), so every run started fresh draws the same noise sequence; a
+            restart continues its stream (RESTART_RANDOMG and the thermostat restart).
         restart_file: CP2K restart file to continue from (EXT_RESTART), or None.
     """
 
