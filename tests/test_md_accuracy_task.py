@@ -115,6 +115,9 @@ def test_a_run_shorter_than_the_minimum_is_not_compared(reference_dir, tmp_path)
     assert "too short to compare g(r)" in outcome.metric_reasons["rdf_l1_error_max.lisi"]
     assert f"≥{MIN_RDF_PS} ps" in outcome.metric_reasons["rdf_l1_error_max"]
     assert "nve_drift_abs_ev_per_atom_per_ps" in outcome.metrics  # the NVE check still runs
+    # beside it, the temperature the NVE run actually had: it starts from a packing and heats
+    assert outcome.metrics["nve_temperature_mean_k"] > 0
+    assert f"mean T {outcome.metrics['nve_temperature_mean_k']:.0f} K as the packing relaxes" in outcome.method
 
 
 def test_a_run_far_from_its_thermostat_temperature_is_not_compared(reference_dir, tmp_path):

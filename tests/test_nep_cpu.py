@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import Atoms, units
+from ase.calculators.calculator import Calculator, all_changes
 
 from nepbench.engines import nep_cpu
 from nepbench.engines.base import MDProtocol
@@ -284,3 +285,36 @@ def test_md_positions_are_unwrapped(engine, cell):
                                inside_run.trajectory.positions_a, atol=1e-8)
     steps = np.diff(outside_run.trajectory.positions_a, axis=0)
     assert np.abs(steps).max() < 1.0  # no jumps by a box length
+
+
+class _Turning(Calculator):
+    """Zero forces for `calm` calls, then `after`: 'nan' (a NaN energy) or 'kick' (100 eV/Å forces)."""
+
+    implemented_properties = ["energy", "forces", "stress"]
+
+    def __init__(self, calm: int, after: str):
+        super().__init__()
+        self.calls, self.calm, self.after = 0, calm, after
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.calls += 1
+        forces = np.zeros((len(atoms), 3))
+        energy = 0.0
+        if self.calls > self.calm:
+            if self.after == "nan":
+                energy = float("nan")
+            else:
+                forces = np.random.default_rng(self.calls).normal(0, 100.0, forces.shape)
+        self.results = {"energy": energy, "forces": forces, "stress": np.zeros(6)}
+
+
+@pytest.mark.parametrize(("after", "phrase"), [("nan", "E_pot nan"), ("kick", "limit 20000 K")])
+def test_a_blown_up_md_run_raises_instead_of_returning_numbers(engine, cell, monkeypatch, after, phrase):
+    """NEP_CPU returns a finite energy and zero force for a NaN atom, and a 10 fs step sends the
+    default model's a-Li2Si past 1e7 K in 70 steps: md() used to return such runs as trajectories."""
+    monkeypatch.setattr(engine, "calculator", lambda: _Turning(calm=20, after=after))
+    with pytest.raises(EngineError, match=rf"cell: MD unstable at step \d+: .*{phrase}"):
+        engine.md(cell, MDProtocol("nve", 300.0, 1.0, 200, sample_interval=5, seed=4), source="cell")
+    monkeypatch.setattr(engine, "calculator", lambda: _Turning(calm=10**6, after=after))
+    assert engine.md(cell, MDProtocol("nve", 300.0, 1.0, 200, sample_interval=5, seed=4)).thermo["time_ps"].size == 41

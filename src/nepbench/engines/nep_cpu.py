@@ -33,6 +33,11 @@ from .base import Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
 Backend = Literal["auto", "calorine", "nep-adapters"]
 Thermostat = Literal["bussi", "langevin"]
 
+#: A recorded MD frame hotter than max(this × the protocol's T, UNSTABLE_TEMPERATURE_FLOOR_K) is a
+#: blown-up run, not dynamics (`NepCpuEngine.md` raises). An NVE run from a random packing heats
+#: 4× as it relaxes (900 → 3,600 K, measured); a 10 fs step blows up past 1e9 K within 30 steps.
+UNSTABLE_TEMPERATURE_FACTOR = 10.0
+UNSTABLE_TEMPERATURE_FLOOR_K = 20_000.0
 #: Largest |ΔE| (eV) and max |ΔF| (eV/Å) between nep-adapters and CPUNEP that "auto" accepts.
 PARITY_TOL = 1e-8
 _PARITY_VERDICTS: dict[str, tuple[bool, str]] = {}
@@ -309,6 +314,12 @@ class NepCpuEngine(Engine):
         count the 3N − 3 degrees of freedom that carry kinetic energy, as CP2K does for a periodic cell
         (see MDProtocol); without FixCom, ASE's Bussi would count 3N and run a 32-atom cell 3.2 % hot.
         Frames at steps 0, k, 2k, … ≤ steps after the warm-up (k = sample_interval).
+
+        Raises:
+            EngineError: a recorded frame with a non-finite energy or position, or a temperature
+                above max(UNSTABLE_TEMPERATURE_FACTOR × T, UNSTABLE_TEMPERATURE_FLOOR_K): a blown-up
+                run (time step too large, atoms the model lets collapse) is no trajectory to score,
+                and NEP_CPU quietly returns a finite energy and zero force for a NaN atom.
         """
         from ase.md import velocitydistribution as vd
 
@@ -343,11 +354,23 @@ class NepCpuEngine(Engine):
         epot = np.empty(n_frames)
         ekin = np.empty(n_frames)
 
+        ndof = work.get_number_of_degrees_of_freedom()
+        t_limit_k = max(UNSTABLE_TEMPERATURE_FACTOR * protocol.temperature_k, UNSTABLE_TEMPERATURE_FLOOR_K)
+
         def record(i: int) -> None:
             positions[i] = work.positions
             epot[i] = work.get_potential_energy()
             ekin[i] = work.get_kinetic_energy()
+            temperature_k = 2.0 * ekin[i] / (ndof * units.kB)
+            if not (np.isfinite(epot[i]) and np.isfinite(ekin[i]) and np.all(np.isfinite(positions[i]))
+                    and temperature_k <= t_limit_k):
+                step = protocol.warmup_steps + min(i * k, protocol.steps)
+                raise EngineError(f"{source}: MD unstable at step {step}: T {temperature_k:.3g} K (limit "
+                                  f"{t_limit_k:.0f} K), E_pot {epot[i]:.6g} eV, positions "
+                                  f"{'finite' if np.all(np.isfinite(positions[i])) else 'non-finite'}; "
+                                  "a smaller time step, or a model that holds these atoms together")
 
+        work.get_potential_energy()  # the first force call, before the clock: steps, not steps + 1, are timed
         start = time.perf_counter()
         record(0)
         for frame in range(1, n_frames):
@@ -358,7 +381,6 @@ class NepCpuEngine(Engine):
             dyn.step()
         timed = time.perf_counter() - start
 
-        ndof = work.get_number_of_degrees_of_freedom()
         times_ps = np.arange(n_frames) * k * protocol.timestep_fs / 1000.0
         thermo = {"time_ps": times_ps, "temperature_k": 2.0 * ekin / (ndof * units.kB),
                   "potential_energy_ev": epot, "kinetic_energy_ev": ekin}
