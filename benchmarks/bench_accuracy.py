@@ -128,8 +128,8 @@ def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
     from nepbench.engines.base import MDProtocol
     from nepbench.errors import NepbenchError
     from nepbench.metrics.rdf import minimum_image_radius_a
-    from nepbench.tasks.md_accuracy import (MAX_LOGLOG_SLOPE_DEVIATION, MIN_DIFFUSION_PS, MIN_RDF_PS, compare_rdf,
-                                            d_log10_ratio, li_diffusivity)
+    from nepbench.tasks.md_accuracy import (MIN_DIFFUSION_PS, MIN_RDF_PS, compare_rdf, d_log10_ratio, is_diffusive,
+                                            li_diffusivity)
 
     nan = float("nan")
     try:
@@ -150,7 +150,7 @@ def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
         log_ratio = nan
         if ref.production_ps >= MIN_DIFFUSION_PS:
             d_ref = li_diffusivity(ref.trajectory)
-            if d_ref.d_cm2_per_s > 0 and abs(d_ref.loglog_slope - 1.0) <= MAX_LOGLOG_SLOPE_DEVIATION:
+            if is_diffusive(d_ref):
                 d_model = li_diffusivity(model)
                 ratio, _ = d_log10_ratio(d_model.d_cm2_per_s, d_model.stderr_cm2_per_s, d_ref.d_cm2_per_s)
                 log_ratio = nan if ratio is None else abs(ratio)

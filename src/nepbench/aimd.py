@@ -280,6 +280,12 @@ def _read_ener(folder: Path, total_steps: int) -> dict[str, Any] | None:
     return {name: column[keep] for name, column in ener.items()}
 
 
+def _segments_on_current_ranks(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The segments run on the run's current rank count (`state["ranks"]`; segments from before
+    ranks were recorded per segment count as that too): the ones a cost per step is taken from."""
+    return [s for s in state["segments"] if s.get("ranks", state["ranks"]) == state["ranks"]]
+
+
 def _s_per_step_median(ener: dict[str, Any] | None, state: dict[str, Any]) -> float:
     """Median CP2K time per MD step in s over every timed step of the segments run on the run's
     current rank count (`state["ranks"]`; segments from before ranks were recorded per segment count
@@ -291,7 +297,7 @@ def _s_per_step_median(ener: dict[str, Any] | None, state: dict[str, Any]) -> fl
     """
     import numpy as np
 
-    segments = [s for s in state["segments"] if s.get("ranks", state["ranks"]) == state["ranks"]]
+    segments = _segments_on_current_ranks(state)
     if ener is not None:
         in_segments = np.zeros(ener["step"].shape, bool)
         for seg in segments:  # their steps after the first
@@ -307,9 +313,8 @@ def _s_per_step_with_restarts(state: dict[str, Any]) -> float | None:
     (a-Li3Si-900K, 2026-11-28: 68.9 s against a 65.7 s median step). None without such segments."""
     import numpy as np
 
-    costs = [s["wall_s"] / (s["end_step"] - s["start_step"]) for s in state["segments"]
-             if s.get("ranks", state["ranks"]) == state["ranks"] and s["end_step"] > s["start_step"]
-             and s.get("wall_s") is not None]
+    costs = [s["wall_s"] / (s["end_step"] - s["start_step"]) for s in _segments_on_current_ranks(state)
+             if s["end_step"] > s["start_step"] and s.get("wall_s") is not None]
     return round(float(np.median(costs)), 2) if costs else None
 
 
@@ -409,17 +414,16 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float,
     no_trend = {"potential_trend_mev_per_atom_per_ps_after_warmup": None,
                 "potential_trend_stderr_mev_per_atom_per_ps_after_warmup": None,
                 "thermostat_heat_offset_k": None}
-    empty = {"conserved_drift_mev_per_atom_per_ps_after_warmup": None,
-             "conserved_drift_stderr_mev_per_atom_per_ps_after_warmup": None, "temperature_mean_k_after_warmup": None,
-             "temperature_stderr_k_after_warmup": None,
+    no_drift = {"conserved_drift_mev_per_atom_per_ps_after_warmup": None,
+                "conserved_drift_stderr_mev_per_atom_per_ps_after_warmup": None}
+    empty = {"temperature_mean_k_after_warmup": None, "temperature_stderr_k_after_warmup": None,
              "potential_energy_equilibrated_at_step": None, "potential_energy_effective_samples": None,
-             **no_trend}
+             **no_drift, **no_trend}
     if ener is None or ener["step"].size < 3:
         return empty
     times_ps = ener["time_fs"] / 1000
     after = times_ps >= warmup_ps - 1e-9
-    drift = {"conserved_drift_mev_per_atom_per_ps_after_warmup": None,
-             "conserved_drift_stderr_mev_per_atom_per_ps_after_warmup": None}
+    drift = dict(no_drift)
     if after.sum() >= 3:  # over the production only: the warm-up's violent start would set the slope
         fit = nve_energy_drift_ev_per_atom_per_ps(times_ps[after], ener["conserved_ha"][after] * HARTREE_EV, n_atoms)
         drift = {"conserved_drift_mev_per_atom_per_ps_after_warmup": round(fit.drift_ev_per_atom_per_ps * 1000, 4),

@@ -362,12 +362,12 @@ class NepCpuEngine(Engine):
             epot[i] = work.get_potential_energy()
             ekin[i] = work.get_kinetic_energy()
             temperature_k = 2.0 * ekin[i] / (ndof * units.kB)
-            if not (np.isfinite(epot[i]) and np.isfinite(ekin[i]) and np.all(np.isfinite(positions[i]))
-                    and temperature_k <= t_limit_k):
+            finite_positions = bool(np.all(np.isfinite(positions[i])))
+            if not (np.isfinite(epot[i]) and np.isfinite(ekin[i]) and finite_positions and temperature_k <= t_limit_k):
                 step = protocol.warmup_steps + min(i * k, protocol.steps)
                 raise EngineError(f"{source}: MD unstable at step {step}: T {temperature_k:.3g} K (limit "
                                   f"{t_limit_k:.0f} K), E_pot {epot[i]:.6g} eV, positions "
-                                  f"{'finite' if np.all(np.isfinite(positions[i])) else 'non-finite'}; "
+                                  f"{'finite' if finite_positions else 'non-finite'}; "
                                   "a smaller time step, or a model that holds these atoms together")
 
         work.get_potential_energy()  # the first force call, before the clock: steps, not steps + 1, are timed

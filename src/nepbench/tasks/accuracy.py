@@ -114,9 +114,9 @@ def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     if lacking:
         return TaskOutcome("not_applicable", reason=f"model {ctx.model_name} lacks species "
                            f"{', '.join(lacking)} present in the reference data")
-    if split == "train":  # scored on the fit's own frames: in-sample, and said so
-        return parity_outcome(NepCpuEngine(ctx.model_path), test, None, f"{len(test)} CP2K training frames (train split)")
-    return parity_outcome(NepCpuEngine(ctx.model_path), test, train, f"{len(test)} held-out CP2K frames ({split} split)")
+    # split = "train" scores the fit's own frames: parity_outcome sees the shared frames and fits in-sample
+    what = "CP2K training frames" if split == "train" else "held-out CP2K frames"
+    return parity_outcome(NepCpuEngine(ctx.model_path), test, train, f"{len(test)} {what} ({split} split)")
 
 
 def _shared_frames(a: list[Atoms], b: list[Atoms]) -> bool:

@@ -257,7 +257,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             continue
         d_ref = li_diffusivity(ref.trajectory)
         metrics[f"li_d_aimd_loglog_slope.{run_id}"] = d_ref.loglog_slope
-        if not (d_ref.d_cm2_per_s > 0 and abs(d_ref.loglog_slope - 1.0) <= MAX_LOGLOG_SLOPE_DEVIATION):  # NaN too
+        if not is_diffusive(d_ref):
             w0, w1 = d_ref.fit_window_ps
             reasons[f"li_d_log10_ratio.{run_id}"] = (
                 f"AIMD Li MSD not diffusive over its fit window {1000 * w0:.0f}–{1000 * w1:.0f} fs (log-log "
@@ -312,6 +312,12 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
                        engines={"nep_cpu": engine.version()}, seed=int(p.get("seed", 0)),
                        metric_reasons=reasons)
+
+
+def is_diffusive(d: Any) -> bool:
+    """Whether a `Diffusivity` is one: D > 0 and a log-log MSD slope within MAX_LOGLOG_SLOPE_DEVIATION
+    of 1 over its fit window (a NaN slope, from a flat MSD, is not)."""
+    return bool(d.d_cm2_per_s > 0 and abs(d.loglog_slope - 1.0) <= MAX_LOGLOG_SLOPE_DEVIATION)
 
 
 def d_log10_ratio(d_model: float, d_model_stderr: float, d_aimd: float) -> tuple[float | None, str | None]:
