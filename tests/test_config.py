@@ -138,6 +138,8 @@ type = "expansion"
     (SUITE + MD_TASK.replace("runs = []", "runs = []\nr_max_a = 0"), "r_max_a must be a number > 0, got 0"),
     (SUITE + MD_TASK.replace("runs = []", "runs = []\nseed = 1.5"), "seed must be an integer >= 0, got 1.5"),
     (SUITE + MD_TASK.replace("steps = 20", "steps = 20, seed = 'x'"), "nve seed must be an integer >= 0"),
+    (SUITE + MD_TASK.replace("steps = 20", "steps = 20, nvt_steps = -1"), "nve nvt_steps must be an integer >= 0, got -1"),
+    (SUITE + MD_TASK.replace("steps = 20", "steps = 20, nvt_steps = true"), "nve nvt_steps must be an integer >= 0, got True"),
 ])
 def test_bad_parameter_values_are_refused_when_the_suite_is_loaded(tmp_path, text, problem):
     """Before anything runs or is written: the task would otherwise fail minutes later and replace

@@ -532,6 +532,9 @@ def test_gate_suite_on_committed_data_passes_against_committed_baseline(gate_inp
     out = capsys.readouterr().out
     assert code == 0, out
     assert "ok   force_rmse_mev_per_a [parity-{model}]" in out and "gate: exit 0 (pass)" in out
+    # the NVE check runs near its table's 900 K after the NVT stage (without it: ~3,600 K)
+    md = json.loads(next((run / "tasks").glob("md-*.json")).read_text())
+    assert 720.0 <= md["metrics"]["nve_temperature_mean_k"] <= 1080.0, md["metrics"]["nve_temperature_mean_k"]
 
 
 @pytest.mark.gate

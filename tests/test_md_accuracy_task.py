@@ -46,7 +46,7 @@ SPEC = ('settings = "aimd"\nsegment_steps = 6\n' + RUN.format(id="lisi", seed=1,
         + RUN.format(id="long", seed=3, temperature_k=361.0).replace("target_steps = 12", "target_steps = 120"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NVE = {"builder": "a-LixSi", "params": {"x": 2.0, "n_atoms": 12, "relax_steps": 0}, "temperature_k": 300.0,
-       "timestep_fs": 0.5, "steps": 20, "seed": 3}
+       "timestep_fs": 0.5, "steps": 20, "seed": 3, "nvt_steps": 20}
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +115,10 @@ def test_a_run_shorter_than_the_minimum_is_not_compared(reference_dir, tmp_path)
     assert "too short to compare g(r)" in outcome.metric_reasons["rdf_l1_error_max.lisi"]
     assert f"≥{MIN_RDF_PS} ps" in outcome.metric_reasons["rdf_l1_error_max"]
     assert "nve_drift_abs_ev_per_atom_per_ps" in outcome.metrics  # the NVE check still runs
-    # beside it, the temperature the NVE run actually had: it starts from a packing and heats
+    # beside it, the temperature the NVE run actually had, after its NVT stage
     assert outcome.metrics["nve_temperature_mean_k"] > 0
-    assert f"mean T {outcome.metrics['nve_temperature_mean_k']:.0f} K as the packing relaxes" in outcome.method
+    assert (f"after 20 NVT steps (CSVR, 100 fs) at 300 K, from fresh 300 K velocities, 20 steps of 0.5 fs: "
+            f"mean T {outcome.metrics['nve_temperature_mean_k']:.0f} K") in outcome.method
 
 
 def test_a_run_far_from_its_thermostat_temperature_is_not_compared(reference_dir, tmp_path):
@@ -284,3 +285,56 @@ def test_the_arrhenius_figure_draws_one_line_per_system():
         assert plots.arrhenius_overlay_png({"m": series, "n": series}) is not None
     assert drawn == [("AIMD (CP2K) A", [600.0, 900.0]), ("m A", [600.0, 900.0]), ("AIMD (CP2K) B", [600.0, 900.0]),
                      ("m B", [600.0, 900.0]), ("n A", [600.0, 900.0]), ("n B", [600.0, 900.0])]
+
+
+class _RecordingEngine:
+    """Runs nothing: returns, for each protocol, a three-frame trajectory whose last frame has moved
+    by +20 Å along x (out of the cell, to be wrapped back) and a thermo table at the protocol's T."""
+
+    def __init__(self):
+        self.calls = []
+
+    def md(self, atoms, protocol):
+        from nepbench.engines.base import MDResult, Timing
+
+        self.calls.append((atoms.copy(), protocol))
+        moved = atoms.positions + [20.0, 0.0, 0.0]
+        times = np.array([0.0, 0.001, 0.002])
+        traj = Trajectory(tuple(atoms.get_chemical_symbols()), times, np.stack([atoms.positions, atoms.positions, moved]),
+                          np.repeat(atoms.cell.array[None], 3, axis=0))
+        thermo = {"time_ps": times, "temperature_k": np.full(3, protocol.temperature_k),
+                  "potential_energy_ev": np.full(3, -1.0), "kinetic_energy_ev": np.full(3, 0.5)}
+        return MDResult("fake", protocol, traj, thermo, Timing(len(atoms), protocol.steps, 1.0))
+
+
+@pytest.mark.parametrize("nvt_steps", [None, 0, 7])
+def test_the_nve_check_starts_from_an_nvt_equilibrated_cell_with_fresh_velocities(nvt_steps):
+    """Without the NVT stage a packing's released heat sets the NVE temperature (a-Li2Si from 900 K
+    ran at ~3,600 K with the default model): the NVE run must start from the NVT run's last frame,
+    wrapped into the cell, with velocities drawn anew (seed + 1) at the table's temperature."""
+    nve = {k: v for k, v in NVE.items() if k != "nvt_steps"}
+    if nvt_steps is not None:
+        nve["nvt_steps"] = nvt_steps
+    expected_nvt = md_accuracy.DEFAULT_NVE_NVT_STEPS if nvt_steps is None else nvt_steps
+    engine = _RecordingEngine()
+    metrics, units_, series = {}, {}, {}
+    words = md_accuracy._nve_drift({"nve": nve}, engine, None, metrics, units_, {}, series)
+    protocols = [protocol for _, protocol in engine.calls]
+    assert [p.ensemble for p in protocols] == (["nvt", "nve"] if expected_nvt else ["nve"])
+    packing = engine.calls[0][0]
+    nve_atoms, nve_protocol = engine.calls[-1]
+    assert nve_protocol.temperature_k == 300.0 and nve_protocol.steps == 20
+    if expected_nvt:
+        nvt = protocols[0]
+        assert (nvt.steps, nvt.temperature_k, nvt.timestep_fs, nvt.seed) == (expected_nvt, 300.0, 0.5, 3)
+        assert nve_protocol.seed == 4  # fresh velocities, not the NVT run's draw
+        shifted = packing.copy()
+        shifted.positions += [20.0, 0.0, 0.0]
+        shifted.wrap()
+        assert np.allclose(nve_atoms.positions, shifted.positions)
+        assert np.all(nve_atoms.get_scaled_positions(wrap=False) < 1.0)
+        assert f"after {expected_nvt} NVT steps" in words
+    else:
+        assert nve_protocol.seed == 3 and np.allclose(nve_atoms.positions, packing.positions)
+        assert "from 300 K velocities on the packing" in words
+    assert metrics["nve_temperature_mean_k"] == pytest.approx(300.0)
