@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
+import numpy as np
 import pytest
 
-from nepbench.provenance import atomic_write_bytes, atomic_write_json
+from nepbench.provenance import atomic_write_bytes, atomic_write_json, canonical_json
 
 
 def _mode(path) -> int:
@@ -46,3 +48,14 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
         atomic_write_json(target, {"new": 1})
     assert target.read_text() == '{"old": true}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+@pytest.mark.parametrize("bad", [np.float64("nan"), np.float32("inf"), float("-inf")])
+def test_non_finite_numpy_and_python_floats_are_written_as_null_never_as_bare_nan(tmp_path, bad):
+    """Metrics are often numpy scalars: json.dumps writes np.float64('nan') as NaN, which strict
+    JSON readers refuse, and a NaN metric in a record would then break every tool that reads it."""
+    target = tmp_path / "task.json"
+    atomic_write_json(target, {"metrics": {"m": bad, "ok": np.float64(1.5)}})
+    assert json.loads(target.read_text(), parse_constant=lambda name: pytest.fail(f"bare {name}")) == \
+        {"metrics": {"m": None, "ok": 1.5}}
+    assert canonical_json({"m": bad}) == '{"m":null}'

@@ -39,8 +39,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
-    if isinstance(value, (np.floating,)):
-        return float(value)
+    if isinstance(value, np.floating):
+        value = float(value)  # then the non-finite check below, as for a Python float
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.bool_,)):
@@ -54,7 +54,7 @@ def _jsonable(value: Any) -> Any:
 
 def canonical_json(value: Any) -> str:
     """Deterministic JSON (sorted keys, numpy converted, non-finite floats as null)."""
-    return json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"))
+    return json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def content_hash(value: Any) -> str:
@@ -93,8 +93,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        give_default_mode(tmp, target)
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:  # owns fd from here: closed whatever happens next
+            give_default_mode(tmp, target)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -113,7 +113,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Pretty JSON, written atomically; numpy values converted, non-finite floats become null."""
-    atomic_write_text(path, json.dumps(_jsonable(value), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(_jsonable(value), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 class LockHeld(Exception):
