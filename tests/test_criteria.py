@@ -61,6 +61,9 @@ def test_verdict_carries_method_hardware_model_and_source():
     (record(status="skipped", reason="no GPU: nvidia-smi not found"), "skipped: no GPU: nvidia-smi not found", False),
     (record(status="not_applicable", reason="model lacks species C"), "not applicable: model lacks species C", False),
     (record(status="failed", reason="SCF not converged"), "task failed: SCF not converged", True),
+    # a skip nobody explained is a gap verify must not wave through (exit 2, not 0)
+    (record(status="skipped", reason=None), "skipped: no reason given", True),
+    (record(status="not_applicable", reason="  "), "not applicable: no reason given", True),
     (record(other=1.0), "reported no metric 'force_rmse' (has: other)", True),
     (record(force_rmse=math.nan), "not finite", True),
     (record(force_rmse=math.inf), "not finite", True),
@@ -73,6 +76,12 @@ def test_not_measured_with_reason(rec, expected, unexpected):
     assert v.verdict == "not_measured" and v.value is None and v.score is None and not v.judged
     assert expected in v.reason
     assert v.unexpected is unexpected
+
+
+def test_a_record_without_hardware_provenance_does_not_claim_no_gpu():
+    rec = record(force_rmse=120.0)
+    rec["provenance"] = {}
+    assert judge(LOWER, rec).hardware == "hardware not recorded"
 
 
 def test_missing_metric_explained_by_the_record_is_an_expected_gap():

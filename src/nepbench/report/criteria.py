@@ -124,6 +124,8 @@ def hardware_summary(record: Mapping[str, Any] | None) -> str:
     hw = (record.get("provenance") or {}).get("hardware") or {}
     if not isinstance(hw, Mapping):
         return str(hw)
+    if not hw:
+        return "hardware not recorded"  # not "no GPU": nothing says what ran it
     parts = []
     if hw.get("cpu_model"):
         cores = hw.get("logical_cores")
@@ -138,11 +140,10 @@ def _unmeasured_reason(crit: Criterion, record: Mapping[str, Any] | None) -> tup
     if record is None:
         return f"no result record for task {crit.task!r}", True
     status = record.get("status")
-    reason = record.get("reason") or "no reason given"
-    if status == "skipped":
-        return f"skipped: {reason}", False
-    if status == "not_applicable":
-        return f"not applicable: {reason}", False
+    given = str(record.get("reason") or "").strip()
+    reason = given or "no reason given"
+    if status in ("skipped", "not_applicable"):  # explained only when a reason is given
+        return f"{'skipped' if status == 'skipped' else 'not applicable'}: {reason}", not given
     if status == "failed":
         return f"task failed: {reason}", True
     if status != "done":
