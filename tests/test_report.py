@@ -289,6 +289,83 @@ def test_a_record_of_a_task_the_suite_no_longer_has_is_left_out_with_a_note(tmp_
     assert any("parity-old-model" in n and "left out" in n for n in report["notes"])
 
 
+def test_a_record_that_ran_with_other_parameters_is_not_judged_as_the_suites_task(tmp_path, capsys):
+    """An interrupted rerun (or `--task` on part of a suite) rewrites suite.json and leaves the
+    other records as they were: a record from other parameters must not vouch for the task now."""
+    records = fixture_records()
+    suite = suite_dict()
+    for task in suite["tasks"]:
+        task["params"] = {}
+    suite["tasks"][0]["params"] = {"split": "test"}  # parity-nep89-lisic now runs on the test split
+    run = write_run(tmp_path / "run", records, suite)
+    report = build_report([run], figures=False)
+    assert "parity-nep89-lisic" not in {r["task_id"] for r in report["records"]}
+    verdict = _verdict(report, "force_rmse[nep89-lisic]")
+    assert verdict["verdict"] == "not_measured" and verdict["unexpected"]
+    assert "ran with other parameters than the suite's" in verdict["reason"] and "split: None → 'test'" in verdict["reason"]
+    assert any("parity-nep89-lisic" in n and "other parameters" in n for n in report["notes"])
+    assert _verdict(report, "force_rmse[nepbench-lisic-v1]")["verdict"] == "pass"  # its params match
+    assert main(["verify", str(run)]) == 2
+    capsys.readouterr()
+
+
+def test_a_newer_run_of_changed_inputs_outranks_an_older_success(tmp_path):
+    """Merged folders: among records of one input (same input_hash) a success beats a failure; a
+    record of older inputs (another model file, data or code) never stands in for a newer run."""
+    records = fixture_records()
+    old = dict(records[0], input_hash="0" * 64)
+    old["provenance"] = dict(old["provenance"], created_utc="2024-01-01T00:00:00+00:00")
+    newer_failure = dict(records[0], status="failed", reason="crashed")
+    write_run(tmp_path / "old", [old])
+    write_run(tmp_path / "new", [newer_failure] + records[1:])
+    report = build_report([tmp_path / "old", tmp_path / "new"], figures=False)
+    chosen = next(r for r in report["records"] if r["task_id"] == "parity-nep89-lisic")
+    assert chosen["status"] == "failed" and _verdict(report, "force_rmse[nep89-lisic]")["unexpected"]
+    same_input = dict(old, input_hash=newer_failure["input_hash"])  # the same inputs, an older success
+    write_run(tmp_path / "old", [same_input])
+    report = build_report([tmp_path / "old", tmp_path / "new"], figures=False)
+    assert next(r for r in report["records"] if r["task_id"] == "parity-nep89-lisic")["status"] == "done"
+
+
+def test_a_failed_write_replaces_none_of_the_reports_files(tmp_path, monkeypatch):
+    """report.md, report.html, results.json and the figures are one set: a full disk on the last
+    file must not leave a report.md whose verdicts disagree with results.json."""
+    from nepbench import provenance
+
+    run = write_run(tmp_path / "run", fixture_records())
+    write_report(build_report([run]), run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.parent.name != "tasks"}
+    worse = build_report([write_run(tmp_path / "run", fixture_records(force_rmse=(250.0, 95.0)))])
+    real_staged = provenance._staged
+
+    def disk_full_on_results(target, data):
+        if target.name == "results.json":
+            raise OSError(28, "No space left on device")
+        return real_staged(target, data)
+
+    monkeypatch.setattr(provenance, "_staged", disk_full_on_results)
+    with pytest.raises(OSError):
+        write_report(worse, run)
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.parent.name != "tasks"}
+    assert after == before  # nothing replaced, no temporary left behind
+
+
+def test_only_figures_the_previous_report_drew_are_removed(tmp_path):
+    run = write_run(tmp_path / "run", fixture_records())
+    first = write_report(build_report([run]), run)
+    drawn = {f["file"] for f in json.loads(first["results"].read_text())["figures"]}
+    hand_made = run / "figures" / "hand_made_fig3.png"
+    hand_made.write_bytes(b"mine")
+    records = [r for r in fixture_records() if r["task_type"] != "expansion"]  # its figures go
+    (run / "tasks" / "expansion.json").unlink()
+    write_run(run, records)
+    second = write_report(build_report([run]), run)
+    now = {f["file"] for f in json.loads(second["results"].read_text())["figures"]}
+    gone = drawn - now
+    assert gone and not any((run / name).exists() for name in gone)
+    assert all((run / name).exists() for name in now) and hand_made.read_bytes() == b"mine"
+
+
 def test_merging_needs_out(tmp_path, capsys):
     write_run(tmp_path / "a", [])
     write_run(tmp_path / "b", [])

@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -86,10 +86,9 @@ def give_default_mode(tmp: str | os.PathLike[str], target: str | os.PathLike[str
     os.chmod(tmp, mode)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace; the file gets
-    the mode a plain write would give it (`give_default_mode`)."""
-    target = Path(path)
+def _staged(target: Path, data: bytes) -> str:
+    """A fsynced temporary file beside `target` holding `data`, with the mode a plain write would
+    give `target` (`give_default_mode`); removed again if writing fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -98,12 +97,39 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and os.replace; the file gets
+    the mode a plain write would give it (`give_default_mode`)."""
+    atomic_write_files({path: data})
+
+
+def atomic_write_files(files: Mapping[str | os.PathLike[str], bytes]) -> None:
+    """Write several files as one set: every file is written in full to a temporary beside it
+    first, and only then are they all renamed into place. A failure while writing (a full disk, a
+    killed process) replaces none of them, so a report's files never disagree with each other."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in files.items():
+            target = Path(path)
+            staged.append((_staged(target, data), target))
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp, _ in staged:
+            _unlink_quietly(tmp)
         raise
 
 
@@ -111,9 +137,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def json_document(value: Any) -> str:
+    """Pretty JSON text (sorted keys, numpy values converted, non-finite floats as null)."""
+    return json.dumps(_jsonable(value), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
-    """Pretty JSON, written atomically; numpy values converted, non-finite floats become null."""
-    atomic_write_text(path, json.dumps(_jsonable(value), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    """`json_document(value)`, written atomically."""
+    atomic_write_text(path, json_document(value))
 
 
 class LockHeld(Exception):

@@ -23,9 +23,11 @@ The report itself never runs anything: it reads records, judges criteria and dra
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
 import hashlib
 import html
+import json
 import math
 import re
 from pathlib import Path
@@ -33,7 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import __version__
 from ..errors import ConfigError, InputError
-from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..provenance import atomic_write_files, json_document
 from ..textfiles import load_json
 from . import plots
 from .criteria import Verdict, accuracy_caveats, counts, exit_code, floor_caveats, hardware_summary, judge_all
@@ -155,11 +157,30 @@ def merge_suites(suites: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any
     return {**first, "tasks": list(tasks.values()), "criteria": list(criteria.values())}
 
 
+def _created(pair: tuple[Path, dict[str, Any]]) -> str:
+    return str((pair[1].get("provenance") or {}).get("created_utc") or "")
+
+
 def _best_first(candidates: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:
-    """Records of one task, best first: finished before skipped before failed, then the newest."""
-    newest = sorted(candidates, reverse=True,
-                    key=lambda pr: str((pr[1].get("provenance") or {}).get("created_utc") or ""))
-    return sorted(newest, key=lambda pr: STATUS_RANK.get(str(pr[1].get("status")), 9))
+    """Records of one task, best first. Records of other inputs (another `input_hash`: the model
+    file, the reference data, the code or the parameters changed) are ordered newest inputs first,
+    so an old success never stands in for a newer run of changed inputs; records of one input are
+    ordered finished before skipped before failed, then newest."""
+    newest = sorted(candidates, key=_created, reverse=True)
+    input_order: dict[Any, int] = {}
+    for _, record in newest:
+        input_order.setdefault(record.get("input_hash"), len(input_order))
+    by_status = sorted(newest, key=lambda pr: STATUS_RANK.get(str(pr[1].get("status")), 9))
+    return sorted(by_status, key=lambda pr: input_order[pr[1].get("input_hash")])
+
+
+def params_difference(record_params: Any, suite_params: Any) -> str | None:
+    """"key: record's → suite's; …" when a record ran with other parameters than its task has in
+    the suite now, else None (also None where either side records none, as in old records)."""
+    if not isinstance(record_params, Mapping) or not isinstance(suite_params, Mapping):
+        return None
+    keys = sorted(k for k in set(record_params) | set(suite_params) if record_params.get(k) != suite_params.get(k))
+    return "; ".join(f"{k}: {record_params.get(k)!r} → {suite_params.get(k)!r}" for k in keys) or None
 
 
 def merge_records(found: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -272,16 +293,25 @@ def build_report(run_dirs: Sequence[str | Path], figures: bool = True,
         suites.append((Path(run_dir) / "suite.json", suite))
         found.extend(records)
     suite = merge_suites(suites)
-    known = {str(t.get("id")) for t in suite.get("tasks", []) if isinstance(t, Mapping)}
-    stray = [(path, record) for path, record in found if record["task_id"] not in known]
-    found = [(path, record) for path, record in found if record["task_id"] in known]
+    task_params = {str(t.get("id")): t.get("params") for t in suite.get("tasks", []) if isinstance(t, Mapping)}
+    stray = [(path, record) for path, record in found if record["task_id"] not in task_params]
+    stale = {(path, record["task_id"]): difference for path, record in found if record["task_id"] in task_params
+             and (difference := params_difference(record.get("params"), task_params[record["task_id"]]))}
+    found = [(path, record) for path, record in found
+             if record["task_id"] in task_params and (path, record["task_id"]) not in stale]
     records, notes = merge_records(found)
     notes += [f"{path}: task {record['task_id']!r} is not in the suite as it was last run (a record left "
               "from an earlier version of it or another --model): left out" for path, record in stray]
+    notes += [f"{path}: task {task!r} ran with other parameters than the suite's ({difference}): left out; "
+              "rerun the task" for (path, task), difference in stale.items()]
     try:
         verdicts = judge_all(suite.get("criteria", []), records)
     except ConfigError as exc:
         raise ConfigError(f"{suites[0][0]}: {exc}") from None
+    stale_tasks = {task: f"{path} ({difference})" for (path, task), difference in stale.items()}
+    verdicts = [dataclasses.replace(v, reason=f"{v.reason}: its record {stale_tasks[v.task]} ran with other "
+                                               "parameters than the suite's; rerun the task")
+                if v.task_status is None and v.task in stale_tasks else v for v in verdicts]
     order = {t["id"]: i for i, t in enumerate(suite.get("tasks", []))}
     ordered = sorted(records.values(), key=lambda r: (order.get(r["task_id"], len(order)), r["task_id"]))
     stamp = (now or _dt.datetime.now(_dt.timezone.utc)).isoformat(timespec="seconds")
@@ -683,11 +713,24 @@ def results_document(report: Mapping[str, Any], figures: Sequence[Mapping[str, A
     return doc
 
 
-def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write figures/*.png, report.md, report.html and results.json (last), each atomically.
+def _previous_figures(out: Path) -> set[str]:
+    """The figure files the report now in `out` lists in its results.json (empty when there is none
+    or it cannot be read): the only PNGs a new report may remove."""
+    try:
+        document = json.loads((out / "results.json").read_text())
+        return {str(f["file"]) for f in document.get("figures", []) if isinstance(f, Mapping) and "file" in f}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return set()
 
-    Everything is rendered in memory first, so a rendering error leaves the folder as it was.
-    PNG files in figures/ that this report no longer draws are removed. Returns the paths written.
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write figures/*.png, report.md, report.html and results.json as one set
+    (`atomic_write_files`: all are written in full before any is renamed into place).
+
+    Everything is rendered in memory first, so a rendering error leaves the folder as it was, and a
+    failed write replaces no file. Then the figures of the previous report (listed in its
+    results.json) that this report no longer draws are removed; other files in figures/ are left
+    alone. Returns the paths written.
 
     Raises:
         InputError: the report holds no task record (nothing is written: a report of nothing
@@ -702,14 +745,15 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     markdown = render_markdown({**report, "figures": figures})
     page = render_html({**report, "figures": figures})
     document = results_document(report, figures)
+    previous = _previous_figures(out)
+    files: dict[Path, bytes] = {out / figure["file"]: figure["png"] for figure in figures}
+    files.update({out / "report.md": markdown.encode(), out / "report.html": page.encode(),
+                  out / "results.json": json_document(document).encode()})
+    atomic_write_files(files)
     written = {f["file"] for f in figures}
-    for figure in figures:
-        atomic_write_bytes(out / figure["file"], figure["png"])
-    for stale in sorted((out / FIGURES_DIR).glob("*.png")):
-        if f"{FIGURES_DIR}/{stale.name}" not in written:
-            stale.unlink()
-    atomic_write_text(out / "report.md", markdown)
-    atomic_write_text(out / "report.html", page)
-    atomic_write_json(out / "results.json", document)
+    for name in sorted(previous - written):
+        stale = out / name
+        if stale.parent == out / FIGURES_DIR and stale.suffix == ".png":
+            stale.unlink(missing_ok=True)
     return {"results": out / "results.json", "markdown": out / "report.md", "html": out / "report.html",
             "figures": out / FIGURES_DIR}
