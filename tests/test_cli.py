@@ -319,3 +319,20 @@ def test_offsets_fitted_on_the_scored_frames_are_in_sample_and_said_so(model, la
     assert "energy_rmse_mev_per_atom" not in outcome.metrics
     assert "fitted in-sample on 2 frame(s)" in outcome.metric_reasons["energy_rmse_mev_per_atom"]
     assert outcome.metrics["n_frames_for_offsets"] == 2 and outcome.metric_units["n_test_frames"] == "frames"
+
+
+def test_the_parity_series_carries_each_elements_recorded_rmse_for_the_figure(model, labelled, tmp_path):
+    """The figure draws at most MAX_PARITY_POINTS per element; its panel title must state the RMSE
+    the record holds over every component, not that of the subsample it draws."""
+    from nepbench.engines.nep_cpu import NepCpuEngine
+    from nepbench.structures import read_structures
+    from nepbench.tasks import accuracy
+
+    frames = read_structures(labelled, require_labels=True)
+    for frame in frames:  # labels off the model's own: non-zero errors
+        frame.calc.results["forces"] = frame.calc.results["forces"] * 1.1
+    outcome = accuracy.parity_outcome(NepCpuEngine(model), frames[:4], frames[4:], "4 frames")
+    n_atoms = {el: sum(a.get_chemical_symbols().count(el) for a in frames[:4]) for el in ("Li", "Si", "C")}
+    for el, data in outcome.series["forces"].items():
+        assert data["rmse_mev_per_a"] == outcome.metrics[f"force_rmse_mev_per_a.{el}"] > 0
+        assert data["n_components"] == 3 * n_atoms[el] == len(data["ref"])

@@ -366,6 +366,23 @@ def test_only_figures_the_previous_report_drew_are_removed(tmp_path):
     assert all((run / name).exists() for name in now) and hand_made.read_bytes() == b"mine"
 
 
+def test_a_group_figure_appears_once_when_one_template_key_names_tasks_of_two_types(tmp_path):
+    """bench-{model} as parity for one model and throughput for the other: two groups; the parity
+    overlay belongs to the parity group alone."""
+    records = fixture_records()
+    parity = dict(records[0], task_id="bench-nep89-lisic")
+    speed = dict(records[3], task_id="bench-nepbench-lisic-v1", model={"name": MODELS[1], "sha256": "b" * 64})
+    suite = suite_dict()
+    suite["tasks"] = [{"id": "bench-nep89-lisic", "type": "parity", "title": "parity"},
+                      {"id": "bench-nepbench-lisic-v1", "type": "throughput", "title": "speed"}]
+    suite["criteria"] = []
+    report = build_report([write_run(tmp_path / "run", [parity, speed], suite)])
+    motifs = [f["file"] for f in report["figures"] if f["file"].endswith("-motifs.png")]
+    assert len(motifs) == 1
+    assert render_markdown(report).count(f"]({motifs[0]})") == 1
+    assert render_html(report).count('src="data:image/png;base64') == len(report["figures"])
+
+
 def test_merging_needs_out(tmp_path, capsys):
     write_run(tmp_path / "a", [])
     write_run(tmp_path / "b", [])
@@ -458,6 +475,8 @@ def test_verify_missing_directory_is_exit_2(tmp_path, capsys):
      '"provenance": {"hardware": {"gpus": 1}}}', "'provenance.hardware.gpus' must be a list of strings"),
     ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
      '"provenance": {"hardware": {"gpus": [1]}}}', "'provenance.hardware.gpus' must be a list of strings"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"metrics": {"m": 1' + '0' * 400 + '}}', "metric 'm' is an integer too large for a float (401 digits)"),
 ])
 def test_malformed_record_one_clear_error_and_no_results(tmp_path, capsys, content, problem):
     run = write_run(tmp_path, fixture_records()[:2])
@@ -521,6 +540,31 @@ def test_parity_uses_hexbin_for_many_points_and_is_deterministic():
     assert png.startswith(PNG_SIGNATURE) and png == plots.force_parity_png(series)
 
 
+@pytest.mark.parametrize("data, n_drawn, title", [
+    # heavy-tailed errors: the 3000 points drawn give 139 meV/Å, the record 327 over all 12000
+    ({"rmse_mev_per_a": 327.4, "n_components": 12000}, 3000, "Si: RMSE 327 meV/Å (n=12000; 3000 drawn)"),
+    ({"rmse_mev_per_a": 139.2, "n_components": 3000}, 3000, "Si: RMSE 139 meV/Å (n=3000)"),
+    ({}, 3000, "Si: RMSE 139 meV/Å (n=3000)"),  # an older series without the recorded value
+    ({"rmse_mev_per_a": float("nan"), "n_components": 12000}, 3000, "Si: RMSE 139 meV/Å (n=3000)"),
+    ({"rmse_mev_per_a": 327.4, "n_components": 10}, 3000, "Si: RMSE 139 meV/Å (n=3000)"),  # inconsistent
+])
+def test_a_force_panel_states_the_recorded_rmse_not_the_drawn_subsamples(data, n_drawn, title):
+    assert plots._force_panel_title("Si", data, 139.2, n_drawn) == title
+
+
+@pytest.mark.parametrize("value, good, bad, shown", [
+    (69999.6, 70000.0, 7000.0, "69,999.6 ×"),  # WARN: must not read as the pass bound
+    (70000.0, 70000.0, 7000.0, "70,000 ×"),
+    (100.04, 100.0, 200.0, "100.04 ×"),
+    (149.2, 100.0, 200.0, "149.2 ×"),
+    (199.99999999999, 100.0, 200.0, "200 ×"),  # beyond 12 digits: left as it is
+])
+def test_a_value_next_to_a_bound_is_shown_with_the_digits_that_tell_them_apart(value, good, bad, shown):
+    from nepbench.report.render import measured_text
+
+    assert measured_text({"value": value, "good": good, "bad": bad, "unit": "×"}) == shown
+
+
 # ----------------------------------------------------------------------------- headless browser
 
 
@@ -550,8 +594,10 @@ def test_a_malformed_series_costs_its_figure_not_the_report(tmp_path):
     records = fixture_records()
     records[2]["series"]["rdf"]["a-Li3Si-900K"]["pairs"] = {"Li-Si": [1.0, 2.0]}  # a list where {"ref", "model"} belongs
     records[0]["series"]["forces"]["Li"] = "oops"
+    records[3]["series"]["identical_n"][0]["n_atoms"] = float("inf")  # int(inf): OverflowError
     report = build_report([write_run(tmp_path, records)])
     files = {f["file"] for f in report["figures"]}
+    assert any("not drawn" in note and "OverflowError" in note for note in report["notes"]), report["notes"]
     assert "figures/md-models-rdf.png" not in files and "figures/md-models-msd.png" in files
     assert "figures/parity-nep89-lisic-forces.png" in files  # Si and C panels still drawn
     assert any("md-models-rdf.png not drawn" in note for note in report["notes"])

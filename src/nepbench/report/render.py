@@ -58,6 +58,13 @@ def _read_json(path: Path) -> Any:
     return load_json(path, InputError)
 
 
+def _float_or_inf(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def _check_record(path: Path, record: Any) -> dict[str, Any]:
     """The record if it follows schema nepbench.result/1, else InputError naming the file and field."""
     if not isinstance(record, dict):
@@ -75,6 +82,8 @@ def _check_record(path: Path, record: Any) -> dict[str, Any]:
     for name, value in (record.get("metrics") or {}).items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InputError(path, f"metric {name!r} is {value!r}; metrics must be numbers")
+        if isinstance(value, int) and not math.isfinite(_float_or_inf(value)):
+            raise InputError(path, f"metric {name!r} is an integer too large for a float ({len(str(value))} digits)")
     for key in ("metric_units", "metric_reasons"):
         for name, value in (record.get(key) or {}).items():
             if not isinstance(value, str):
@@ -234,8 +243,10 @@ def task_groups(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for record in records:
         key = group_key(record)
-        fresh = {"key": key, "title": _group_title(record), "task_type": record["task_type"], "records": []}
-        groups.setdefault(f"{record['task_type']}:{key}", fresh)["records"].append(record)
+        group_id = f"{record['task_type']}:{key}"  # one template key may name tasks of two types
+        fresh = {"id": group_id, "key": key, "title": _group_title(record), "task_type": record["task_type"],
+                 "records": []}
+        groups.setdefault(group_id, fresh)["records"].append(record)
     return list(groups.values())
 
 
@@ -356,14 +367,14 @@ def unique_slug(text: str) -> str:
 
 def _figure(file_stem: str, caption: str, scope: str, owner: str, draw: Callable[[], bytes | None],
             problems: list[str] | None) -> dict[str, Any] | None:
-    """A figure entry (scope "group": owner = group key; "task": owner = task id), None when not drawn.
+    """A figure entry (scope "group": owner = group id, type:key; "task": owner = task id), None when not drawn.
 
     A series too malformed to plot costs its figure, not the report: the error goes to `problems`.
     """
     file = f"{FIGURES_DIR}/{unique_slug(file_stem)}.png"
     try:
         png = draw()
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as exc:
         if problems is not None:
             problems.append(f"{file} not drawn: malformed series of {owner} ({type(exc).__name__}: {exc})")
         return None
@@ -378,7 +389,7 @@ def group_figures(group: Mapping[str, Any], problems: list[str] | None = None) -
     if not done:
         return []
     by_model = {(_model_name(r) or r["task_id"]): r["series"] for r in done}
-    out = [_figure(f"{group['key']}-{kind}", caption, "group", group["key"],
+    out = [_figure(f"{group['key']}-{kind}", caption, "group", group["id"],
                    lambda function=function: function(by_model), problems)
            for kind, caption, function in plots.OVERLAY.get(group["task_type"], ())]
     return [f for f in out if f]
@@ -457,11 +468,22 @@ def bounds_text(v: Mapping[str, Any]) -> str:
     return f"pass ≥ {good}, fail ≤ {bad} {unit}".rstrip()
 
 
+def fmt_beside_bounds(value: float, bounds: Sequence[float]) -> str:
+    """`fmt_value(value)`, with more significant digits (up to 12) while it would read the same
+    as a bound it does not equal: 69,999.6 beside "pass ≥ 70,000" must not print as 70,000."""
+    text = fmt_value(value)
+    for digits in range(5, 13):
+        if not any(text == fmt_value(b) and value != b for b in bounds):
+            return text
+        text = f"{value:,.{digits}g}" if abs(value) >= 1e3 else f"{value:.{digits}g}"
+    return text
+
+
 def measured_text(v: Mapping[str, Any]) -> str:
     """'149.2 meV/Å', or '— (why it was not measured)'."""
     if v["value"] is None:
         return f"— ({v.get('reason') or 'no value'})"
-    return f"{fmt_value(v['value'])} {v.get('unit', '')}".rstrip()
+    return f"{fmt_beside_bounds(v['value'], (v['good'], v['bad']))} {v.get('unit', '')}".rstrip()
 
 
 def _counts_line(report: Mapping[str, Any]) -> str:
@@ -545,7 +567,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out.append(f"> note: {_md(note)}")
     for group in task_groups(report):
         out += ["", f"## {_md(group['title'])}", ""]
-        out += [_md_figure(f) for f in _owned(figures, "group", group["key"])]
+        out += [_md_figure(f) for f in _owned(figures, "group", group["id"])]
         for record in group["records"]:
             out += [f"### {_md(record['task_id'])}", "", _md(_record_heading(record)), ""]
             if record.get("method"):
@@ -695,7 +717,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     out += [f'<p class="small">note: {_e(n)}</p>' for n in report.get("notes", [])] + ["</section>"]
     for group in task_groups(report):
         out += [f'<section class="group" id="group-{_e(unique_slug(group["key"]))}"><h2>{_e(group["title"])}</h2>']
-        out += [_html_figure(f) for f in _owned(figures, "group", group["key"])]
+        out += [_html_figure(f) for f in _owned(figures, "group", group["id"])]
         for record in group["records"]:
             out += _html_record(record, _owned(figures, "task", record["task_id"]))
         out.append("</section>")

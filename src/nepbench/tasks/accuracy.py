@@ -203,7 +203,10 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
         units.update({"stress_rmse_gpa": "GPa", "stress_mae_gpa": "GPa", "n_stress_frames": "frames"})
     parity = parity_data(ref_f, pred_f, symbols, MAX_PARITY_POINTS, seed=0)
     series = {
-        "forces": {el: {"ref": d.ref_ev_per_a, "pred": d.pred_ev_per_a} for el, d in parity.items()},
+        # the points drawn (at most MAX_PARITY_POINTS per element) and the recorded RMSE over all of them
+        "forces": {el: {"ref": d.ref_ev_per_a, "pred": d.pred_ev_per_a,
+                        "rmse_mev_per_a": ferr.per_element[el].rmse_mev_per_a,
+                        "n_components": 3 * ferr.per_element[el].n_atoms} for el, d in parity.items()},
         "per_motif": {m: {"force_rmse_mev_per_a": s.rmse_mev_per_a, "n_frames": motif_of.count(m)}
                       for m, s in ferr.per_motif.items()},
         **energy_series,
