@@ -19,7 +19,7 @@ from ase.build import bulk
 
 from nepbench.engines import gpumd as g
 from nepbench.engines.base import MDProtocol
-from nepbench.errors import EngineCrashed, EngineNotAvailable, InputError, ModelError
+from nepbench.errors import EngineCrashed, EngineError, EngineNotAvailable, InputError, ModelError
 from nepbench.models import write_random_model
 
 NVT = MDProtocol(ensemble="nvt", temperature_k=900.0, timestep_fs=1.0, steps=1000,
@@ -415,8 +415,10 @@ def test_binary_without_gpu_is_not_available(model: Path, fake_gpumd: Path, monk
 
 FAKE_GPUMD = r'''
 """Fake gpumd for nepbench's tests: reads run.in/model.xyz, writes GPUMD v5.6-format outputs."""
+import os
 import sys
 print("*                     version 5.6                             *")
+blow_up_at = int(os.environ.get("FAKE_GPUMD_BLOW_UP_AT", "0"))  # from this step on: T 1e7 K, E_pot NaN
 lines = open("model.xyz").read().splitlines()
 n = int(lines[0])
 cell = [float(x) for x in lines[1].split('Lattice="')[1].split('"')[0].split()]
@@ -448,6 +450,8 @@ for raw in open("run.in"):
             if "dump_thermo" in outputs and (step + 1) % int(outputs["dump_thermo"][1]) == 0:
                 with open("thermo.out", "a") as f:
                     row = [t_kelvin, 1.0, -100.0 - step, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6] + [cell[i] for i in range(9)]
+                    if blow_up_at and step + 1 >= blow_up_at:
+                        row[0], row[2] = 1e7, float("nan")
                     f.write("".join("%20.10e" % v for v in row) + "\n")
             if "dump_xyz" in outputs and (step + 1) % int(outputs["dump_xyz"][3]) == 0:
                 with open("dump.xyz", "a") as f:
@@ -495,6 +499,19 @@ def lisi_cell() -> Atoms:
     for i in range(0, len(atoms), 8):
         atoms[i].symbol = "Li"
     return atoms
+
+
+def test_a_blown_up_gpumd_run_raises_instead_of_returning_numbers(fake_engine: g.GpumdEngine, monkeypatch):
+    """As the CPU engine does (engines.base.md_frame_instability): the first unstable thermo row
+    names its step (warm-up 20 + row 5 × 10) and T as the protocol counts it (1e7 K × 64/63); a calm
+    run of the same protocol still returns its trajectory."""
+    protocol = MDProtocol("nvt", 300.0, 1.0, 100, sample_interval=10, seed=1, warmup_steps=20)
+    monkeypatch.setenv("FAKE_GPUMD_BLOW_UP_AT", "50")
+    with pytest.raises(EngineError, match=r"gpumd in .*: MD unstable at step 70: T 1.02e\+07 K \(limit 20000 K\), "
+                                          r"E_pot nan eV"):
+        fake_engine.md(lisi_cell(), protocol)
+    monkeypatch.delenv("FAKE_GPUMD_BLOW_UP_AT")
+    assert fake_engine.md(lisi_cell(), protocol).thermo["time_ps"].size == 10
 
 
 def test_md_orchestration_timing_excludes_warmup(fake_engine: g.GpumdEngine):

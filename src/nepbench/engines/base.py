@@ -18,6 +18,32 @@ from ase import Atoms
 Ensemble = Literal["nvt", "nve"]
 
 
+#: A recorded MD frame hotter than max(this × the protocol's T, UNSTABLE_TEMPERATURE_FLOOR_K) is a
+#: blown-up run, not dynamics (every NEP engine raises EngineError on it). An NVE run from a random
+#: packing heats 4× as it relaxes (900 → 3,600 K, measured); a 10 fs step blows up past 1e9 K
+#: within 30 steps.
+UNSTABLE_TEMPERATURE_FACTOR = 10.0
+UNSTABLE_TEMPERATURE_FLOOR_K = 20_000.0
+
+
+def unstable_temperature_limit_k(protocol_temperature_k: float) -> float:
+    """The temperature (K) above which a recorded frame of a run at `protocol_temperature_k` counts
+    as blown up: max(UNSTABLE_TEMPERATURE_FACTOR × T, UNSTABLE_TEMPERATURE_FLOOR_K)."""
+    return max(UNSTABLE_TEMPERATURE_FACTOR * protocol_temperature_k, UNSTABLE_TEMPERATURE_FLOOR_K)
+
+
+def md_frame_instability(temperature_k: float, potential_energy_ev: float, kinetic_energy_ev: float,
+                         positions_finite: bool, limit_k: float) -> str | None:
+    """Why one recorded MD frame shows a blown-up run, or None: a non-finite energy or position, or
+    a temperature (K) above `limit_k` (`unstable_temperature_limit_k`). Energies in eV."""
+    finite = bool(np.isfinite(potential_energy_ev) and np.isfinite(kinetic_energy_ev) and np.isfinite(temperature_k))
+    if finite and positions_finite and temperature_k <= limit_k:
+        return None
+    return (f"T {temperature_k:.3g} K (limit {limit_k:.0f} K), E_pot {potential_energy_ev:.6g} eV, positions "
+            f"{'finite' if positions_finite else 'non-finite'}; a smaller time step, or a model that holds "
+            "these atoms together")
+
+
 @dataclass(frozen=True)
 class MDProtocol:
     """One description of an MD run that every engine accepts.

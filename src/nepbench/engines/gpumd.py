@@ -51,7 +51,8 @@ from ..errors import EngineCrashed, EngineError, EngineNotAvailable, InputError
 from ..models import read_nep_header
 from ..provenance import gpu_models
 from ..structures import check_structure
-from .base import Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
+from .base import (Engine, Labels, MDProtocol, MDResult, Timing, Trajectory, md_frame_instability,
+                   unstable_temperature_limit_k)
 
 #: GPUMD release this engine was written against (FACTS.md).
 PINNED_VERSION = "5.6"
@@ -724,6 +725,7 @@ class GpumdEngine(Engine):
         temperature_k = thermo["temperature_k"]  # nvt_lan's COM is thermal too: 3N is its count
         if protocol.ensemble == "nve" or self.thermostat == "nvt_bdp":
             temperature_k = protocol_temperature_k(temperature_k, len(atoms))
+        self._check_stable(run_dir, protocol, temperature_k, thermo, traj)
         reported = parse_version(stdout)
         extra.update({
             "run_in": run_in,
@@ -761,6 +763,20 @@ class GpumdEngine(Engine):
             timing=timing,
             extra=extra,
         )
+
+    @staticmethod
+    def _check_stable(run_dir: Path, protocol: MDProtocol, temperature_k: np.ndarray,
+                      thermo: dict[str, np.ndarray], traj: Trajectory) -> None:
+        """EngineError at the first thermo row (and frame, where recorded) of a blown-up run
+        (`md_frame_instability`), as the CPU engine raises: such a run is no trajectory to score."""
+        limit_k = unstable_temperature_limit_k(protocol.temperature_k)
+        for i, t_k in enumerate(temperature_k):
+            positions_finite = i >= traj.n_frames or bool(np.all(np.isfinite(traj.positions_a[i])))
+            problem = md_frame_instability(float(t_k), float(thermo["potential_energy_ev"][i]),
+                                           float(thermo["kinetic_energy_ev"][i]), positions_finite, limit_k)
+            if problem:
+                step = protocol.warmup_steps + (i + 1) * protocol.sample_interval
+                raise EngineError(f"gpumd in {run_dir}: MD unstable at step {step}: {problem}")
 
     def single_point(self, atoms: Atoms) -> Labels:
         """Energy, forces and (for fully periodic cells) stress of `atoms` from one GPUMD evaluation.

@@ -28,16 +28,12 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..errors import EngineError, InputError, ModelError
 from ..models import ModelInfo, check_species, read_nep_header, resolve_model
-from .base import Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
+from .base import (Engine, Labels, MDProtocol, MDResult, Timing, Trajectory, md_frame_instability,
+                   unstable_temperature_limit_k)
 
 Backend = Literal["auto", "calorine", "nep-adapters"]
 Thermostat = Literal["bussi", "langevin"]
 
-#: A recorded MD frame hotter than max(this × the protocol's T, UNSTABLE_TEMPERATURE_FLOOR_K) is a
-#: blown-up run, not dynamics (`NepCpuEngine.md` raises). An NVE run from a random packing heats
-#: 4× as it relaxes (900 → 3,600 K, measured); a 10 fs step blows up past 1e9 K within 30 steps.
-UNSTABLE_TEMPERATURE_FACTOR = 10.0
-UNSTABLE_TEMPERATURE_FLOOR_K = 20_000.0
 #: Largest |ΔE| (eV) and max |ΔF| (eV/Å) between nep-adapters and CPUNEP that "auto" accepts.
 PARITY_TOL = 1e-8
 _PARITY_VERDICTS: dict[str, tuple[bool, str]] = {}
@@ -317,7 +313,7 @@ class NepCpuEngine(Engine):
 
         Raises:
             EngineError: a recorded frame with a non-finite energy or position, or a temperature
-                above max(UNSTABLE_TEMPERATURE_FACTOR × T, UNSTABLE_TEMPERATURE_FLOOR_K): a blown-up
+                above `unstable_temperature_limit_k` (engines.base): a blown-up
                 run (time step too large, atoms the model lets collapse) is no trajectory to score,
                 and NEP_CPU quietly returns a finite energy and zero force for a NaN atom.
         """
@@ -353,22 +349,21 @@ class NepCpuEngine(Engine):
         positions = np.empty((n_frames, n_atoms, 3))
         epot = np.empty(n_frames)
         ekin = np.empty(n_frames)
+        temperature_k = np.empty(n_frames)
 
         ndof = work.get_number_of_degrees_of_freedom()
-        t_limit_k = max(UNSTABLE_TEMPERATURE_FACTOR * protocol.temperature_k, UNSTABLE_TEMPERATURE_FLOOR_K)
+        t_limit_k = unstable_temperature_limit_k(protocol.temperature_k)
 
         def record(i: int) -> None:
             positions[i] = work.positions
             epot[i] = work.get_potential_energy()
             ekin[i] = work.get_kinetic_energy()
-            temperature_k = 2.0 * ekin[i] / (ndof * units.kB)
-            finite_positions = bool(np.all(np.isfinite(positions[i])))
-            if not (np.isfinite(epot[i]) and np.isfinite(ekin[i]) and finite_positions and temperature_k <= t_limit_k):
+            temperature_k[i] = 2.0 * ekin[i] / (ndof * units.kB)
+            problem = md_frame_instability(temperature_k[i], epot[i], ekin[i], bool(np.all(np.isfinite(positions[i]))),
+                                           t_limit_k)
+            if problem:
                 step = protocol.warmup_steps + min(i * k, protocol.steps)
-                raise EngineError(f"{source}: MD unstable at step {step}: T {temperature_k:.3g} K (limit "
-                                  f"{t_limit_k:.0f} K), E_pot {epot[i]:.6g} eV, positions "
-                                  f"{'finite' if finite_positions else 'non-finite'}; "
-                                  "a smaller time step, or a model that holds these atoms together")
+                raise EngineError(f"{source}: MD unstable at step {step}: {problem}")
 
         work.get_potential_energy()  # the first force call, before the clock: steps, not steps + 1, are timed
         start = time.perf_counter()
@@ -382,7 +377,7 @@ class NepCpuEngine(Engine):
         timed = time.perf_counter() - start
 
         times_ps = np.arange(n_frames) * k * protocol.timestep_fs / 1000.0
-        thermo = {"time_ps": times_ps, "temperature_k": 2.0 * ekin / (ndof * units.kB),
+        thermo = {"time_ps": times_ps, "temperature_k": temperature_k,
                   "potential_energy_ev": epot, "kinetic_energy_ev": ekin}
         trajectory = Trajectory(symbols=tuple(work.get_chemical_symbols()), times_ps=times_ps,
                                 positions_a=positions,
