@@ -551,3 +551,21 @@ def test_derived_model_equals_full_nep89_on_mixed_cell():
     assert abs(e_full - e_der) <= 1e-9
     assert np.abs(f_full - f_der).max() <= 1e-9
     assert np.abs(s_full - s_der).max() <= 1e-12
+
+
+@pytest.mark.parametrize("row, cutoff", [("cutoff 6 5 274 158", 6.0), ("cutoff 4.2 5.5 100 50", 5.5),
+                                         ("cutoff 7 4", 7.0)])
+def test_the_models_cutoff_is_its_largest_radius(tmp_path, row, cutoff):
+    model = models.write_random_model(tmp_path / "nep.txt", species=("Li", "Si"), seed=0)
+    lines = model.read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("cutoff"))
+    lines[index] = row
+    model.write_text("\n".join(lines) + "\n")
+    assert models.read_nep_cutoff_a(model) == cutoff
+
+
+def test_a_model_without_a_cutoff_row_is_named(tmp_path):
+    model = tmp_path / "nep.txt"
+    model.write_text("nep4 2 Li Si\nn_max 4 4\n")
+    with pytest.raises(ModelError, match=r"nep\.txt: line 2: expected 'cutoff"):
+        models.read_nep_cutoff_a(model)

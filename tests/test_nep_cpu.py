@@ -318,3 +318,43 @@ def test_a_blown_up_md_run_raises_instead_of_returning_numbers(engine, cell, mon
         engine.md(cell, MDProtocol("nve", 300.0, 1.0, 200, sample_interval=5, seed=4), source="cell")
     monkeypatch.setattr(engine, "calculator", lambda: _Turning(calm=10**6, after=after))
     assert engine.md(cell, MDProtocol("nve", 300.0, 1.0, 200, sample_interval=5, seed=4)).thermo["time_ps"].size == 41
+
+
+# --------------------------------------------------------------------------- open boundaries
+
+def _cluster(box_a: float, pbc: bool = False) -> Atoms:
+    """A 12-atom Li–Si–C cluster (about 4.5 Å across) at the centre of a cubic box of `box_a` Å."""
+    rng = np.random.default_rng(5)
+    grid = np.indices((3, 2, 2)).reshape(3, -1).T * 2.2 + rng.normal(0, 0.1, (12, 3))
+    atoms = Atoms(["Li", "Si", "C"] * 4, positions=grid, cell=[box_a] * 3, pbc=pbc)
+    atoms.center()
+    return atoms
+
+
+def test_a_non_periodic_structure_needs_vacuum_beyond_the_cutoff(engine):
+    """NEP_CPU treats pbc=False as periodic: a cluster whose images sit within the cutoff (5 Å for
+    the random model) gets another energy than the isolated cluster, so it is refused; one whose
+    vacuum is beyond the cutoff gets the isolated energy and runs."""
+    assert engine.cutoff_a == 5.0
+    isolated = engine.single_point(_cluster(40.0)).energy_ev
+    assert engine.single_point(_cluster(4.5 + 5.5)).energy_ev == pytest.approx(isolated, abs=1e-9)  # gap 5.5 Å
+    tight = _cluster(4.5 + 3.0)  # the vacuum across each face: about 3 Å < 5 Å
+    calc = engine.calculator()
+    calc.calculate(tight, ["energy"], all_changes)
+    assert abs(calc.results["energy"] - isolated) > 1e-3  # what the check prevents
+    with pytest.raises(InputError, match=r"cluster\.xyz: pbc is False along cell vector 1, but NEP_CPU treats "
+                                         r"the cell as periodic: the vacuum across that boundary is 2\.\d\d Å"):
+        engine.single_point(tight, source="cluster.xyz")
+    with pytest.raises(InputError, match="add vacuum"):
+        engine.md(tight, MDProtocol("nve", 300.0, 1.0, 5), source="cluster.xyz")
+    periodic = _cluster(4.5 + 3.0, pbc=True)  # a periodic cell means its images: no check
+    assert engine.single_point(periodic).energy_ev == pytest.approx(calc.results["energy"], abs=1e-9)
+
+
+def test_the_open_boundary_gap_is_measured_along_the_cells_normal():
+    atoms = _cluster(12.0)
+    extent = np.ptp(atoms.positions[:, 0])
+    assert nep_cpu.open_boundary_problem(atoms, cutoff_a=12.0 - extent - 0.01) is None
+    assert "vector 1" in nep_cpu.open_boundary_problem(atoms, cutoff_a=12.0 - extent + 0.01)
+    atoms.pbc = [True, False, True]  # only vector 2 is open: its own gap decides
+    assert "vector 2" in nep_cpu.open_boundary_problem(atoms, cutoff_a=12.0 - np.ptp(atoms.positions[:, 1]) + 0.01)

@@ -303,6 +303,32 @@ def read_nep_header(path: str | os.PathLike[str]) -> tuple[str, tuple[str, ...]]
     return fields[0], species
 
 
+def read_nep_cutoff_a(path: str | os.PathLike[str]) -> float:
+    """The largest interaction cutoff (Å) in a nep.txt header: the `cutoff` row's radii, i.e. all
+    its values but the last two (the radial and angular neighbour-count limits) when it has four
+    or more, else all of them.
+
+    Raises ModelError (naming the file) when the header has no usable `cutoff` row.
+    """
+    path = Path(path)
+    version, _ = read_nep_header(path)
+    with open(path, errors="replace") as handle:
+        rows = [handle.readline() for _ in range(2 + ("zbl" in version))]
+    tokens = rows[-1].split()
+    try:
+        if not tokens or tokens[0] != "cutoff" or len(tokens) < 2:
+            raise ValueError(rows[-1].strip()[:40])
+        values = [float(t) for t in tokens[1:]]
+        radii = values[:-2] if len(values) >= 4 else values
+        cutoff_a = max(radii)
+    except ValueError:
+        raise ModelError(f"{path}: line {len(rows)}: expected 'cutoff <radii in Å> ...', "
+                         f"got {rows[-1].strip()[:40]!r}") from None
+    if not (math.isfinite(cutoff_a) and cutoff_a > 0):
+        raise ModelError(f"{path}: line {len(rows)}: cutoff must be a finite radius > 0 Å, got {cutoff_a}")
+    return cutoff_a
+
+
 def validate_model_file(path: str | os.PathLike[str]) -> tuple[str, tuple[str, ...]]:
     """Check that `path` is a complete, finite NEP4 potential file; return (version, species).
 

@@ -27,7 +27,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..errors import EngineError, InputError, ModelError
-from ..models import ModelInfo, check_species, read_nep_header, resolve_model
+from ..models import ModelInfo, check_species, read_nep_cutoff_a, read_nep_header, resolve_model
 from .base import (Engine, Labels, MDProtocol, MDResult, Timing, Trajectory, md_frame_instability,
                    unstable_temperature_limit_k)
 
@@ -234,6 +234,32 @@ def backend_parity(model: ModelInfo) -> tuple[bool, str]:
     return verdict
 
 
+# --------------------------------------------------------------------------- open boundaries
+
+def open_boundary_problem(atoms: Atoms, cutoff_a: float) -> str | None:
+    """What is wrong with evaluating `atoms` as periodic along its non-periodic cell vectors, or None.
+
+    NEP_CPU ignores pbc and treats every cell vector as periodic. Along a vector with pbc False
+    that gives the same energy and forces as an isolated structure only when the structure's
+    images there stay beyond the model's cutoff: the vacuum across that boundary (the cell's width
+    along the vector's normal less the structure's extent, in Å) must exceed `cutoff_a` (Å).
+    """
+    open_axes = [axis for axis in range(3) if not atoms.pbc[axis]]
+    if not open_axes or len(atoms) == 0:
+        return None
+    cell = atoms.cell.array
+    fractional = np.linalg.solve(cell.T, atoms.positions.T).T  # not wrapped: the structure as it sits
+    for axis in open_axes:
+        other = [a for a in range(3) if a != axis]
+        width_a = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[other[0]], cell[other[1]]))
+        gap_a = width_a * (1.0 - float(np.ptp(fractional[:, axis])))
+        if gap_a <= cutoff_a:
+            return (f"pbc is False along cell vector {axis + 1}, but NEP_CPU treats the cell as periodic: "
+                    f"the vacuum across that boundary is {gap_a:.2f} Å, not beyond the model's {cutoff_a:g} Å "
+                    "cutoff, so the structure would interact with its own image; add vacuum")
+    return None
+
+
 # --------------------------------------------------------------------------- engine
 
 class NepCpuEngine(Engine):
@@ -260,6 +286,7 @@ class NepCpuEngine(Engine):
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.model: ModelInfo = resolve_model(str(model_path))
+        self.cutoff_a = read_nep_cutoff_a(self.model.path)  # Å: the open-boundary check's distance
         self.thermostat = thermostat
         self.threads = threads
         self._single_point_calc: Calculator | None = None
@@ -280,17 +307,24 @@ class NepCpuEngine(Engine):
         """A fresh ASE calculator of the chosen backend."""
         return make_calculator(self.model.path, self.backend, self.threads)  # type: ignore[arg-type]
 
-    def _check(self, atoms: Atoms, source: str) -> None:
+    def check_structure(self, atoms: Atoms, source: str) -> None:
+        """InputError (naming `source`) for a structure this engine cannot evaluate as given:
+        species the model lacks, non-finite coordinates, no 3D cell, or a non-periodic direction
+        whose vacuum does not keep the periodic images beyond the model's cutoff
+        (`open_boundary_problem`: NEP_CPU treats every cell vector as periodic)."""
         check_species(self.model, atoms, source)
         if not np.all(np.isfinite(atoms.positions)):
             raise InputError(source, "non-finite (NaN/inf) coordinates")
         if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-6:
             raise InputError(source, "NEP_CPU needs a 3D cell (the structure has none or a flat one)")
+        problem = open_boundary_problem(atoms, self.cutoff_a)
+        if problem:
+            raise InputError(source, problem)
 
     # ---- Engine interface
     def single_point(self, atoms: Atoms, source: str = "<structure>") -> Labels:
         """Energy (eV), forces (eV/Å) and Voigt stress (eV/Å³, ASE sign) of `atoms`."""
-        self._check(atoms, source)
+        self.check_structure(atoms, source)
         if self._single_point_calc is None:  # reused: building CPUNEP parses the model file
             self._single_point_calc = self.calculator()
         calc = self._single_point_calc
@@ -320,7 +354,7 @@ class NepCpuEngine(Engine):
         from ase.md import velocitydistribution as vd
 
         t_total = time.perf_counter()
-        self._check(atoms, source)
+        self.check_structure(atoms, source)
         if protocol.ensemble == "nvt" and protocol.temperature_k <= 0:
             raise InputError(source, "NVT at 0 K has no thermal velocities to rescale; use NVE or T > 0")
         work = atoms.copy()
