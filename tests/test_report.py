@@ -498,6 +498,10 @@ def test_malformed_criterion_names_the_file_and_criterion(tmp_path):
     run = write_run(tmp_path, [], suite=suite)
     with pytest.raises(Exception, match=r"suite\.json: criterion 'force_rmse\[nep89-lisic\]'.*differ"):
         build_report([run], figures=False)
+    suite["criteria"][0] = dict(suite_dict()["criteria"][0], flor="rdf_floor")  # a misspelt floor
+    run = write_run(tmp_path, [], suite=suite)
+    with pytest.raises(Exception, match=r"suite\.json: criterion 'force_rmse\[nep89-lisic\]'.*unknown.*flor"):
+        build_report([run], figures=False)
 
 
 # ----------------------------------------------------------------------------- plots

@@ -126,10 +126,14 @@ def criterion_from_mapping(raw: Any, where: str) -> Criterion:
     """A checked `Criterion` from a suite table or a suite.json entry; `where` starts each error.
 
     Raises:
-        ConfigError: not a table, a field missing, good or bad not a finite number, or good == bad.
+        ConfigError: not a table, an unknown field, a field missing, good or bad not a finite
+            number, or good == bad.
     """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a table of fields, got {type(raw).__name__}")
+    problem = unknown_keys(raw, (*CRITERION_FIELDS, "floor"))  # a misspelt `flor` must not vanish
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     missing = [key for key in CRITERION_FIELDS if key not in raw]
     if missing:
         raise ConfigError(f"{where} lacks {', '.join(missing)}")
@@ -144,11 +148,7 @@ def criterion_from_mapping(raw: Any, where: str) -> Criterion:
 
 
 def _criterion(raw: dict[str, Any], path: Path, index: int) -> Criterion:
-    where = f"{path}: criterion {raw.get('id', index)!r}"
-    problem = unknown_keys(raw, (*CRITERION_FIELDS, "floor"))
-    if problem:
-        raise ConfigError(f"{where}: {problem}")
-    return criterion_from_mapping(raw, where)
+    return criterion_from_mapping(raw, f"{path}: criterion {raw.get('id', index)!r}")
 
 
 def _check_task_params(path: Path, task_id: str, task_type: str, params: Mapping[str, Any]) -> None:
