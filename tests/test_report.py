@@ -192,6 +192,9 @@ def test_writes_results_markdown_html_and_figures(written):
         assert (run / ref).is_file(), ref
     assert markdown.index("## Claims") < markdown.index("![") < markdown.index("## Provenance")
     assert f"| {'d' * 64} | dft/manifest.json |" in markdown
+    # each task's row names the commit, code and data it ran with (records of several commits mix)
+    assert re.search(r"\| parity-nep89-lisic \| done \| nep89-lisic \| 1 \| 0 \| [^|]+ \| c0ffee \| — \| d{12} \| f{16} \|",
+                     markdown), markdown[markdown.index("## Provenance"):]
 
 
 def test_html_puts_the_claim_table_before_the_first_plot_and_embeds_png(written):

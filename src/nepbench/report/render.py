@@ -283,7 +283,9 @@ def provenance_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                              "code_modified": p.get("nepbench_code_modified")} for _, p in prov),
         "tasks": [{"task_id": r["task_id"], "status": r["status"], "model": _model_name(r),
                    "wall_s": p.get("wall_s"), "seed": p.get("seed"), "created_utc": p.get("created_utc"),
-                   "hardware": hardware_summary(r), "input_hash": r.get("input_hash")} for r, p in prov],
+                   "hardware": hardware_summary(r), "input_hash": r.get("input_hash"),
+                   "commit": p.get("nepbench_commit"), "code_sha256": p.get("nepbench_code_sha256"),
+                   "data_sha256": p.get("data_sha256")} for r, p in prov],
         "total_wall_s": round(sum(walls), 3),
     }
 
@@ -546,7 +548,8 @@ def _record_heading(record: Mapping[str, Any]) -> str:
     if record.get("reason"):
         parts.append(f"reason: {record['reason']}")
     if model:
-        parts.append(f"model: {model.get('name')} (sha256 {str(model.get('sha256'))[:12]}…)")
+        sha = model.get("sha256")
+        parts.append(f"model: {model.get('name')} ({f'sha256 {str(sha)[:12]}…' if sha else 'sha256 not recorded'})")
     return "; ".join(parts)
 
 
@@ -584,6 +587,11 @@ def _md_figure(figure: Mapping[str, Any]) -> str:
     return f"![{caption}]({figure['file']})\n\n*{caption}*\n"
 
 
+def _short(value: Any, n: int = 12) -> str:
+    """The first `n` characters of a hash or commit, or "—" when none was recorded."""
+    return str(value)[:n] if value else "—"
+
+
 def provenance_tables(prov: Mapping[str, Any]) -> list[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
     """The provenance section as (header, rows) tables, shared by the Markdown and HTML renderers."""
     def versions(values: Sequence[Any]) -> str:
@@ -600,9 +608,11 @@ def provenance_tables(prov: Mapping[str, Any]) -> list[tuple[tuple[str, ...], li
         (("nepbench version", "commit", "code changed since commit"),
          [(n["version"], n["commit"], {True: "yes", False: "no"}.get(n.get("code_modified"), "unknown"))
           for n in prov["nepbench"]]),
-        (("Task", "Status", "Model", "Wall (s)", "Seed", "Created (UTC)", "Input hash"),
+        (("Task", "Status", "Model", "Wall (s)", "Seed", "Created (UTC)", "Commit", "Code sha256", "Data sha256",
+          "Input hash"),
          [(t["task_id"], t["status"], t["model"] or "—", fmt_value(t["wall_s"]), t["seed"], t["created_utc"],
-           str(t["input_hash"] or "")[:16]) for t in prov["tasks"]]),
+           _short(t.get("commit")), _short(t.get("code_sha256")), _short(t.get("data_sha256")),
+           _short(t["input_hash"], 16)) for t in prov["tasks"]]),
     ]
 
 
