@@ -125,11 +125,9 @@ def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
     benchmark's.
     """
     from nepbench.aimd import load_aimd, load_aimd_spec
-    from nepbench.engines.base import MDProtocol
     from nepbench.errors import NepbenchError
-    from nepbench.metrics.rdf import minimum_image_radius_a
     from nepbench.tasks.md_accuracy import (MIN_DIFFUSION_PS, MIN_RDF_PS, compare_rdf, d_log10_ratio, is_diffusive,
-                                            li_diffusivity)
+                                            li_diffusivity, matching_protocol, rdf_maxima, rdf_r_max_a)
 
     nan = float("nan")
     try:
@@ -139,14 +137,8 @@ def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
     if ref.production_ps < MIN_RDF_PS:
         return f"AIMD production of {run_id} is {ref.production_ps:.3f} ps < {MIN_RDF_PS} ps"
     try:
-        run = ref.run.protocol
-        steps = max(1, int(round(ref.production_ps * 1000 / run.timestep_fs)))
-        protocol = MDProtocol("nvt", run.temperature_k, run.timestep_fs, steps, run.sample_interval, seed=1,
-                              thermostat_coupling_fs=run.thermostat_coupling_fs, warmup_steps=run.warmup_steps)
-        model = engine.md(ref.first_frame, protocol).trajectory
-        r_max = min(6.0, 0.999 * minimum_image_radius_a(ref.trajectory.cells_a[0]))
-        pairs = list(compare_rdf(ref.trajectory, model, r_max, 80)["pairs"].values())
-        w1s = [p["w1_a"] for p in pairs if p["w1_a"] is not None]
+        model = engine.md(ref.first_frame, matching_protocol(ref, 1, seed=1)).trajectory
+        l1, w1 = rdf_maxima(compare_rdf(ref.trajectory, model, rdf_r_max_a(ref), 80))
         log_ratio = nan
         if ref.production_ps >= MIN_DIFFUSION_PS:
             d_ref = li_diffusivity(ref.trajectory)
@@ -156,8 +148,7 @@ def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
                 log_ratio = nan if ratio is None else abs(ratio)
     except Exception as exc:  # noqa: BLE001 - asv would otherwise drop every run of the benchmark
         return f"{run_id}: {type(exc).__name__}: {exc}"
-    return {"rdf_l1_error_max": max(p["l1"] for p in pairs), "rdf_w1_max_a": max(w1s) if w1s else nan,
-            "li_d_log10_ratio_abs": log_ratio}
+    return {"rdf_l1_error_max": l1, "rdf_w1_max_a": nan if w1 is None else w1, "li_d_log10_ratio_abs": log_ratio}
 
 
 class TrackAimdAgreement:

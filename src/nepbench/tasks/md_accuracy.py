@@ -219,15 +219,9 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                 f"{abs(temp.z):.1f} standard errors): not equilibrated; lengthen its warm-up in aimd.toml")
             method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (not equilibrated: {t_text})")
             continue
-        production_steps = max(1, int(round(ref.production_ps * 1000 / run.protocol.timestep_fs)))
         model_trajs = {}
         for factor in factors:
-            protocol = MDProtocol("nvt", run.protocol.temperature_k, run.protocol.timestep_fs,
-                                  production_steps * factor, run.protocol.sample_interval,
-                                  seed=int(p.get("seed", 0)) + factor,
-                                  thermostat_coupling_fs=run.protocol.thermostat_coupling_fs,
-                                  warmup_steps=run.protocol.warmup_steps)
-            result = engine.md(ref.first_frame, protocol)
+            result = engine.md(ref.first_frame, matching_protocol(ref, factor, seed=int(p.get("seed", 0)) + factor))
             model_trajs[factor] = result.trajectory
             if factor == factors[0] and len(result.thermo["temperature_k"]) >= 2:  # the model's own T, 3N - 3 dof
                 model_t = thermostat_offset(result.thermo["temperature_k"], run.protocol.temperature_k)
@@ -236,14 +230,13 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                 units.update({f"model_temperature_mean_k.{run_id}": "K",
                               f"model_temperature_stderr_k.{run_id}": "K"})
                 t_text += f"; NEP T {model_t.mean_k:.0f} ± {model_t.stderr_k:.0f} K"
-        r_max = min(float(p.get("r_max_a", 6.0)), 0.999 * minimum_image_radius_a(ref.trajectory.cells_a[0]))
+        r_max = rdf_r_max_a(ref, float(p.get("r_max_a", 6.0)))
         rdf = compare_rdf(ref.trajectory, model_trajs[factors[0]], r_max, int(p.get("n_bins", 80)))
-        l1 = max(v["l1"] for v in rdf["pairs"].values())
+        l1, w1 = rdf_maxima(rdf)
         metrics[f"rdf_l1_error_max.{run_id}"] = l1
-        w1s = [v["w1_a"] for v in rdf["pairs"].values() if v["w1_a"] is not None]
-        if w1s:
-            metrics[f"rdf_w1_max_a.{run_id}"] = max(w1s)
-            w1_all.append(max(w1s))
+        if w1 is not None:
+            metrics[f"rdf_w1_max_a.{run_id}"] = w1
+            w1_all.append(w1)
         else:
             reasons[f"rdf_w1_max_a.{run_id}"] = f"no pair has neighbours within {r_max:.2f} Å in both runs"
         metrics[f"rdf_l1_aimd_halves.{run_id}"] = rdf_halves_l1_max(ref.trajectory, r_max, int(p.get("n_bins", 80)))
@@ -319,6 +312,31 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
                        engines={"nep_cpu": engine.version()}, seed=int(p.get("seed", 0)),
                        metric_reasons=reasons)
+
+
+def matching_protocol(ref: Any, length_factor: int, seed: int) -> MDProtocol:
+    """The NEP MD that matches an AIMD reference `ref` (`aimd.AimdReference`): NVT (CSVR) at its
+    temperature, time step, thermostat coupling, sample interval and warm-up, for `length_factor`
+    times its production length (ps), velocities from `seed`."""
+    run = ref.run.protocol
+    production_steps = max(1, int(round(ref.production_ps * 1000 / run.timestep_fs)))
+    return MDProtocol("nvt", run.temperature_k, run.timestep_fs, production_steps * length_factor,
+                      run.sample_interval, seed=seed, thermostat_coupling_fs=run.thermostat_coupling_fs,
+                      warmup_steps=run.warmup_steps)
+
+
+def rdf_r_max_a(ref: Any, r_max_a: float = 6.0) -> float:
+    """The g(r) range (Å) compared for AIMD reference `ref`: `r_max_a`, cut to just inside its
+    cell's minimum-image radius (beyond it g(r) counts an atom's own images)."""
+    return min(r_max_a, 0.999 * minimum_image_radius_a(ref.trajectory.cells_a[0]))
+
+
+def rdf_maxima(rdf: dict[str, Any]) -> tuple[float, float | None]:
+    """(largest normalised L1, largest W1 in Å or None when no pair has neighbours within r_max in
+    both runs) over the pairs of a `compare_rdf` result."""
+    pairs = rdf["pairs"].values()
+    w1s = [v["w1_a"] for v in pairs if v["w1_a"] is not None]
+    return max(v["l1"] for v in pairs), (max(w1s) if w1s else None)
 
 
 def is_diffusive(d: Any) -> bool:
