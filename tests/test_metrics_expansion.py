@@ -129,6 +129,46 @@ def test_thick_shell_is_measured_when_the_caller_knows_it_is_a_shell() -> None:
         ex.shell_strain(r, 1.01 * r)
 
 
+def exact_shell_radii(inner_a: float, outer_a: float, n: int) -> np.ndarray:
+    """n radii (Å) of a uniform shell placed so that N(<r) is exactly linear in r³ (no sampling noise)."""
+    return np.cbrt(inner_a**3 + (np.arange(n) + 0.5) / n * (outer_a**3 - inner_a**3))
+
+
+def test_fewest_atoms_a_fit_takes_is_what_the_docstrings_say() -> None:
+    """shell_radii_a needs 18 atoms (10 in each half's window), not 40 as its docstring said; a
+    ball's outer surface needs 38 (the expansion task refuses smaller cores by this number)."""
+    assert ex.min_atoms_for_window(ex.SHELL_INNER_WINDOW) == ex.min_atoms_for_window(ex.SHELL_OUTER_WINDOW) == 18
+    assert ex.min_atoms_for_window(ex.OUTER_SURFACE_WINDOW) == 38
+    sr = ex.shell_radii_a(exact_shell_radii(10.0, 16.0, 18), known_shell=True)
+    assert sr.inner_a == pytest.approx(10.0, rel=0.01) and sr.outer_a == pytest.approx(16.0, rel=0.01)
+    with pytest.raises(ValueError, match="fit window"):
+        ex.shell_radii_a(exact_shell_radii(10.0, 16.0, 17), known_shell=True)
+    ball = exact_shell_radii(0.0, 12.0, 38)
+    assert ex.equimolar_radii_a(ball).outer_a == pytest.approx(12.0, rel=0.01)
+    with pytest.raises(ValueError, match="fit window"):
+        ex.equimolar_radii_a(ball[1:])
+
+
+def test_no_inner_surface_is_its_own_error() -> None:
+    """A caller that stands in for a missing inner surface catches this error, not every ValueError."""
+    ball = np.linalg.norm(random_ball(15.0, 5000, seed=3), axis=1)
+    with pytest.raises(ex.NoInnerSurfaceError):
+        ex.shell_radii_a(ball)
+    assert issubclass(ex.NoInnerSurfaceError, ValueError)
+
+
+def test_auto_voxel_can_be_known_before_the_atoms_exist() -> None:
+    """The task checks its probe radius against the voxel of the largest particle it predicts, a ball
+    of radius R: `auto_voxel_for_span_a(2R)` is the voxel `auto_voxel_a` picks for such a ball."""
+    for radius in (10.0, 60.0, 114.0):
+        pos = fibonacci_sphere(radius, 4000)
+        span = np.ptp(pos, axis=0)
+        assert ex.auto_voxel_for_span_a(span, 3.0) == ex.auto_voxel_a(pos, 3.0)
+        assert ex.auto_voxel_for_span_a(np.full(3, 2 * radius), 3.0) == pytest.approx(ex.auto_voxel_a(pos, 3.0), rel=0.01)
+    assert ex.auto_voxel_for_span_a(np.full(3, 20.0)) == 0.5
+    assert ex.auto_voxel_for_span_a(np.full(3, 227.4), 1.0) > 1.0  # the paper's particle: a 1 Å probe fails
+
+
 def test_shell_strain_of_a_scaled_shell() -> None:
     r0 = np.linalg.norm(random_shell(10.0, 16.0, 5000, seed=6), axis=1)
     s = ex.shell_strain(r0, 1.02 * r0)

@@ -292,6 +292,23 @@ def test_core_shell_seeds_and_crystalline_core():
     assert np.bincount(i).max() == 4
 
 
+@pytest.mark.parametrize("core", ["crystalline", "amorphous"])
+def test_core_si_count_is_the_builders_count_without_building(core):
+    """The expansion task refuses a core too small for its fits by this count when the suite loads,
+    so it must be the count the builder later builds, seed by seed (a crystalline core's varies)."""
+    from nepbench.systems.core_shell import core_si_count
+
+    counts = []
+    for seed in (1, 2, 3, 4):
+        atoms = core_shell_particle(0.55, 0.0, 0.5, seed=seed, core=core)
+        counts.append(core_si_count(0.55, seed, core))
+        assert counts[-1] == atoms.info["n_core"] == (atoms.get_tags() == 1).sum()
+    # the lattice shift changes a small crystalline core's count (36, 33, 35, 30 here); density does not
+    assert (len(set(counts)) == 1) == (core == "amorphous")
+    with pytest.raises(ValueError, match="core"):
+        core_si_count(1.0, 1, "glassy")
+
+
 def test_core_shell_rejects_bad_input():
     with pytest.raises(ValueError):
         core_shell_particle(0.0, 0.5, 1.0, seed=0)

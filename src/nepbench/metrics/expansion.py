@@ -36,6 +36,12 @@ MAX_VOXELS = 60_000_000
 _AUTO_VOXELS = 4_000_000
 _MIN_AUTO_VOXEL_A = 0.5
 VOLUME_METHODS = ("probe", "hull", "radial")
+#: Fewest atoms an equimolar fit needs inside its window of the sorted radii (`equimolar_radii_a`).
+MIN_WINDOW_ATOMS = 10
+#: Windows of the sorted radii the fits use: a ball's outer surface; a shell's inner and outer halves.
+OUTER_SURFACE_WINDOW = (0.75, 0.95)
+SHELL_INNER_WINDOW = (0.05, 0.5)
+SHELL_OUTER_WINDOW = (0.5, 0.95)
 #: An equimolar inner radius below this fraction of the outer one is read as "no inner surface" (a
 #: ball): the fit's intercept scatters around zero for a ball. It tells a ball from a shell only when
 #: nothing else does: a caller that knows its atoms are a shell (selected by tag) passes
@@ -112,8 +118,13 @@ def convex_hull_volume_a3(positions_a: np.ndarray) -> float:
 
 def auto_voxel_a(positions_a: np.ndarray, probe_radius_a: float = DEFAULT_PROBE_RADIUS_A) -> float:
     """Voxel edge (Å) `probe_volume_a3` uses by default: 0.5 Å, or coarser so the grid has ≲ 4e6 voxels."""
-    pos = _positions(positions_a)
-    extent = np.ptp(pos, axis=0) + 2 * probe_radius_a + 1.0
+    return auto_voxel_for_span_a(np.ptp(_positions(positions_a), axis=0), probe_radius_a)
+
+
+def auto_voxel_for_span_a(span_a: np.ndarray, probe_radius_a: float = DEFAULT_PROBE_RADIUS_A) -> float:
+    """`auto_voxel_a` for atoms whose centres span `span_a` (Å along x, y, z; 2R each for a ball of
+    radius R): lets a caller check a probe radius against the voxel before the atoms exist."""
+    extent = np.asarray(span_a, dtype=float) + 2 * probe_radius_a + 1.0
     return max(_MIN_AUTO_VOXEL_A, float(np.prod(extent) / _AUTO_VOXELS) ** (1 / 3))
 
 
@@ -196,7 +207,28 @@ class EquimolarRadii:
     n_atoms: int
 
 
-def equimolar_radii_a(radii: np.ndarray, window: tuple[float, float] = (0.75, 0.95),
+def window_bounds(n_atoms: int, window: tuple[float, float]) -> tuple[int, int]:
+    """First and last index (inclusive) of the sorted radii of `n_atoms` atoms that `window` (fractions
+    lo, hi) selects for an equimolar fit."""
+    lo, hi = window
+    return int(np.floor(lo * (n_atoms - 1))), int(np.ceil(hi * (n_atoms - 1)))
+
+
+def min_atoms_for_window(window: tuple[float, float]) -> int:
+    """Fewest atoms whose `window` of sorted radii holds MIN_WINDOW_ATOMS: below it `equimolar_radii_a`
+    raises (38 for the outer-surface window (0.75, 0.95), 18 for either half of a shell)."""
+    lo, hi = window
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"window must satisfy 0 <= lo < hi <= 1, got {window}")
+    n = MIN_WINDOW_ATOMS
+    while True:
+        i0, i1 = window_bounds(n, window)
+        if i1 - i0 + 1 >= MIN_WINDOW_ATOMS:
+            return n
+        n += 1
+
+
+def equimolar_radii_a(radii: np.ndarray, window: tuple[float, float] = OUTER_SURFACE_WINDOW,
                       min_inner_fraction: float = BALL_INNER_FRACTION) -> EquimolarRadii:
     """Gibbs equimolar radii of the atoms at distances `radii` (Å) from the centre.
 
@@ -207,8 +239,8 @@ def equimolar_radii_a(radii: np.ndarray, window: tuple[float, float] = (0.75, 0.
     keep any positive inner radius) is where a small inner radius stops counting as a surface.
 
     Raises:
-        ValueError: fewer than 10 atoms in the window, NaN, negative radii, a bad window, or a
-            non-increasing N(r³) (all atoms at one radius).
+        ValueError: fewer than MIN_WINDOW_ATOMS (10) atoms in the window (`min_atoms_for_window`),
+            NaN, negative radii, a bad window, or a non-increasing N(r³) (all atoms at one radius).
     """
     r = np.asarray(radii, dtype=float)
     if r.ndim != 1 or not np.all(np.isfinite(r)) or np.any(r < 0):
@@ -218,9 +250,9 @@ def equimolar_radii_a(radii: np.ndarray, window: tuple[float, float] = (0.75, 0.
         raise ValueError(f"window must satisfy 0 <= lo < hi <= 1, got {window}")
     n = len(r)
     r_sorted = np.sort(r)
-    i0, i1 = int(np.floor(lo * (n - 1))), int(np.ceil(hi * (n - 1)))
-    if i1 - i0 + 1 < 10:
-        raise ValueError(f"need at least 10 atoms in the fit window, got {max(0, i1 - i0 + 1)} of {n}")
+    i0, i1 = window_bounds(n, window)
+    if i1 - i0 + 1 < MIN_WINDOW_ATOMS:
+        raise ValueError(f"need at least {MIN_WINDOW_ATOMS} atoms in the fit window, got {max(0, i1 - i0 + 1)} of {n}")
     x = r_sorted[i0:i1 + 1] ** 3
     y = np.arange(i0, i1 + 1) + 0.5  # N(<r) at each atom: half-counting the atom itself
     if np.ptp(x) <= 0:
@@ -238,7 +270,7 @@ def equimolar_radii_a(radii: np.ndarray, window: tuple[float, float] = (0.75, 0.
 
 def particle_volume_a3(positions_a: np.ndarray, method: str = "probe", centre_a: np.ndarray | None = None,
                        probe_radius_a: float = DEFAULT_PROBE_RADIUS_A, voxel_a: float | None = None,
-                       window: tuple[float, float] = (0.75, 0.95)) -> float:
+                       window: tuple[float, float] = OUTER_SURFACE_WINDOW) -> float:
     """Envelope volume (Å³) by `method`: "probe" (default), "hull" or "radial" (equimolar sphere
     about `centre_a`, the geometric centre when None)."""
     if method == "probe":
@@ -386,11 +418,15 @@ def radial_strain_profile(positions0_a: np.ndarray, positions_a: np.ndarray, hos
 @dataclass(frozen=True)
 class ShellRadii:
     """Equimolar inner and outer radii (Å) of a spherical shell, each fitted on its own half of the
-    shell's atoms (windows (0.05, 0.5) and (0.5, 0.95) of the sorted radii), so a density change near
-    one surface does not move the other."""
+    shell's atoms (windows SHELL_INNER_WINDOW (0.05, 0.5) and SHELL_OUTER_WINDOW (0.5, 0.95) of the
+    sorted radii), so a density change near one surface does not move the other."""
 
     inner_a: float
     outer_a: float
+
+
+class NoInnerSurfaceError(ValueError):
+    """`shell_radii_a`: the atoms' inner-half fit finds no inner surface (they fill a ball)."""
 
 
 def shell_radii_a(shell_radii: np.ndarray, known_shell: bool = False) -> ShellRadii:
@@ -402,15 +438,18 @@ def shell_radii_a(shell_radii: np.ndarray, known_shell: bool = False) -> ShellRa
             their radius ratio: the BALL_INNER_FRACTION test is skipped and a thick shell (inner/outer
             < 0.4) is measured. Without it, such atoms are read as a ball.
 
-    Raises ValueError when the atoms have no inner surface (the inner-half fit reaches N = 0 at
-    r³ ≤ 0; or, unless `known_shell`, an inner radius below BALL_INNER_FRACTION of the outer one) or
-    are too few (< 40).
+    Raises:
+        NoInnerSurfaceError (a ValueError): the atoms have no inner surface (the inner-half fit
+            reaches N = 0 at r³ ≤ 0; or, unless `known_shell`, an inner radius below
+            BALL_INNER_FRACTION of the outer one).
+        ValueError: too few atoms for either half's fit: fewer than 18 (`min_atoms_for_window`: each
+            half's window must hold MIN_WINDOW_ATOMS), or radii `equimolar_radii_a` refuses.
     """
     floor = 0.0 if known_shell else BALL_INNER_FRACTION
-    inner = equimolar_radii_a(shell_radii, (0.05, 0.5), min_inner_fraction=floor).inner_a
-    outer = equimolar_radii_a(shell_radii, (0.5, 0.95)).outer_a
+    inner = equimolar_radii_a(shell_radii, SHELL_INNER_WINDOW, min_inner_fraction=floor).inner_a
+    outer = equimolar_radii_a(shell_radii, SHELL_OUTER_WINDOW).outer_a
     if not np.isfinite(inner):
-        raise ValueError("the atoms have no inner surface (they fill a ball, not a shell)")
+        raise NoInnerSurfaceError("the atoms have no inner surface (they fill a ball, not a shell)")
     return ShellRadii(inner, outer)
 
 
@@ -445,9 +484,18 @@ def shell_strain(shell_radii0_a: np.ndarray, shell_radii_now_a: np.ndarray,
     (Å, same atoms) in the reference and the deformed frame (`known_shell` as in `shell_radii_a`)."""
     r0 = np.asarray(shell_radii0_a, dtype=float)
     r1 = np.asarray(shell_radii_now_a, dtype=float)
-    if r0.shape != r1.shape:
-        raise ValueError(f"shell radii differ in shape: {r0.shape} vs {r1.shape}")
-    a0, a1 = shell_radii_a(r0, known_shell), shell_radii_a(r1, known_shell)
+    return shell_strain_from_fits(r0, r1, shell_radii_a(r0, known_shell), shell_radii_a(r1, known_shell))
+
+
+def shell_strain_from_fits(shell_radii0_a: np.ndarray, shell_radii_now_a: np.ndarray,
+                           fit0: ShellRadii, fit_now: ShellRadii) -> ShellStrain:
+    """`shell_strain` with the two frames' surfaces given (`fit0`, `fit_now`, Å): for a caller that
+    fits them its own way (e.g. with a stand-in inner surface); the radii (Å) give the hoop strain."""
+    r0 = np.asarray(shell_radii0_a, dtype=float)
+    r1 = np.asarray(shell_radii_now_a, dtype=float)
+    if r0.shape != r1.shape or r0.size == 0:
+        raise ValueError(f"shell radii must be non-empty and equal in shape: {r0.shape} vs {r1.shape}")
+    a0, a1 = fit0, fit_now
     m0, m1 = float(r0.mean()), float(r1.mean())
     t0, t1 = (a0.outer_a - a0.inner_a) / 10.0, (a1.outer_a - a1.inner_a) / 10.0
     if t0 <= 0:

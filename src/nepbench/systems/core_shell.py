@@ -30,6 +30,7 @@ from .packing import pack_open
 SI_DIAMOND_ATOMS_PER_A3 = 8 / A_SI_A**3  # 0.04994
 _DIAMOND_BASIS = np.array([(0, 0, 0), (0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0),
                            (0.25, 0.25, 0.25), (0.25, 0.75, 0.75), (0.75, 0.25, 0.75), (0.75, 0.75, 0.25)])
+#: `atoms.get_tags()` of the core Si and the shell C (the expansion task imports them from here).
 CORE_TAG, SHELL_TAG = 1, 2
 
 
@@ -61,6 +62,30 @@ def diamond_sphere(radius_a: float, origin_a: np.ndarray, a_a: float = A_SI_A) -
     return pos[np.einsum("ij,ij->i", pos, pos) <= radius_a**2]
 
 
+def crystalline_core_a(radius_a: float, rng: np.random.Generator) -> np.ndarray:
+    """Diamond-Si sites (Å, origin-centred) within `radius_a`, the lattice shifted by a random vector
+    inside the conventional cell: the builder's first draw from `rng`."""
+    return diamond_sphere(radius_a, rng.random(3) * A_SI_A)
+
+
+def amorphous_core_count(radius_a: float, density_g_cm3: float = A_SI_DENSITY_G_CM3) -> int:
+    """Number of Si an amorphous core of `radius_a` (Å) holds at `density_g_cm3`: round(n·4πR³/3)."""
+    return int(round(number_density_per_a3("Si", density_g_cm3) * 4 / 3 * np.pi * radius_a**3))
+
+
+def core_si_count(core_radius_nm: float, seed: int, core: str = "crystalline",
+                  core_density_g_cm3: float = A_SI_DENSITY_G_CM3) -> int:
+    """Number of core Si `core_shell_particle` builds for (core_radius_nm, seed, core), without packing
+    anything: a crystalline core's count varies with the seed's lattice shift (23–30 Si at
+    0.5 nm over seeds 1–8), an amorphous core's does not."""
+    r_core = 10.0 * core_radius_nm
+    if core == "crystalline":
+        return len(crystalline_core_a(r_core, np.random.default_rng(seed)))
+    if core == "amorphous":
+        return amorphous_core_count(r_core, core_density_g_cm3)
+    raise ValueError(f"core must be 'crystalline' or 'amorphous', got {core!r}")
+
+
 def core_shell_particle(core_radius_nm: float, shell_thickness_nm: float, vacuum_nm: float, seed: int,
                         core: str = "crystalline", shell_density_g_cm3: float = A_C_DENSITY_G_CM3,
                         core_density_g_cm3: float = A_SI_DENSITY_G_CM3, periodic: bool = False) -> Atoms:
@@ -87,10 +112,9 @@ def core_shell_particle(core_radius_nm: float, shell_thickness_nm: float, vacuum
     r_core, r_out = 10.0 * core_radius_nm, 10.0 * (core_radius_nm + shell_thickness_nm)
     rng = np.random.default_rng(seed)
     if core == "crystalline":
-        core_pos = diamond_sphere(r_core, rng.random(3) * A_SI_A)
+        core_pos = crystalline_core_a(r_core, rng)
     else:
-        n_core = int(round(number_density_per_a3("Si", core_density_g_cm3) * 4 / 3 * np.pi * r_core**3))
-        core_pos = pack_open("Si", n_core, shell_sampler(0.0, r_core), rng)
+        core_pos = pack_open("Si", amorphous_core_count(r_core, core_density_g_cm3), shell_sampler(0.0, r_core), rng)
     shell_volume_a3 = 4 / 3 * np.pi * (r_out**3 - r_core**3)
     n_shell = int(round(number_density_per_a3("C", shell_density_g_cm3) * shell_volume_a3))
     shell_pos = np.empty((0, 3))

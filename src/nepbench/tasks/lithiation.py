@@ -24,13 +24,15 @@ two methods are recorded as cross-checks in the series, with the shell's cavity 
 one of them exceeds the chosen method by more than CROSS_CHECK_MARGIN_PERCENT the method line says so
 (material outside the shell, e.g. Li that left it, which the radial sphere of the shell's carbon does
 not see). A convergence check records how much ΔV/V0 still moved over the second half of the last
-relaxation. Radial Li fraction and strain profiles, shell hoop strain and thickness change come from
-`metrics.expansion`.
+relaxation (the largest |change| over seeds). Radial Li fraction and strain profiles, shell hoop
+strain and thickness change come from `metrics.expansion`.
 
-The headline ΔV/V0 (`particle_dv_over_v0_percent_at_t{T}`, its stderr and its upper bound mean + 2
-stderr) is left unmeasured, with the reason in `metric_reasons`, where it cannot speak for the claim
-(`headline_gate`): a seed reached less than `min_x_fraction` of target_x, ΔV/V0 still moved by more
-than `max_last_half_change_percent` over the last half-relaxation, it is significantly negative, or
+The headline ΔV/V0 (`particle_dv_over_v0_percent_at_t{T}`, its stderr, its upper bound mean + 2
+stderr, and its ratio to the bare particle's) is left unmeasured, with the reason in `metric_reasons`,
+where it cannot speak for the claim (`headline_gate`): a seed reached less than `min_x_fraction` of
+target_x, ΔV/V0 still moved by more than `max_last_half_change_percent` over the last half-relaxation,
+it is significantly negative, a cross-check volume (hull, probe) exceeds the chosen one by more than
+CROSS_CHECK_MARGIN_PERCENT at T (what the chosen volume does not see, e.g. Li outside the shell), or
 the positive control failed: the headline's mean is below the claim's bound (`claim_limit_percent`,
 1 %) while the bare particle (t = 0) swelled by less than `min_bare_dv_percent`, so a pass would not
 say that the shell holds anything (a mean at or above the bound is judged: that fails the claim
@@ -56,9 +58,11 @@ from ase import Atoms
 from ..config import TaskSpec, finite_number, integer
 from ..errors import ConfigError, EngineNotAvailable
 from ..metrics import expansion as ex
+from ..systems.core_shell import CORE_TAG, SHELL_TAG, core_si_count
 from . import TaskContext, TaskOutcome
 
-CORE_TAG, SHELL_TAG, LI_TAG = 1, 2, 3
+#: Tag of the inserted Li (the builder tags the core Si CORE_TAG = 1 and the shell C SHELL_TAG = 2).
+LI_TAG = 3
 #: Fewer shell atoms than this count as no shell (t = 0, or a shell too thin to fit two surfaces).
 MIN_SHELL_ATOMS = 40
 #: Radial bins with fewer atoms per seed than this are left out of the profiles (NaN): near r = 0 a
@@ -74,11 +78,19 @@ _VOID_RADIUS_QUANTUM_A = 0.05
 #: NEP cutoff) and GPUMD keeps writing the box periodic (its fast neighbour search).
 VACUUM_MARGIN_NM = 0.6
 #: A cross-check volume (hull, probe) whose ΔV/V0 exceeds the chosen method's by more than this many
-#: % points is flagged in the method line: on the shelled quick particles all three agreed within
-#: 0.7 points (docs/metrics.md), and the probe's own bias under scaling is negative.
+#: % points is flagged in the method line, and at the headline thickness withholds the headline
+#: (`headline_gate`): on the shelled quick particles all three agreed within 0.7 points
+#: (docs/metrics.md), and the probe's own bias under scaling is negative.
 CROSS_CHECK_MARGIN_PERCENT = 2.0
-#: Smallest voxel (Å) `probe_volume_a3` picks; the probe radius must exceed it.
-_MIN_PROBE_RADIUS_A = 0.5
+#: MD relaxation: the `average_frames` frames averaged at the end of a run (and those just before its
+#: half-way step, for the convergence check) span at most this fraction of the run
+#: (`md_sample_interval`), so a volume still drifting is read near the end, not ~0.2 of the run
+#: before it. The engine records frames over the whole run: (average_frames − 1)/0.1 + 1 of them.
+MD_AVERAGE_WINDOW_FRACTION = 0.1
+#: Smallest radius (Å) of the insertion region (core radius − core_margin_a) `validate` accepts.
+MIN_INSERTION_REGION_A = 1.0
+#: Radial profile bins reach this far (nm) beyond the largest predicted particle radius.
+RADIAL_BINS_PAD_NM = 0.5
 
 
 #: Annotation → (check, what one value must be, what a list's values must be), for `ExpansionParams.validate`.
@@ -117,9 +129,11 @@ class ExpansionParams:
     Lithiation: target_x (Li per core Si), dx (per stage), min_distance_a, core_margin_a.
     Relaxation: relax ("lbfgs" | "fire" | "md"), reference_steps, relax_steps, fmax_ev_per_a (the
     optimisers stop early below it), maxstep_a (largest optimiser step); for "md": temperature_k,
-    timestep_fs, average_frames (frames at the end of each run whose volumes are averaged).
+    timestep_fs, average_frames (frames whose volumes are averaged: the last of each run, and those
+    just before its half-way step, spanning at most MD_AVERAGE_WINDOW_FRACTION of it).
     control: relax an Li-free copy alongside.
-    Measurement: volume_method, probe_radius_a, radial_bin_nm, headline_t_nm (None = largest t).
+    Measurement: volume_method, probe_radius_a (Å; larger than the probe volume's automatic voxel at
+    the largest predicted particle), radial_bin_nm, headline_t_nm (None = largest t).
     Headline gate (`headline_gate`): min_x_fraction (every seed must reach this fraction of
     target_x), max_last_half_change_percent (largest |ΔV/V0 change| over the last half-relaxation,
     % points; 0.25 = a quarter of the claim's 1 % bound, see docs/metrics.md), min_bare_dv_percent
@@ -192,9 +206,6 @@ class ExpansionParams:
             raise bad(f"shell_density_g_cm3 must be > 0, got {self.shell_density_g_cm3}")
         if any(s < 0 for s in self.seeds):
             raise bad(f"seeds must be integers >= 0, got {list(self.seeds)}")
-        if not self.probe_radius_a > _MIN_PROBE_RADIUS_A:
-            raise bad(f"probe_radius_a must be > {_MIN_PROBE_RADIUS_A} Å (the finest voxel), "
-                      f"got {self.probe_radius_a}")
         for key in ("temperature_k", "timestep_fs", "fmax_ev_per_a", "maxstep_a", "radial_bin_nm",
                     "max_last_half_change_percent"):
             if not getattr(self, key) > 0:
@@ -226,6 +237,9 @@ class ExpansionParams:
                       f"use vacuum_nm > {growth + VACUUM_MARGIN_NM:.2f}")
         if not (self.min_distance_a > 0 and self.core_margin_a >= 0):
             raise bad("need min_distance_a > 0 and core_margin_a >= 0")
+        for problem in (probe_problem(self), insertion_region_problem(self), core_fit_problem(self)):
+            if problem:
+                raise bad(problem)
         if self.relax not in RELAX_MODES:
             raise bad(f"relax must be one of {RELAX_MODES}, got {self.relax!r}")
         if self.engine not in ("nep_cpu", "gpumd", "auto"):
@@ -270,11 +284,67 @@ def predicted_outer_radius_nm(p: ExpansionParams, shell_thickness_nm: float) -> 
 
     The core's volume grows by (1 + x), i.e. each Li takes a Si's volume (20.0 Å³; the project's
     LixSi rule gives 15.0 Å³ per Li, so this over-estimates, as a bound should), and the shell keeps
-    its volume and is pushed outwards: b'³ = b³ + x·R³ (nm³). For t = 0 this is R·(1 + x)^(1/3),
-    the growth estimate behind the radial bins in `run_expansion`.
+    its volume and is pushed outwards: b'³ = b³ + x·R³ (nm³). For t = 0 this is R·(1 + x)^(1/3).
+    It sets the vacuum check (`validate`), the probe's voxel check (`probe_problem`) and the radial
+    bins (`radial_edges_for`).
     """
     r, b = p.core_radius_nm, p.core_radius_nm + shell_thickness_nm
     return float(np.cbrt(b**3 + p.target_x * r**3))
+
+
+def largest_predicted_radius_nm(p: ExpansionParams) -> tuple[float, float]:
+    """(radius in nm, t in nm) of the largest particle `predicted_outer_radius_nm` expects over the
+    task's shell thicknesses."""
+    return max((predicted_outer_radius_nm(p, t), t) for t in p.shell_thicknesses_nm)
+
+
+def radial_edges_for(p: ExpansionParams) -> np.ndarray:
+    """Radial profile bin edges (nm): `radial_bin_nm` wide, from 0 to the largest predicted particle
+    radius + RADIAL_BINS_PAD_NM (atoms beyond, e.g. Li that left the particle, are not binned)."""
+    return ex.radial_edges_nm(largest_predicted_radius_nm(p)[0] + RADIAL_BINS_PAD_NM, p.radial_bin_nm)
+
+
+def probe_problem(p: ExpansionParams) -> str | None:
+    """Why `probe_radius_a` would fail the probe volume (a cross-check computed whatever
+    `volume_method`), or None: it must exceed the voxel `ex.auto_voxel_a` picks for the largest
+    predicted particle (a ball of `largest_predicted_radius_nm`), which coarsens with the particle."""
+    radius_nm, t = largest_predicted_radius_nm(p)
+    voxel_a = ex.auto_voxel_for_span_a(np.full(3, 20.0 * radius_nm), p.probe_radius_a)
+    if p.probe_radius_a > voxel_a:
+        return None
+    return (f"probe_radius_a = {p.probe_radius_a:g} Å must exceed the probe volume's voxel, "
+            f"{voxel_a:.2f} Å for the largest predicted particle (radius {radius_nm:.2f} nm at t = {t_key(t)} nm, "
+            f"target_x = {p.target_x:g}; `predicted_outer_radius_nm`); use probe_radius_a > {voxel_a:.2f} "
+            f"(default {ex.DEFAULT_PROBE_RADIUS_A:g})")
+
+
+def insertion_region_problem(p: ExpansionParams) -> str | None:
+    """Why `core_margin_a` leaves no room to insert Li, or None: Li goes within the core's equimolar
+    radius (≈ 10·core_radius_nm Å) minus core_margin_a, which must leave at least
+    MIN_INSERTION_REGION_A (the equimolar radius of a built core scatters by ~0.5 Å about 10·R, so
+    less could leave nothing once measured, and `lithiate` would raise after the reference run)."""
+    region_a = 10.0 * p.core_radius_nm - p.core_margin_a
+    if region_a >= MIN_INSERTION_REGION_A:
+        return None
+    return (f"core_margin_a = {p.core_margin_a:g} Å leaves an insertion region of radius {region_a:.3g} Å "
+            f"in a {10.0 * p.core_radius_nm:g} Å core (core radius − core_margin_a), less than "
+            f"{MIN_INSERTION_REGION_A:g} Å; use core_margin_a <= {10.0 * p.core_radius_nm - MIN_INSERTION_REGION_A:.3g}")
+
+
+def core_fit_problem(p: ExpansionParams) -> str | None:
+    """Why the core is too small for the equimolar fit of its surface (the core's radius sets the
+    insertion region and its radial volume), or None: every seed's core must hold
+    `ex.min_atoms_for_window(OUTER_SURFACE_WINDOW)` Si (38), counted as the builder builds it."""
+    need = ex.min_atoms_for_window(ex.OUTER_SURFACE_WINDOW)
+    if expected_sizes(p, 0.0)[0] >= 2 * need:  # far from the limit: no need to count each seed's lattice
+        return None
+    counts = {seed: core_si_count(p.core_radius_nm, seed, p.core) for seed in p.seeds}
+    seed, fewest = min(counts.items(), key=lambda kv: kv[1])
+    if fewest >= need:
+        return None
+    return (f"core_radius_nm = {p.core_radius_nm:g} gives {fewest} core Si (seed {seed}), fewer than the {need} "
+            f"the equimolar fit of the core's surface needs ({ex.MIN_WINDOW_ATOMS} atoms in its "
+            f"{ex.OUTER_SURFACE_WINDOW} window of sorted radii); use a larger core (at 0.6 nm seeds 0–49 hold 40–49)")
 
 
 def t_key(t_nm: float) -> str:
@@ -419,24 +489,38 @@ def host_centre_a(atoms: Atoms, n_host: int) -> np.ndarray:
 
 
 def core_radius_a(atoms: Atoms, centre_a: np.ndarray) -> float:
-    """Equimolar outer radius (Å) of the core: core Si plus Li inside the shell's inner surface."""
+    """Equimolar outer radius (Å) of the core: core Si plus Li inside the shell's inner surface (the
+    insertion region's radius before `core_margin_a`; the radial core volume fits the core Si alone)."""
     mask = core_atoms(atoms, centre_a)
     return ex.equimolar_radii_a(ex.radii_a(atoms.positions[mask], centre_a)).outer_a
 
 
-def shell_inner_radius_a(atoms: Atoms, centre_a: np.ndarray) -> float | None:
-    """Inner radius (Å) of the carbon shell: the equimolar inner radius of the shell-tagged atoms,
-    however thick the shell (the tags say they are a shell: `shell_radii_a(known_shell=True)`); where
-    that fit finds no inner surface, the core/shell interface seen from the core (the core Si's
-    equimolar outer radius). None without a shell (fewer than MIN_SHELL_ATOMS shell atoms)."""
+def shell_fit_a(atoms: Atoms, centre_a: np.ndarray) -> ex.ShellRadii | None:
+    """Equimolar inner and outer radii (Å) of the carbon shell about `centre_a`, or None without a
+    shell (fewer than MIN_SHELL_ATOMS shell-tagged atoms: t = 0, or a shell too thin to fit).
+
+    The one place the task decides whether there is a shell and where its surfaces are (the insertion
+    region, the core mask, the radial particle volume and the shell strain all read it). The tags say
+    the atoms are a shell, so `shell_radii_a(known_shell=True)` measures it however thick; where that
+    fit finds no inner surface, the core/shell interface seen from the core (the core Si's equimolar
+    outer radius) stands in for inner_a, and outer_a is still the shell's outer-half fit.
+    """
     tags = atoms.get_tags()
     shell = tags == SHELL_TAG
     if shell.sum() < MIN_SHELL_ATOMS:
         return None
+    r = ex.radii_a(atoms.positions[shell], centre_a)
     try:
-        return ex.shell_radii_a(ex.radii_a(atoms.positions[shell], centre_a), known_shell=True).inner_a
-    except ValueError:
-        return ex.equimolar_radii_a(ex.radii_a(atoms.positions[tags == CORE_TAG], centre_a)).outer_a
+        return ex.shell_radii_a(r, known_shell=True)
+    except ex.NoInnerSurfaceError:
+        interface_a = ex.equimolar_radii_a(ex.radii_a(atoms.positions[tags == CORE_TAG], centre_a)).outer_a
+        return ex.ShellRadii(interface_a, ex.equimolar_radii_a(r, ex.SHELL_OUTER_WINDOW).outer_a)
+
+
+def shell_inner_radius_a(atoms: Atoms, centre_a: np.ndarray) -> float | None:
+    """Inner radius (Å) of the carbon shell (`shell_fit_a`), or None without a shell."""
+    fit = shell_fit_a(atoms, centre_a)
+    return None if fit is None else fit.inner_a
 
 
 def core_atoms(atoms: Atoms, centre_a: np.ndarray) -> np.ndarray:
@@ -465,6 +549,31 @@ def lithiate(atoms: Atoms, n_new: int, p: ExpansionParams, rng: np.random.Genera
 # --------------------------------------------------------------------------------------------------
 # relaxation
 # --------------------------------------------------------------------------------------------------
+
+def md_sample_interval(steps: int, average_frames: int) -> int:
+    """Steps between the frames an MD relaxation records: `average_frames` frames this far apart span
+    at most MD_AVERAGE_WINDOW_FRACTION of the `steps`-step run (≥ 1 step, so a run shorter than
+    average_frames / MD_AVERAGE_WINDOW_FRACTION steps averages over a longer part of it).
+
+    2000 steps, 5 frames: every 50 steps; the end average reads frames 1800–2000 (its mean sits at
+    0.95 of the run: under a linear drift it reads 95 % of the end value, the old every-200-steps
+    sampling read 80 %) and the half-way one 800–1000.
+    """
+    if steps < 1 or average_frames < 1:
+        raise ValueError(f"need steps >= 1 and average_frames >= 1, got {steps}, {average_frames}")
+    return max(1, int(MD_AVERAGE_WINDOW_FRACTION * steps / max(average_frames - 1, 1)))
+
+
+def averaged_frame_indices(times_ps: np.ndarray, half_ps: float, average_frames: int) -> tuple[list[int], list[int]]:
+    """Indices of the frames whose volumes are averaged: the last `average_frames` frames of the run,
+    and the last `average_frames` frames at or before `half_ps` (the half-way time, ps; empty where
+    no frame is that early). `times_ps` are the frames' times (ps, increasing; an engine may or may
+    not record the starting frame)."""
+    t = np.asarray(times_ps, dtype=float)
+    end = list(range(max(0, len(t) - average_frames), len(t)))
+    half = [int(i) for i in np.flatnonzero(t <= half_ps + 1e-9)][-average_frames:]
+    return end, half
+
 
 @dataclass
 class Relaxed:
@@ -498,9 +607,12 @@ class Relaxer:
 
     def _optimise(self, atoms: Atoms, steps: int) -> Relaxed:
         """ASE LBFGS or FIRE in two halves on one optimiser object (its state carries over), so the
-        structure at half the steps is kept without changing the path."""
+        structure at half the steps is kept without changing the path. The CPU engine's structure
+        check (`NepCpuEngine.check_structure`: the open boundaries' vacuum beyond the model's cutoff)
+        runs on the particle before and after, as the optimiser drives its calculator directly."""
         from ase.optimize import FIRE, LBFGS
 
+        self.engine.check_structure(atoms, "Si@C particle before relaxation")
         work = atoms.copy()
         work.calc = self.engine.calculator()
         cls = LBFGS if self.p.relax == "lbfgs" else FIRE
@@ -517,24 +629,26 @@ class Relaxer:
         out.positions = work.positions
         if not np.all(np.isfinite(out.positions)) or not np.isfinite(energy):
             raise ValueError("relaxation produced non-finite positions or energy")
+        self.engine.check_structure(out, "Si@C particle after relaxation")
         return Relaxed(out, [out.positions.copy()], [half],
                        {"steps": float(calls), "fmax_ev_per_a": float(np.sqrt((forces**2).sum(axis=1)).max()),
                         "energy_ev_per_atom": energy / len(out)})
 
     def _md(self, atoms: Atoms, steps: int, seed: int) -> Relaxed:
+        """NVT MD for `steps`; the frames averaged are the last `average_frames` ones and those at or
+        just before the half-way step, `md_sample_interval` steps apart (`averaged_frame_indices`)."""
         from ..engines.base import MDProtocol
 
-        k = max(1, steps // (2 * self.p.average_frames))
+        k = md_sample_interval(steps, self.p.average_frames)
         prot = MDProtocol(ensemble="nvt", temperature_k=self.p.temperature_k, timestep_fs=self.p.timestep_fs,
                           steps=steps, sample_interval=k, seed=seed % (2**31), thermostat_coupling_fs=100.0)
         res = self.engine.md(atoms, prot)
         pos = res.trajectory.positions_a
         if not np.all(np.isfinite(pos[-1])):
             raise ValueError("MD produced non-finite positions")
-        times = res.trajectory.times_ps
-        mid = times[-1] / 2
-        last = [pos[i].copy() for i in range(max(0, len(pos) - self.p.average_frames), len(pos))]
-        half_idx = [i for i in range(len(pos)) if times[i] <= mid + 1e-9][-self.p.average_frames:]
+        half_ps = 0.5 * steps * self.p.timestep_fs / 1000.0
+        end_idx, half_idx = averaged_frame_indices(res.trajectory.times_ps, half_ps, self.p.average_frames)
+        last = [pos[i].copy() for i in end_idx]
         out = atoms.copy()
         out.positions = pos[-1]
         rate = res.timing.engine_reported_atom_steps_per_s or res.timing.atom_steps_per_s
@@ -554,17 +668,14 @@ def volumes_a3(atoms: Atoms, positions_frames: Sequence[np.ndarray], n_host: int
 
     "probe" and "hull" enclose all atoms (particle) or the core atoms (core Si + Li inside the
     shell's inner surface). "radial" is a sphere of the equimolar radius of the outermost host
-    material: the shell's outer surface (`shell_radii_a`, fitted on the shell C's outer half) when
+    material: the shell's outer surface (`shell_fit_a`, fitted on the shell C's outer half) when
     there is a shell, else the outer 25 % of the core Si; for the core, the outer 25 % of the core Si.
     Li is left out of the radial fits on purpose: inserted Li changes the number density inside the
     fit window, which an equimolar radius would read as a change of radius.
     """
     out: dict[str, list[float]] = {}
     work = atoms.copy()
-    tags = atoms.get_tags()
-    shell = tags == SHELL_TAG
-    core_si = tags == CORE_TAG
-    has_shell = shell.sum() >= MIN_SHELL_ATOMS
+    core_si = atoms.get_tags() == CORE_TAG
     for pos in positions_frames:
         work.positions = pos
         c_host = host_centre_a(work, n_host)
@@ -572,9 +683,9 @@ def volumes_a3(atoms: Atoms, positions_frames: Sequence[np.ndarray], n_host: int
         r = ex.radii_a(pos, c_host)
         for m in methods:
             if m == "radial":
+                shell = shell_fit_a(work, c_host)
                 v_core = ex.sphere_volume_a3(ex.equimolar_radii_a(r[core_si]).outer_a)
-                v_particle = (ex.sphere_volume_a3(ex.shell_radii_a(r[shell], known_shell=True).outer_a)
-                              if has_shell else v_core)
+                v_particle = ex.sphere_volume_a3(shell.outer_a) if shell is not None else v_core
             else:
                 v_particle = ex.particle_volume_a3(pos, m, c_host, p.probe_radius_a)
                 v_core = ex.particle_volume_a3(pos[core], m, c_host, p.probe_radius_a)
@@ -607,10 +718,11 @@ def compare_states(lith: Atoms, lith_frames: Sequence[np.ndarray], ref: Atoms, r
         "shape_anisotropy0": shape_anisotropy(ref.positions),
     }
     c_lith, c_ref = host_centre_a(lith, n_host), host_centre_a(ref, n_host)
-    shell = lith.get_tags()[:n_host] == SHELL_TAG
-    if shell.sum() >= MIN_SHELL_ATOMS:
-        s = ex.shell_strain(ex.radii_a(ref.positions[:n_host][shell], c_ref),
-                            ex.radii_a(lith.positions[:n_host][shell], c_lith), known_shell=True)
+    fit0, fit = shell_fit_a(ref, c_ref), shell_fit_a(lith, c_lith)
+    if fit0 is not None and fit is not None:
+        shell = lith.get_tags()[:n_host] == SHELL_TAG
+        s = ex.shell_strain_from_fits(ex.radii_a(ref.positions[:n_host][shell], c_ref),
+                                      ex.radii_a(lith.positions[:n_host][shell], c_lith), fit0, fit)
         out["shell"] = asdict(s)
     li = np.array(lith.get_chemical_symbols()) == "Li"
     c_all = ex.centre_of_mass_a(lith.positions, lith.get_masses())
@@ -695,7 +807,8 @@ def make_engine(p: ExpansionParams, ctx: TaskContext) -> tuple[Any, str]:
     if p.engine == "gpumd" or (p.engine == "auto" and p.relax == "md"):
         from ..engines.gpumd import GpumdEngine
 
-        # temporary run folders: a kept dump of ~5e5 atoms × 10 frames is ~0.3 GB, × 31 runs per particle
+        # temporary run folders: a kept dump of ~5e5 atoms × 41 frames (`md_sample_interval`) is ~1.2 GB,
+        # × 31 runs per particle
         gpumd = GpumdEngine(ctx.model_path)
         ok, reason = gpumd.available()
         if ok:
@@ -718,21 +831,44 @@ def _last_half_change(row: dict[str, Any]) -> float:
     return float(last["particle_dv_over_v0"] - last["particle_dv_over_v0_half_relaxed"])
 
 
+def largest_change(changes: Sequence[float]) -> float:
+    """The value of largest magnitude (sign kept) among per-seed changes; NaN if any is NaN (a change
+    not measured counts as the worst)."""
+    v = np.asarray(changes, dtype=float)
+    if v.size == 0:
+        raise ValueError("no changes given")
+    if np.any(np.isnan(v)):
+        return float("nan")
+    return float(v[np.argmax(np.abs(v))])
+
+
+def cross_check_excess(dv: Sequence[float], cross_check_dv: dict[str, Sequence[float]]) -> dict[str, float]:
+    """Per cross-check method: its mean ΔV/V0 over seeds minus the chosen method's (`dv`), fractions
+    (the `particle_dv_cross_check_excess_percent` of each method, ÷ 100)."""
+    base = float(np.mean(np.asarray(dv, dtype=float)))
+    return {m: float(np.mean(np.asarray(v, dtype=float))) - base for m, v in cross_check_dv.items()}
+
+
 def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_change: Sequence[float],
-                  dv: Sequence[float], bare_dv: Sequence[float] | None = None) -> str | None:
+                  dv: Sequence[float], bare_dv: Sequence[float] | None = None,
+                  cross_check_dv: dict[str, Sequence[float]] | None = None) -> str | None:
     """Why the headline ΔV/V0 cannot speak for the claim ("; "-joined reasons), or None when it can.
 
     Args (one value per seed, at the headline thickness):
         x_reached: Li per core Si reached.
         last_half_change: ΔV/V0 at the end minus half-way through the last relaxation (a fraction).
-        dv: ΔV/V0 (a fraction).
+        dv: ΔV/V0 by `volume_method` (a fraction).
         bare_dv: ΔV/V0 of the bare particle (t = 0, a fraction) per seed, or None when the task ran
             no bare particle.
+        cross_check_dv: the other volume methods' ΔV/V0 (method → per-seed fractions), or None.
 
     Reasons: a seed below `min_x_fraction` × target_x (less Li than the claim is about); a
     |last_half_change| above `max_last_half_change_percent` or not measured (not relaxed: still moving,
     a lower bound while it rises); mean + 2 stderr below 0 (the lithiated particle smaller than its
-    Li-free control: an unrelaxed shell or a broken measurement); the positive control: with
+    Li-free control: an unrelaxed shell or a broken measurement); a cross-check whose mean ΔV/V0
+    exceeds the chosen method's by more than CROSS_CHECK_MARGIN_PERCENT points (material the chosen
+    volume does not see, e.g. Li that left the shell, which the hull counts and the radial sphere of
+    the shell's carbon does not; or a non-spherical swelling); the positive control: with
     `min_bare_dv_percent` > 0, a shelled headline and a headline mean below `claim_limit_percent`
     (a result that would pass), the bare particle's ΔV/V0 (mean − 2 stderr; one seed: its value)
     must reach it, else the small headline ΔV/V0 may only mean that nothing swells (a model or a
@@ -744,8 +880,7 @@ def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_chan
     if min(x_reached) < need:
         reasons.append(f"x_reached = {min(x_reached):.3g} Li/Si (lowest seed) is below min_x_fraction × "
                        f"target_x = {need:.3g}: the particle holds less Li than the claim is about")
-    late = 100.0 * np.asarray(last_half_change, dtype=float)
-    worst = float(late[np.argmax(np.abs(np.nan_to_num(late, nan=np.inf)))])
+    worst = 100.0 * largest_change(last_half_change)
     if not abs(worst) <= p.max_last_half_change_percent:
         reasons.append(f"ΔV/V0 still moved by {worst:+.2g} % points over the second half of the last relaxation "
                        f"(largest over seeds; limit max_last_half_change_percent = "
@@ -757,6 +892,14 @@ def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_chan
         reasons.append(f"ΔV/V0 = {100 * mean:+.3g} % is below 0 by more than 2 standard errors: {shrunk}")
     elif not np.isfinite(se) and mean < 0:
         reasons.append(f"ΔV/V0 = {100 * mean:+.3g} % is below 0 (one seed: no standard error): {shrunk}")
+    excess = cross_check_excess(dv, cross_check_dv or {})
+    over = [m for m, e in excess.items() if not 100.0 * e <= CROSS_CHECK_MARGIN_PERCENT]
+    if over:
+        seen = ", ".join(f"{m} {100 * (mean + excess[m]):+.3g} % (+{100 * excess[m]:.3g} points)" for m in over)
+        reasons.append(f"cross-check ΔV/V0 above '{p.volume_method}' ({100 * mean:+.3g} %) by more than "
+                       f"CROSS_CHECK_MARGIN_PERCENT = {CROSS_CHECK_MARGIN_PERCENT:g} points: {seen} (means "
+                       f"over seeds): material outside the measured surface (e.g. Li that left the shell) or a "
+                       f"non-spherical swelling, which '{p.volume_method}' does not see")
     if p.min_bare_dv_percent > 0 and p.headline_t > 0 and 100.0 * mean < p.claim_limit_percent:
         if not bare_dv:
             reasons.append(f"no bare particle (t = 0 is not among shell_thicknesses_nm): nothing shows that the "
@@ -805,7 +948,8 @@ def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.nd
             series["cross_check"][m]["core_dv_over_v0"].append(
                 _mean_se([r["core_dv_over_v0"][m] for r in rows])[0])
         # material the chosen volume does not see (Li outside the shell's carbon) shows up here
-        excess = max(series["cross_check"][m]["particle_dv_over_v0"][-1] for m in other) - dv
+        excess = max(cross_check_excess([r["particle_dv_over_v0"][m0] for r in rows],
+                                        {m: [r["particle_dv_over_v0"][m] for r in rows] for m in other}).values())
         metrics[f"particle_dv_cross_check_excess_percent.t{key}"] = 100.0 * excess
         units[f"particle_dv_cross_check_excess_percent.t{key}"] = (
             f"% points (largest of {'/'.join(other)} ΔV/V0 minus {m0}'s)")
@@ -814,10 +958,12 @@ def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.nd
             metrics[f"{name}.t{key}"] = 100.0 * value
             metrics[f"{name}_stderr.t{key}"] = 100.0 * se
             units[f"{name}.t{key}"] = units[f"{name}_stderr.t{key}"] = "%"
-        # convergence: how much ΔV/V0 still moved over the second half of the last relaxation
-        late = [_last_half_change(r) for r in rows]
-        metrics[f"particle_dv_change_last_half_percent.t{key}"] = 100.0 * float(np.mean(late))
-        units[f"particle_dv_change_last_half_percent.t{key}"] = "% points (ΔV/V0 end − half-way, last stage)"
+        # convergence: how much ΔV/V0 still moved over the second half of the last relaxation, the
+        # largest |change| over seeds (what the gate reads: a mean would let +0.6 and −0.6 read 0)
+        late = largest_change([_last_half_change(r) for r in rows])
+        metrics[f"particle_dv_change_last_half_max_abs_percent.t{key}"] = 100.0 * abs(late)
+        units[f"particle_dv_change_last_half_max_abs_percent.t{key}"] = (
+            "% points (largest |ΔV/V0 end − half-way| over seeds, last stage)")
         metrics[f"x_reached.t{key}"] = float(np.mean([r["x_reached"] for r in rows]))
         units[f"x_reached.t{key}"] = "Li/Si"
         metrics[f"n_atoms.t{key}"] = float(np.mean([r["n_atoms"] for r in rows]))
@@ -874,7 +1020,8 @@ def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.nd
     bare_rows = [r for r in results if r["t_nm"] == 0.0]
     gate = headline_gate(p, [r["x_reached"] for r in rows], [_last_half_change(r) for r in rows],
                          [r["particle_dv_over_v0"][m0] for r in rows],
-                         [r["particle_dv_over_v0"][m0] for r in bare_rows] or None)
+                         [r["particle_dv_over_v0"][m0] for r in bare_rows] or None,
+                         {m: [r["particle_dv_over_v0"][m] for r in rows] for m in other})
     dv_h, se_h = metrics[f"particle_dv_over_v0_percent.t{head}"], metrics[f"particle_dv_over_v0_percent_stderr.t{head}"]
     for name, value, unit in ((f"particle_dv_over_v0_percent_at_t{head}", dv_h, "%"),
                               (f"particle_dv_over_v0_percent_stderr_at_t{head}", se_h, "%"),
@@ -890,10 +1037,24 @@ def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.nd
     bare = t_key(min(p.shell_thicknesses_nm))
     if min(p.shell_thicknesses_nm) == 0.0 and p.headline_t > 0:
         b = metrics[f"particle_dv_over_v0_percent.t{bare}"]
-        if b != 0:
-            metrics[f"particle_dv_ratio_to_bare_at_t{head}"] = metrics[f"particle_dv_over_v0_percent.t{head}"] / b
-            units[f"particle_dv_ratio_to_bare_at_t{head}"] = "×"
+        ratio = f"particle_dv_ratio_to_bare_at_t{head}"
+        units[ratio] = "× (headline ΔV/V0 over the bare particle's)"
+        if gate:
+            reasons[ratio] = gate
+        elif b != 0:
+            metrics[ratio] = metrics[f"particle_dv_over_v0_percent.t{head}"] / b
+        else:
+            reasons[ratio] = "the bare particle's ΔV/V0 is 0: no ratio"
     return metrics, units, series, reasons
+
+
+def md_window_text(steps: int, average_frames: int) -> str:
+    """The method line's words for the frames an MD relaxation of `steps` steps averages."""
+    k = md_sample_interval(steps, average_frames)
+    span = (average_frames - 1) * k
+    return (f"volumes averaged over {average_frames} frames {k} steps apart at the end of each run (for a "
+            f"stage: its last {span} of {steps} steps) and, for the convergence check, over as many frames "
+            f"ending at its half-way step")
 
 
 def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
@@ -911,8 +1072,7 @@ def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     if plan["atom_steps"] > p.max_atom_steps:
         raise ConfigError(f"expansion task: the plan takes {plan['atom_steps']:.3g} atom·steps, over max_atom_steps "
                           f"= {p.max_atom_steps:.3g} (predicted {plan['predicted_wall_s'] / 3600:.2g} h)")
-    r_max_nm = (p.core_radius_nm + max(p.shell_thicknesses_nm)) * (1.0 + p.target_x) ** (1 / 3) + 0.5
-    edges = ex.radial_edges_nm(r_max_nm, p.radial_bin_nm)
+    edges = radial_edges_for(p)
     relaxer = Relaxer(p, engine)
     results = [run_particle(p, t, seed, relaxer, edges, ctx.work_dir / "structures")
                for t in p.shell_thicknesses_nm for seed in p.seeds]
@@ -934,11 +1094,11 @@ def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
              f"≤{p.relax_steps} per stage, fmax {p.fmax_ev_per_a:g} eV/Å"
              if p.relax != "md" else
              f"NVT MD (CSVR) at {p.temperature_k:g} K, dt {p.timestep_fs:g} fs, {p.reference_steps} steps "
-             f"(reference) and {p.relax_steps} per stage, volumes averaged over the last {p.average_frames} frames")
-    head = f"particle_dv_change_last_half_percent.t{t_key(p.headline_t)}"
-    converged = (f"Not converged where ΔV/V0 still moves: at t = {t_key(p.headline_t)} nm it changed by "
-                 f"{metrics[head]:+.2g} % points over the second half of the last relaxation (then a lower "
-                 f"bound if > 0). " if head in metrics else "")
+             f"(reference) and {p.relax_steps} per stage, {md_window_text(p.relax_steps, p.average_frames)}")
+    head = f"particle_dv_change_last_half_max_abs_percent.t{t_key(p.headline_t)}"
+    converged = (f"Not converged where ΔV/V0 still moves: at t = {t_key(p.headline_t)} nm it changed by up to "
+                 f"{metrics[head]:.2g} % points (largest |change| over seeds) over the second half of the last "
+                 f"relaxation (then a lower bound where it rises). " if head in metrics else "")
     gate = reasons.get(f"particle_dv_over_v0_percent_at_t{t_key(p.headline_t)}")
     if gate:
         converged += f"Headline ΔV/V0 at t = {t_key(p.headline_t)} nm not judged: {gate}. "
