@@ -223,6 +223,33 @@ def test_md_input_nvt_nve_and_restart() -> None:
     assert "RESTART_THERMOSTAT T" in nve and "RESTART_VEL T" in nve
 
 
+def test_a_fresh_nvt_run_seeds_its_thermostat_noise_and_a_restart_carries_it_on() -> None:
+    """CP2K 2023.1 starts every CSVR stream from 12345 whatever SEED says: without an explicit
+    RNG_INIT record every run drew the same noise. A restart must not reset the stream."""
+    atoms = _si8()
+    nvt = MDInput("nvt", steps=7, timestep_fs=0.5, temperature_k=900.0, thermostat_coupling_fs=50.0, seed=4)
+    text = build_input(atoms, AIMD_SETTINGS, md=nvt)
+    block = text[text.index("&CSVR"):text.index("&END CSVR")]
+    assert f"&RNG_INIT\n{cp2k_mod.csvr_rng_record(4)}\n        &END RNG_INIT" in block
+    restarted = build_input(atoms, AIMD_SETTINGS, md=dataclasses.replace(nvt, restart_file="/r/x.restart"))
+    assert "RNG_INIT" not in restarted and "RESTART_RANDOMG T" in restarted
+    assert "RNG_INIT" not in build_input(atoms, AIMD_SETTINGS, md=dataclasses.replace(nvt, ensemble="nve"))
+
+
+@pytest.mark.parametrize("seed", [0, 4, 7, 2**31 - 1, 2**40])
+def test_the_csvr_record_has_cp2ks_layout_and_valid_mrg32k3a_seeds(seed) -> None:
+    record = cp2k_mod.csvr_rng_record(seed)
+    assert len(record) == 433  # CP2K's rng_record_length, as its own restart records
+    assert record[:40].rstrip() == "Wiener process for Thermostat # 1" and record[40:50] == " 1 F F F  "
+    fields = record[40:].split()
+    assert float(fields[4]) == 0.0 and len(fields) == 5 + 18
+    seeds = [float(v) for v in fields[5:]]
+    assert seeds[0:6] == seeds[6:12] == seeds[12:18] == [float(v) for v in cp2k_mod.csvr_rng_seeds(seed)]
+    assert all(1 <= v < cp2k_mod.MRG32K3A_M1 for v in seeds[:3]) and all(1 <= v < cp2k_mod.MRG32K3A_M2 for v in seeds[3:6])
+    assert cp2k_mod.csvr_rng_seeds(seed) == cp2k_mod.csvr_rng_seeds(seed)
+    assert cp2k_mod.csvr_rng_seeds(seed) != cp2k_mod.csvr_rng_seeds(seed + 1)
+
+
 def test_outer_scf_and_cluster() -> None:
     atoms = Atoms("Si2", positions=[[4, 4, 4], [6.3, 4, 4]], cell=[10, 10, 10], pbc=False)
     text = build_input(atoms, dataclasses.replace(LABEL_SETTINGS, outer_scf_max=10))
@@ -553,6 +580,11 @@ def test_segments_moved_to_another_folder_continue_the_one_trajectory(tmp_path: 
     # CP2K stopped exactly at step 4: the committed restart carries that step counter
     restart_text = (tmp_path / "moved" / "restart" / "step-000000004.restart").read_text()
     assert re.search(r"STEP_START_VAL\s+4\b", restart_text)
+    # CP2K read the thermostat stream the first segment seeded: the record's initial state is
+    # csvr_rng_seeds(7) (CP2K's default would be 12345 six times) and its current state moved on
+    record = restart_text[restart_text.index("&RNG_INIT"):].splitlines()[1]
+    states = [float(v) for v in record[40:].split()[5:]]
+    assert states[12:18] == [float(v) for v in cp2k_mod.csvr_rng_seeds(7)] and states[0:6] != states[12:18]
     for segment in (first, second):  # read from CP2K's own output: one timed step each
         assert segment.scf_iterations_mean is not None and 1 <= segment.scf_iterations_mean <= settings.max_scf
     trajectory, thermo, total, _ = read_md_run(tmp_path / "moved")

@@ -58,8 +58,9 @@ class MDProtocol:
         timestep_fs: integration time step in fs.
         steps: number of MD steps after the warm-up.
         sample_interval: steps between recorded frames and thermo rows.
-        seed: seed for initial velocities and, where the engine lets it, the thermostat's noise
-            (CP2K 2023.1's CSVR ignores it: engines/cp2k.py).
+        seed: seed for initial velocities and the thermostat's noise (CP2K: an explicit CSVR
+            RNG_INIT record for a fresh run, engines/cp2k.py; GPUMD's nvt_bdp noise is
+            clock-seeded unless built with -DDEBUG, engines/gpumd.py).
         thermostat_coupling_fs: thermostat time constant in fs (ignored for NVE).
         warmup_steps: steps run first and excluded from timing and trajectories.
     """

@@ -227,10 +227,11 @@ class MDInput:
         timestep_fs: time step in fs.
         temperature_k: initial velocity / thermostat temperature in K.
         thermostat_coupling_fs: CSVR time constant in fs.
-        seed: CP2K &GLOBAL SEED: the initial velocities. Not the CSVR thermostat's noise: CP2K
-            2023.1 starts every CSVR stream from its default seed 12345 whatever SEED says
-            (csvr_system_types.F), so every run started fresh draws the same noise sequence; a
-            restart continues its stream (RESTART_RANDOMG and the thermostat restart).
+        seed: CP2K &GLOBAL SEED (the initial velocities) and, for a fresh NVT run, the CSVR
+            thermostat's noise stream, written as an explicit `&CSVR &RNG_INIT` record
+            (`csvr_rng_record`): CP2K 2023.1 otherwise starts every CSVR stream from its default
+            seed 12345 whatever SEED says (csvr_system_types.F), so every run would draw the same
+            noise. A restart continues its stream (RESTART_RANDOMG and the thermostat restart).
         restart_file: CP2K restart file to continue from (EXT_RESTART), or None.
     """
 
@@ -241,6 +242,29 @@ class MDInput:
     thermostat_coupling_fs: float
     seed: int
     restart_file: str | None = None
+
+
+#: MRG32k3a's moduli: a stream's first three seeds lie in [0, M1), the last three in [0, M2), and
+#: neither triple may be all zero (CP2K's parallel_rng_types checks the same).
+MRG32K3A_M1, MRG32K3A_M2 = 4294967087, 4294944443
+
+
+def csvr_rng_seeds(seed: int) -> tuple[int, ...]:
+    """Six MRG32k3a seeds for the CSVR thermostat's noise, drawn from `seed` (numpy PCG64, with a
+    constant that keeps them apart from other uses of the same seed), each in [1, M1) or [1, M2)."""
+    rng = np.random.default_rng([int(seed) % 2**63, 0x43535652])  # 0x43535652: "CSVR"
+    return (tuple(int(v) for v in rng.integers(1, MRG32K3A_M1, 3))
+            + tuple(int(v) for v in rng.integers(1, MRG32K3A_M2, 3)))
+
+
+def csvr_rng_record(seed: int) -> str:
+    """CP2K's `&CSVR &RNG_INIT` record of a fresh Gaussian stream seeded by `csvr_rng_seeds(seed)`:
+    the layout CP2K 2023.1 writes into its restart files (name A40, distribution I2, three flags L2,
+    buffer ES25.16, then the current, substream-start and initial states as 18 × F20.1), so a
+    restart shows the same record with the state advanced."""
+    states = csvr_rng_seeds(seed) * 3  # current = substream start = initial state
+    return (f"{'Wiener process for Thermostat # 1':<40}{1:2d} F F F{0.0:25.16E}"
+            + "".join(f"{float(v):20.1f}" for v in states))
 
 
 def _periodic_keyword(atoms: Atoms) -> str:
@@ -337,6 +361,10 @@ def _motion_section(md: MDInput) -> list[str]:
             "      TYPE CSVR",
             "      &CSVR",
             f"        TIMECON {md.thermostat_coupling_fs!r}",
+        ]
+        if md.restart_file is None:  # a restart carries its stream on (RESTART_THERMOSTAT)
+            lines += ["        &RNG_INIT", csvr_rng_record(md.seed), "        &END RNG_INIT"]
+        lines += [
             "      &END CSVR",
             "    &END THERMOSTAT",
         ]
