@@ -139,6 +139,10 @@ type = "expansion"
     (SUITE + MD_TASK.replace("runs = []", "runs = []\nseed = 1.5"), "seed must be an integer >= 0, got 1.5"),
     (SUITE + MD_TASK.replace("steps = 20", "steps = 20, seed = 'x'"), "nve seed must be an integer >= 0"),
     (SUITE + MD_TASK.replace("steps = 20", "steps = 20, nvt_steps = -1"), "nve nvt_steps must be an integer >= 0, got -1"),
+    (SUITE.replace('type = "throughput"', 'type = "throughput"\ncp2k_steps = 1\ncp2k_warmup = 0'),
+     "(throughput): cp2k_steps = 1 with cp2k_warmup = 0 times no step"),
+    (SUITE.replace('type = "throughput"', 'type = "throughput"\ncp2k_steps = 0'), "cp2k_steps must be an integer >= 1"),
+    (SUITE.replace('type = "throughput"', 'type = "throughput"\nnep_threads = 0'), "nep_threads must be an integer >= 1"),
     (SUITE + MD_TASK.replace("steps = 20", "steps = 20, nvt_steps = true"), "nve nvt_steps must be an integer >= 0, got True"),
 ])
 def test_bad_parameter_values_are_refused_when_the_suite_is_loaded(tmp_path, text, problem):
