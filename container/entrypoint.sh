@@ -25,13 +25,20 @@ if [ -n "${NEPBENCH_EXEC:-}" ]; then
     exec "$NEPBENCH_EXEC" "$@"
 fi
 if [ "$#" -eq 0 ]; then
-    # The default job (no arguments): the paper suite into /results when it is a writable folder
-    # (bound with --bind DIR:/results or -v DIR:/results; read-only in an Apptainer image when
-    # not bound), else ./results. Its claims are GPU measurements: without a visible NVIDIA GPU
-    # it would spend hours on the CPU parts and skip the GPU tasks, so it refuses unless
-    # NEPBENCH_ALLOW_NO_GPU=1. Explicit commands (selftest, run SUITE, ...) never check.
-    if [ -d /results ] && [ -w /results ]; then
+    # The default job (no arguments): the paper suite into /results when a host folder is bound
+    # there (--bind DIR:/results or -v DIR:/results: a mount point in /proc/self/mountinfo), else
+    # ./results when /results is read-only (an Apptainer image with nothing bound; Apptainer binds
+    # the working folder). A writable /results that is no mount point is the container's own
+    # layer (docker without -v): hours of results would be lost with the container, so it refuses.
+    # Its claims are GPU measurements: without a visible NVIDIA GPU it would spend hours on the CPU
+    # parts and skip the GPU tasks, so it refuses unless NEPBENCH_ALLOW_NO_GPU=1. Explicit commands
+    # (selftest, run SUITE, ...) never check.
+    mountinfo="${NEPBENCH_MOUNTINFO:-/proc/self/mountinfo}"
+    if [ -d /results ] && [ -w /results ] && awk -v p=/results '$5 == p {m = 1} END {exit !m}' "$mountinfo" 2>/dev/null; then
         OUT=/results
+    elif [ -d /results ] && [ -w /results ]; then
+        echo "nepbench: /results is not bound to a host folder: the results would stay inside the container and be lost with it; run with -v DIR:/results (docker) or --bind DIR:/results (apptainer)" >&2
+        exit 2
     else
         OUT="$PWD/results"
     fi

@@ -55,7 +55,8 @@ cp -r "$src/src" "$build/src"
   || { tail -n 30 "$build/make.log" >&2; echo "GPUMD build failed (log above)" >&2; exit 1; }
 install -D -m 0755 "$build/src/gpumd" "$prefix/bin/gpumd"
 install -D -m 0755 "$build/src/nep" "$prefix/bin/nep"
-[ -f "$src/LICENCE" ] && install -D -m 0644 "$src/LICENCE" "$prefix/share/LICENCE"
+mkdir -p "$prefix/share"  # BUILD_INFO goes there even from a source tree without a LICENCE
+if [ -f "$src/LICENCE" ]; then install -m 0644 "$src/LICENCE" "$prefix/share/LICENCE"; fi
 printf 'commit=%s\ncuda_archs=%s\nnvcc=%s\n' "$commit" "$archs" "$(nvcc --version | tail -n 1)" \
   > "$prefix/share/BUILD_INFO"
 echo "built gpumd and nep for sm_${archs//,/ sm_} into $prefix/bin"

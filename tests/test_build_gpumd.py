@@ -65,9 +65,23 @@ def _cflags(tmp_path: Path) -> list[str]:
     return args[3].removeprefix("CFLAGS=").split()
 
 
-def test_script_pins_the_same_commit_as_pins_toml() -> None:
+def test_script_and_engine_pin_the_same_commit_as_pins_toml() -> None:
     found = re.findall(r"^PINNED=([0-9a-f]{40})$", SCRIPT.read_text(), flags=re.M)
     assert found == [PINNED]
+    from nepbench.engines import gpumd
+
+    pins = tomllib.loads((ROOT / "pins.toml").read_text())["gpumd"]
+    assert gpumd.PINNED_COMMIT == PINNED and pins["tag"] == f"v{gpumd.PINNED_VERSION}"
+
+
+def test_a_source_tree_without_a_licence_still_gets_its_build_info(tmp_path: Path, fakebin: Path) -> None:
+    src = _source(tmp_path)
+    (src / "LICENCE").unlink()
+    prefix = tmp_path / "opt"
+    out = _run(src, prefix, fakebin, "90")
+    assert out.returncode == 0, out.stderr
+    assert "commit=" + PINNED in (prefix / "share" / "BUILD_INFO").read_text()
+    assert not (prefix / "share" / "LICENCE").exists()
 
 
 @pytest.mark.parametrize("archs, expected", [

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import os
 import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -611,3 +614,20 @@ def test_launcher_replaces_mpirun(monkeypatch, tmp_path):
     assert engine._command() == ["srun", "--mpi=pmix", "-n", "4", str(fake), "-i", "in.inp", "-o", "out.out"]
     with pytest.raises(EngineNotAvailable, match="launcher nope not found"):
         CP2KEngine(ranks=4, launcher="nope")._command()
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed (apt-get install cp2k)")
+def test_mpirun_starts_its_ranks_inside_a_slurm_job_of_one_task_with_many_cpus(monkeypatch, tmp_path):
+    """`sbatch --cpus-per-task=16` (the array script) gives one Slurm task: Open MPI reads one slot
+    from SLURM_* and refused `-np 2` ("not enough slots"), so the CP2K timing crashed on a GPU node."""
+    fake = tmp_path / "cp2k.psmp"
+    fake.write_text("#!/bin/sh\necho rank-ran\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    engine = CP2KEngine(ranks=2)
+    slurm = {"SLURM_JOBID": "1", "SLURM_JOB_ID": "1", "SLURM_TASKS_PER_NODE": "1", "SLURM_CPUS_PER_TASK": "16",
+             "SLURM_NNODES": "1", "SLURM_NODELIST": socket.gethostname(),
+             "SLURM_JOB_NODELIST": socket.gethostname(), "SLURM_JOB_CPUS_PER_NODE": "16"}
+    out = subprocess.run(engine._command(), cwd=tmp_path, env={**engine._environment(), **slurm},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.count("rank-ran") == 2, out.stdout + out.stderr

@@ -437,6 +437,27 @@ def test_dockerignore_keeps_everything_the_image_copies(cf: list[Instruction]) -
             assert not _docker_excludes(f"reference_data/aimd/{run_id}/{rel}", patterns), rel
 
 
+def test_apptainer_drops_what_dockerignore_keeps_out_of_reference_data(stages: list[DefStage], tmp_path: Path) -> None:
+    """%files copies the working tree as it is, growers' locks and unfinished segments included:
+    the final %post must leave the same reference_data as the Docker build context."""
+    post = _def_stage(stages, "final").body("post")
+    cleanup = "\n".join(line for line in _code(post).replace("\\\n", " ").splitlines()
+                        if "/opt/nepbench/reference_data" in line)
+    assert cleanup.count("find ") >= 2
+    tree = tmp_path / "opt" / "nepbench" / "reference_data"
+    files = ["aimd/.manifest.lock", "aimd/run/.lock", "aimd/run/.segment-ab12/in.inp", "aimd/run/state.json",
+             "aimd/run/restart/step-000000010.restart", "aimd/manifest.json", "dft/cache/.ab12.lock",
+             "dft/.assemble.lock", "dft/manifest.json", "dft/amorphous.extxyz.xz"]
+    for rel in files:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("x")
+    subprocess.run(["sh", "-ec", cleanup.replace("/opt/nepbench", str(tmp_path / "opt" / "nepbench"))], check=True)
+    left = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+    patterns = _dockerignore_patterns()
+    assert left == sorted(rel for rel in files if not _docker_excludes(f"reference_data/{rel}", patterns))
+    assert "aimd/run/restart/step-000000010.restart" in left and not (tree / "aimd/run/.segment-ab12").exists()
+
+
 def test_model_fetched_and_selftest_run_at_build(cf: list[Instruction], stages: list[DefStage]) -> None:
     name = PINS["model"]["name"]
     runtime = _cf_run_text(cf_stage(cf, "runtime"))
@@ -607,6 +628,17 @@ def test_slurm_examples_are_valid_bash_and_use_real_cli_options() -> None:
     assert ("merge.sbatch", "report") in seen
 
 
+def test_the_merge_job_verifies_the_run_folders_strictly() -> None:
+    """`verify` needs a run folder (suite.json, tasks/): the merged report folder has neither, so
+    verifying it always exited 2; and a GPU task skipped for want of a visible GPU must not pass."""
+    text = (ROOT / "examples" / "slurm" / "merge.sbatch").read_text()
+    calls = [parse_nepbench(a) for a in _nepbench_invocations(text)]
+    verifies = [c for c in calls if c.command == "verify"]
+    report = next(c for c in calls if c.command == "report")
+    assert verifies and all(c.strict for c in verifies)
+    assert all(c.run_dirs == report.run_dirs for c in verifies)  # the folders the report merged
+
+
 def test_slurm_array_runs_one_task_per_element() -> None:
     text = (ROOT / "examples" / "slurm" / "run_suite_array.sbatch").read_text()
     calls = [parse_nepbench(a) for a in _nepbench_invocations(text)]
@@ -742,14 +774,15 @@ def _launcher(tmp_path: Path, how: str, mount: Path) -> Path:
 
 
 def _launch(tmp_path: Path, how: str, args: list[str], gpu: str | None, rc: int = 0,
-            mount: Path | None = None, env: dict[str, str] | None = None) -> Launch:
+            mount: Path | None = None, env: dict[str, str] | None = None, bound: bool = True) -> Launch:
     """Run the launcher in tmp_path/work with stubs on a PATH that holds nothing else of note: a
     `nepbench` printing its arguments and exiting `rc`; an `nvidia-smi` listing `gpu` (None: no
-    nvidia-smi at all, "": one that finds no device and fails, as it does without --nv)."""
+    nvidia-smi at all, "": one that finds no device and fails, as it does without --nv). `bound`:
+    the mount table lists `mount` as a mount point (a host folder bound there)."""
     bin_dir, tools = tmp_path / "bin", tmp_path / "tools"
     bin_dir.mkdir(exist_ok=True)
     tools.mkdir(exist_ok=True)
-    for tool in ("grep", "id", "env"):
+    for tool in ("grep", "id", "env", "awk"):
         if not (tools / tool).exists():
             (tools / tool).symlink_to(shutil.which(tool))
     stub = bin_dir / "nepbench"
@@ -764,7 +797,10 @@ def _launch(tmp_path: Path, how: str, args: list[str], gpu: str | None, rc: int 
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     script = _launcher(tmp_path, how, mount or tmp_path / "no-such-mount")
-    base = {"PATH": f"{bin_dir}:{tools}", "HOME": str(tmp_path), "PWD": str(work)}
+    mountinfo = tmp_path / "mountinfo"  # /proc/self/mountinfo's layout: field 5 is the mount point
+    mountinfo.write_text(f"36 35 98:0 /srv/results {mount or tmp_path / 'no-such-mount'} rw,noatime master:1 - ext4 /dev/root rw\n"
+                         if bound else "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n")
+    base = {"PATH": f"{bin_dir}:{tools}", "HOME": str(tmp_path), "PWD": str(work), "NEPBENCH_MOUNTINFO": str(mountinfo)}
     out = subprocess.run([shutil.which("sh"), str(script), *args], cwd=work, capture_output=True, text=True,
                          env={**base, **(env or {})}, timeout=60)
     return Launch(out.returncode, out.stdout, out.stderr)
@@ -783,6 +819,19 @@ def test_default_job_writes_to_a_bound_results_folder_else_to_dot_results(tmp_pa
     unbound = _launch(tmp_path, how, [], GPU_LINE, mount=tmp_path / "absent")
     assert unbound.rc == 0, unbound.stderr
     assert unbound.got()["ARGS"] == f"{PAPER} {tmp_path / 'work' / 'results'}"
+
+
+@pytest.mark.parametrize("how", ["entrypoint", "runscript"])
+def test_default_job_refuses_a_writable_results_folder_that_is_no_mount(tmp_path: Path, how: str) -> None:
+    """docker run without -v: /results is the container's own layer, and hours of results would
+    be lost with the container (--rm deletes them at once)."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    got = _launch(tmp_path, how, [], GPU_LINE, mount=mount, bound=False)
+    assert got.rc == 2 and "PROG=nepbench" not in got.stdout
+    assert got.stderr.strip() == (f"nepbench: {mount} is not bound to a host folder: the results would stay inside "
+                                  "the container and be lost with it; run with -v DIR:"
+                                  f"{mount} (docker) or --bind DIR:{mount} (apptainer)")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write to a read-only folder")
@@ -863,6 +912,13 @@ def test_gpu_check_needs_a_gpu_and_verifies_strictly(tmp_path: Path, gpu: str | 
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"nepbench verify --strict {tmp_path / 'out'}" in calls, calls
     assert any(c.startswith("nepbench run suites/gpu-check.toml") for c in calls)
+    # failed steps (all four here) exit 1, not their count: 2 means "cannot run here" (no GPU, no gpumd)
+    for name in ("nepbench", "python3"):
+        (bin_dir / name).write_text("#!/bin/sh\nexit 1\n")
+    failed = subprocess.run([shutil.which("bash"), str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=60,
+                            env={"PATH": f"{bin_dir}:{tools}", "HOME": str(tmp_path)})
+    assert failed.returncode == 1 and "== done: 4 step(s) failed" in failed.stdout, failed.stdout
 
 
 def test_docs_explain_build_run_and_verification() -> None:

@@ -748,7 +748,10 @@ class CP2KEngine(Engine):
         prefix = [mpirun]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             prefix.append("--allow-run-as-root")
-        return prefix + ["--bind-to", "none", "-np", str(self.ranks)] + cmd
+        # --oversubscribe: inside a Slurm job of one task with many CPUs (--cpus-per-task=16, the
+        # array script's), Open MPI counts one slot and refuses -np 16; the rank count is already
+        # capped at the cores this process may use (tasks/throughput.usable_cores)
+        return prefix + ["--oversubscribe", "--bind-to", "none", "-np", str(self.ranks)] + cmd
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
