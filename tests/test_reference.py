@@ -6,6 +6,7 @@ A fake engine stands in for CP2K here (the real engine is tested in test_cp2k_en
 
 from __future__ import annotations
 
+import json
 import lzma
 import re
 import shutil
@@ -113,6 +114,45 @@ def test_killed_build_resumes_without_recomputing(spec, tmp_path):
     assert again.calls == 0
     result = reference.verify(out)
     assert result.ok and result.n_frames == 8 and result.n_files == 2
+
+
+def test_a_cached_item_takes_its_motif_from_the_spec_as_it_is_now(spec, tmp_path):
+    """The cache key is the structure, the settings and CP2K's version: a family moved to another
+    motif is a cache hit, and its frames must move with it (they stayed in the old motif's file,
+    and the old file stayed in the manifest)."""
+    out = tmp_path / "dft"
+    build(spec, FakeEngine(), out)
+    before = json.loads((out / "manifest.json").read_text())
+    assert set(before["files"]) == {"amorphous.extxyz.xz", "crystalline.extxyz.xz"}
+    Path(spec.path).write_text(SPEC.replace('motif = "amorphous"', 'motif = "strained"'))
+    moved = reference.load_spec(spec.path)
+    engine = FakeEngine()
+    selection, _ = build(moved, engine, out)
+    assert engine.calls == 0  # every label came from the cache
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"crystalline.extxyz.xz", "strained.extxyz.xz"}
+    assert not (out / "amorphous.extxyz.xz").exists()  # the stale motif file went with its entry
+    frames = reference.load_frames(out)
+    assert sorted(f.info["motif"] for f in frames) == sorted(a.info["motif"] for a in selection.items)
+    assert reference.verify(out).ok
+
+
+def test_a_failed_write_leaves_the_earlier_reference_set_whole(spec, tmp_path, monkeypatch):
+    """Frame files and manifest are one set: a kill before the manifest left files it did not list."""
+    from nepbench import provenance
+
+    out = tmp_path / "dft"
+    engine = FakeEngine(interrupt_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        build(spec, engine, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    real = provenance._staged
+    monkeypatch.setattr(provenance, "_staged", lambda target, data: (_ for _ in ()).throw(OSError(28, "disk full"))
+                        if target.name == "manifest.json" else real(target, data))
+    with pytest.raises(OSError):
+        build(spec, FakeEngine(), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert reference.verify(out).ok and reference.verify(out).n_frames == 3
 
 
 def test_two_builders_share_the_cache_without_labelling_an_item_twice(spec, tmp_path):

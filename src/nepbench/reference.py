@@ -25,10 +25,10 @@ from ase import Atoms
 from .config import finite_number, unknown_keys, unknown_name
 from .errors import ConfigError, EngineError, InputError, SCFNotConverged
 from .provenance import (
-    LockHeld, atomic_write_bytes, atomic_write_json, content_hash, exclusive_lock, hardware_info,
-    package_versions, sha256_bytes, sha256_file,
+    LockHeld, atomic_write_bytes, atomic_write_files, atomic_write_json, content_hash, exclusive_lock,
+    hardware_info, json_document, package_versions, sha256_bytes, sha256_file,
 )
-from .structures import check_structure, labels_of, read_structures, with_labels, write_structures
+from .structures import check_structure, labels_of, read_structures, structures_bytes, with_labels
 from .systems import BUILDERS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -338,6 +338,9 @@ def _write_cached(path: Path, atoms: Atoms, energy: float, forces: np.ndarray,
     atomic_write_bytes(path, gzip.compress(json.dumps(record).encode(), mtime=0))
 
 
+#: Item fields `_assemble` takes from the spec's item as it is now, not from its cache record.
+CURRENT_ITEM_INFO = ("motif", "builder", "candidate", "split")
+
 #: Where `read_cached` puts the record's input-template hash; `_assemble` takes it out again.
 TEMPLATE_INFO = "_input_template_sha256"
 
@@ -471,18 +474,24 @@ def _assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, 
             frame = read_cached(done)
             used = frame.info.pop(TEMPLATE_INFO, None) or "not recorded"
             templates[used] = templates.get(used, 0) + 1
-            frame.info["split"] = atoms.info["split"]
+            # the labels are the cache's (its key is the structure, settings and CP2K version); what
+            # the spec says of the item now is the item's: a family moved to another motif or
+            # builder label must not keep its old one
+            for key in CURRENT_ITEM_INFO:
+                if key in atoms.info:
+                    frame.info[key] = atoms.info[key]
             by_motif.setdefault(frame.info["motif"], []).append(frame)
         elif _cache_path(cache_dir, key, failed=True).exists():
             failed.append(json.loads(_cache_path(cache_dir, key, failed=True).read_text()))
     files: dict[str, Any] = {}
+    contents: dict[Path, bytes] = {}
     for motif, frames in sorted(by_motif.items()):
         path = out_dir / f"{motif}.extxyz.xz"
         for frame in frames:
             frame.info["frame_sha256"] = frame_sha256(frame)
-        write_structures(path, frames)
+        contents[path] = structures_bytes(path.name, frames)
         files[path.name] = {
-            "sha256": sha256_file(path), "n_frames": len(frames),
+            "sha256": sha256_bytes(contents[path]), "n_frames": len(frames),
             "n_test": sum(f.info["split"] == "test" for f in frames),
             "frames": [{"frame_sha256": f.info["frame_sha256"], "hash": f.info["hash"],
                         "builder": f.info.get("builder"), "split": f.info["split"],
@@ -517,7 +526,12 @@ def _assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, 
         "hardware": hardware_info(),
         "packages": package_versions(),
     }
-    atomic_write_json(out_dir / "manifest.json", manifest)
+    # frame files and manifest as one set (all staged, then renamed), so a kill leaves the old set
+    # whole; then the files of motifs the spec no longer has, which the new manifest does not list
+    stale = [p for p in out_dir.glob("*.extxyz.xz") if p not in contents]
+    atomic_write_files({**contents, out_dir / "manifest.json": json_document(manifest).encode()})
+    for path in stale:
+        path.unlink(missing_ok=True)
     return manifest
 
 

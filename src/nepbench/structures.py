@@ -197,7 +197,12 @@ def extxyz_bytes(frames: Sequence[Atoms]) -> bytes:
     return buffer.getvalue().encode()
 
 
+def structures_bytes(name: str | os.PathLike[str], frames: Sequence[Atoms]) -> bytes:
+    """The bytes `write_structures` writes for `frames` to a file called `name`: extxyz,
+    compressed by its suffix (.xz, .gz or none)."""
+    return _compress(extxyz_bytes(frames), Path(name).suffix)
+
+
 def write_structures(path: str | os.PathLike[str], frames: Sequence[Atoms]) -> None:
     """Write frames as extxyz atomically; compression chosen by suffix (.xz, .gz or none)."""
-    path = Path(path)
-    atomic_write_bytes(path, _compress(extxyz_bytes(frames), path.suffix))
+    atomic_write_bytes(path, structures_bytes(path, frames))
