@@ -201,6 +201,13 @@ def test_verify_catches_a_changed_frame(spec, tmp_path):
         reference.load_frames(out)
 
 
+def _swap_splits(frames: list[dict]) -> None:
+    """Swap the split of the first train and the first test frame listed."""
+    train = next(f for f in frames if f["split"] == "train")
+    test = next(f for f in frames if f["split"] == "test")
+    train["split"], test["split"] = "test", "train"
+
+
 @pytest.mark.parametrize("tamper, phrase", [
     (lambda m: m["files"].pop("crystalline.extxyz.xz"), "crystalline.extxyz.xz: not in the manifest"),
     (lambda m: m["files"].clear(), "lists no frame files"),
@@ -209,6 +216,14 @@ def test_verify_catches_a_changed_frame(spec, tmp_path):
         split="test" if m["files"]["amorphous.extxyz.xz"]["frames"][0]["split"] == "train" else "train"),
      "manifest counts"),
     (lambda m: m.update(n_frames=m["n_frames"] + 1), "n_frames"),
+    # a train and a test frame swapped in the list: the counts agree, the frames do not
+    (lambda m: _swap_splits(m["files"]["amorphous.extxyz.xz"]["frames"]),
+     "amorphous.extxyz.xz: frame "),
+    (lambda m: m["files"]["crystalline.extxyz.xz"]["frames"][1].update(builder="a-C"),
+     "frame 1's builder 'a-C' in the manifest"),
+    (lambda m: m["files"]["crystalline.extxyz.xz"]["frames"][0].update(hash="0" * 24), "hash '000000"),
+    (lambda m: m["selection"].update(selected=3), "more than the 3 the selection records"),
+    (lambda m: m.update(n_failed=2), "n_failed 2 but it lists 0"),
 ])
 def test_verify_holds_the_manifest_to_the_files(spec, tmp_path, tamper, phrase):
     """A manifest edited to drop a file, or to change counts or a frame's split, no longer

@@ -338,6 +338,9 @@ def _write_cached(path: Path, atoms: Atoms, energy: float, forces: np.ndarray,
     atomic_write_bytes(path, gzip.compress(json.dumps(record).encode(), mtime=0))
 
 
+#: Per-frame fields the manifest lists that `verify` holds to the frame file's own info.
+MANIFEST_FRAME_INFO = ("split", "builder", "hash")
+
 #: Item fields `_assemble` takes from the spec's item as it is now, not from its cache record.
 CURRENT_ITEM_INFO = ("motif", "builder", "candidate", "split")
 
@@ -593,8 +596,8 @@ def verify(out_dir: str | Path = DEFAULT_ROOT / "dft") -> VerifyResult:
             problems.append(f"{path}: file sha256 differs from the manifest")
         try:
             frames = read_structures(path, require_labels=True)
-        except InputError as exc:
-            problems.append(str(exc))
+        except (InputError, ValueError) as exc:  # ValueError: a structure check on a frame (e.g. a flat cell)
+            problems.append(str(exc) if isinstance(exc, InputError) else f"{path}: unreadable frame ({exc})")
             continue
         expected = [f["frame_sha256"] for f in entry["frames"]]
         if len(frames) != len(expected):
@@ -603,6 +606,13 @@ def verify(out_dir: str | Path = DEFAULT_ROOT / "dft") -> VerifyResult:
             got = frame_sha256(frame)
             if got != want:
                 problems.append(f"{path}: frame {index} sha256 differs from the manifest")
+            listed_frame = entry["frames"][index]
+            differ = [key for key in MANIFEST_FRAME_INFO
+                      if key in listed_frame and listed_frame[key] != frame.info.get(key)]
+            if differ:  # what `show`, training and the splits read from the manifest must be the file's
+                problems.append(f"{path}: frame {index}'s " + ", ".join(
+                    f"{key} {listed_frame[key]!r} in the manifest, {frame.info.get(key)!r} in the file"
+                    for key in differ))
         n_test = sum(frame.info.get("split") == "test" for frame in frames)
         listed_test = sum(f.get("split") == "test" for f in entry["frames"])
         if {entry.get("n_frames"), len(entry["frames"])} != {len(frames)} or {entry.get("n_test"), listed_test} != {n_test}:
@@ -611,6 +621,13 @@ def verify(out_dir: str | Path = DEFAULT_ROOT / "dft") -> VerifyResult:
         n_frames += len(frames)
     if manifest.get("n_frames") != n_frames:
         problems.append(f"{manifest_path}: n_frames {manifest.get('n_frames')} but its files hold {n_frames}")
+    failed = manifest.get("failed", [])
+    if manifest.get("n_failed", len(failed)) != len(failed):
+        problems.append(f"{manifest_path}: n_failed {manifest.get('n_failed')} but it lists {len(failed)} failed items")
+    selected = (manifest.get("selection") or {}).get("selected")
+    if isinstance(selected, int) and n_frames + len(failed) > selected:
+        problems.append(f"{manifest_path}: {n_frames} frames and {len(failed)} failed items, more than the "
+                        f"{selected} the selection records")
     return VerifyResult(not problems, problems, n_frames, len(listed))
 
 
