@@ -451,6 +451,12 @@ def test_manifest_records_the_selection_version(spec, tmp_path):
     (lambda t: t.replace("seed = 5", "seed = 5\nsed = 5"), "unknown key(s) sed"),
     (lambda t: t.replace("select = 4\n", "select = 4\nselcet = 4\n", 1), "family #0 has unknown key(s) selcet"),
     (lambda t: t.replace('builder = "', 'builder = "x', 1), "family #0: unknown builder 'x"),
+    # refused when the spec loads, not as a traceback from the builder or numpy while selecting
+    (lambda t: t + 'params = "x"\n', "family #1: builder 'a-Si': params must be a table, got 'x'"),
+    (lambda t: t + 'params = { n_atom = 16 }\n', "family #1: builder 'a-Si' takes no parameter(s) n_atom"),
+    (lambda t: t + 'params = { n_atoms = "many" }\n', "parameter n_atoms must be an integer, got 'many'"),
+    (lambda t: t + 'strain_range = [0.1, -0.1]\n', "family #1 strain_range must be [min, max] with min <= max"),
+    (lambda t: 'family = 3\n' + t[:t.index("[[family]]")], "family must be an array of tables"),
 ])
 def test_malformed_spec_is_one_line_naming_file_and_family(tmp_path, edit, phrase):
     from nepbench.errors import ConfigError

@@ -144,6 +144,8 @@ def load_spec(path: str | Path) -> ReferenceSpec:
     if problem:
         raise ConfigError(f"{path}: {problem}")
     families = []
+    if not isinstance(data.get("family", []), list):
+        raise ConfigError(f"{path}: family must be an array of tables ([[family]]), got {data['family']!r}")
     for index, raw in enumerate(data.get("family", [])):
         where = f"family #{index}"
         if not isinstance(raw, dict):
@@ -152,6 +154,8 @@ def load_spec(path: str | Path) -> ReferenceSpec:
         if problem:
             raise ConfigError(f"{path}: {where} has {problem}")
         problem = unknown_name(raw["builder"], BUILDERS, "builder") if "builder" in raw else None
+        if problem is None and "builder" in raw:  # parameters the builder does not take, or of the wrong kind
+            problem = _family_params_problem(raw["builder"], raw.get("params", {}))
         if problem:
             raise ConfigError(f"{path}: {where}: {problem}")
         try:
@@ -161,6 +165,8 @@ def load_spec(path: str | Path) -> ReferenceSpec:
             strain = raw.get("strain_range")
             if strain is not None and (not isinstance(strain, list) or len(strain) != 2):
                 raise ConfigError(f"{path}: {where} strain_range must be [min, max], got {strain!r}")
+            if strain is not None and all(finite_number(v) is not None for v in strain) and strain[0] > strain[1]:
+                raise ConfigError(f"{path}: {where} strain_range must be [min, max] with min <= max, got {strain!r}")
             pool = _spec_number(path, f"{where} pool", raw["pool"], int, 1)
             select = _spec_number(path, f"{where} select", raw["select"], int, 1, pool)
             rattle = [_spec_number(path, f"{where} rattle_a", r, float, 0.0)
@@ -189,7 +195,28 @@ def load_spec(path: str | Path) -> ReferenceSpec:
 # --------------------------------------------------------------------------- candidates
 
 def _params_for(family: Family, index: int) -> dict[str, Any]:
-    return {k: (v[index % len(v)] if isinstance(v, list) else v) for k, v in family.params.items()}
+    """The builder parameters of candidate `index`: a list value is a cycle of alternatives."""
+    return _params_at(family.params, index)
+
+
+def _params_at(params: dict[str, Any], index: int) -> dict[str, Any]:
+    return {k: (v[index % len(v)] if isinstance(v, list) else v) for k, v in params.items()}
+
+
+def _family_params_problem(builder: str, params: Any) -> str | None:
+    """`systems.param_problem` for every alternative a family's params cycle through, or None."""
+    from .systems import param_problem
+
+    if not isinstance(params, dict):
+        return param_problem(builder, params)
+    if any(isinstance(v, list) and not v for v in params.values()):
+        return f"builder {builder!r}: a parameter lists no alternatives (an empty list)"
+    cycle = max([len(v) for v in params.values() if isinstance(v, list)], default=1)
+    for index in range(cycle):
+        problem = param_problem(builder, _params_at(params, index))
+        if problem:
+            return problem
+    return None
 
 
 def candidate_seed(spec: ReferenceSpec, family_number: int, index: int) -> int:

@@ -85,20 +85,13 @@ def build(name: str, seed: int, **params: Any) -> Atoms:
         ValueError: unknown name, parameters the builder does not accept, or values that leave the
             structure without atoms (e.g. repeat = [0, 0, 0]).
     """
-    if name not in BUILDERS:
-        raise ValueError(f"unknown builder {name!r}; known: {', '.join(BUILDERS)}")
+    problem = param_problem(name, params)
+    if problem:
+        raise ValueError(problem)
     entry = BUILDERS[name]
     kwargs = {**entry.defaults, **params}
     if entry.takes_seed:
         kwargs["seed"] = int(seed)
-    signature = inspect.signature(entry.func).parameters
-    accepted = set(signature)
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise ValueError(f"builder {name!r} takes no parameter(s) {', '.join(unknown)}; "
-                         f"it takes {', '.join(sorted(accepted - {'seed'}))}")
-    for key, value in params.items():
-        _check_param_type(name, key, value, signature[key].default)
     atoms = entry.func(**kwargs)
     if len(atoms) == 0:
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "its defaults"
@@ -106,6 +99,30 @@ def build(name: str, seed: int, **params: Any) -> Atoms:
     atoms.info.update({"builder": name, "motif": entry.motif, "seed": int(seed)})
     atoms.info.update({k: _info_value(v) for k, v in kwargs.items() if k != "seed"})
     return atoms
+
+
+def param_problem(name: str, params: Any) -> str | None:
+    """What is wrong with builder `name` and its `params`, or None: an unknown builder, params that
+    are not a table, a parameter the builder does not take, or a value of the wrong kind where the
+    builder's default is a bool, int, float or tuple of ints. `build` raises it; spec and suite
+    loaders call it to refuse the file before anything runs."""
+    if name not in BUILDERS:
+        return f"unknown builder {name!r}; known: {', '.join(BUILDERS)}"
+    if not isinstance(params, dict):
+        return f"builder {name!r}: params must be a table, got {params!r}"
+    entry = BUILDERS[name]
+    signature = inspect.signature(entry.func).parameters
+    accepted = set(signature)
+    unknown = sorted(set({**entry.defaults, **params}) - accepted)
+    if unknown:
+        return (f"builder {name!r} takes no parameter(s) {', '.join(unknown)}; "
+                f"it takes {', '.join(sorted(accepted - {'seed'}))}")
+    for key, value in params.items():
+        try:
+            _check_param_type(name, key, value, signature[key].default)
+        except ValueError as exc:
+            return str(exc)
+    return None
 
 
 def _check_param_type(builder: str, key: str, value: Any, default: Any) -> None:
