@@ -171,6 +171,10 @@ def test_resuming_with_other_cp2k_settings_is_refused(spec, monkeypatch):
     (lambda t: t.replace('id = "si-b"', 'id = "si-a"'), "duplicate run ids"),
     (lambda t: t.replace('settings = "aimd"', 'settings = ["aimd"]'), "unknown CP2K settings preset ['aimd']"),
     (lambda t: t.replace('builder = "c-Si"', 'builder = ["c-Si"]', 1), "AIMD run 'si-a': unknown builder ['c-Si']"),
+    (lambda t: t.replace("params = { repeat = [1, 1, 1] }", "params = { repaet = [1, 1, 1] }", 1),
+     "AIMD run 'si-a': builder 'c-Si' takes no parameter(s) repaet"),
+    (lambda t: t.replace("params = { repeat = [1, 1, 1] }", "params = { repeat = [1, 1] }", 1),
+     "AIMD run 'si-a': builder 'c-Si': parameter repeat must be a list of 3 integers >= 1, got [1, 1]"),
 ])
 def test_a_spec_with_unknown_keys_builders_or_warmups_is_refused(tmp_path, edit, phrase):
     path = tmp_path / "aimd.toml"

@@ -143,6 +143,10 @@ type = "expansion"
      "(throughput): cp2k_steps = 1 with cp2k_warmup = 0 times no step"),
     (SUITE.replace('type = "throughput"', 'type = "throughput"\ncp2k_steps = 0'), "cp2k_steps must be an integer >= 1"),
     (SUITE.replace('type = "throughput"', 'type = "throughput"\nnep_threads = 0'), "nep_threads must be an integer >= 1"),
+    (SUITE.replace('type = "throughput"', 'type = "throughput"\nbuilder_params = { y = 2.0 }'),
+     "(throughput): builder 'a-LixSi' takes no parameter(s) y"),
+    (SUITE + MD_TASK.replace("params = { x = 2.0 }", "params = { x = 2.0, n_atom = 8 }"),
+     "(md_accuracy): nve builder 'a-LixSi' takes no parameter(s) n_atom"),
     (SUITE + MD_TASK.replace("steps = 20", "steps = 20, nvt_steps = true"), "nve nvt_steps must be an integer >= 0, got True"),
 ])
 def test_bad_parameter_values_are_refused_when_the_suite_is_loaded(tmp_path, text, problem):

@@ -96,6 +96,10 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
         if problem:
             return f"{where}: {problem}"
         problem = unknown_name(raw.get("builder"), BUILDERS, "builder")
+        if problem is None:  # parameters the builder does not take, or of the wrong kind
+            from .systems import param_problem
+
+            problem = param_problem(raw["builder"], raw.get("params", {}))
         if problem:
             return f"{where}: {problem}"
         warmup, target = raw.get("warmup_steps", 0), raw.get("target_steps")

@@ -78,8 +78,9 @@ def check_params(params: dict[str, Any]) -> str | None:
     problem = unknown_name(nve.get("builder"), systems.BUILDERS, "builder")
     if problem:
         return f"nve has {problem}"
-    if not isinstance(nve.get("params", {}), dict):
-        return f"nve params must be a table, got {nve.get('params')!r}"
+    problem = systems.param_problem(nve["builder"], nve.get("params", {}))
+    if problem:
+        return f"nve {problem}"
     for key in ("temperature_k", "timestep_fs"):
         if not _positive_number(nve.get(key)):
             return f"nve {key} must be a number > 0, got {nve.get(key)!r}"

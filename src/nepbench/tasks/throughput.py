@@ -56,6 +56,11 @@ def check_params(params: dict[str, Any]) -> str | None:
     if warmup == 0 and steps < 2:
         return ("cp2k_steps = 1 with cp2k_warmup = 0 times no step (CP2K's step 1 carries its set-up and "
                 "is never timed): use cp2k_warmup >= 1 or cp2k_steps >= 2")
+    from .. import systems
+
+    problem = systems.param_problem(params.get("builder", "a-LixSi"), params.get("builder_params", {"x": 2.0}))
+    if problem:
+        return problem
     threads = params.get("nep_threads")
     if threads is not None and (integer(threads) is None or threads < 1):
         return f"nep_threads must be an integer >= 1 (or unset: as many as CP2K's ranks), got {threads!r}"
