@@ -220,3 +220,21 @@ def test_fingerprint_cutoff_zeroes_bins_no_pair_can_reach():
     np.testing.assert_allclose(cut, tails, atol=1e-3 * np.abs(tails).max())  # where it matters, unchanged
     with pytest.raises(ValueError, match="cutoff_sigmas"):
         structural_fingerprint(atoms, cutoff_sigmas=0.0)
+
+
+def test_a_cut_wider_than_four_sigma_keeps_the_tails_it_promises():
+    """The neighbour search reached r_max + 4σ whatever the cut: a pair 5σ beyond r_max, inside an
+    8σ cut, was left out, and the last bin read zero."""
+    from ase import Atoms
+
+    r_max, sigma = 6.0, 0.3
+    dimer = Atoms("Si2", positions=[[0, 0, 0], [r_max + 5 * sigma, 0, 0]], cell=[40, 40, 40], pbc=False)
+    wide = structural_fingerprint(dimer, r_max=r_max, sigma_a=sigma, cutoff_sigmas=8.0)
+    four = structural_fingerprint(dimer, r_max=r_max, sigma_a=sigma, cutoff_sigmas=4.0)
+    s, n_bins = 3, 16
+    si_si_last = s + 1 + 3 * n_bins + n_bins - 1  # pair order LiLi LiSi LiC SiSi: SiSi's last bin
+    centre = (n_bins - 0.5) * r_max / n_bins
+    z = (centre - (r_max + 5 * sigma)) / sigma
+    expected = 2 * np.exp(-0.5 * z**2) / (np.sqrt(2 * np.pi) * sigma) / (4 * np.pi * centre**2) / 2
+    assert wide[si_si_last] == pytest.approx(expected, rel=1e-9) and wide[si_si_last] > 0
+    assert four[si_si_last] == 0.0  # |z| > 4: cut

@@ -104,7 +104,9 @@ def structural_fingerprint(atoms: Atoms, species: Sequence[str] = ("Li", "Si", "
     centres = (np.arange(n_bins) + 0.5) * width
     radii = np.array([covalent_radii[atomic_numbers[s]] for s in species])
     bond = BOND_SCALE * (radii[:, None] + radii[None, :])
-    reach = max(r_max + 4 * sigma, float(bond.max()))
+    # pairs whose Gaussian reaches the last bin centre: 4σ beyond r_max, or the cut if it is wider
+    # (a wider cut with a 4σ search dropped tails it promised; versions 1 and 2 cut at 4σ or none)
+    reach = max(r_max + max(4.0, cutoff_sigmas or 4.0) * sigma, float(bond.max()))
     i, j, d = neighbor_list("ijd", atoms, reach)
     ki, kj = kind[i], kind[j]
 
