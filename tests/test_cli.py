@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nepbench import systems
@@ -336,3 +337,32 @@ def test_the_parity_series_carries_each_elements_recorded_rmse_for_the_figure(mo
     for el, data in outcome.series["forces"].items():
         assert data["rmse_mev_per_a"] == outcome.metrics[f"force_rmse_mev_per_a.{el}"] > 0
         assert data["n_components"] == 3 * n_atoms[el] == len(data["ref"])
+
+
+def test_test_frames_that_copy_a_training_parent_are_counted_and_left_out_of_a_second_rmse(model, labelled):
+    """A random split can put a rattled copy of a training crystal on the test side: it measures
+    interpolation. The parity task counts such frames and gives the RMSE over the others."""
+    from nepbench.engines.nep_cpu import NepCpuEngine
+    from nepbench.metrics.forces import force_errors
+    from nepbench.structures import read_structures
+    from nepbench.tasks import accuracy
+
+    frames = read_structures(labelled, require_labels=True)
+    for frame in frames:  # labels off the model's own: non-zero errors
+        frame.calc.results["forces"] = frame.calc.results["forces"] * 1.1
+    train = frames[2:]
+    copy = train[0].copy()  # a rattled copy of a training frame, with that frame's labels
+    copy.positions += np.random.default_rng(0).normal(0, 0.05, copy.positions.shape)
+    copy.calc = train[0].calc
+    test = [frames[0], frames[1], copy]
+    engine = NepCpuEngine(model)
+    outcome = accuracy.parity_outcome(engine, test, train, "3 frames")
+    assert outcome.metrics["n_test_frames_near_train"] == 1
+    others = test[:2]
+    pred = np.concatenate([engine.single_point(a).forces_ev_per_a for a in others])
+    ref = np.concatenate([a.calc.results["forces"] for a in others])
+    expected = force_errors(ref, pred, [s for a in others for s in a.get_chemical_symbols()]).rmse_mev_per_a
+    assert outcome.metrics["force_rmse_mev_per_a.far_from_train"] == pytest.approx(expected, rel=1e-9)
+    assert "1 of 3 test frames lie within 0.5 Å" in outcome.method
+    clean = accuracy.parity_outcome(engine, test[:2], train, "2 frames")
+    assert clean.metrics["n_test_frames_near_train"] == 0 and "far_from_train" not in str(clean.metrics)
