@@ -6,7 +6,7 @@
 #   docker run IMAGE nepbench selftest        (a leading "nepbench" is accepted and dropped)
 # NEPBENCH_EXEC=<program> runs that program instead of nepbench (used by the apptainer apps).
 # Every variable keeps a value the user already set. The exit status is nepbench's (or the
-# program's); the default job exits 2 at once when no GPU is visible.
+# program's); the default job exits 2 at once when no GPU is visible or the selftest fails.
 
 # CP2K's OpenMP threads need large stacks; so does GPUMD's host code for big cells.
 export OMP_STACKSIZE="${OMP_STACKSIZE:-512M}"
@@ -44,6 +44,13 @@ if [ "$#" -eq 0 ]; then
     fi
     if [ "${NEPBENCH_ALLOW_NO_GPU:-0}" != 1 ] && ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
         echo "nepbench: no GPU visible: run with --nv (apptainer) or --gpus all (docker); set NEPBENCH_ALLOW_NO_GPU=1 to run the CPU parts anyway" >&2
+        exit 2
+    fi
+    # A GPUMD build this GPU or driver cannot run (another arch, an old driver) would fail only at
+    # the throughput task, hours in: the selftest (model, NEP on the CPU, a short GPUMD run; a few
+    # seconds) checks it before the suite starts.
+    if ! nepbench selftest --skip-cp2k; then
+        echo "nepbench: the selftest failed (above): not starting the paper suite" >&2
         exit 2
     fi
     set -- run /opt/nepbench/suites/paper.toml --out "$OUT"

@@ -785,8 +785,9 @@ def _launch(tmp_path: Path, how: str, args: list[str], gpu: str | None, rc: int 
     for tool in ("grep", "id", "env", "awk"):
         if not (tools / tool).exists():
             (tools / tool).symlink_to(shutil.which(tool))
-    stub = bin_dir / "nepbench"
-    stub.write_text(f'#!/bin/sh\necho "PROG=nepbench"\necho "ARGS=$*"\necho "CWD=$PWD"\nexit {rc}\n')
+    stub = bin_dir / "nepbench"  # the default job's pre-check exits $PRECHECK_RC (default 0)
+    stub.write_text(f'#!/bin/sh\necho "PROG=nepbench"\necho "ARGS=$*"\necho "CWD=$PWD"\n'
+                    f'[ "$*" = "selftest --skip-cp2k" ] && exit "${{PRECHECK_RC:-0}}"\nexit {rc}\n')
     stub.chmod(0o755)
     smi = bin_dir / "nvidia-smi"
     smi.unlink(missing_ok=True)
@@ -832,6 +833,18 @@ def test_default_job_refuses_a_writable_results_folder_that_is_no_mount(tmp_path
     assert got.stderr.strip() == (f"nepbench: {mount} is not bound to a host folder: the results would stay inside "
                                   "the container and be lost with it; run with -v DIR:"
                                   f"{mount} (docker) or --bind DIR:{mount} (apptainer)")
+
+
+@pytest.mark.parametrize("how", ["entrypoint", "runscript"])
+def test_default_job_runs_the_selftest_first_and_stops_when_it_fails(tmp_path: Path, how: str) -> None:
+    """A GPUMD build the GPU or driver cannot run failed only at the throughput task, hours in."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    ok = _launch(tmp_path, how, [], GPU_LINE, mount=mount)
+    assert re.findall(r"^ARGS=(.*)$", ok.stdout, flags=re.M) == ["selftest --skip-cp2k", f"{PAPER} {mount}"]
+    failed = _launch(tmp_path, how, [], GPU_LINE, mount=mount, env={"PRECHECK_RC": "1"})
+    assert failed.rc == 2 and re.findall(r"^ARGS=(.*)$", failed.stdout, flags=re.M) == ["selftest --skip-cp2k"]
+    assert "nepbench: the selftest failed (above): not starting the paper suite" in failed.stderr
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write to a read-only folder")
