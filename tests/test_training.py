@@ -358,3 +358,23 @@ def test_train_refuses_an_unsafe_register_name_before_training(tmp_path, monkeyp
     assert main(["train", "--out", str(tmp_path / "t"), "--register", "../outside"]) != 0
     err = capsys.readouterr().err
     assert "--register: model name '../outside' not allowed" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_refuses_to_overwrite_a_training_result_without_force(tiny_reference, tmp_path, capsys):
+    """`--out models/NAME/training` replaced a committed model's provenance and log (even when the
+    run then failed), so the provenance no longer described the nep.txt beside it."""
+    out = tmp_path / "committed"
+    out.mkdir()
+    (out / "provenance.json").write_text('{"kept": true}')
+    (out / "train.log").write_text("the committed log\n")
+    args = ["train", "--out", str(out), "--trainer", "gpumd", "--steps", "50000", "--reference", str(tiny_reference)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{out} already holds a training result (provenance.json, train.log)" in err
+    assert (out / "provenance.json").read_text() == '{"kept": true}' and not (out / "run").exists()
+    assert cli.main(args + ["--force"]) == 0  # asked for: written
+    assert json.loads((out / "provenance.json").read_text()) != {"kept": True}
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert cli.main(["train", "--out", str(a_file), "--trainer", "gpumd", "--reference", str(tiny_reference)]) == 2
+    assert "--out is a file" in capsys.readouterr().err

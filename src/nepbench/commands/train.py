@@ -64,7 +64,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--register", metavar="NAME", default=None,
                         help="copy nep.txt to models/NAME/ and add [models.NAME] to the registry")
     parser.add_argument("--timeout", type=float, default=None, help="stop the trainer after this many seconds")
+    parser.add_argument("--force", action="store_true",
+                        help="write into an --out folder that already holds a training result")
     parser.set_defaults(func=_train)
+
+
+#: Files whose presence in --out means it holds a training result (a committed model's folder).
+RESULT_FILES = ("provenance.json", "nep.txt", "train.log")
+
+
+def existing_result(out: Path) -> list[str]:
+    """The training-result files already in `out` (empty when it is new or holds none)."""
+    return [name for name in RESULT_FILES if (out / name).exists()]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -72,6 +83,14 @@ def _train(args: argparse.Namespace) -> int:
     from ..provenance import atomic_write_json
 
     out = Path(args.out)
+    found = existing_result(out)
+    if found and not args.force:  # a committed model's provenance would no longer describe its nep.txt
+        print(f"nepbench: error: {out} already holds a training result ({', '.join(found)}); nothing written. "
+              "Give a new --out, or --force to overwrite it", file=sys.stderr)
+        return 2
+    if out.exists() and not out.is_dir():
+        print(f"nepbench: error: {out}: --out is a file, not a folder; nothing written", file=sys.stderr)
+        return 2
     interval = args.output_interval or max(10, args.steps // 100)
     config = training.TrainingConfig(generations=args.steps, seed=args.seed, batch=args.batch,
                                      output_interval=min(interval, args.steps)).validate()
