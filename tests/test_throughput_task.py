@@ -247,6 +247,7 @@ def test_models_of_one_invocation_share_cp2k_and_a_busy_machine_is_noted(tmp_pat
     ratios = [k for k in quiet.metrics if k.startswith("speedup_") and not k.endswith("_n_atoms")]
     assert {"speedup_cpu_identical_n", "speedup_gpu_vs_cp2k_per_atom_step", "speedup_gpu_identical_n"} <= set(ratios)
     assert not any(k in busy.metrics for k in ratios)
+    assert busy.metrics["speedup_cpu_identical_n_atoms"] == 33.0  # a cell size, not a ratio: kept
     for key in ratios:
         assert busy.metric_reasons[key].startswith("not measured: the machine was busy when CP2K was timed")
     assert busy.series["identical_n"][0]["cp2k_s_per_step"] == quiet.series["identical_n"][0]["cp2k_s_per_step"]

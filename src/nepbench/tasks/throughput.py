@@ -69,8 +69,8 @@ def check_params(params: dict[str, Any]) -> str | None:
 
 def _cp2k_ratio_keys(metrics: dict[str, float]) -> list[str]:
     """The metrics that divide by CP2K's time (withheld when CP2K was timed on a busy machine)."""
-    return [k for k in metrics if k.startswith(("speedup_cpu_identical_n", "speedup_gpu_identical_n",
-                                                "speedup_cpu_extrapolated_n"))
+    return [k for k in metrics if (k.startswith(("speedup_cpu_identical_n", "speedup_gpu_identical_n",
+                                                 "speedup_cpu_extrapolated_n")) and not k.endswith("_n_atoms"))
             or k == "speedup_gpu_vs_cp2k_per_atom_step"]
 
 
