@@ -76,7 +76,7 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
     (the numbers themselves are checked by MDProtocol)."""
     from .config import unknown_keys, unknown_name
     from .engines.cp2k import SETTINGS_PRESETS
-    from .systems import BUILDERS
+    from .systems import BUILDERS, param_problem
 
     problem = unknown_keys(data, SPEC_KEYS)
     if problem:
@@ -97,8 +97,6 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
             return f"{where}: {problem}"
         problem = unknown_name(raw.get("builder"), BUILDERS, "builder")
         if problem is None:  # parameters the builder does not take, or of the wrong kind
-            from .systems import param_problem
-
             problem = param_problem(raw["builder"], raw.get("params", {}))
         if problem:
             return f"{where}: {problem}"

@@ -122,6 +122,16 @@ def finite_number(value: Any) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
+def params_difference(old_params: Any, new_params: Any) -> str | None:
+    """"key: old → new; …" over the keys whose values differ between two tasks' parameters, or None
+    when they agree (also None where either side records none, as in old records). The report
+    compares a record with its suite task, the gate a run with its baseline."""
+    if not isinstance(old_params, Mapping) or not isinstance(new_params, Mapping):
+        return None
+    keys = sorted(k for k in set(old_params) | set(new_params) if old_params.get(k) != new_params.get(k))
+    return "; ".join(f"{k}: {old_params.get(k)!r} → {new_params.get(k)!r}" for k in keys) or None
+
+
 def criterion_from_mapping(raw: Any, where: str) -> Criterion:
     """A checked `Criterion` from a suite table or a suite.json entry; `where` starts each error.
 

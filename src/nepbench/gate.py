@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from .config import finite_number, real_number, unknown_keys
+from .config import finite_number, params_difference, real_number, unknown_keys
 from .errors import ConfigError, NepbenchError
 
 BASELINE_SCHEMA = "nepbench.gate-baseline/1"
@@ -498,10 +498,8 @@ def check_params(baseline: Snapshot, run: Snapshot, result: GateResult) -> None:
     """Fail when a task ran with other parameters than the baseline's (another split, a shorter
     run): its numbers are not comparable, and a better-looking one proves nothing."""
     for task in sorted(set(baseline.params) & set(run.params)):
-        base, now = baseline.params[task], run.params[task]
-        if base != now:
-            keys = sorted(k for k in set(base) | set(now) if base.get(k) != now.get(k))
-            shown = "; ".join(f"{k}: {base.get(k)!r} → {now.get(k)!r}" for k in keys)
+        shown = params_difference(baseline.params[task], run.params[task])
+        if shown:
             result.failures.append(Finding("params", task, f"[{task}]: parameters differ from the baseline's "
                                            f"({shown}); rebaseline (`make baseline`) if intended"))
 

@@ -29,7 +29,7 @@ from .provenance import (
     hardware_info, json_document, package_versions, sha256_bytes, sha256_file,
 )
 from .structures import check_structure, labels_of, read_structures, structures_bytes, with_labels
-from .systems import BUILDERS
+from .systems import BUILDERS, param_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO_ROOT / "reference_data"
@@ -205,8 +205,6 @@ def _params_at(params: dict[str, Any], index: int) -> dict[str, Any]:
 
 def _family_params_problem(builder: str, params: Any) -> str | None:
     """`systems.param_problem` for every alternative a family's params cycle through, or None."""
-    from .systems import param_problem
-
     if not isinstance(params, dict):
         return param_problem(builder, params)
     if any(isinstance(v, list) and not v for v in params.values()):

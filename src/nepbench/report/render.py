@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import __version__
+from ..config import params_difference
 from ..errors import ConfigError, InputError
 from ..provenance import atomic_write_files, json_document
 from ..textfiles import load_json
@@ -181,15 +182,6 @@ def _best_first(candidates: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Pat
         input_order.setdefault(record.get("input_hash"), len(input_order))
     by_status = sorted(newest, key=lambda pr: STATUS_RANK.get(str(pr[1].get("status")), 9))
     return sorted(by_status, key=lambda pr: input_order[pr[1].get("input_hash")])
-
-
-def params_difference(record_params: Any, suite_params: Any) -> str | None:
-    """"key: record's → suite's; …" when a record ran with other parameters than its task has in
-    the suite now, else None (also None where either side records none, as in old records)."""
-    if not isinstance(record_params, Mapping) or not isinstance(suite_params, Mapping):
-        return None
-    keys = sorted(k for k in set(record_params) | set(suite_params) if record_params.get(k) != suite_params.get(k))
-    return "; ".join(f"{k}: {record_params.get(k)!r} → {suite_params.get(k)!r}" for k in keys) or None
 
 
 def merge_records(found: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
