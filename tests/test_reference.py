@@ -471,13 +471,50 @@ def test_malformed_spec_is_one_line_naming_file_and_family(tmp_path, edit, phras
 @pytest.mark.parametrize("number", [2, 7, 11])  # LiC6, a-LixSi, Si|C-lithiated: most changed by version 2
 def test_committed_spec_still_selects_the_committed_frames(number):
     """Version 1 is kept so that the committed reference set is what its spec selects: the
-    selection code path (`pick_family`, with the spec's version) gives the manifest's candidates."""
+    selection code path (`pick_family`, with the spec's version and the manifest's picks for its
+    ties) gives the manifest's candidates."""
     import json
 
     spec = reference.load_spec(reference.DEFAULT_ROOT / "spec.toml")
     manifest = json.loads((reference.DEFAULT_ROOT / "dft" / "manifest.json").read_text())
     assert spec.selection_version == 1
-    key = f"{number:02d} {spec.families[number].key}"
-    _, picked, components = reference.pick_family(spec, number)
+    key = reference.family_label(number, spec.families[number])
+    recorded = reference.recorded_picks(reference.DEFAULT_ROOT / "dft")[key]
+    _, picked, components = reference.pick_family(spec, number, recorded)
     assert picked == manifest["selection"]["per_family"][key]["candidates"]
     assert components == manifest["selection"]["per_family"][key]["pca_components"]
+
+
+def test_committed_picks_survive_last_bit_changes_in_the_fingerprints():
+    """Version 1 leaves 2-member-cluster ties to float rounding: fingerprints changed in their last
+    bit (as another BLAS or CPU may compute them) move picks of Si|C-lithiated; the manifest's picks,
+    given as ties' winners, hold them."""
+    from nepbench.sampling import direct_select, structural_fingerprint
+
+    spec = reference.load_spec(reference.DEFAULT_ROOT / "spec.toml")
+    number = 11
+    family = spec.families[number]
+    recorded = reference.recorded_picks(reference.DEFAULT_ROOT / "dft")[reference.family_label(number, family)]
+    pool = reference.generate_candidates(spec, family, number)
+    features = np.array([structural_fingerprint(a) for a in pool])
+    moved = 0
+    for seed in range(3):
+        ulp = np.random.default_rng(seed).choice([-1, 0, 1], size=features.shape) * np.finfo(float).eps
+        perturbed = features * (1 + ulp)
+        plain = direct_select(perturbed, n_clusters=family.select, seed=spec.seed).indices.tolist()
+        moved += len(set(plain) - set(recorded))
+        kept = direct_select(perturbed, n_clusters=family.select, seed=spec.seed, prefer=recorded)
+        assert kept.indices.tolist() == recorded
+    assert moved > 0  # the perturbation does reach the ties
+
+
+def test_recorded_picks_from_a_manifest(tmp_path):
+    assert reference.recorded_picks(tmp_path) == {}  # no set built there yet
+    manifest = {"files": {}, "selection": {"per_family": {"00 amorphous/a-Si": {"candidates": [3, 9]}}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert reference.recorded_picks(tmp_path) == {"00 amorphous/a-Si": [3, 9]}
+    manifest["selection"]["per_family"]["00 amorphous/a-Si"]["candidates"] = ["3"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError) as info:
+        reference.recorded_picks(tmp_path)
+    assert str(tmp_path / "manifest.json") in str(info.value) and "candidates" in str(info.value)

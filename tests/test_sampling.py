@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nepbench.sampling import (
-    DirectSelection, direct_select, fingerprint_length, pca_kaiser, structural_fingerprint,
+    DirectSelection, direct_select, fingerprint_length, pca_kaiser, prefer_tied, structural_fingerprint,
 )
 from nepbench.systems import build, strain
 
@@ -89,6 +89,30 @@ def test_deterministic_and_random_selection_seeded():
     assert np.array_equal(r1.indices, r2.indices) and len(r1.indices) == 10
     assert any(not np.array_equal(direct_select(x, 5, 2, selection="random", seed=s).indices, r1.indices)
                for s in range(2, 6))
+
+
+def test_a_tie_goes_to_the_preferred_member_and_only_a_tie():
+    members = np.array([4, 7, 9])
+    distance = np.array([0.25, 0.25 * (1 + 1e-12), 0.3])  # 4 and 7 tied up to rounding, 9 farther
+    assert prefer_tied([4], members, distance, prefer=()) == [4]
+    assert prefer_tied([4], members, distance, prefer={7}) == [7]
+    assert prefer_tied([4], members, distance, prefer={9}) == [4]  # not a tie: the nearer one stays
+    assert prefer_tied([4, 7], members, distance, prefer={7}) == [4, 7]  # no member picked twice
+
+
+def test_two_member_clusters_pick_the_preferred_member():
+    """Pairs mirrored about their midpoint: each centroid is equally far from both members, so
+    without a preference rounding decides; `prefer` decides for every pair, either way."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0.0, 20.0, size=(6, 4))
+    offsets = rng.normal(0.0, 0.1, size=(6, 4))
+    x = np.vstack([np.vstack([c + o, c - o]) for c, o in zip(centres, offsets)])  # rows 2i, 2i + 1
+    result = direct_select(x, n_clusters=6)
+    pairs = {(int(i) // 2) for i in result.indices}
+    assert pairs == set(range(6))  # the clusters are the pairs
+    for first in (True, False):
+        preferred = [2 * i + (0 if first else 1) for i in range(6)]
+        assert direct_select(x, n_clusters=6, prefer=preferred).indices.tolist() == preferred
 
 
 def test_threshold_is_lowered_until_enough_subclusters():

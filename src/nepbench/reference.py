@@ -46,18 +46,24 @@ class SelectionVersion:
             matching amorphous family strained by a few per cent (0.09 Å RMS apart), and the two can
             land in opposite splits.
         cutoff_sigmas / min_feature_std / canonical_order: the DIRECT guards of `sampling`.
+        recorded_ties: a tie in picking a cluster's centre (its two members equally far from the
+            centroid) goes to the candidate the set's manifest records (`recorded_picks`). Version 1
+            leaves ties to float rounding, which differs between machines; this makes a rebuild of
+            the committed set select what it labelled. Version 2 breaks ties by canonical order.
     """
 
     family_seeds: bool
     cutoff_sigmas: float | None
     min_feature_std: float
     canonical_order: bool
+    recorded_ties: bool = False
 
 
 #: Version 1 selected the committed reference set (spec.toml names no version); version 2 fixes
 #: what a review found in it (docs/cp2k_settings.md, "Selection versions"). New specs should say 2.
 SELECTION_VERSIONS = {
-    1: SelectionVersion(family_seeds=False, cutoff_sigmas=None, min_feature_std=0.0, canonical_order=False),
+    1: SelectionVersion(family_seeds=False, cutoff_sigmas=None, min_feature_std=0.0, canonical_order=False,
+                        recorded_ties=True),
     2: SelectionVersion(family_seeds=True, cutoff_sigmas=4.0, min_feature_std=1e-6, canonical_order=True),
 }
 LATEST_SELECTION_VERSION = max(SELECTION_VERSIONS)
@@ -278,10 +284,41 @@ def narrow_cells(items: Sequence[Atoms], min_width_a: float = GAMMA_ONLY_MIN_WID
     return counts
 
 
-def pick_family(spec: ReferenceSpec, number: int) -> tuple[list[Atoms], list[int], int | None]:
+def recorded_picks(out_dir: str | Path) -> dict[str, list[int]]:
+    """The candidates each family picked when the set in `out_dir` was built, from its manifest.json
+    ({"NN motif/builder": [candidate, ...]}); empty when there is no manifest yet.
+
+    Raises:
+        InputError naming the manifest: unreadable, malformed, or a per-family entry without a list
+            of integer candidates.
+    """
+    path = Path(out_dir) / "manifest.json"
+    if not path.exists():
+        return {}
+    selection = load_manifest(path).get("selection", {})
+    per_family = selection.get("per_family", {}) if isinstance(selection, dict) else None
+    if not isinstance(per_family, dict):
+        raise InputError(path, "'selection' must be an object whose 'per_family' maps family → picks")
+    out: dict[str, list[int]] = {}
+    for key, entry in per_family.items():
+        candidates = entry.get("candidates") if isinstance(entry, dict) else None
+        if not (isinstance(candidates, list) and all(isinstance(c, int) for c in candidates)):
+            raise InputError(path, f"selection.per_family[{key!r}] needs a 'candidates' list of integers")
+        out[key] = candidates
+    return out
+
+
+def family_label(number: int, family: Family) -> str:
+    """A family's key in the manifest's selection record: its position and motif/builder."""
+    return f"{number:02d} {family.key}"
+
+
+def pick_family(spec: ReferenceSpec, number: int,
+                recorded: Sequence[int] = ()) -> tuple[list[Atoms], list[int], int | None]:
     """(candidate pool, picked candidate indices ascending, PCA components kept or None) of the spec's
     family `number`, by DIRECT sampling with the spec's selection version (all of a family whose
-    `select` equals its pool)."""
+    `select` equals its pool). `recorded`: the candidates the manifest lists for this family, which
+    win ties where the version says so (`SelectionVersion.recorded_ties`)."""
     from .sampling import direct_select, structural_fingerprint
 
     family = spec.families[number]
@@ -291,19 +328,22 @@ def pick_family(spec: ReferenceSpec, number: int) -> tuple[list[Atoms], list[int
     version = spec.selection
     features = np.array([structural_fingerprint(a, cutoff_sigmas=version.cutoff_sigmas) for a in pool])
     result = direct_select(features, n_clusters=family.select, k_per_cluster=1, seed=spec.seed,
-                           min_feature_std=version.min_feature_std, canonical_order=version.canonical_order)
+                           min_feature_std=version.min_feature_std, canonical_order=version.canonical_order,
+                           prefer=recorded if version.recorded_ties else ())
     return pool, [int(i) for i in result.indices], int(result.n_components)
 
 
-def select_items(spec: ReferenceSpec) -> Selection:
-    """Generate every family's pool and choose `select` per family by DIRECT sampling (`pick_family`);
-    the split is drawn per family from (spec seed, family number)."""
+def select_items(spec: ReferenceSpec, recorded: dict[str, list[int]] | None = None) -> Selection:
+    """Generate every family's pool and choose `select` per family by DIRECT sampling (`pick_family`,
+    given each family's `recorded` picks by manifest key); the split is drawn per family from (spec
+    seed, family number)."""
     per_family_items: list[list[Atoms]] = []
     per_family: dict[str, dict[str, Any]] = {}
     pool_size = 0
     for number, family in enumerate(spec.families):
         items: list[Atoms] = []
-        pool, picked, n_components = pick_family(spec, number)
+        key = family_label(number, family)
+        pool, picked, n_components = pick_family(spec, number, (recorded or {}).get(key, ()))
         pool_size += len(pool)
         rng = np.random.default_rng([spec.seed, number])
         n_test = int(round(spec.test_fraction * len(picked)))
@@ -312,7 +352,7 @@ def select_items(spec: ReferenceSpec) -> Selection:
             atoms = pool[index]
             atoms.info["split"] = "test" if rank in test_set else "train"
             items.append(atoms)
-        per_family[f"{number:02d} {family.key}"] = {"pool": len(pool), "selected": len(picked),
+        per_family[key] = {"pool": len(pool), "selected": len(picked),
                                   "candidates": picked, "pca_components": n_components}
         per_family_items.append(items)
     # round-robin over families, so a partial build already covers every motif and both splits

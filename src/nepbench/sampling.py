@@ -24,6 +24,12 @@ version 1, see reference.SELECTION_VERSIONS) is selected again the same way:
 - `direct_select(canonical_order=True)` fits BIRCH on the rows in lexicographic order, so the picks
   do not depend on the order the candidates come in (BIRCH builds its tree in input order).
 
+Ties. The centroid of a 2-member cluster is equally far from both members, so which one "center"
+takes is decided by the last bits of two equal distances, which differ between platforms and BLAS
+builds. `canonical_order=True` rounds the distances and takes the row first in lexicographic order;
+`direct_select(prefer=…)` instead gives a tie (`TIE_RTOL`) to a preferred index, e.g. one a committed
+reference set already labelled, so that set is selected again wherever it is rebuilt.
+
 One deliberate difference from maml: the centroid of a final cluster is the mean of its members'
 PCA coordinates (maml maps each label to one of its BIRCH subcluster centres, the last one found).
 """
@@ -33,7 +39,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -45,6 +51,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
 SELECTIONS = ("center", "smallest", "random")
+#: Two distances to a cluster centroid within this relative difference are a tie (rounding only).
+TIE_RTOL = 1e-9
 BOND_SCALE = 1.2  # a bond: distance < 1.2 × (sum of covalent radii)
 
 
@@ -237,10 +245,33 @@ def birch_clusters(coords: np.ndarray, n_clusters: int, threshold_init: float = 
     raise RuntimeError(f"BIRCH found fewer than {n_clusters} subclusters after {max_refits} refits")
 
 
+def prefer_tied(chosen: list[int], members: np.ndarray, distance: np.ndarray,
+                prefer: Collection[int]) -> list[int]:
+    """`chosen` (members of one cluster) with each one not in `prefer` swapped for a preferred member
+    at the same distance from the centroid (within `TIE_RTOL`) that is not chosen already.
+
+    `distance[i]` is the distance of `members[i]` to the centroid (PCA units); a member nearer or
+    farther than the chosen one is never swapped in, so only a tie changes hands.
+    """
+    if not prefer:
+        return list(chosen)
+    prefer = set(int(i) for i in prefer)
+    at = {int(m): float(d) for m, d in zip(members, distance)}
+    out = [int(c) for c in chosen]
+    for slot, current in enumerate(out):
+        if current in prefer:
+            continue
+        tied = [m for m in sorted(at) if m in prefer and m not in out
+                and abs(at[m] - at[current]) <= TIE_RTOL * max(abs(at[current]), abs(at[m]))]
+        if tied:
+            out[slot] = tied[0]
+    return out
+
+
 def direct_select(features: np.ndarray, n_clusters: int, k_per_cluster: int = 1, selection: str = "center",
                   n_atoms: Sequence[int] | None = None, explained_variance_weighting: bool = True,
                   seed: int = 0, threshold_init: float = 0.5, min_feature_std: float = 0.0,
-                  canonical_order: bool = False) -> DirectSelection:
+                  canonical_order: bool = False, prefer: Collection[int] = ()) -> DirectSelection:
     """Choose a diverse subset of structures by DIRECT sampling (see module docstring).
 
     Args:
@@ -254,6 +285,7 @@ def direct_select(features: np.ndarray, n_clusters: int, k_per_cluster: int = 1,
         threshold_init: initial BIRCH threshold (in the weighted PCA space).
         min_feature_std: drop features varying less than this before standardising (`pca_kaiser`).
         canonical_order: fit BIRCH on the rows in lexicographic order (`birch_clusters`).
+        prefer: structure indices that win a "center" tie (`prefer_tied`); the others' order is kept.
 
     Raises:
         ValueError: non-2-D or non-finite features, n_clusters outside 1..n, k < 1, unknown
@@ -277,7 +309,7 @@ def direct_select(features: np.ndarray, n_clusters: int, k_per_cluster: int = 1,
                 distance = np.round(distance, 10)
             order = members[np.lexsort((tie_rank[members], distance))]
             ranks = np.linspace(0, len(members) - 1, k).astype(int)
-            picked.extend(order[ranks].tolist())
+            picked.extend(prefer_tied(order[ranks].tolist(), members, distance, prefer))
         elif selection == "smallest":
             sizes = np.asarray(n_atoms)[members]
             picked.extend(members[np.argsort(sizes, kind="stable")[:k]].tolist())

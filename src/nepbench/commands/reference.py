@@ -68,7 +68,7 @@ def _build(args: argparse.Namespace) -> int:
 
     spec = reference.load_spec(args.spec)
     out_dir = Path(args.out) if args.out else Path(args.spec).parent / "dft"
-    selection = reference.select_items(spec)
+    selection = reference.select_items(spec, reference.recorded_picks(out_dir))  # ties go to labelled picks
     print(f"reference: pool {selection.pool_size} candidates, DIRECT kept {len(selection.items)} "
           f"({100 * selection.selected_fraction:.1f}%)")
     narrow = reference.narrow_cells(selection.items)
