@@ -126,6 +126,7 @@ def test_nep_in_records_every_hyperparameter_and_species():
     ({"lambda_f": -1.0}, "loss weight"),
     ({"species": ("Li", "Li")}, "repeated"),
     ({"batch": 0}, "batch"),
+    ({"seed": -1}, "random one"),
 ])
 def test_bad_config_is_one_line(change, problem):
     with pytest.raises(ConfigError, match=problem):

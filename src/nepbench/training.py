@@ -126,6 +126,9 @@ class TrainingConfig:
         weights += [w for w in (self.lambda_1, self.lambda_2) if w is not None]
         if any(not (w >= 0 and math.isfinite(w)) for w in weights):
             problems.append("negative or non-finite loss weight")
+        if not 0 <= self.seed < 2**32:  # neppo (like GPUMD) draws a random seed for a negative one
+            problems.append(f"seed {self.seed} (need 0 ≤ seed < 2**32: a negative seed trains from a "
+                            "random one that the provenance cannot record)")
         if self.batch < 1 or self.generations < 1 or self.output_interval < 1:
             problems.append("batch, generations and output_interval must be ≥ 1")
         if len(self.learning_rate) != 2 or min(self.learning_rate) <= 0:
