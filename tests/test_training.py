@@ -267,7 +267,7 @@ def test_provenance_records_data_hashes_settings_and_versions(trained, snapshot)
 
 def _repo(tmp_path: Path) -> Path:
     """A repository-shaped folder: <root>/models/registry.toml with the default model's table."""
-    (tmp_path / "models").mkdir()
+    (tmp_path / "models").mkdir(parents=True)
     text = models.registry_path().read_text()
     default = text[text.index("[models.nep89-lisic]"):text.index("[models.nep89]")]
     (tmp_path / "models" / "registry.toml").write_text("# test registry\n\n" + default)
@@ -359,6 +359,27 @@ def test_train_refuses_an_unsafe_register_name_before_training(tmp_path, monkeyp
     assert main(["train", "--out", str(tmp_path / "t"), "--register", "../outside"]) != 0
     err = capsys.readouterr().err
     assert "--register: model name '../outside' not allowed" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where, name, phrase", [
+    ("outside", "new-v1", "lies outside"),  # the registry would point at an uncommitted provenance
+    ("inside", "nep89-lisic", "a model of that name is registered"),  # replaced without asking
+])
+def test_train_refuses_a_register_that_would_lose_provenance_or_a_model(tmp_path, monkeypatch, capsys,
+                                                                         where, name, phrase):
+    registry = _repo(tmp_path / "repo")
+    monkeypatch.setenv("NEPBENCH_REGISTRY", str(registry))
+    before = registry.read_text()
+
+    def no_snapshot(*args, **kwargs):
+        raise AssertionError("training began before --register was checked")
+
+    monkeypatch.setattr(training, "reference_snapshot", no_snapshot)
+    out = tmp_path / ("repo/models/x/training" if where == "inside" else "elsewhere")
+    assert cli.main(["train", "--out", str(out), "--register", name]) == 2
+    err = capsys.readouterr().err
+    assert phrase in err and f"--register {name}" in err and len(err.strip().splitlines()) == 1
+    assert registry.read_text() == before and not out.exists()
 
 
 def test_train_refuses_to_overwrite_a_training_result_without_force(tiny_reference, tmp_path, capsys):

@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="copy nep.txt to models/NAME/ and add [models.NAME] to the registry")
     parser.add_argument("--timeout", type=float, default=None, help="stop the trainer after this many seconds")
     parser.add_argument("--force", action="store_true",
-                        help="write into an --out folder that already holds a training result")
+                        help="write into an --out folder that already holds a training result, and let "
+                             "--register replace a registered model of that name")
     parser.set_defaults(func=_train)
 
 
@@ -76,6 +77,26 @@ RESULT_FILES = ("provenance.json", "nep.txt", "train.log")
 def existing_result(out: Path) -> list[str]:
     """The training-result files already in `out` (empty when it is new or holds none)."""
     return [name for name in RESULT_FILES if (out / name).exists()]
+
+
+def register_problem(name: str, out: Path, force: bool) -> str | None:
+    """Why `--register NAME` with `--out` cannot go ahead, or None.
+
+    The registry records the provenance path relative to the repository, so --out must lie inside
+    it (a provenance in /tmp would be gone after the commit); a registered NAME is replaced only with
+    --force. Raises ModelError for a name the registry cannot hold (`check_model_name`).
+    """
+    from ..models import check_model_name, load_registry, registry_path
+
+    registry = registry_path()
+    check_model_name(name, "--register")
+    root = registry.resolve().parents[1]
+    if not out.resolve().is_relative_to(root):
+        return (f"--out {out} lies outside {root}, whose registry ({registry}) would point at a "
+                "provenance.json that is not committed with the model; train into a folder under it")
+    if not force and registry.is_file() and name in load_registry(registry):
+        return f"a model of that name is registered in {registry}; give a new name, or --force to replace it"
+    return None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -101,9 +122,10 @@ def _train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     if args.register:  # before hours of training, not after
-        from ..models import check_model_name
-
-        check_model_name(args.register, "--register")
+        problem = register_problem(args.register, out, args.force)
+        if problem:
+            print(f"nepbench: error: --register {args.register}: {problem}; nothing written", file=sys.stderr)
+            return 2
     snapshot = training.reference_snapshot(args.reference)
     run = training.write_run_directory(out / "run", config, snapshot.train, snapshot.test, trainer=trainer)
     print(f"run directory {run.path}: {run.n_train} train frames ({run.n_train_atoms} atoms), "
@@ -246,10 +268,7 @@ def _register(name: str, out: Path, record: dict[str, Any]) -> None:
 
     data = record["training_data"]
     trainer = record.get("trainer", {})
-    try:
-        provenance = (out / "provenance.json").resolve().relative_to(registry_path().resolve().parents[1]).as_posix()
-    except ValueError:
-        provenance = str((out / "provenance.json").resolve())
+    provenance = (out / "provenance.json").resolve().relative_to(registry_path().resolve().parents[1]).as_posix()
     extra = {"training": {
         "provenance": provenance,
         "trainer": f"{trainer.get('name')} {trainer.get('version')} (torch {trainer.get('torch')}, "
