@@ -351,6 +351,28 @@ def test_a_corrupted_baseline_is_bad_input_not_a_pass(tmp_path, capsys, corrupt,
     assert len(err) == 1 and "base.json" in err[0] and problem in err[0], err
 
 
+def test_update_baseline_finds_the_suite_from_another_folder_or_refuses(tmp_path, capsys, monkeypatch):
+    """suite.json records the suite path as typed (suites/gate.toml); from another folder the
+    baseline fell back to the built-in 5 % and dropped the suite's other tolerances, with exit 0."""
+    monkeypatch.chdir(tmp_path)
+    run = results_doc()
+    run["suite"]["path"] = "suites/gate.toml"
+    target = tmp_path / "base.json"
+    args = ["gate", str(_write(tmp_path / "run.json", run)), "--update-baseline", "--baseline", str(target),
+            "--reference-dir", str(empty_dir(tmp_path / "no-data"))]
+    assert main(args) == 0
+    written = json.loads(target.read_text())["gate"]["tolerances"]
+    assert written == parse_tolerances(tomllib.loads(GATE_SUITE.read_text())["gate"]).to_dict()
+    assert written["default_rel"] != 0.05 or written["tolerance"]  # not the built-in defaults
+    capsys.readouterr()
+    run["suite"]["path"] = "suites/renamed.toml"
+    _write(tmp_path / "run.json", run)
+    target.unlink()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "suites/renamed.toml" in err and "--tolerances" in err and not target.exists()
+
+
 def test_tolerance_tables_refuse_unknown_keys_and_a_named_file_needs_one(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown key.*rell"):
         parse_tolerances({"tolerance": [{"metric": "a", "rell": 0.1}]})

@@ -160,14 +160,20 @@ def reference_details(reference_dir: Path, records: list[dict[str, Any]]) -> tup
 
 
 def _tolerances_for_new_baseline(args: argparse.Namespace, document: dict[str, Any]) -> tuple[Any, str]:
-    from ..gate import Tolerances
+    from ..gate import GateInputError, Tolerances
+    from ..reference import REPO_ROOT
 
     if args.tolerances:
         return load_tolerances_file(args.tolerances, required=True), args.tolerances
     suite_path = (document.get("suite") or {}).get("path")
-    if suite_path and Path(suite_path).is_file():
-        return load_tolerances_file(suite_path), suite_path
-    return Tolerances(), "built-in defaults (5 % relative)"
+    if not suite_path:
+        return Tolerances(), "built-in defaults (5 % relative)"
+    # suite.json records the path as typed (suites/gate.toml): from another folder, try the repository
+    for candidate in (Path(suite_path), REPO_ROOT / suite_path):
+        if candidate.is_file():
+            return load_tolerances_file(candidate), str(candidate)
+    raise GateInputError(f"{args.run}: its suite file {suite_path} is found neither from {Path.cwd()} nor "
+                         f"under {REPO_ROOT}; its [gate] tolerances would be lost (give --tolerances FILE)")
 
 
 def _update_baseline(args: argparse.Namespace) -> int:
