@@ -70,6 +70,7 @@ def test_model_override(tmp_path):
     (('[suite]\nname = "t"\nmodels = ["m1", "m2"]', 'suite = "t"'), "'suite' must be a table"),
     ((SUITE, 'task = 5\n[suite]\nname = "t"\n'), "'task' must be an array of tables"),
     (('[[criterion]]', '[[criterions]]'), "unknown table(s) criterions"),
+    ((SUITE, '[suite]\nname = "t"\n'), "defines no task"),  # a run would claim --out and report nothing
     (('unit = "meV/Å"', 'unit = "meV/Å"\nflor = "x"'), "unknown key(s) flor"),
     (('[[task]]\nid = "speed"', SUITE[SUITE.index("[[criterion]]"):] + '\n[[task]]\nid = "speed"'),
      "duplicate criterion id(s) 'force[m1]', 'force[m2]'"),

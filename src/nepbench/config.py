@@ -227,6 +227,8 @@ def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite
         params = {k: v for k, v in raw.items() if k not in ("id", "type", "title")}
         _check_task_params(path, str(raw["id"]), str(raw["type"]), params)
         tasks.append(TaskSpec(str(raw["id"]), str(raw["type"]), str(raw.get("title", raw["id"])), params))
+    if not tasks:  # a run of it would claim its --out folder and report nothing
+        raise ConfigError(f"{path}: defines no task ([[task]] tables)")
     if any("{model}" in t.id for t in tasks) and not suite_models:
         raise ConfigError(f"{path}: tasks use {{model}} but no models are given")
     tasks = expand_models(tasks, suite_models)
