@@ -386,6 +386,20 @@ def test_a_group_figure_appears_once_when_one_template_key_names_tasks_of_two_ty
     assert render_html(report).count('src="data:image/png;base64') == len(report["figures"])
 
 
+def test_a_report_does_not_write_over_another_run_folder(tmp_path, capsys):
+    """`report A --out B`, B a run folder of its own, replaced B's results.json and report with A's
+    while B's suite.json stayed: `gate B/results.json` would then gate A."""
+    records = fixture_records()
+    write_run(tmp_path / "a", records[:3])
+    write_run(tmp_path / "b", records[3:])
+    before = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir() if p.is_file()}
+    assert main(["report", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "b") in err and "another --out" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir() if p.is_file()} == before
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "b")]) == 0
+
+
 def test_merging_needs_out(tmp_path, capsys):
     write_run(tmp_path / "a", [])
     write_run(tmp_path / "b", [])

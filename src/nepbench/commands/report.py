@@ -39,6 +39,10 @@ def _report(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or args.run_dirs[0])
     if out_dir.exists() and not out_dir.is_dir():
         raise NepbenchError(f"{out_dir}: exists and is not a folder (--out takes the report's folder)")
+    inputs = {Path(d).resolve() for d in args.run_dirs}
+    if (out_dir / "suite.json").is_file() and out_dir.resolve() not in inputs:
+        raise NepbenchError(f"{out_dir}: holds a run (suite.json) that is not among the folders reported; its "
+                            "report files would then describe other runs: give another --out")
     report = build_report(args.run_dirs)
     paths = write_report(report, out_dir)
     print(claim_table_text(report))
