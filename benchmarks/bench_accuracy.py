@@ -1,9 +1,11 @@
 """Accuracy tracked over commits (`track_*`, each with its unit), on the default model.
 
 * Held-out parity: force and energy RMSE on the reference set's test split (per-element energy
-  offsets fitted on the train split), as the `parity` task computes them. The reference set grows
-  while frames are labelled: `track_n_test_frames` shows when a step comes from the data.
-* NVE stability: energy drift and fluctuation of one NVE run (the quick suite's NVE cell).
+  offsets fitted on the train split), as the `parity` task computes them. A step that comes from
+  new frames shows as a change of reference_data/dft/manifest.json in that commit (the frame count
+  is not tracked: asv reads a larger value as worse).
+* NVE stability: energy drift and fluctuation of the gate suite's NVE check (its NVT stage
+  included), run by the md task's code.
 * NEP vs CP2K AIMD: partial-RDF error and |log10(D_NEP/D_AIMD)| after NEP MD on the AIMD run's
   own cell and protocol; skipped per run until its AIMD reference exists.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import tomllib
 from typing import Any
 
-from .common import REFERENCE_DIR, nep_engine
+from .common import REFERENCE_DIR, REPO_ROOT, nep_engine
 
 
 def _skip_if_absent(cache: dict[str, Any]) -> None:
@@ -64,32 +66,36 @@ class TrackParity:
 
     track_energy_rmse.unit = "meV/atom"
 
-    def track_n_test_frames(self, cache: dict[str, Any]) -> float:
-        return cache["n_test_frames"]
 
-    track_n_test_frames.unit = "frames"
+def gated_nve_table() -> dict[str, Any]:
+    """The `nve` table of the gate suite's md task (suites/gate.toml): the protocol CI gates."""
+    from nepbench.config import load_suite
+
+    for task in load_suite(REPO_ROOT / "suites" / "gate.toml").tasks:
+        if task.type == "md_accuracy" and "nve" in task.params:
+            return dict(task.params["nve"])
+    raise NotImplementedError("suites/gate.toml has no md_accuracy task with an nve table")
 
 
 class TrackNVEStability:
-    """One NVE run of a-Li2Si (33 atoms, seed 3, 900 K, 1 fs, 2000 steps), two numbers from it."""
+    """The gate suite's NVE check (its md task's `nve` table: a-Li2Si, 1,000 NVT steps at 900 K, then
+    2,000 NVE steps of 1 fs) run by the md task's own code, two numbers from it."""
 
     timeout = 600
 
     def setup_cache(self) -> dict[str, Any]:
-        from nepbench import systems
-        from nepbench.engines.base import MDProtocol
-        from nepbench.metrics.stability import nve_energy_drift_ev_per_atom_per_ps
-
+        try:
+            from nepbench.tasks.md_accuracy import run_nve_check
+        except ImportError:  # a commit before the shared NVE check
+            return {"skip": "this commit's nepbench has no run_nve_check"}
         try:
             engine = nep_engine("calorine")
+            table = gated_nve_table()
         except NotImplementedError as exc:
             return {"skip": str(exc)}
-        atoms = systems.build("a-LixSi", seed=3, x=2.0)
-        protocol = MDProtocol("nve", 900.0, 1.0, steps=2000, sample_interval=10, seed=3)
-        result = engine.md(atoms, protocol)
-        total = result.thermo["potential_energy_ev"] + result.thermo["kinetic_energy_ev"]
-        drift = nve_energy_drift_ev_per_atom_per_ps(result.thermo["time_ps"], total, len(atoms))
-        return {"drift": abs(drift.drift_ev_per_atom_per_ps), "fluctuation": drift.residual_rms_ev_per_atom}
+        check = run_nve_check(table, engine)
+        return {"drift": check.drift_abs_ev_per_atom_per_ps, "fluctuation": check.residual_rms_ev_per_atom,
+                "temperature_k": check.temperature_mean_k}
 
     def setup(self, cache: dict[str, Any]) -> None:
         _skip_if_absent(cache)

@@ -15,7 +15,7 @@
 #    `nepbench verify --strict`: every criterion must be measured (a skipped task fails it).
 # GPU_CHECK_TASKS="id id ..." runs only those suite tasks (default: all; verify then fails on
 # the criteria of the tasks left out, which have no record).
-# Exit status: 2 no GPU or no gpumd; else 0 when every step passed, else the number of failed steps.
+# Exit status: 2 no GPU or no gpumd; else 0 when every step passed, else 1 (the log counts the failed steps).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-reports/gpu-check}
