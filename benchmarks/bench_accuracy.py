@@ -132,8 +132,9 @@ def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
     """
     from nepbench.aimd import load_aimd, load_aimd_spec
     from nepbench.errors import NepbenchError
-    from nepbench.tasks.md_accuracy import (MIN_DIFFUSION_PS, MIN_RDF_PS, compare_rdf, d_log10_ratio, is_diffusive,
-                                            li_diffusivity, matching_protocol, rdf_maxima, rdf_r_max_a)
+    from nepbench.tasks.md_accuracy import (MIN_DIFFUSION_PS, MIN_RDF_PS, compare_rdf, d_log10_ratio, has_species,
+                                            is_diffusive, li_diffusivity, matching_protocol, rdf_maxima,
+                                            rdf_r_max_a)
 
     nan = float("nan")
     try:
@@ -146,7 +147,7 @@ def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
         model = engine.md(ref.first_frame, matching_protocol(ref, 1, seed=1)).trajectory
         l1, w1 = rdf_maxima(compare_rdf(ref.trajectory, model, rdf_r_max_a(ref), 80))
         log_ratio = nan
-        if ref.production_ps >= MIN_DIFFUSION_PS:
+        if ref.production_ps >= MIN_DIFFUSION_PS and has_species(ref.trajectory):
             d_ref = li_diffusivity(ref.trajectory)
             if is_diffusive(d_ref):
                 d_model = li_diffusivity(model)

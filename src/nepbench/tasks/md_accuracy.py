@@ -53,6 +53,8 @@ def check_params(params: dict[str, Any]) -> str | None:
     factors = params.get("length_factors", [1, 4])
     if not isinstance(factors, list) or not factors or not all(_positive_int(f) for f in factors):
         return f"length_factors must be a non-empty list of integers >= 1, got {factors!r}"
+    if factors[0] != 1:  # g(r) and D are compared on the first: it must have the AIMD's own length
+        return f"length_factors must start with 1 (the run compared with the AIMD has its length), got {factors!r}"
     n_bins = params.get("n_bins", 80)
     if not (_positive_int(n_bins) and n_bins >= 2):
         return f"n_bins must be an integer >= 2, got {n_bins!r}"
@@ -146,9 +148,20 @@ def rdf_halves_l1_max(ref_traj: Any, r_max_a: float, n_bins: int) -> float:
     return max(v["l1"] for v in compare_rdf(first, second, r_max_a, n_bins)["pairs"].values())
 
 
+#: Blocks of the Li diffusivity's standard error (stderr has LI_D_BLOCKS - 1 degrees of freedom).
+LI_D_BLOCKS = 3
+#: One-sided confidence of the bound on a flat model MSD's D (`d_log10_ratio`).
+D_BOUND_CONFIDENCE = 0.95
+
+
+def has_species(traj: Any, species: str = "Li") -> bool:
+    """Whether any atom of the trajectory is `species` (no MSD or D without one)."""
+    return any(s == species for s in traj.symbols)
+
+
 def li_diffusivity(traj: Any, species: str = "Li") -> Any:
     mask = np.array([s == species for s in traj.symbols])
-    return diffusivity(traj.positions_a, traj.times_ps, mask=mask, n_blocks=3)
+    return diffusivity(traj.positions_a, traj.times_ps, mask=mask, n_blocks=LI_D_BLOCKS)
 
 
 def li_msd(traj: Any, species: str = "Li") -> tuple[np.ndarray, np.ndarray]:
@@ -247,6 +260,10 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             k: {"ref": v["ref"], "model": v["model"]} for k, v in rdf["pairs"].items()}}
         series["runs"][run_id] = {"aimd_production_ps": ref.production_ps, "aimd_steps": ref.total_steps,
                                   "aimd_wall_s": ref.total_wall_s, "temperature_k": run.protocol.temperature_k}
+        if not has_species(ref.trajectory):  # an a-Si or a-C reference: g(r) only
+            reasons[f"li_d_log10_ratio.{run_id}"] = "no Li in this cell: no Li diffusivity to compare"
+            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD (no Li), {t_text}")
+            continue
         lag, msd_ref = li_msd(ref.trajectory)
         lag_m, msd_mod = li_msd(model_trajs[factors[0]])
         n = min(len(lag), len(lag_m))
@@ -280,9 +297,8 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         else:
             metrics[f"li_d_log10_ratio.{run_id}"] = ratio
             logratio_all.append(abs(ratio))
-        if d_mod[factors[0]].d_cm2_per_s > 0:
-            arrhenius_rows.append((system_label(run.builder, run.params), run.protocol.temperature_k, d_ref,
-                                   d_mod[factors[0]]))
+        arrhenius_rows.append((system_label(run.builder, run.params), run.protocol.temperature_k, d_ref,
+                               d_mod[factors[0]]))  # the AIMD fit never depends on the model tested
         method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD, {t_text}" + (f"; {note}" if note else ""))
     if l1_all:
         metrics["rdf_l1_error_max"] = max(l1_all)
@@ -304,7 +320,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         reasons["li_d_log10_ratio_abs_max"] = (
             f"no AIMD run has ≥{min_d_ps:g} ps of production with a diffusive Li MSD yet "
             "(see li_d_log10_ratio.<run> and reference_data/aimd/manifest.json)")
-    _arrhenius(arrhenius_rows, metrics, series)
+    _arrhenius(arrhenius_rows, metrics, series, reasons)
     nve_text = _nve_drift(p, engine, ctx, metrics, units, reasons, series)
     method = ("NEP NVT (CSVR) from the AIMD frame after warm-up, same cell/T/dt/coupling; production "
               f"length ×{factors}; g(r) L1 (capped) and W1 per pair, max over pairs, beside the L1 between "
@@ -346,22 +362,28 @@ def is_diffusive(d: Any) -> bool:
     return bool(d.d_cm2_per_s > 0 and abs(d.loglog_slope - 1.0) <= MAX_LOGLOG_SLOPE_DEVIATION)
 
 
-def d_log10_ratio(d_model: float, d_model_stderr: float, d_aimd: float) -> tuple[float | None, str | None]:
+def d_log10_ratio(d_model: float, d_model_stderr: float, d_aimd: float,
+                  n_blocks: int = LI_D_BLOCKS) -> tuple[float | None, str | None]:
     """(log10(D_model / D_AIMD), note) for an AIMD diffusivity `d_aimd` > 0 (all in cm²/s).
 
     A model whose Li MSD does not grow over the fit window has a fitted D ≤ 0, whose logarithm is
-    undefined. Its D is then below D⁺ = max(D, 0) + 2 stderr, so log10(D⁺ / D_AIMD) is the ratio's
-    upper bound, and its magnitude is the least disagreement the run allows: that bound is returned,
-    with a note saying so. When D⁺ does not lie in (0, D_AIMD), the run says nothing either way:
-    (None, why).
+    undefined. Its true D is then below D⁺ = max(D, 0) + t·stderr with one-sided confidence
+    D_BOUND_CONFIDENCE (t: Student's quantile with n_blocks − 1 degrees of freedom, 2.92 for 3
+    blocks), so log10(D⁺ / D_AIMD) bounds the ratio from above and its magnitude is the least
+    disagreement the run allows at that confidence: that bound is returned, with a note saying so.
+    When D⁺ does not lie in (0, D_AIMD), the run says nothing either way: (None, why).
     """
+    from scipy import stats
+
     if d_model > 0:
         return float(np.log10(d_model / d_aimd)), None
-    upper = max(d_model, 0.0) + 2.0 * d_model_stderr
+    t = float(stats.t.ppf(D_BOUND_CONFIDENCE, n_blocks - 1))
+    upper = max(d_model, 0.0) + t * d_model_stderr
     if 0 < upper < d_aimd:
         return (float(np.log10(upper / d_aimd)),
                 f"model Li MSD flat over the fit window (D {d_model:.2e} ± {d_model_stderr:.1e} cm²/s): "
-                f"the ratio is the bound log10((D + 2 stderr)/D_AIMD), its size the least disagreement")
+                f"the ratio is the one-sided {100 * D_BOUND_CONFIDENCE:.0f} % bound log10((D + {t:.2f} stderr)"
+                f"/D_AIMD), its size the least disagreement at that confidence")
     return None, (f"model Li MSD flat over the fit window (D {d_model:.2e} ± {d_model_stderr:.1e} cm²/s), "
                   f"too noisy to bound against D_AIMD {d_aimd:.2e} cm²/s")
 
@@ -372,10 +394,15 @@ def system_label(builder: str, params: dict[str, Any]) -> str:
 
 
 def _arrhenius(rows: list[tuple[str, float, Any, Any]], metrics: dict[str, float],
-               series: dict[str, Any]) -> None:
+               series: dict[str, Any], reasons: dict[str, str] | None = None) -> None:
     """Activation energies (eV) of Li diffusion per system with ≥ 2 temperatures, AIMD and model,
     weighted by the block stderrs of D where every one is > 0: `li_ea_{aimd,model}_ev.<system>`
-    and their stderrs; the points go to series["arrhenius"], one `system` label per point."""
+    and their stderrs; the points go to series["arrhenius"], one `system` label per point.
+
+    `rows` holds every run with a diffusive AIMD MSD, so the AIMD fit is the same whichever model is
+    tested. Each fit takes its points with D > 0 (a logarithm) and records how many temperatures it
+    used (`li_ea_{aimd,model}_n_temperatures.<system>`); with fewer than 2 it has no Ea, and
+    `reasons` names the temperatures left out."""
     by_system: dict[str, list[tuple[float, Any, Any]]] = {}
     for system, temp, d_ref, d_mod in rows:
         by_system.setdefault(system, []).append((temp, d_ref, d_mod))
@@ -383,12 +410,19 @@ def _arrhenius(rows: list[tuple[str, float, Any, Any]], metrics: dict[str, float
     for system, points in sorted(by_system.items()):
         if len({t for t, _, _ in points}) < 2:
             continue
-        temps = np.array([t for t, _, _ in points])
         for key, pick in (("aimd", lambda r, m: r), ("model", lambda r, m: m)):
-            ds = [pick(r, m) for _, r, m in points]
-            errors = np.array([d.stderr_cm2_per_s for d in ds])
+            used = [(t, pick(r, m)) for t, r, m in points if pick(r, m).d_cm2_per_s > 0]
+            if len({t for t, _ in used}) < 2:
+                if reasons is not None:
+                    left_out = sorted({t for t, _, _ in points} - {t for t, _ in used})
+                    reasons[f"li_ea_{key}_ev.{system}"] = (f"{key} Li D ≤ 0 at {', '.join(f'{t:.0f}' for t in left_out)}"
+                                                          " K: fewer than 2 temperatures to fit")
+                continue
+            metrics[f"li_ea_{key}_n_temperatures.{system}"] = float(len({t for t, _ in used}))
+            temps = np.array([t for t, _ in used])
+            errors = np.array([d.stderr_cm2_per_s for _, d in used])
             weighted = bool(np.all(np.isfinite(errors)) and np.all(errors > 0))
-            fit = arrhenius_fit(temps, np.array([d.d_cm2_per_s for d in ds]), errors if weighted else None)
+            fit = arrhenius_fit(temps, np.array([d.d_cm2_per_s for _, d in used]), errors if weighted else None)
             metrics[f"li_ea_{key}_ev.{system}"] = fit.ea_ev
             if np.isfinite(fit.ea_stderr_ev):
                 metrics[f"li_ea_{key}_stderr_ev.{system}"] = fit.ea_stderr_ev
