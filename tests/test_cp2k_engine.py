@@ -327,6 +327,39 @@ def test_converged_output_gives_labels() -> None:
     assert labels.wall_s == 2.0
 
 
+ABORT_ON_ITS_LINE = """
+ *******************************************************************************
+ *   ___                                                                       *
+ *  /   \\                                                                      *
+ * [ABORT] The specified integer number <2147483648> exceeds the allowed range *
+ *  \\___/    of a 32-bit integer number., File: 'in.inp', Line: 5, Column: 1,  *
+ *    |     Chunk: <2147483648>                                                *
+ *  O/|                                                                        *
+ * /| |                                                                        *
+ * / \\                                       input/cp_parser_methods.F:1010 *
+ *******************************************************************************
+"""
+
+
+def test_abort_message_keeps_text_on_the_abort_line() -> None:
+    """CP2K 2023.1 often starts its message on the [ABORT] line; it was dropped."""
+    message = abort_message(ABORT_ON_ITS_LINE)
+    assert message is not None and message.startswith("The specified integer number <2147483648> exceeds")
+    assert "of a 32-bit integer number." in message
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31 - 1, 2**31, 1.5])
+def test_a_seed_cp2k_cannot_take_is_refused_by_the_protocol(seed) -> None:
+    """SEED was seed % 2**31 + 1: 2**31 - 1 and -1 gave 2**31 (CP2K aborts), 2**31 gave seed 0's SEED 1."""
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        MDProtocol("nvt", 300.0, 1.0, 2, seed=seed)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        MDInput("nvt", steps=2, timestep_fs=1.0, temperature_k=300.0, thermostat_coupling_fs=50.0, seed=seed)
+    largest = MDInput("nvt", steps=2, timestep_fs=1.0, temperature_k=300.0, thermostat_coupling_fs=50.0,
+                      seed=2**31 - 2)
+    assert "SEED 2147483647\n" in build_input(_si8(), AIMD_SETTINGS, md=largest)
+
+
 def test_abort_message_is_one_line() -> None:
     message = abort_message(ABORT_SNIPPET)
     assert message is not None and "\n" not in message

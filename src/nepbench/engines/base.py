@@ -44,6 +44,10 @@ def md_frame_instability(temperature_k: float, potential_energy_ev: float, kinet
             "these atoms together")
 
 
+#: Seeds an MDProtocol takes: CP2K's SEED (seed + 1) must be a positive 32-bit integer.
+MAX_MD_SEED = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class MDProtocol:
     """One description of an MD run that every engine accepts.
@@ -85,6 +89,9 @@ class MDProtocol:
             raise ValueError("steps and sample_interval must be >= 1, warmup_steps >= 0")
         if self.thermostat_coupling_fs <= 0:
             raise ValueError("thermostat_coupling_fs must be > 0")
+        if not (isinstance(self.seed, (int, np.integer)) and 0 <= self.seed < MAX_MD_SEED):
+            raise ValueError(f"seed must be an integer in [0, {MAX_MD_SEED}), got {self.seed!r} (CP2K takes "
+                             "seed + 1 as a positive 32-bit integer)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

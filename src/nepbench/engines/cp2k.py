@@ -46,7 +46,7 @@ from ase.io import write as ase_write
 
 from ..errors import EngineCrashed, EngineNotAvailable, InputError, SCFNotConverged
 from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .base import Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
+from .base import MAX_MD_SEED, Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
 
 HARTREE_EV: float = ase_units.Hartree
 """1 Hartree in eV."""
@@ -243,6 +243,11 @@ class MDInput:
     seed: int
     restart_file: str | None = None
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.seed, (int, np.integer)) and 0 <= self.seed < MAX_MD_SEED):
+            raise ValueError(f"seed must be an integer in [0, {MAX_MD_SEED}), got {self.seed!r} "
+                             "(CP2K's SEED is seed + 1, a positive 32-bit integer)")
+
 
 #: MRG32k3a's moduli: a stream's first three seeds lie in [0, M1), the last three in [0, M2), and
 #: neither triple may be all zero (CP2K's parallel_rng_types checks the same).
@@ -312,7 +317,7 @@ def build_input(
         "  PRINT_LEVEL LOW",
     ]
     if md is not None:
-        lines.append(f"  SEED {int(md.seed) % 2**31 + 1}")  # CP2K wants a positive seed
+        lines.append(f"  SEED {int(md.seed) + 1}")  # CP2K wants a positive 32-bit seed (MDProtocol checks)
     lines.append("&END GLOBAL")
     if md is not None:
         lines += _motion_section(md)
@@ -548,7 +553,8 @@ def abort_message(text: str) -> str | None:
     index = text.find("[ABORT]")
     if index < 0:
         return None
-    words: list[str] = []
+    first = text[index + len("[ABORT]"):].split("\n", 1)[0].strip().rstrip("*").strip()
+    words: list[str] = [first] if first else []  # CP2K often starts the message on the [ABORT] line
     for line in text[index:].splitlines()[1:12]:
         body = line.strip()
         if body.startswith("****"):
