@@ -351,7 +351,7 @@ def test_the_nve_check_starts_from_an_nvt_equilibrated_cell_with_fresh_velocitie
     expected_nvt = md_accuracy.DEFAULT_NVE_NVT_STEPS if nvt_steps is None else nvt_steps
     engine = _RecordingEngine()
     metrics, units_, series = {}, {}, {}
-    words = md_accuracy._nve_drift({"nve": nve}, engine, None, metrics, units_, {}, series)
+    words = md_accuracy._nve_drift({"nve": nve}, engine, metrics, units_, series)
     protocols = [protocol for _, protocol in engine.calls]
     assert [p.ensemble for p in protocols] == (["nvt", "nve"] if expected_nvt else ["nve"])
     packing = engine.calls[0][0]

@@ -158,6 +158,12 @@ def registry_path() -> Path:
     return _REPO_REGISTRY if _REPO_REGISTRY.is_file() else _PACKAGE_REGISTRY
 
 
+def registry_root(registry_file: str | os.PathLike[str]) -> Path:
+    """The folder holding the registry's folder (the repository root for models/registry.toml):
+    what a local model's or a training provenance's relative path is relative to."""
+    return Path(registry_file).resolve().parent.parent
+
+
 def check_model_name(name: Any, where: str) -> str:
     """`name` if it is a safe registry name, else ModelError naming `where` (a file) and the name.
 
@@ -635,7 +641,7 @@ def local_model_path(record: ModelRecord) -> Path:
     if path.is_absolute():
         return path
     registry_file = Path(record.registry_file) if record.registry_file else registry_path()
-    return registry_file.resolve().parent.parent / path
+    return registry_root(registry_file) / path
 
 
 def _verified_local(record: ModelRecord) -> Path:
@@ -690,7 +696,7 @@ def register_local_model(name: str, model_file: str | os.PathLike[str], descript
     registry_file = Path(registry) if registry is not None else registry_path()
     check_model_name(name, str(registry_file))
     version, species = validate_model_file(model_file)
-    root = registry_file.resolve().parent.parent
+    root = registry_root(registry_file)
     target = registry_file.resolve().parent / name / "nep.txt"
     relative = target.relative_to(root).as_posix()
     data = Path(model_file).read_bytes()

@@ -86,11 +86,11 @@ def register_problem(name: str, out: Path, force: bool) -> str | None:
     it (a provenance in /tmp would be gone after the commit); a registered NAME is replaced only with
     --force. Raises ModelError for a name the registry cannot hold (`check_model_name`).
     """
-    from ..models import check_model_name, load_registry, registry_path
+    from ..models import check_model_name, load_registry, registry_path, registry_root
 
     registry = registry_path()
     check_model_name(name, "--register")
-    root = registry.resolve().parents[1]
+    root = registry_root(registry)
     if not out.resolve().is_relative_to(root):
         return (f"--out {out} lies outside {root}, whose registry ({registry}) would point at a "
                 "provenance.json that is not committed with the model; train into a folder under it")
@@ -264,11 +264,11 @@ def _plot_loss(path: Path, curve: list[dict[str, float]], config: Any) -> None:
 
 
 def _register(name: str, out: Path, record: dict[str, Any]) -> None:
-    from ..models import register_local_model, registry_path
+    from ..models import register_local_model, registry_path, registry_root
 
     data = record["training_data"]
     trainer = record.get("trainer", {})
-    provenance = (out / "provenance.json").resolve().relative_to(registry_path().resolve().parents[1]).as_posix()
+    provenance = (out / "provenance.json").resolve().relative_to(registry_root(registry_path())).as_posix()
     extra = {"training": {
         "provenance": provenance,
         "trainer": f"{trainer.get('name')} {trainer.get('version')} (torch {trainer.get('torch')}, "

@@ -367,8 +367,8 @@ class NepCpuEngine(Engine):
             thermalize = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
             thermalize(work, temperature_K=protocol.temperature_k, rng=rng)
             vd.Stationary(work)
-            if len(work) > 1:  # start at T exactly, over 3N - 3 dof, as CP2K and GPUMD do
-                t_now = 2 * work.get_kinetic_energy() / (3 * (len(work) - 1) * units.kB)
+            if len(work) > 1:  # start at T exactly, over the 3N - 3 dof FixCom leaves, as CP2K and GPUMD do
+                t_now = 2 * work.get_kinetic_energy() / (work.get_number_of_degrees_of_freedom() * units.kB)
                 work.set_momenta(work.get_momenta() * np.sqrt(protocol.temperature_k / t_now))
         else:
             work.set_momenta(np.zeros((len(work), 3)))

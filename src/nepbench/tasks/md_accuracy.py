@@ -154,19 +154,22 @@ LI_D_BLOCKS = 3
 D_BOUND_CONFIDENCE = 0.95
 
 
+def species_mask(traj: Any, species: str = "Li") -> np.ndarray:
+    """Which atoms of the trajectory are `species` (bool per atom)."""
+    return np.array([s == species for s in traj.symbols], dtype=bool)
+
+
 def has_species(traj: Any, species: str = "Li") -> bool:
     """Whether any atom of the trajectory is `species` (no MSD or D without one)."""
-    return any(s == species for s in traj.symbols)
+    return bool(species_mask(traj, species).any())
 
 
 def li_diffusivity(traj: Any, species: str = "Li") -> Any:
-    mask = np.array([s == species for s in traj.symbols])
-    return diffusivity(traj.positions_a, traj.times_ps, mask=mask, n_blocks=LI_D_BLOCKS)
+    return diffusivity(traj.positions_a, traj.times_ps, mask=species_mask(traj, species), n_blocks=LI_D_BLOCKS)
 
 
 def li_msd(traj: Any, species: str = "Li") -> tuple[np.ndarray, np.ndarray]:
-    mask = np.array([s == species for s in traj.symbols])
-    return msd_multiple_origins(traj.positions_a, traj.times_ps, mask=mask)
+    return msd_multiple_origins(traj.positions_a, traj.times_ps, mask=species_mask(traj, species))
 
 
 def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
@@ -321,7 +324,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             f"no AIMD run has ≥{min_d_ps:g} ps of production with a diffusive Li MSD yet "
             "(see li_d_log10_ratio.<run> and reference_data/aimd/manifest.json)")
     _arrhenius(arrhenius_rows, metrics, series, reasons)
-    nve_text = _nve_drift(p, engine, ctx, metrics, units, reasons, series)
+    nve_text = _nve_drift(p, engine, metrics, units, series)
     method = ("NEP NVT (CSVR) from the AIMD frame after warm-up, same cell/T/dt/coupling; production "
               f"length ×{factors}; g(r) L1 (capped) and W1 per pair, max over pairs, beside the L1 between "
               "the AIMD's own two halves (sampling floor); D(Li) from MSD, block stderr; "
@@ -411,14 +414,15 @@ def _arrhenius(rows: list[tuple[str, float, Any, Any]], metrics: dict[str, float
         if len({t for t, _, _ in points}) < 2:
             continue
         for key, pick in (("aimd", lambda r, m: r), ("model", lambda r, m: m)):
-            used = [(t, pick(r, m)) for t, r, m in points if pick(r, m).d_cm2_per_s > 0]
-            if len({t for t, _ in used}) < 2:
+            used = [(t, d) for t, d in ((t, pick(r, m)) for t, r, m in points) if d.d_cm2_per_s > 0]
+            used_temps = {t for t, _ in used}
+            if len(used_temps) < 2:
                 if reasons is not None:
-                    left_out = sorted({t for t, _, _ in points} - {t for t, _ in used})
+                    left_out = sorted({t for t, _, _ in points} - used_temps)
                     reasons[f"li_ea_{key}_ev.{system}"] = (f"{key} Li D ≤ 0 at {', '.join(f'{t:.0f}' for t in left_out)}"
                                                           " K: fewer than 2 temperatures to fit")
                 continue
-            metrics[f"li_ea_{key}_n_temperatures.{system}"] = float(len({t for t, _ in used}))
+            metrics[f"li_ea_{key}_n_temperatures.{system}"] = float(len(used_temps))
             temps = np.array([t for t, _ in used])
             errors = np.array([d.stderr_cm2_per_s for _, d in used])
             weighted = bool(np.all(np.isfinite(errors)) and np.all(errors > 0))
@@ -502,8 +506,8 @@ def run_nve_check(nve: dict[str, Any], engine: Any) -> NveCheck:
                     f"steps of {timestep_fs:g} fs: mean T {mean_t:.0f} K")
 
 
-def _nve_drift(p: dict[str, Any], engine: Any, ctx: TaskContext, metrics: dict[str, float],
-               units: dict[str, str], reasons: dict[str, str], series: dict[str, Any]) -> str:
+def _nve_drift(p: dict[str, Any], engine: Any, metrics: dict[str, float], units: dict[str, str],
+               series: dict[str, Any]) -> str:
     """`run_nve_check` on the task's `nve` table into the task's metrics and series; returns the
     method's words on it."""
     check = run_nve_check(p.get("nve", DEFAULT_NVE), engine)
