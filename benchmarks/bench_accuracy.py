@@ -132,9 +132,8 @@ def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
     """
     from nepbench.aimd import load_aimd, load_aimd_spec
     from nepbench.errors import NepbenchError
-    from nepbench.tasks.md_accuracy import (MIN_DIFFUSION_PS, MIN_RDF_PS, compare_rdf, d_log10_ratio, has_species,
-                                            is_diffusive, li_diffusivity, matching_protocol, rdf_maxima,
-                                            rdf_r_max_a)
+    from nepbench.tasks.md_accuracy import (MIN_DIFFUSION_PS, MIN_RDF_PS, compare_li_d, compare_rdf,
+                                            matching_protocol, rdf_maxima, rdf_r_max_a)
 
     nan = float("nan")
     try:
@@ -146,16 +145,11 @@ def nep_vs_aimd(run_id: str, engine: Any) -> dict[str, float] | str:
     try:
         model = engine.md(ref.first_frame, matching_protocol(ref, 1, seed=1)).trajectory
         l1, w1 = rdf_maxima(compare_rdf(ref.trajectory, model, rdf_r_max_a(ref), 80))
-        log_ratio = nan
-        if ref.production_ps >= MIN_DIFFUSION_PS and has_species(ref.trajectory):
-            d_ref = li_diffusivity(ref.trajectory)
-            if is_diffusive(d_ref):
-                d_model = li_diffusivity(model)
-                ratio, _ = d_log10_ratio(d_model.d_cm2_per_s, d_model.stderr_cm2_per_s, d_ref.d_cm2_per_s)
-                log_ratio = nan if ratio is None else abs(ratio)
+        ratio = compare_li_d(ref.trajectory, model, ref.production_ps, MIN_DIFFUSION_PS).log10_ratio
     except Exception as exc:  # noqa: BLE001 - asv would otherwise drop every run of the benchmark
         return f"{run_id}: {type(exc).__name__}: {exc}"
-    return {"rdf_l1_error_max": l1, "rdf_w1_max_a": nan if w1 is None else w1, "li_d_log10_ratio_abs": log_ratio}
+    return {"rdf_l1_error_max": l1, "rdf_w1_max_a": nan if w1 is None else w1,
+            "li_d_log10_ratio_abs": nan if ratio is None else abs(ratio)}
 
 
 class TrackAimdAgreement:

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,6 +25,38 @@ class _Crashing:
 def test_a_run_that_raises_is_that_runs_reason_not_the_whole_benchmarks():
     assert bench_accuracy.nep_vs_aimd(RUN, _Crashing()) == f"{RUN}: RuntimeError: model blew up"
     assert bench_accuracy.nep_vs_aimd("no-such-run", _Crashing()).startswith("no AIMD reference for no-such-run")
+
+
+class _Replaying:
+    """Gives back the AIMD run's own frames: a model run with nothing to load."""
+
+    def __init__(self, trajectory):
+        self.trajectory = trajectory
+
+    def md(self, atoms, protocol):
+        return self
+
+
+def test_the_tracked_d_disagreement_is_the_tasks_comparison(monkeypatch):
+    from nepbench.aimd import load_aimd, load_aimd_spec
+    from nepbench.tasks import md_accuracy
+
+    ref = load_aimd(load_aimd_spec(bench_accuracy.REFERENCE_DIR / "aimd.toml"), RUN)
+    seen = []
+
+    def compare(ref_traj, model_traj, production_ps, min_d_ps):
+        seen.append((ref_traj, model_traj, production_ps, min_d_ps))
+        return md_accuracy.LiDComparison("diffusive", log10_ratio=-0.3)
+
+    monkeypatch.setattr(md_accuracy, "compare_li_d", compare)
+    result = bench_accuracy.nep_vs_aimd(RUN, _Replaying(ref.trajectory))
+    assert result["li_d_log10_ratio_abs"] == pytest.approx(0.3)
+    assert result["rdf_l1_error_max"] == pytest.approx(0.0, abs=1e-12)  # the AIMD's own frames
+    (ref_traj, model_traj, production_ps, min_d_ps), = seen
+    assert model_traj is ref.trajectory and np.array_equal(ref_traj.positions_a, ref.trajectory.positions_a)
+    assert (production_ps, min_d_ps) == (ref.production_ps, md_accuracy.MIN_DIFFUSION_PS)
+    monkeypatch.setattr(md_accuracy, "compare_li_d", lambda *args: md_accuracy.LiDComparison("not_diffusive"))
+    assert math.isnan(bench_accuracy.nep_vs_aimd(RUN, _Replaying(ref.trajectory))["li_d_log10_ratio_abs"])
 
 
 def test_the_tracked_numbers_are_the_md_tasks_and_lower_is_better():

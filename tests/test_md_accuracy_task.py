@@ -218,6 +218,34 @@ def _with_diffusivities(monkeypatch, values: list[Diffusivity]) -> None:
     monkeypatch.setattr(md_accuracy, "li_diffusivity", lambda traj, species="Li": next(queue))
 
 
+def test_the_li_d_comparison_stops_at_the_first_stage_that_rules_it_out(monkeypatch):
+    """One comparison for the task and the asv benchmark: no Li, too short and an AIMD MSD that is
+    not diffusive each stop it before the model's D is fitted; the AIMD's D is fitted first."""
+    fitted = []
+
+    def fake_li_diffusivity(traj, species="Li"):
+        fitted.append(traj)
+        return {"aimd": _fake_d(4e-5, slope=slope), "model": _fake_d(1e-5)}["aimd" if traj is lithium else "model"]
+
+    monkeypatch.setattr(md_accuracy, "li_diffusivity", fake_li_diffusivity)
+    silicon = _cubic_trajectory([2.5] * 2)
+    lithium = dataclasses.replace(silicon, symbols=("Li",) + ("Si",) * 26)
+    model = dataclasses.replace(lithium)
+    slope = 1.0
+    no_li = md_accuracy.compare_li_d(silicon, model, 1.0, 0.5)
+    short = md_accuracy.compare_li_d(lithium, model, 0.49, 0.5)
+    assert (no_li.stage, short.stage) == ("no_li", "too_short") and not fitted
+    assert no_li.log10_ratio is None and short.reason.startswith("AIMD production 0.49 ps < 0.5 ps")
+    slope = 1.2
+    ballistic = md_accuracy.compare_li_d(lithium, model, 1.0, 0.5)
+    assert ballistic.stage == "not_diffusive" and "slope 1.20" in ballistic.reason and fitted == [lithium]
+    assert ballistic.d_model is None and ballistic.log10_ratio is None
+    slope, fitted[:] = 1.1, []
+    compared = md_accuracy.compare_li_d(lithium, model, 1.0, 0.5)
+    assert compared.stage == "diffusive" and fitted == [lithium, model]
+    assert compared.log10_ratio == pytest.approx(np.log10(0.25)) and compared.reason is None
+
+
 def _two_temperatures(reference_dir, tmp_path):
     return _run(reference_dir, tmp_path, runs=("lisi", "hot"), min_rdf_production_ps=0.0,
                 min_diffusion_production_ps=0.0, max_temperature_offset=0.7)

@@ -263,37 +263,30 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             k: {"ref": v["ref"], "model": v["model"]} for k, v in rdf["pairs"].items()}}
         series["runs"][run_id] = {"aimd_production_ps": ref.production_ps, "aimd_steps": ref.total_steps,
                                   "aimd_wall_s": ref.total_wall_s, "temperature_k": run.protocol.temperature_k}
-        if not has_species(ref.trajectory):  # an a-Si or a-C reference: g(r) only
-            reasons[f"li_d_log10_ratio.{run_id}"] = "no Li in this cell: no Li diffusivity to compare"
+        li_d = compare_li_d(ref.trajectory, model_trajs[factors[0]], ref.production_ps, min_d_ps)
+        if li_d.stage == "no_li":  # an a-Si or a-C reference: g(r) only
+            reasons[f"li_d_log10_ratio.{run_id}"] = li_d.reason
             method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD (no Li), {t_text}")
             continue
         lag, msd_ref = li_msd(ref.trajectory)
         lag_m, msd_mod = li_msd(model_trajs[factors[0]])
         n = min(len(lag), len(lag_m))
         series["msd"][run_id] = {"Li": {"time_ps": lag[:n], "ref": msd_ref[:n], "model": msd_mod[:n]}}
-        if ref.production_ps < min_d_ps:
-            reasons[f"li_d_log10_ratio.{run_id}"] = (
-                f"AIMD production {ref.production_ps:.2f} ps < {min_d_ps:g} ps: too short to fit D")
-            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD, {t_text}")
+        if li_d.d_aimd is not None:
+            metrics[f"li_d_aimd_loglog_slope.{run_id}"] = li_d.d_aimd.loglog_slope
+        if li_d.stage != "diffusive":  # too short, or its MSD not yet diffusive
+            reasons[f"li_d_log10_ratio.{run_id}"] = li_d.reason
+            state = " (MSD not yet diffusive)" if li_d.stage == "not_diffusive" else ""
+            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD{state}, {t_text}")
             continue
-        d_ref = li_diffusivity(ref.trajectory)
-        metrics[f"li_d_aimd_loglog_slope.{run_id}"] = d_ref.loglog_slope
-        if not is_diffusive(d_ref):
-            w0, w1 = d_ref.fit_window_ps
-            reasons[f"li_d_log10_ratio.{run_id}"] = (
-                f"AIMD Li MSD not diffusive over its fit window {1000 * w0:.0f}–{1000 * w1:.0f} fs (log-log "
-                f"slope {d_ref.loglog_slope:.2f}, diffusive is 1 ± {MAX_LOGLOG_SLOPE_DEVIATION:g}): "
-                f"{ref.production_ps:.2f} ps of production is too short for D")
-            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD (MSD not yet diffusive), {t_text}")
-            continue
-        d_mod = {f: li_diffusivity(t) for f, t in model_trajs.items()}
+        d_ref = li_d.d_aimd
+        d_mod = {factors[0]: li_d.d_model} | {f: li_diffusivity(model_trajs[f]) for f in factors[1:]}
         metrics[f"li_d_aimd_cm2_per_s.{run_id}"] = d_ref.d_cm2_per_s
         metrics[f"li_d_aimd_stderr_cm2_per_s.{run_id}"] = d_ref.stderr_cm2_per_s
         for f, d in d_mod.items():
             metrics[f"li_d_model_x{f}_cm2_per_s.{run_id}"] = d.d_cm2_per_s
             metrics[f"li_d_model_x{f}_stderr_cm2_per_s.{run_id}"] = d.stderr_cm2_per_s
-        ratio, note = d_log10_ratio(d_mod[factors[0]].d_cm2_per_s, d_mod[factors[0]].stderr_cm2_per_s,
-                                    d_ref.d_cm2_per_s)
+        ratio, note = li_d.log10_ratio, li_d.note
         if ratio is None:
             reasons[f"li_d_log10_ratio.{run_id}"] = note
             unresolved.append(f"{run_id} ({note})")
@@ -389,6 +382,47 @@ def d_log10_ratio(d_model: float, d_model_stderr: float, d_aimd: float,
                 f"/D_AIMD), its size the least disagreement at that confidence")
     return None, (f"model Li MSD flat over the fit window (D {d_model:.2e} ± {d_model_stderr:.1e} cm²/s), "
                   f"too noisy to bound against D_AIMD {d_aimd:.2e} cm²/s")
+
+
+@dataclasses.dataclass(frozen=True)
+class LiDComparison:
+    """One AIMD run's Li diffusivity against the model's run from its frame, as this task judges it.
+
+    `stage` is where it got to: "no_li" (no Li in the cell), "too_short" (AIMD production below
+    the minimum), "not_diffusive" (AIMD Li MSD not diffusive over its fit window) or "diffusive"
+    (both D fitted). `log10_ratio` is log10(D_model / D_AIMD), or the bound `d_log10_ratio` gives
+    for a flat model MSD (`note` then says so); None where none is compared, and `reason` says why
+    (at "diffusive": the model's D is not resolved). `d_aimd` and `d_model` are the fits made
+    (`metrics.diffusion.Diffusivity`, cm²/s; None where the comparison stopped before them).
+    """
+
+    stage: str
+    log10_ratio: float | None = None
+    reason: str | None = None
+    note: str | None = None
+    d_aimd: Any = None
+    d_model: Any = None
+
+
+def compare_li_d(ref_traj: Any, model_traj: Any, production_ps: float, min_d_ps: float) -> LiDComparison:
+    """The Li diffusivity comparison of AIMD trajectory `ref_traj` (`production_ps` ps of
+    production) with `model_traj`: no D from runs shorter than `min_d_ps` ps or whose AIMD Li MSD
+    is not diffusive (`is_diffusive`); the AIMD's D is fitted before the model's."""
+    if not has_species(ref_traj):
+        return LiDComparison("no_li", reason="no Li in this cell: no Li diffusivity to compare")
+    if production_ps < min_d_ps:
+        return LiDComparison("too_short",
+                             reason=f"AIMD production {production_ps:.2f} ps < {min_d_ps:g} ps: too short to fit D")
+    d_aimd = li_diffusivity(ref_traj)
+    if not is_diffusive(d_aimd):
+        w0, w1 = d_aimd.fit_window_ps
+        return LiDComparison("not_diffusive", d_aimd=d_aimd, reason=(
+            f"AIMD Li MSD not diffusive over its fit window {1000 * w0:.0f}–{1000 * w1:.0f} fs (log-log "
+            f"slope {d_aimd.loglog_slope:.2f}, diffusive is 1 ± {MAX_LOGLOG_SLOPE_DEVIATION:g}): "
+            f"{production_ps:.2f} ps of production is too short for D"))
+    d_model = li_diffusivity(model_traj)
+    ratio, note = d_log10_ratio(d_model.d_cm2_per_s, d_model.stderr_cm2_per_s, d_aimd.d_cm2_per_s)
+    return LiDComparison("diffusive", ratio, note if ratio is None else None, note, d_aimd, d_model)
 
 
 def system_label(builder: str, params: dict[str, Any]) -> str:
