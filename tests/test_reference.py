@@ -518,3 +518,28 @@ def test_recorded_picks_from_a_manifest(tmp_path):
     with pytest.raises(InputError) as info:
         reference.recorded_picks(tmp_path)
     assert str(tmp_path / "manifest.json") in str(info.value) and "candidates" in str(info.value)
+
+
+def test_the_pool_map_places_the_recorded_picks_and_their_labels(spec, tmp_path):
+    """`nepbench train`'s PCA map of the DIRECT pool reads the picks through the same parser as the
+    build's tie rule, by family label, and finds each labelled frame among them by its cache key."""
+    from nepbench.training import pool_map
+
+    out = tmp_path / "out"
+    build(spec, FakeEngine(), out)
+    manifest = reference.load_manifest(out / "manifest.json")
+    frames = reference.load_frames(out)
+    pool = pool_map(tmp_path / "spec.toml", manifest, frames)
+    assert (pool.pool_size, pool.n_selected, pool.n_labelled) == (24, 8, 8)
+    for label, candidates in reference.recorded_picks(out).items():
+        rows = [i for i, family in enumerate(pool.family) if family == label]
+        assert len(rows) == 12 and [i for i in rows if pool.selected[i]] == [rows[c] for c in sorted(candidates)]
+    assert sorted(pool.split[i] for i in np.flatnonzero(pool.selected)) == sorted(f.info["split"] for f in frames)
+    assert pool_map(tmp_path / "spec.toml", manifest).n_labelled == 0  # no frames: picks only
+    per_family = manifest["selection"]["per_family"]
+    per_family["01 amorphous/a-C"] = per_family.pop("01 amorphous/a-Si")
+    with pytest.raises(InputError, match="no selection record for spec family '01 amorphous/a-Si'"):
+        pool_map(tmp_path / "spec.toml", manifest, frames)
+    per_family["01 amorphous/a-Si"] = {"candidates": ["3"]}
+    with pytest.raises(InputError, match="'candidates' list of integers"):
+        pool_map(tmp_path / "spec.toml", manifest, frames)

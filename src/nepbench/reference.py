@@ -286,16 +286,26 @@ def narrow_cells(items: Sequence[Atoms], min_width_a: float = GAMMA_ONLY_MIN_WID
 
 def recorded_picks(out_dir: str | Path) -> dict[str, list[int]]:
     """The candidates each family picked when the set in `out_dir` was built, from its manifest.json
-    ({"NN motif/builder": [candidate, ...]}); empty when there is no manifest yet.
+    (`manifest_picks`); empty when there is no manifest yet.
 
     Raises:
-        InputError naming the manifest: unreadable, malformed, or a per-family entry without a list
-            of integer candidates.
+        InputError naming the manifest: unreadable, or a selection record `manifest_picks` refuses.
     """
     path = Path(out_dir) / "manifest.json"
     if not path.exists():
         return {}
-    selection = load_manifest(path).get("selection", {})
+    return manifest_picks(load_manifest(path), path)
+
+
+def manifest_picks(manifest: dict[str, Any], path: str | Path) -> dict[str, list[int]]:
+    """The candidates each family picked, from a manifest's selection record: {family_label: [candidate
+    index, ...]}; empty when the manifest records no selection.
+
+    Raises:
+        InputError naming `path` (the manifest's file): 'selection' is not an object whose 'per_family'
+            maps each family to an entry with a 'candidates' list of integers.
+    """
+    selection = manifest.get("selection", {})
     per_family = selection.get("per_family", {}) if isinstance(selection, dict) else None
     if not isinstance(per_family, dict):
         raise InputError(path, "'selection' must be an object whose 'per_family' maps family → picks")

@@ -637,27 +637,27 @@ def pool_map(spec_path: str | os.PathLike[str], manifest: dict[str, Any],
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    from .reference import generate_candidates, item_hash, load_spec
+    from .reference import family_label, generate_candidates, item_hash, load_spec, manifest_picks
     from .sampling import structural_fingerprint
 
     spec = load_spec(spec_path)
-    per_family = (manifest.get("selection") or {}).get("per_family")
+    per_family = manifest_picks(manifest, "manifest.json")
     if not per_family:
         raise InputError("manifest.json", "no DIRECT selection record (selection.per_family)")
-    keys = sorted(per_family)
-    if len(keys) != len(spec.families):
-        raise InputError("manifest.json", f"{len(keys)} selected families, spec has {len(spec.families)}")
+    if len(per_family) != len(spec.families):
+        raise InputError("manifest.json", f"{len(per_family)} selected families, spec has {len(spec.families)}")
     cp2k = manifest.get("cp2k") or {}
     split_of = {str(a.info.get("hash")): str(a.info.get("split")) for a in labelled}
     features, family, selected, split = [], [], [], []
     for number, fam in enumerate(spec.families):
-        record = per_family[keys[number]]
-        if not keys[number].endswith(fam.key):
-            raise InputError("manifest.json", f"family {keys[number]!r} does not match spec family {fam.key!r}")
-        picks = set(int(i) for i in record["candidates"])
+        label = family_label(number, fam)
+        if label not in per_family:
+            raise InputError("manifest.json", f"no selection record for spec family {label!r}: the manifest "
+                             f"records {', '.join(sorted(per_family))}")
+        picks = set(per_family[label])
         for index, atoms in enumerate(generate_candidates(spec, fam, number)):
             features.append(structural_fingerprint(atoms, cutoff_sigmas=spec.selection.cutoff_sigmas))
-            family.append(keys[number])
+            family.append(label)
             selected.append(index in picks)
             key = item_hash(atoms, cp2k.get("settings", {}), cp2k.get("version", "")) if index in picks else None
             split.append(split_of.get(key) if key else None)
