@@ -199,7 +199,7 @@ def test_help_shows_an_example(capsys):
 
 
 def test_parity_refuses_criteria_without_a_parity_criterion(model, labelled, tmp_path, capsys):
-    (tmp_path / "empty.toml").write_text('[[task]]\nid = "md"\ntype = "md_accuracy"\nruns = []\n')  # no parity task
+    (tmp_path / "empty.toml").write_text('[[task]]\nid = "md"\ntype = "md_accuracy"\nmodel = "m"\nruns = []\n')  # no parity task
     out = tmp_path / "out"
     assert main(["parity", "--model", str(model), "--data", str(labelled), "--out", str(out),
                  "--criteria", str(tmp_path / "empty.toml")]) == 1

@@ -1,5 +1,6 @@
 """Suite files: parsing, model expansion and one clear error per malformed input."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ split = "test"
 [[task]]
 id = "speed"
 type = "throughput"
+model = "m1"
 
 [[criterion]]
 id = "force"
@@ -52,6 +54,20 @@ def test_models_expand_tasks_and_criteria(tmp_path):
 def test_model_override(tmp_path):
     suite = load_suite(write(tmp_path, SUITE), models=("x",))
     assert [t.id for t in suite.tasks] == ["parity-x", "speed"]
+    assert suite.task("speed").models == ("m1",)  # a task that names its model keeps it
+
+
+@pytest.mark.parametrize("change, message", [
+    # before: loaded with no model, and failed as a TypeError after the task had read its data
+    (('model = "m1"\n', ''), "task 'speed' names no model: put {model} in its id"),
+    (('model = "m1"\n', 'model = 3\n'), "names no model"),
+    (('split = "test"', 'split = "test"\nmodel = "m2"'), "task 'parity-{model}' has {model} in its id and model"),
+])
+def test_every_task_has_a_model(tmp_path, change, message):
+    path = write(tmp_path, SUITE.replace(*change))
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        load_suite(path)
+    assert str(path) in str(info.value)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -114,6 +130,7 @@ MD_TASK = """
 [[task]]
 id = "md"
 type = "md_accuracy"
+model = "m1"
 runs = []
 nve = { builder = "a-LixSi", params = { x = 2.0 }, temperature_k = 900.0, timestep_fs = 1.0, steps = 20 }
 """
@@ -121,6 +138,7 @@ EXPANSION_TASK = """
 [[task]]
 id = "expansion"
 type = "expansion"
+model = "m1"
 """
 
 

@@ -117,9 +117,69 @@ def test_code_modified_flag_follows_tracked_code_only(tmp_path):
     assert git_code_modified(tmp_path) is False
     (tmp_path / "reference_data" / "d.txt").write_text("2\n")
     (tmp_path / "src" / "new.py").write_text("untracked\n")
-    assert git_code_modified(tmp_path / "src") is False
+    assert git_code_modified(tmp_path) is False
     (tmp_path / "src" / "a.py").write_text("x = 2\n")
-    assert git_code_modified(tmp_path / "src") is True
+    assert git_code_modified(tmp_path) is True
+
+
+def test_code_modified_flag_sees_a_checkout_kept_inside_another_repository(tmp_path):
+    """nepbench vendored as tools/nepbench of a project's repository: its src/ is not the outer
+    repository's src/, which git status was asked about before (edited code read as unmodified)."""
+    import subprocess
+
+    from nepbench.provenance import git_code_modified
+
+    checkout = tmp_path / "tools" / "nepbench"
+    (checkout / "src").mkdir(parents=True)
+    (checkout / "src" / "a.py").write_text("x = 1\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], cwd=tmp_path,
+                   check=True)
+    assert git_code_modified(checkout) is False
+    (checkout / "src" / "a.py").write_text("x = 2\n")
+    assert git_code_modified(checkout) is True
+
+
+def test_every_task_reads_the_model_file_its_record_names(tmp_path, monkeypatch):
+    """A model rewritten during a run (a trainer writing its nep.txt, `train --register --force`):
+    the tasks after it ran the new bytes while their records named the sha256 resolved at the start.
+    Each task now runs the run folder's copy named by that sha256."""
+    from nepbench.models import write_random_model
+    from nepbench.provenance import sha256_file
+    from nepbench.tasks import TaskOutcome
+
+    model = write_random_model(tmp_path / "mine.txt", seed=1)
+    read = []
+
+    def task(spec, ctx):
+        read.append(sha256_file(ctx.model_path))
+        if spec.id == "a":  # the trainer writes a new model in place
+            write_random_model(model, seed=2)
+        return TaskOutcome("done", metrics={"x": 1.0})
+
+    monkeypatch.setattr(runner, "task_function", lambda task_type: task)
+    out = tmp_path / "run"
+    suite = suite_of(*(TaskSpec(i, "parity", i, {}, (str(model),)) for i in "ab"))
+    records = runner.run_suite(suite, out, reference_dir=tmp_path / "none")
+    named = [r["provenance"]["model_sha256"] for r in records]
+    assert read == named and named[0] == named[1] != sha256_file(model)
+    assert sha256_file(out / runner.MODELS_DIR / f"{named[0]}.nep.txt") == named[0]
+
+
+def test_a_model_that_changed_since_it_was_resolved_is_refused(tmp_path):
+    from nepbench.errors import ModelError
+    from nepbench.models import write_random_model
+    from nepbench.provenance import sha256_file
+
+    model = write_random_model(tmp_path / "mine.txt", seed=1)
+    resolved = sha256_file(model)
+    write_random_model(model, seed=2)
+    with pytest.raises(ModelError, match="mine.txt: changed after it was resolved"):
+        runner.snapshot_model(model, resolved, tmp_path / "models")
+    assert not (tmp_path / "models" / f"{resolved}.nep.txt").exists()
+    copy = runner.snapshot_model(model, sha256_file(model), tmp_path / "models")
+    assert copy.read_bytes() == model.read_bytes() and copy.parent == tmp_path / "models"
 
 
 def test_a_folder_holding_another_suites_run_is_refused_untouched(tmp_path, calls):

@@ -184,6 +184,25 @@ def _model_names(value: Any, path: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _fixed_model(path: Path, task_id: str, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The model of a task whose id has no `{model}`: its `model` parameter, which every task type
+    needs (a task with neither ran with no model and failed after loading its data).
+
+    Raises:
+        ConfigError naming the file and task: no `{model}` in the id and no `model` name, or both.
+    """
+    model = params.get("model")
+    if "{model}" in task_id:
+        if model is not None:
+            raise ConfigError(f"{path}: task {task_id!r} has {{model}} in its id and model = {model!r}: "
+                              "give one (the id runs every [suite] models entry, the key one model)")
+        return ()
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"{path}: task {task_id!r} names no model: put {{model}} in its id (one task per "
+                          f"[suite] models entry) or give model = \"<name>\" (got {model!r})")
+    return (model,)
+
+
 def expand_models(tasks: list[TaskSpec], models: tuple[str, ...]) -> list[TaskSpec]:
     """Replace the `{model}` placeholder in task ids by each model name (one task per model)."""
     out: list[TaskSpec] = []
@@ -226,7 +245,8 @@ def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite
                               f"(known: {', '.join(TASK_TYPES)})")
         params = {k: v for k, v in raw.items() if k not in ("id", "type", "title")}
         _check_task_params(path, str(raw["id"]), str(raw["type"]), params)
-        tasks.append(TaskSpec(str(raw["id"]), str(raw["type"]), str(raw.get("title", raw["id"])), params))
+        tasks.append(TaskSpec(str(raw["id"]), str(raw["type"]), str(raw.get("title", raw["id"])), params,
+                              _fixed_model(path, str(raw["id"]), params)))
     if not tasks:  # a run of it would claim its --out folder and report nothing
         raise ConfigError(f"{path}: defines no task ([[task]] tables)")
     if any("{model}" in t.id for t in tasks) and not suite_models:

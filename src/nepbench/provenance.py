@@ -288,15 +288,19 @@ def code_sha256(package_dir: str | os.PathLike[str] | None = None) -> str:
     return digest.hexdigest()
 
 
-def git_code_modified(repo: str | os.PathLike[str] | None = None) -> bool | None:
-    """True when tracked files under CODE_PATHS differ from HEAD (the run's code is not the commit's);
-    None outside git."""
+#: The nepbench checkout's top folder (the one holding src/, suites/ and models/).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_code_modified(root: str | os.PathLike[str] | None = None) -> bool | None:
+    """True when tracked files under CODE_PATHS of the checkout at `root` (default PROJECT_ROOT)
+    differ from HEAD (the run's code is not the commit's); None outside git. The paths are taken
+    from `root` itself, so a checkout kept inside another repository's tree is judged by its own
+    folders, not by the outer repository's top-level ones."""
     try:
-        cwd = repo or Path(__file__).resolve().parent
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                             timeout=10, check=True, cwd=cwd).stdout.strip()
         out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
-                             capture_output=True, text=True, timeout=30, check=True, cwd=top).stdout
+                             capture_output=True, text=True, timeout=30, check=True,
+                             cwd=root or PROJECT_ROOT).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(out.strip())

@@ -8,6 +8,7 @@ or "not_applicable" and the same input hash is kept as it is. Skipped and failed
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import time
 import traceback
@@ -20,7 +21,7 @@ from . import __version__
 from .config import Suite, TaskSpec
 from .errors import EngineNotAvailable, InputError, ModelError, NepbenchError
 from .provenance import (
-    atomic_write_json, code_sha256, content_hash, git_code_modified, git_commit, hardware_info,
+    atomic_write_bytes, atomic_write_json, code_sha256, content_hash, git_code_modified, git_commit, hardware_info,
     package_versions, sha256_file,
 )
 from .tasks import REFERENCE_DATA_ALL, TASK_REFERENCE_DATA, TaskContext, TaskOutcome, task_function
@@ -29,6 +30,8 @@ from .textfiles import load_json
 SCHEMA = "nepbench.result/1"
 FINAL_STATUSES = ("done", "not_applicable")
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "reference_data"
+#: The run folder's copies of the models its tasks ran, each named by its sha256 (`snapshot_model`).
+MODELS_DIR = "models"
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,37 @@ def task_input_hash(spec: TaskSpec, model: ResolvedModel | None, data_sha256: st
                          "data_sha256": data_sha256, "nepbench": __version__, "code_sha256": code_sha256()})
 
 
-def _resolve(name: str, cache: dict[str, ResolvedModel]) -> ResolvedModel:
+def _resolve(name: str, cache: dict[str, ResolvedModel], out_dir: Path) -> ResolvedModel:
+    """The model `name` as this invocation's tasks run it: its snapshot under `out_dir`."""
     if name not in cache:
         from .models import resolve_model
 
         info = resolve_model(name)
-        cache[name] = ResolvedModel(info.name, Path(info.path), info.sha256)
+        cache[name] = ResolvedModel(info.name, snapshot_model(Path(info.path), info.sha256, out_dir / MODELS_DIR),
+                                    info.sha256)
     return cache[name]
+
+
+def snapshot_model(path: Path, sha256: str, folder: Path) -> Path:
+    """A copy of model file `path`, named by its `sha256`, in `folder` (the run folder's models/):
+    the file every task of the run reads, so a record's model_sha256 names the bytes its task ran
+    however `path` changes during the run (a trainer rewriting its nep.txt, `nepbench train
+    --register --force` replacing a registered model), and the run folder holds the model it judged.
+
+    Raises:
+        ModelError naming `path`: its bytes no longer have `sha256` (it changed after it was resolved).
+    """
+    target = folder / f"{sha256}.nep.txt"
+    if target.is_file() and sha256_file(target) == sha256:
+        return target
+    data = path.read_bytes()
+    found = hashlib.sha256(data).hexdigest()
+    if found != sha256:
+        raise ModelError(f"{path}: changed after it was resolved (sha256 {found[:12]}…, resolved as "
+                         f"{sha256[:12]}…): run again once it is no longer being written")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data)
+    return target
 
 
 def record_path(out_dir: Path, task_id: str) -> Path:
@@ -129,7 +156,7 @@ def run_task(spec: TaskSpec, out_dir: Path, models: dict[str, ResolvedModel],
     model_error: str | None = None
     if spec.models:
         try:
-            model = _resolve(spec.models[0], models)
+            model = _resolve(spec.models[0], models, out_dir)
         except ModelError as exc:
             model_error = str(exc)
     input_hash = task_input_hash(spec, model, data_sha)
