@@ -88,6 +88,11 @@ def test_every_task_has_a_model(tmp_path, change, message):
     (('[[criterion]]', '[[criterions]]'), "unknown table(s) criterions"),
     ((SUITE, '[suite]\nname = "t"\n'), "defines no task"),  # a run would claim --out and report nothing
     (('unit = "meV/Å"', 'unit = "meV/Å"\nflor = "x"'), "unknown key(s) flor"),
+    # the default run folder is reports/<name>: these wrote to reports/, /tmp/x and reports/../escape
+    (('name = "t"', 'name = ""'), "[suite] name must be letters, digits"),
+    (('name = "t"', 'name = "/tmp/x"'), "got '/tmp/x'"),
+    (('name = "t"', 'name = "../escape"'), "got '../escape'"),
+    (('name = "t"', 'name = 3'), "got 3"),
     (('[[task]]\nid = "speed"', SUITE[SUITE.index("[[criterion]]"):] + '\n[[task]]\nid = "speed"'),
      "duplicate criterion id(s) 'force[m1]', 'force[m2]'"),
 ])

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tomllib
 import zipfile
 from pathlib import Path
@@ -94,6 +95,12 @@ def test_registry_that_is_not_utf8_is_named(tmp_path):
     (lambda t: t.replace('["Li", "Si", "C"]', '["Li", "Xx"]'), "unknown element"),
     (lambda t: t.replace('kind = "file"', 'kind = "ftp"'), "source kind 'ftp' unknown"),
     (lambda t: t.replace('nep_version = "nep4_zbl"', "nep_version = 4"), "must be str"),
+    # misspelt keys and tables were ignored: a lost size guard, a model dropped from the list
+    (lambda t: t + "source_size_byte = 1\n", "[models.m]: unknown key(s) source_size_byte"),
+    (lambda t: t.replace("[models.m]", "[modles.x]\n[models.m]"), "unknown key(s) modles (known: models)"),
+    (lambda t: t.replace('kind = "file"', 'kind = "file", sha = "x"'), ".source (file): unknown key(s) sha"),
+    (lambda t: t + 'derived = { keep_species = ["Li", "Si", "C"], derived_sha256 = "' + "b" * 64 + '", too = "x" }\n',
+     ".derived: unknown key(s) too"),
 ])
 def test_registry_rejects_bad_records(tmp_path, edit, problem):
     text = registry_text("m", tmp_path / "x.txt", "a" * 64, ("Li", "Si", "C"))
@@ -399,6 +406,47 @@ def test_committed_local_models_resolve_offline(tmp_path, monkeypatch):
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_relative_file_source_is_the_registrys_not_the_working_folders(tmp_path, cache, monkeypatch):
+    (tmp_path / "upstream").mkdir()
+    model = models.write_random_model(tmp_path / "upstream" / "nep.txt", seed=4)
+    (tmp_path / "models").mkdir()
+    registry = write_registry(tmp_path / "models" / "registry.toml",
+                              registry_text("mine", Path("upstream/nep.txt"), sha256_file(model), ("Li", "Si", "C")))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # before, the path was read from here: "upstream/nep.txt not found"
+    assert models.fetch_model("mine", models.load_registry(registry)).read_bytes() == model.read_bytes()
+    (tmp_path / "upstream" / "nep.txt").unlink()
+    shutil.rmtree(cache)
+    with pytest.raises(ModelError) as exc:
+        models.fetch_model("mine", models.load_registry(registry))
+    assert one_line(exc) == (f"{tmp_path / 'upstream' / 'nep.txt'}: source file of model mine not found "
+                             f"(registry {registry})")
+
+
+def test_without_a_checkout_the_missing_registry_says_how_to_install(tmp_path, monkeypatch):
+    """A wheel install has no models/registry.toml (nor suites or reference data): it said only
+    "model registry not found"."""
+    monkeypatch.delenv(models.REGISTRY_ENV, raising=False)
+    monkeypatch.setattr(models, "_REPO_REGISTRY", tmp_path / "models" / "registry.toml")
+    with pytest.raises(ModelError) as exc:
+        models.load_registry()
+    assert "registry.toml: model registry not found: nepbench runs from its checkout" in one_line(exc)
+    assert "pip install -e ." in str(exc.value) and models.REGISTRY_ENV in str(exc.value)
+
+
+def test_pips_own_reason_is_kept(cache, monkeypatch):
+    def pip_refuses(command, **kwargs):
+        raise subprocess.CalledProcessError(1, command, stderr="ERROR: Could not find a version\n"
+                                            "ERROR: No matching distribution found for neptrainkit==2.5.4\n\n")
+
+    monkeypatch.setattr(models.subprocess, "run", pip_refuses)
+    with pytest.raises(ModelError) as exc:
+        models.fetch_model(models.DEFAULT_MODEL)
+    assert one_line(exc) == ("could not download neptrainkit==2.5.4 from PyPI (offline?): pip said: "
+                             "ERROR: No matching distribution found for neptrainkit==2.5.4")
+
+
 def test_offline_download_is_one_line(cache, monkeypatch):
     monkeypatch.setattr(models.sys, "executable", "/nonexistent/python")
     with pytest.raises(ModelError) as exc:
@@ -430,7 +478,7 @@ def _two_models(tmp_path: Path) -> tuple[Path, Path]:
     lambda t: t.replace("licence =", "# licence checked by X\nlicence =", 1),  # comment inside the table
     lambda t: t.replace("[models.mine]", "[models.mine]  # v1"),  # comment after the header
     lambda t: t.replace("[models.mine]", '[ models . "mine" ]'),  # quoted key, spaces
-    lambda t: t.replace("\n\n[models.other]", '\nnotes = """\n[models.fake]\n"""\n\n[models.other]'),
+    lambda t: t.replace('description = "d"', 'description = """d\n[models.fake]\n"""', 1),
     lambda t: t.replace("\n\n[models.other]", "\n[models.mine.training]\nsteps = 6\n\n[models.other]"),
 ], ids=["comment-inside", "comment-after-header", "quoted-key", "header-in-string", "sub-table"])
 def test_reregistering_replaces_the_whole_table_whatever_its_layout(tmp_path, edit):

@@ -288,3 +288,28 @@ def test_container_field_docker_and_outside(tmp_path, monkeypatch):
     _container_env(monkeypatch, tmp_path / "other", "{not json", None)
     monkeypatch.setenv("APPTAINER_NAME", "x.sif")
     assert container_info() == {"name": "x.sif", "digest": None, "labels": None, "build_info": None}
+
+
+@pytest.mark.parametrize("visible, expected", [
+    (None, ["NVIDIA A100-SXM4-80GB, 81920 MiB", "NVIDIA H100 80GB HBM3, 81559 MiB"]),
+    ("1", ["NVIDIA H100 80GB HBM3, 81559 MiB"]),  # before: both, and gpus[0] named the A100
+    ("1,0", ["NVIDIA H100 80GB HBM3, 81559 MiB", "NVIDIA A100-SXM4-80GB, 81920 MiB"]),
+    ("GPU-bbbb", ["NVIDIA H100 80GB HBM3, 81559 MiB"]),
+    ("0,7,1", ["NVIDIA A100-SXM4-80GB, 81920 MiB"]),  # CUDA stops at an entry naming no GPU
+    ("", []),
+    ("MIG-1234", ["NVIDIA A100-SXM4-80GB, 81920 MiB", "NVIDIA H100 80GB HBM3, 81559 MiB"]),  # not resolvable
+])
+def test_the_recorded_gpus_are_the_ones_cuda_sees(monkeypatch, visible, expected):
+    import subprocess
+
+    from nepbench import provenance
+
+    listing = ("0, GPU-aaaa-1111, NVIDIA A100-SXM4-80GB, 81920 MiB\n"
+               "1, GPU-bbbb-2222, NVIDIA H100 80GB HBM3, 81559 MiB\n")
+    monkeypatch.setattr(provenance.subprocess, "run",
+                        lambda command, **kwargs: subprocess.CompletedProcess(command, 0, stdout=listing))
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert provenance.gpu_models() == expected

@@ -203,6 +203,18 @@ def test_registry_and_pins_disagreeing_fails(fake_world, capsys, tmp_path) -> No
     assert "pins.toml" in rows(capsys)["model"][1]
 
 
+@pytest.mark.parametrize("text, problem", [
+    ('[model]\nname = "nep89-lisic\n', "malformed TOML"),  # was an unexpected TOMLDecodeError, file unnamed
+    ('model = "nep89-lisic"\n', "'model' must be a table ([model]), got str"),  # was an AttributeError
+    ('[cp2k]\nversion = 2023.1\n', "[cp2k] version must be text"),
+])
+def test_a_bad_pins_file_is_one_line_naming_it(fake_world, capsys, tmp_path, text, problem) -> None:
+    (tmp_path / "pins.toml").write_text(text)
+    assert main(["selftest", "--skip-cp2k"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'pins.toml'}: " in err[0] and problem in err[0], err
+
+
 def test_model_lacking_a_species_fails(fake_world, capsys) -> None:
     fake_world.species = ("Li", "Si")
     assert main(["selftest", "--skip-cp2k"]) == 1

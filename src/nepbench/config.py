@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,8 @@ CRITERION_FIELDS = ("id", "claim", "task", "metric", "good", "bad", "unit", "sou
 #: Top-level tables a suite file may hold ([gate] is read by `nepbench gate`), and [suite]'s keys.
 SUITE_TABLES = frozenset({"suite", "task", "criterion", "gate"})
 SUITE_HEAD_KEYS = frozenset({"name", "description", "models"})
+#: A suite's name: one folder name (`nepbench run` writes to reports/<name> by default).
+SUITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 def real_number(value: Any) -> float | None:
@@ -272,5 +275,9 @@ def load_suite(path: str | Path, models: tuple[str, ...] | None = None) -> Suite
     for crit in expanded:
         if crit.task not in ids:
             raise ConfigError(f"{path}: criterion {crit.id!r} names unknown task {crit.task!r}")
-    return Suite(str(head.get("name", path.stem)), str(head.get("description", "")),
+    name = head.get("name", path.stem)
+    if not (isinstance(name, str) and SUITE_NAME.fullmatch(name)):  # the default run folder is reports/<name>
+        raise ConfigError(f"{path}: [suite] name must be letters, digits, '.', '_' or '-' (one folder name under "
+                          f"reports/), got {name!r}")
+    return Suite(name, str(head.get("description", "")),
                  tuple(tasks), tuple(expanded), str(path))

@@ -41,6 +41,7 @@ from typing import Any, BinaryIO, Iterable, Mapping, Sequence
 import numpy as np
 from ase.data import chemical_symbols
 
+from .config import unknown_keys
 from .errors import ModelError
 from .provenance import atomic_write_bytes, give_default_mode, sha256_bytes, sha256_file
 from .textfiles import load_toml
@@ -49,11 +50,17 @@ DEFAULT_MODEL = "nep89-lisic"
 REGISTRY_ENV = "NEPBENCH_REGISTRY"
 CACHE_ENV = "NEPBENCH_CACHE"
 _REPO_REGISTRY = Path(__file__).resolve().parents[2] / "models" / "registry.toml"
-_PACKAGE_REGISTRY = Path(__file__).resolve().parent / "data" / "registry.toml"
 
 #: Header tokens of the potential models nepbench runs (calorine and NEP_CPU read NEP4).
 SUPPORTED_VERSIONS = ("nep4", "nep4_zbl")
 SOURCE_KINDS = ("pypi-wheel", "file", "local")
+#: The keys of a registry record, of each source kind and of `derived` (`training` is the
+#: provenance summary `nepbench train --register` writes, free-form).
+RECORD_KEYS = frozenset({"description", "source", "source_sha256", "source_size_bytes", "species", "nep_version",
+                         "derived", "licence", "citation", "training"})
+SOURCE_KEYS = {"pypi-wheel": frozenset({"kind", "package", "version", "file", "python_version", "platform"}),
+               "file": frozenset({"kind", "path"}), "local": frozenset({"kind", "path"})}
+DERIVED_KEYS = frozenset({"keep_species", "derived_sha256", "tool"})
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _KNOWN_ELEMENTS = set(chemical_symbols[1:])
 _PIP_TIMEOUT_S = 600
@@ -150,12 +157,10 @@ class ModelInfo:
 # --------------------------------------------------------------------------- registry
 
 def registry_path() -> Path:
-    """The registry file: `$NEPBENCH_REGISTRY`, the repository's models/registry.toml, or the
-    copy installed as package data."""
+    """The registry file: `$NEPBENCH_REGISTRY`, else the checkout's models/registry.toml (nepbench
+    runs from its checkout, installed with `pip install -e .`, as are its suites and reference data)."""
     env = os.environ.get(REGISTRY_ENV)
-    if env:
-        return Path(env)
-    return _REPO_REGISTRY if _REPO_REGISTRY.is_file() else _PACKAGE_REGISTRY
+    return Path(env) if env else _REPO_REGISTRY
 
 
 def registry_root(registry_file: str | os.PathLike[str]) -> Path:
@@ -206,13 +211,13 @@ def _species(values: Sequence[Any], key: str, where: str) -> tuple[str, ...]:
 
 def _parse_source(source: Mapping[str, Any], where: str) -> dict[str, Any]:
     kind = _req(source, "kind", str, f"{where}.source")
-    if kind == "pypi-wheel":
-        for key in ("package", "version", "file", "python_version", "platform"):
-            _req(source, key, str, f"{where}.source")
-    elif kind in ("file", "local"):
-        _req(source, "path", str, f"{where}.source")
-    else:
+    if kind not in SOURCE_KEYS:
         raise ModelError(f"{where}: source kind {kind!r} unknown (known: {', '.join(SOURCE_KINDS)})")
+    for key in sorted(SOURCE_KEYS[kind] - {"kind"}):
+        _req(source, key, str, f"{where}.source")
+    problem = unknown_keys(source, SOURCE_KEYS[kind])
+    if problem:
+        raise ModelError(f"{where}.source ({kind}): {problem}")
     return dict(source)
 
 
@@ -222,10 +227,16 @@ def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord
     where = f"{where} [models.{name}]"
     if not isinstance(table, dict):
         raise ModelError(f"{where}: must be a table, got {type(table).__name__}")
+    problem = unknown_keys(table, RECORD_KEYS)  # a misspelt source_size_bytes would drop the size guard
+    if problem:
+        raise ModelError(f"{where}: {problem}")
     source = _parse_source(_req(table, "source", dict, where), where)
     derived = None
     if "derived" in table:
         d = _req(table, "derived", dict, where)
+        problem = unknown_keys(d, DERIVED_KEYS)
+        if problem:
+            raise ModelError(f"{where}.derived: {problem}")
         derived = DerivedSpec(
             keep_species=_species(_req(d, "keep_species", list, f"{where}.derived"), "keep_species", where),
             derived_sha256=_hex64(_req(d, "derived_sha256", str, f"{where}.derived"), "derived_sha256", where),
@@ -257,6 +268,9 @@ def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord
 def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, ModelRecord]:
     """All registry records by name, each checked against the schema (ModelError names the file)."""
     path = Path(path) if path is not None else registry_path()
+    if not path.is_file() and path == _REPO_REGISTRY:
+        raise ModelError(f"{path}: model registry not found: nepbench runs from its checkout (installed with "
+                         f"`pip install -e .`, as `make setup` does), or set {REGISTRY_ENV} to a registry file")
     data = load_toml(path, lambda where, problem: ModelError(f"{where}: model registry {problem}"))
     return registry_records(data, path)
 
@@ -266,6 +280,9 @@ def registry_records(data: Mapping[str, Any], path: str | os.PathLike[str]) -> d
     models = data.get("models")
     if not isinstance(models, dict) or not models:
         raise ModelError(f"{path}: no [models.<name>] tables")
+    problem = unknown_keys(data, {"models"})  # a misspelt [modles.x] would drop model x without a word
+    if problem:
+        raise ModelError(f"{path}: {problem}")
     return {name: dataclasses.replace(parse_record(name, table, str(path)), registry_file=str(path))
             for name, table in models.items()}
 
@@ -452,6 +469,10 @@ def _download_wheel(source: Mapping[str, Any], dest: Path) -> Path:
                "--disable-pip-version-check", "--quiet", spec, "-d", str(dest)]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
+    except subprocess.CalledProcessError as exc:  # pip's own last line: no such version, no pip, no network
+        said = next((line.strip() for line in reversed((exc.stderr or "").splitlines()) if line.strip()), "")
+        raise ModelError(f"could not download {spec} from PyPI (offline?)" + (f": pip said: {said}" if said else "")
+                         ) from None
     except (OSError, subprocess.SubprocessError):
         raise ModelError(f"could not download {spec} from PyPI (offline?)") from None
     wheels = sorted(dest.glob("*.whl"))
@@ -467,9 +488,10 @@ def _fetch_source(record: ModelRecord, force: bool = False) -> Path:
         _check_hash(target, record.source_sha256, f"the cached upstream file of {record.name}")
         return target
     if record.source["kind"] == "file":
-        src = Path(record.source["path"]).expanduser()
+        src = local_model_path(record)  # a relative path is the registry's, not the working folder's
         if not src.is_file():
-            raise ModelError(f"{src}: source file of model {record.name} not found")
+            raise ModelError(f"{src}: source file of model {record.name} not found (registry "
+                             f"{record.registry_file or registry_path()})")
         with open(src, "rb") as stream:
             _store_verified(stream, record, str(src), target)
         return target
@@ -635,8 +657,8 @@ def _check_cached(path: Path, record: ModelRecord, what: str) -> None:
 
 
 def local_model_path(record: ModelRecord) -> Path:
-    """The file of a `kind = "local"` record: an absolute path, or one relative to the folder
-    holding the registry's folder (the repository root for models/registry.toml)."""
+    """The file of a `kind = "local"` or `"file"` record: an absolute path, or one relative to the
+    folder holding the registry's folder (the repository root for models/registry.toml)."""
     path = Path(record.source["path"]).expanduser()
     if path.is_absolute():
         return path

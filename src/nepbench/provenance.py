@@ -118,8 +118,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_files(files: Mapping[str | os.PathLike[str], bytes]) -> None:
     """Write several files as one set: every file is written in full to a temporary beside it
-    first, and only then are they all renamed into place. A failure while writing (a full disk, a
-    killed process) replaces none of them, so a report's files never disagree with each other."""
+    first, and only then are they renamed into place, in the order given. A failure while writing
+    (a full disk, a killed process) replaces none of them. The renames are not one step: a failure
+    between two of them leaves the earlier files new and the later ones old, so callers put last
+    the file that names the others' hashes (a manifest, results.json), and a reader that checks
+    them (`reference verify`) sees the mismatch."""
     staged: list[tuple[str, Path]] = []
     try:
         for path, data in files.items():
@@ -194,16 +197,34 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def gpu_models() -> list[str]:
-    """Names of NVIDIA GPUs visible through nvidia-smi (empty when none)."""
+def gpu_models(visible: str | None = None) -> list[str]:
+    """The NVIDIA GPUs a CUDA program here sees, as "name, memory" (nvidia-smi), empty when none:
+    nvidia-smi lists every GPU of the node, so the list is cut to `visible` (default: the
+    CUDA_VISIBLE_DEVICES variable, when set) in its order. Its entries are indices or GPU UUIDs (a
+    prefix will do); CUDA ignores the entries after one that names no GPU, and so does this. An
+    entry of another form (a MIG instance) cannot be matched here: the whole list is kept."""
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            ["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader"],
             capture_output=True, text=True, timeout=20, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    rows = [[part.strip() for part in line.split(",")] for line in out.splitlines() if line.strip()]
+    rows = [r for r in rows if len(r) >= 4]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    chosen = rows
+    if visible is not None:
+        tokens = [t.strip() for t in visible.split(",")] if visible.strip() else []
+        if all(t.isdigit() or t.startswith("GPU-") for t in tokens):
+            chosen = []
+            for token in tokens:
+                match = next((r for r in rows if token == r[0] or (token.startswith("GPU-") and r[1].startswith(token))),
+                             None)
+                if match is None:
+                    break
+                chosen.append(match)
+    return [f"{', '.join(r[2:-1])}, {r[-1]}" for r in chosen]
 
 
 #: Apptainer's copy of the image's %labels (pins: GPUMD commit, CUDA archs, CP2K, model sha256),

@@ -604,8 +604,9 @@ def _assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, 
         "hardware": hardware_info(),
         "packages": package_versions(),
     }
-    # frame files and manifest as one set (all staged, then renamed), so a kill leaves the old set
-    # whole; then the files of motifs the spec no longer has, which the new manifest does not list
+    # frame files and manifest as one set (all staged, then renamed, the manifest last), so a kill
+    # while writing leaves the old set whole, and one between the renames leaves frames that
+    # `verify` finds at odds with the old manifest; then the files of motifs the spec no longer has
     stale = [p for p in out_dir.glob("*.extxyz.xz") if p not in contents]
     atomic_write_files({**contents, out_dir / "manifest.json": json_document(manifest).encode()})
     for path in stale:

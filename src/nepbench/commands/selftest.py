@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -36,6 +35,8 @@ from ase import Atoms
 from ase.build import bulk
 
 from .. import provenance
+from ..errors import ConfigError
+from ..textfiles import load_toml, prefixed
 
 Status = Literal["pass", "fail", "skip"]
 PINS_PATH = Path(__file__).resolve().parents[3] / "pins.toml"
@@ -90,12 +91,24 @@ Check = tuple[str, Callable[[Context], str]]
 
 
 def load_pins(path: Path | None = None) -> dict[str, Any]:
-    """pins.toml (default: the repository's) as a dict; empty when absent (a wheel has none)."""
-    try:
-        with open(path or PINS_PATH, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
+    """pins.toml (default: the repository's) as a dict; empty when absent.
+
+    Raises:
+        ConfigError naming the file: unreadable or malformed TOML, a [model] or [cp2k] that is not a
+            table, or a value selftest reads there (model name and sha256, cp2k version) that is not text.
+    """
+    path = path or PINS_PATH
+    if not path.exists():
         return {}
+    pins = load_toml(path, prefixed(ConfigError))
+    for table, keys in (("model", ("name", "sha256")), ("cp2k", ("version",))):
+        value = pins.get(table, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: '{table}' must be a table ([{table}]), got {type(value).__name__}")
+        wrong = [k for k in keys if k in value and not isinstance(value[k], str)]
+        if wrong:
+            raise ConfigError(f"{path}: [{table}] {', '.join(wrong)} must be text")
+    return pins
 
 
 def _attr(module: str, name: str) -> Any:
