@@ -439,6 +439,33 @@ def test_prerelax_cannot_be_added_to_a_run_that_began_without_it(tmp_path, monke
         aimd.grow(aimd.load_aimd_spec(tmp_path / "aimd.toml"), _engine(monkeypatch))
 
 
+def test_a_stored_start_must_be_relaxed_as_the_spec_says(tmp_path, monkeypatch):
+    """start.extxyz was taken on its species and cell alone: a spec whose prerelax named another
+    model or a tighter fmax went on from the old start, and the manifest recorded the new settings."""
+    from ase.io import read, write
+
+    from nepbench.models import write_random_model
+    from nepbench.prerelax import Prerelax, start_structure
+
+    (tmp_path / "aimd.toml").write_text(PRERELAX_SPEC)
+    spec = aimd.load_aimd_spec(tmp_path / "aimd.toml")
+    run = spec.run("lic")
+    _grow_one_segment(spec, _engine(monkeypatch))
+    folder = aimd.run_dir_of(spec, run)
+    stored = read(folder / "start.extxyz")
+    assert start_structure(folder, run.atoms(), Prerelax(str(V1_MODEL), 0.05), started=True).info == stored.info
+    with pytest.raises(InputError, match=r"start.extxyz: start structure was relaxed to max\|F\| 0\.0\d\d eV/Å, the "
+                       r"spec's prerelax asks for < 0\.001 eV/Å; remove the run's folder"):
+        start_structure(folder, run.atoms(), Prerelax(str(V1_MODEL), 0.001), started=True)
+    other = write_random_model(tmp_path / "other.txt", seed=1)
+    with pytest.raises(InputError, match="start structure was relaxed with nep.txt .*, the spec's prerelax names other.txt"):
+        start_structure(folder, run.atoms(), Prerelax(str(other), 0.05), started=True)
+    stored.info = {}
+    write(folder / "start.extxyz", stored)
+    with pytest.raises(InputError, match="start structure has no relaxation record"):
+        aimd.grow(spec, _engine(monkeypatch), run_ids=["lic"])
+
+
 def test_prerelax_settings_are_checked(tmp_path):
     (tmp_path / "aimd.toml").write_text(PRERELAX_SPEC.replace("fmax_ev_per_a = 0.05", "fmax = 0.05"))
     with pytest.raises(Exception, match=r"aimd.toml: AIMD run 'lic': prerelax needs 'model'.*unknown: fmax"):

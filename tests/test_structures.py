@@ -108,3 +108,18 @@ def test_min_distance_refuses_a_cell_too_thin_for_the_cutoff():
     atoms = Atoms("Si", positions=[[0, 0, 0]], cell=[0.001, 5.0, 5.0], pbc=True)
     with pytest.raises(ValueError, match="too thin"):
         min_interatomic_distance_a(atoms, 2.0)
+
+
+def test_a_compression_these_files_do_not_use_is_refused_naming_the_file(tmp_path):
+    """`systems build c-Si --out cell.extxyz.bz2` wrote plain text under that name, which the
+    project's own reader then refused as a corrupt archive."""
+    from ase.build import bulk
+
+    from nepbench.structures import write_structures
+
+    path = tmp_path / "cell.extxyz.bz2"
+    with pytest.raises(InputError, match=r"cell\.extxyz\.bz2: compression \.bz2 is not supported"):
+        write_structures(path, [bulk("Si")])
+    assert not path.exists()
+    write_structures(tmp_path / "cell.extxyz.gz", [bulk("Si")])
+    assert (tmp_path / "cell.extxyz.gz").read_bytes()[:2] == b"\x1f\x8b"

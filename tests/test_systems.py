@@ -53,6 +53,23 @@ def test_registry_records_params_and_rejects_bad_input():
         build("a-Si", seed=0, x=2.0)
 
 
+def test_the_seed_and_core_shell_sizes_are_checked_as_parameters():
+    """`seed` in a spec's params passed the check and failed later as a TypeError; core-shell's
+    sizes, whose defaults sit in the registry, took any value (True built a 1 nm core)."""
+    from nepbench.systems import param_problem
+
+    assert "takes no parameter(s) seed" in param_problem("a-Si", {"n_atoms": 16, "seed": 3})
+    assert param_problem("core-shell", {"core_radius_nm": True}) == (
+        "builder 'core-shell': parameter core_radius_nm must be a finite number, got True")
+    assert "must be a finite number, got '2'" in param_problem("core-shell", {"shell_thickness_nm": "2"})
+    assert param_problem("core-shell", {"core_radius_nm": 1.5}) is None
+
+
+def test_a_parameter_left_to_the_builder_records_the_value_it_chose():
+    chosen = build("Si|C-lithiated", seed=0)
+    assert build("Si|C-lithiated", seed=0, gap_a=None).info["gap_a"] == chosen.info["gap_a"] is not None
+
+
 # --------------------------------------------------------------------------- crystalline
 
 def test_c_si_density_and_tetrahedral_bonds():
@@ -92,7 +109,7 @@ def test_li_in_c_si_uses_tetrahedral_sites():
     assert np.allclose(d[from_li], 5.431 * np.sqrt(3) / 4)
     li = atoms[symbols == "Li"]
     assert min_interatomic_distance_a(li, 4.0) >= 3.8
-    with pytest.raises(ValueError, match="tetrahedral sites"):
+    with pytest.raises(ValueError, match="random order of the tetrahedral sites placed only"):
         build("Li-in-c-Si", seed=0, n_li=40)
 
 

@@ -85,6 +85,33 @@ def relax_positions(atoms: Atoms, prerelax: Prerelax) -> Atoms:
     return out
 
 
+def stored_relaxation_problem(info: Mapping[str, Any], prerelax: Prerelax) -> str | None:
+    """How a stored start's relaxation record (`relax_positions`' info keys) falls short of
+    `prerelax`, or None: no record (never relaxed here), another model (by sha256 where the spec's
+    model resolves without a download, else by name), or a largest force above the spec's fmax."""
+    from .errors import ModelError
+    from .models import resolve_model
+
+    missing = [k for k in ("prerelax_model", "prerelax_model_sha256", "prerelax_fmax_ev_per_a") if k not in info]
+    if missing:
+        return f"start structure has no relaxation record ({', '.join(missing)}): it was not relaxed by nepbench"
+    try:
+        model = resolve_model(prerelax.model, fetch=False)
+        same = model.sha256 == info["prerelax_model_sha256"]
+        wanted = f"{model.name} (sha256 {model.sha256[:12]}…)"
+    except ModelError:  # not fetched here: the name is what can be compared
+        same = str(info["prerelax_model"]) == prerelax.model
+        wanted = prerelax.model
+    if not same:
+        return (f"start structure was relaxed with {info['prerelax_model']} (sha256 "
+                f"{str(info['prerelax_model_sha256'])[:12]}…), the spec's prerelax names {wanted}")
+    fmax = float(info["prerelax_fmax_ev_per_a"])
+    if not fmax < prerelax.fmax_ev_per_a:
+        return (f"start structure was relaxed to max|F| {fmax:.3f} eV/Å, the spec's prerelax asks for "
+                f"< {prerelax.fmax_ev_per_a} eV/Å")
+    return None
+
+
 def start_structure(run_dir: Path, built: Atoms, prerelax: Prerelax, started: bool) -> Atoms:
     """The run's pre-relaxed start: read from `run_dir/start.extxyz`, or relaxed and written there.
 
@@ -104,6 +131,10 @@ def start_structure(run_dir: Path, built: Atoms, prerelax: Prerelax, started: bo
         if stored.get_chemical_symbols() != built.get_chemical_symbols() or not np.allclose(
                 stored.cell.array, built.cell.array, atol=1e-6):
             raise InputError(path, "start structure differs in species, order or cell from the run's builder")
+        problem = stored_relaxation_problem(stored.info, prerelax)
+        if problem:
+            raise InputError(path, f"{problem}; remove the run's folder to start it again from a start "
+                             "relaxed as the spec says, or restore the spec's prerelax")
         check_structure(stored, path)
         return stored
     if started:

@@ -197,10 +197,23 @@ def extxyz_bytes(frames: Sequence[Atoms]) -> bytes:
     return buffer.getvalue().encode()
 
 
+#: Compression suffixes other tools use and these files do not (written as plain text under such a
+#: name, they read back as a corrupt archive).
+UNSUPPORTED_COMPRESSION = frozenset({".bz2", ".zst", ".lz4", ".lzma", ".zip", ".z", ".7z", ".tar", ".tgz"})
+
+
 def structures_bytes(name: str | os.PathLike[str], frames: Sequence[Atoms]) -> bytes:
     """The bytes `write_structures` writes for `frames` to a file called `name`: extxyz,
-    compressed by its suffix (.xz, .gz or none)."""
-    return _compress(extxyz_bytes(frames), Path(name).suffix)
+    compressed by its suffix (.xz, .gz or none).
+
+    Raises:
+        InputError naming `name`: a compression suffix other than .xz or .gz (`UNSUPPORTED_COMPRESSION`).
+    """
+    suffix = Path(name).suffix
+    if suffix.lower() in UNSUPPORTED_COMPRESSION:
+        raise InputError(name, f"compression {suffix} is not supported: name the file .extxyz, .extxyz.xz or "
+                         ".extxyz.gz")
+    return _compress(extxyz_bytes(frames), suffix)
 
 
 def write_structures(path: str | os.PathLike[str], frames: Sequence[Atoms]) -> None:

@@ -64,7 +64,8 @@ def _parity(args: argparse.Namespace) -> int:
     if not criteria:
         raise ConfigError(f"{args.criteria}: no criterion on a parity task to judge the model by")
     start = time.perf_counter()
-    outcome = parity_outcome(NepCpuEngine(info.path), test, train, f"{len(test)} frames of {args.data}")
+    outcome = parity_outcome(NepCpuEngine(info.path), test, train, f"{len(test)} frames of {args.data}",
+                             str(args.data))
     data_sha = sha256_file(args.data)
     record = make_record(spec, outcome, model, data_sha, data_sha, time.perf_counter() - start,
                          data_files=[str(args.data)])

@@ -97,7 +97,9 @@ def build(name: str, seed: int, **params: Any) -> Atoms:
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "its defaults"
         raise ValueError(f"builder {name!r} with {shown} builds no atoms")
     atoms.info.update({"builder": name, "motif": entry.motif, "seed": int(seed)})
-    atoms.info.update({k: _info_value(v) for k, v in kwargs.items() if k != "seed"})
+    # a parameter left None (the builder's own choice) keeps the value the builder resolved into info
+    atoms.info.update({k: _info_value(v) for k, v in kwargs.items()
+                       if k != "seed" and not (v is None and k in atoms.info)})
     return atoms
 
 
@@ -112,14 +114,14 @@ def param_problem(name: str, params: Any) -> str | None:
         return f"builder {name!r}: params must be a table, got {params!r}"
     entry = BUILDERS[name]
     signature = inspect.signature(entry.func).parameters
-    accepted = set(signature)
+    accepted = set(signature) - {"seed"}  # the seed is the run's or the family's, never a parameter
     unknown = sorted(set({**entry.defaults, **params}) - accepted)
     if unknown:
         return (f"builder {name!r} takes no parameter(s) {', '.join(unknown)}; "
-                f"it takes {', '.join(sorted(accepted - {'seed'}))}")
+                f"it takes {', '.join(sorted(accepted))}")
     for key, value in params.items():
-        try:
-            _check_param_type(name, key, value, signature[key].default)
+        try:  # the registry's default stands in where the function has none (core-shell's sizes)
+            _check_param_type(name, key, value, entry.defaults.get(key, signature[key].default))
         except ValueError as exc:
             return str(exc)
     return None

@@ -115,8 +115,9 @@ def li_in_c_si(seed: int, n_li: int = 4, repeat: tuple[int, int, int] = (2, 2, 2
         chosen.append(site)
     if len(chosen) < n_li:
         raise ValueError(
-            f"only {len(chosen)} tetrahedral sites ≥ {LI_T_SITE_SEPARATION_A} Å apart fit in a "
-            f"{repeat} c-Si cell; asked for {n_li} Li"
+            f"this seed's random order of the tetrahedral sites placed only {len(chosen)} Li "
+            f"≥ {LI_T_SITE_SEPARATION_A} Å apart in a {repeat} c-Si cell; asked for {n_li} (another seed, "
+            "a larger repeat or fewer Li may fit)"
         )
     li = Atoms(f"Li{n_li}", scaled_positions=np.array(chosen), cell=cell, pbc=True) if n_li else Atoms()
     return host + li

@@ -9,6 +9,7 @@ import numpy as np
 from ase import Atoms
 
 from ..config import TaskSpec
+from ..errors import InputError
 from ..metrics.forces import energy_errors, fit_element_offsets, force_errors, parity_data, stress_errors
 from ..structures import labels_of
 from . import TaskContext, TaskOutcome
@@ -27,8 +28,36 @@ def missing_species(frames: list[Atoms], species: tuple[str, ...]) -> list[str]:
     return sorted(present - set(species))
 
 
-def predict(engine: Any, frames: list[Atoms]) -> list[Any]:
-    return [engine.single_point(atoms) for atoms in frames]
+def predict(engine: Any, frames: list[Atoms], source: str = "frames") -> list[Any]:
+    """`engine`'s labels of each frame; a frame it refuses is named by `source` (its file) and index."""
+    labels = []
+    for index, atoms in enumerate(frames):
+        try:
+            labels.append(engine.single_point(atoms))
+        except InputError as exc:
+            raise InputError(f"{source} (frame {index})", exc.problem) from None
+    return labels
+
+
+#: Suffixes of per-group force metrics other than elements and motifs (`_near_train`).
+RESERVED_GROUPS = frozenset({"far_from_train"})
+
+
+def motif_label_problem(frames: list[Atoms]) -> str | None:
+    """What is wrong with the frames' motif labels (info "motif", else "config_type"), or None:
+    per-motif force metrics are named like the per-element ones (`force_rmse_mev_per_a.<group>`),
+    so a motif called like an element of the frames, or like a reserved group, would overwrite them."""
+    elements = {s for a in frames for s in a.get_chemical_symbols()}
+    labels = {_motif(a) for a in frames}
+    clash = sorted(labels & (elements | RESERVED_GROUPS))
+    if clash:
+        return (f"motif label(s) {', '.join(map(repr, clash))} (info 'motif' or 'config_type') name an element or "
+                f"a reserved group: per-motif metrics would overwrite force_rmse_mev_per_a.<{clash[0]}>; rename them")
+    return None
+
+
+def _motif(atoms: Atoms) -> str:
+    return str(atoms.info.get("motif", atoms.info.get("config_type", "all")))
 
 
 def _counts(frames: list[Atoms], elements: list[str]) -> np.ndarray:
@@ -116,7 +145,8 @@ def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                            f"{', '.join(lacking)} present in the reference data")
     # split = "train" scores the fit's own frames: parity_outcome sees the shared frames and fits in-sample
     what = "CP2K training frames" if split == "train" else "held-out CP2K frames"
-    return parity_outcome(NepCpuEngine(ctx.model_path), test, train, f"{len(test)} {what} ({split} split)")
+    return parity_outcome(NepCpuEngine(ctx.model_path), test, train, f"{len(test)} {what} ({split} split)",
+                          str(ctx.reference_dir / "dft"))
 
 
 def _shared_frames(a: list[Atoms], b: list[Atoms]) -> bool:
@@ -157,24 +187,29 @@ def _near_train(test: list[Atoms], train: list[Atoms], ref_f: np.ndarray, pred_f
     return text + f"; force RMSE over the other {int((~near).sum())}: {far.rmse_mev_per_a:.0f} meV/Å"
 
 
-def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, what: str) -> TaskOutcome:
+def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, what: str,
+                   source: str = "frames") -> TaskOutcome:
     """Parity metrics and plot data of `engine` on labelled `test` frames.
 
     Per-element energy offsets are fitted on `train` (another split of the same data) and applied
     to `test`; with `train=None`, or a `train` that shares a structure with `test`, they are fitted
     on `test` itself (in-sample, stated in the method, and refused with too few frames).
-    Frames without a "motif" in their info count as motif "all".
+    Frames without a "motif" in their info count as motif "all". `source` names the frames' file
+    in errors: a frame the engine refuses, or motif labels that clash with element names.
     """
+    problem = motif_label_problem(test)
+    if problem:
+        raise InputError(source, problem)
     if train and _shared_frames(test, train):  # the fit would see scored frames: in-sample, and said so
         train = None
     offsets_from = train if train else test
-    test_pred = predict(engine, test)
-    train_pred = predict(engine, train) if train else test_pred
+    test_pred = predict(engine, test, source)
+    train_pred = predict(engine, train, source) if train else test_pred
 
     ref_f = np.concatenate([labels_of(a)[1] for a in test])
     pred_f = np.concatenate([lab.forces_ev_per_a for lab in test_pred])
     symbols = [s for a in test for s in a.get_chemical_symbols()]
-    motif_of = [str(a.info.get("motif", a.info.get("config_type", "all"))) for a in test]
+    motif_of = [_motif(a) for a in test]
     atom_motifs = [m for a, m in zip(test, motif_of) for _ in range(len(a))]
     ferr = force_errors(ref_f, pred_f, symbols, atom_motifs)
 
@@ -231,6 +266,10 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
         metrics["stress_mae_gpa"] = serr.mae_gpa
         metrics["n_stress_frames"] = float(len(stressed))  # frames without a DFT stress are left out
         units.update({"stress_rmse_gpa": "GPa", "stress_mae_gpa": "GPa", "n_stress_frames": "frames"})
+    else:  # said, not left blank: a file with `virial=` (GPUMD's name) carries a stress this does not read
+        reasons["stress_rmse_gpa"] = ("no scored frame has a DFT stress (a 'stress' in its info or results; a "
+                                      "'virial' is not read)" if all(labels_of(a)[2] is None for a in test)
+                                      else "the engine gave no stress")
     parity = parity_data(ref_f, pred_f, symbols, MAX_PARITY_POINTS, seed=0)
     series = {
         # the points drawn (at most MAX_PARITY_POINTS per element) and the recorded RMSE over all of them
