@@ -1,4 +1,4 @@
-# nepbench: `make demo` runs the main job on the embedded default model; `make test` runs the tests.
+# nepbench: `make demo` runs the main job on the default model (fetched at first use); `make test` runs the tests.
 # Both set themselves up on a fresh machine: a .venv with pinned dependencies, and Debian's cp2k.
 PYTHON ?= python3
 VENV   := .venv
