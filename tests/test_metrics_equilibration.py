@@ -164,3 +164,11 @@ def test_csvr_heat_offset_matches_a_simulated_thermostat() -> None:
     for args in [(1.0, 0.0, 93), (1.0, 50.0, 0)]:
         with pytest.raises(ValueError):
             csvr_heat_offset_k(*args)
+
+
+# --------------------------------------------------------------- hand-computed and analytic values
+
+
+def test_statistical_inefficiency_by_hand():
+    # C(1) = 1/7 over the 7 lag-1 products, C(2) = -1 stops the sum: g = 1 + 2 (1/7)(1 - 1/8) = 1.25
+    assert statistical_inefficiency(np.array([1, 1, -1, -1, 1, 1, -1, -1.0])) == pytest.approx(1.25)

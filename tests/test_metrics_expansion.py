@@ -276,3 +276,15 @@ def test_value_errors() -> None:
         ex.radial_edges_nm(-1.0, 0.1)
     with pytest.raises(ValueError, match="finite"):
         ex.mean_and_stderr(np.array([1.0, np.nan]))
+
+
+# --------------------------------------------------------------- hand-computed and analytic values
+
+
+def test_shell_strain_records_the_deformed_radii():
+    # 2000 atoms spread evenly in r³ over a 10–16 Å shell (N(<r) linear in r³), then a uniform 2 % swell
+    r0 = np.cbrt(10.0**3 + (np.arange(2000) + 0.5) / 2000 * (16.0**3 - 10.0**3))
+    s = ex.shell_strain(r0, 1.02 * r0)
+    assert s.inner_a == pytest.approx(1.02 * s.inner0_a, rel=1e-9)
+    assert s.outer_a == pytest.approx(1.02 * s.outer0_a, rel=1e-9)
+    assert s.inner0_a == pytest.approx(10.0, rel=0.01) and s.outer0_a == pytest.approx(16.0, rel=0.01)

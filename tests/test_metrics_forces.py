@@ -165,3 +165,22 @@ def test_parity_data_subsamples_deterministically() -> None:
     np.testing.assert_allclose(a["Si"].pred_ev_per_a - a["Si"].ref_ev_per_a, 0.1)
     with pytest.raises(ValueError):
         parity_data(ref, pred, symbols, max_points_per_element=0)
+
+
+# --------------------------------------------------------------- hand-computed and analytic values
+
+
+def test_offset_fit_minimises_the_per_atom_error_of_mixed_sizes():
+    # Si2 is +10 meV/atom off, Si8 -10 meV/atom: the per-atom least-squares offset is their mean, 0
+    ee = energy_errors([0.02, -0.08], [0.0, 0.0], [2, 8], [{"Si": 2}, {"Si": 8}])
+    assert ee.offsets_ev["Si"] == pytest.approx(0.0, abs=1e-12)
+    assert ee.offset_corrected_rmse_mev_per_atom == pytest.approx(10.0)
+    assert ee.raw_rmse_mev_per_atom == pytest.approx(10.0)
+    assert ee.raw_mae_mev_per_atom == pytest.approx(10.0)
+
+
+def test_composition_mean_error_with_nonzero_reference_energies():
+    ref = np.array([-8.0, -8.2, -7.9, -8.1])          # 2-atom Si cells, eV
+    pred = ref + np.array([0.02, -0.02, 0.06, -0.02])  # +10, -10, +30, -10 meV/atom
+    ee = energy_errors(ref, pred, [2, 2, 2, 2], [{"Si": 2}] * 4)
+    assert ee.composition_mean_rmse_mev_per_atom == pytest.approx(np.sqrt((25 + 225 + 625 + 225) / 4))

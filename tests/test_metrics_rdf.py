@@ -194,3 +194,37 @@ def test_wasserstein1() -> None:
         rdf_wasserstein1(r, g_ref, -g)
     with pytest.raises(ValueError):
         rdf_wasserstein1(r, np.zeros_like(r), g)
+
+
+# --------------------------------------------------------------- hand-computed and analytic values
+
+
+def test_rdf_partials_and_density_are_means_over_frames():
+    rng = np.random.default_rng(0)
+    n, box = 2000, 20.0
+    frames = []
+    for k, scale in enumerate((1.0, 2.0 ** (1 / 3))):  # volumes V and 2V
+        pos = rng.uniform(0, box * scale, (n, 3))
+        frames.append((pos, np.eye(3) * box * scale, ["Li"] * 1000 + ["Si"] * 1000))
+    res = rdf_frames(frames, 8.0, n_bins=20)
+    far = res.r_a > 2.0
+    for key, g in res.partials.items():          # ideal gas: every partial -> 1, not n_frames
+        assert np.mean(g[far]) == pytest.approx(1.0, abs=0.03), key
+    assert res.number_density_per_a3["Li"] == pytest.approx(0.75 * 1000 / box**3)  # mean of N/V and N/2V
+    single = rdf_frame(*frames[0], 8.0, n_bins=20)
+    twice = rdf_frames([frames[0], frames[0]], 8.0, n_bins=20)
+    for key in single.partials:
+        np.testing.assert_allclose(twice.partials[key], single.partials[key], atol=1e-12)
+
+
+def test_rdf_of_a_rotated_cell_is_the_same_lattice():
+    atoms = bulk("Si", "diamond", a=5.431, cubic=True).repeat((3, 3, 3))
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    sym = atoms.get_chemical_symbols()
+    ref = rdf_frame(atoms.positions, atoms.cell.array, sym, 5.0, n_bins=250)
+    turned = rdf_frame(atoms.positions @ rot.T, atoms.cell.array @ rot.T, sym, 5.0, n_bins=250)
+    assert turned.backend == "ase"
+    np.testing.assert_allclose(turned.total, ref.total, atol=1e-9)
+    rho = (len(atoms) - 1) / atoms.get_volume()
+    assert coordination_number(turned.edges_a, turned.g("Si", "Si"), rho, 3.0) == pytest.approx(4.0, abs=1e-9)

@@ -45,3 +45,15 @@ def test_frames_of_other_atoms_are_not_compared_and_the_nearest_is_taken():
     got = nearest_distances_a([base, other], [far, near, other])
     assert got[0] == pytest.approx(rms_distance_a(base, near)) and got[1] == 0.0
     assert np.isinf(nearest_distances_a([other], [base])[0])
+
+
+# --------------------------------------------------------------- hand-computed and analytic values
+
+
+def test_strained_triclinic_copy_is_at_zero():
+    cell = np.array([[5.0, 0.0, 0.0], [1.5, 4.8, 0.0], [0.7, 1.1, 5.2]])
+    base = Atoms("Si8", scaled_positions=np.random.default_rng(5).random((8, 3)), cell=cell, pbc=True)
+    strained = base.copy()
+    strained.set_cell(cell @ np.diag([1.04, 0.98, 1.02]), scale_atoms=True)
+    assert rms_distance_a(strained, base) == pytest.approx(0.0, abs=1e-12)
+    assert rms_distance_a(base, strained) == pytest.approx(0.0, abs=1e-12)

@@ -42,3 +42,14 @@ def test_drift_with_noise_within_stderr() -> None:
 def test_drift_bad_input(t: list[float], e: list[float], n: int) -> None:
     with pytest.raises(ValueError):
         nve_energy_drift_ev_per_atom_per_ps(np.array(t), np.array(e), n)
+
+
+# --------------------------------------------------------------- hand-computed and analytic values
+
+
+def test_nve_drift_by_hand():
+    res = nve_energy_drift_ev_per_atom_per_ps([10.0, 11.0, 12.0, 13.0], [0.0, 1.0, 1.0, 2.0], 1)
+    assert res.drift_ev_per_atom_per_ps == pytest.approx(0.6)
+    assert res.stderr_ev_per_atom_per_ps == pytest.approx(np.sqrt(0.2 / 2 / 5))  # SS/(n-2)/Sxx
+    assert res.residual_rms_ev_per_atom == pytest.approx(np.sqrt(0.05))
+    assert res.duration_ps == pytest.approx(3.0)

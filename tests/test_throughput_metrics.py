@@ -92,3 +92,17 @@ def test_predict_and_ratio_at_size():
     assert tp.ratio_at_size(1000, nep, cp2k) == pytest.approx(1e9)
     with pytest.raises(ValueError):
         tp.predict_s_per_step(0, 1.0, 1.0)
+
+
+# --------------------------------------------------------------- hand-computed and analytic values
+
+
+def test_scaling_exponent_stderr_by_hand():
+    # log t = b log N + c + r with r = (+d, -2d, +d) orthogonal to (1, log N): b exact, SS = 6 d^2 on 1 dof,
+    # Sxx = 2 ln(10)^2  ->  stderr = d sqrt(3) / ln 10
+    n = np.array([10.0, 100.0, 1000.0])
+    d = 0.1
+    t = 1e-6 * n**2 * np.exp([d, -2 * d, d])
+    b, a, err = tp.fit_scaling_exponent(n, t)
+    assert b == pytest.approx(2.0, abs=1e-12)
+    assert err == pytest.approx(d * np.sqrt(3) / np.log(10), rel=1e-9)
