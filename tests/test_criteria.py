@@ -204,3 +204,33 @@ def test_suite_floor_survives_model_expansion():
     rdf = next(c for c in suite.criteria if c.id.startswith("rdf["))
     assert rdf.floor == "rdf_l1_aimd_halves_max"
     assert validate_criterion(rdf.to_dict()).floor == "rdf_l1_aimd_halves_max"
+
+
+# --------------------------------------------------------------- found by a mutation review
+
+
+from nepbench.report import criteria  # noqa: E402
+
+
+@pytest.mark.parametrize("status", ["interrupted", "running", None])
+def test_a_record_that_is_not_done_is_not_judged_even_with_metrics(status):
+    """Kills criteria.py:149 (the `status != "done"` check dropped: its metrics are judged).
+
+    An unfinished record may hold a partial (here: passing) value; the doc lists anything other
+    than done/skipped/not_applicable as a gap nobody explained: not_measured, unexpected, exit 2.
+    """
+    v = judge(LOWER, record(status=status, force_rmse=50.0))
+    assert v.verdict == "not_measured" and v.value is None and v.unexpected
+    assert f"task status {status!r}" in v.reason
+    assert exit_code([v]) == 2
+
+
+def test_a_floor_exactly_at_the_pass_bound_is_no_caveat():
+    """Kills criteria.py:261 `>` → `>=` (a floor equal to `good` reported as beyond it).
+
+    The caveat is for noise *beyond* the pass bound; bounds are inclusive (score 1 at good → pass),
+    so a reference noise of exactly 0.15 still lets a model reach a pass.
+    """
+    v = judge(RDF, record(task="md-m", rdf_l1_error_max=0.2, rdf_l1_aimd_halves_max=0.15))
+    assert v.floor_value == 0.15 and criteria.floor_caveats([v]) == []
+    assert judge(RDF, record(task="md-m", rdf_l1_error_max=0.15)).verdict == "pass"

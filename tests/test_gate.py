@@ -595,3 +595,81 @@ def test_a_null_baseline_value_fails_instead_of_switching_the_metric_off(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gated metric(s) null or non-finite: force_rmse_mev_per_a [parity-{model}]" in err[0]
     assert not target.exists()
+
+
+# --------------------------------------------------------------- found by a mutation review
+
+
+def test_warn_to_fail_flip_fails_the_gate_even_within_tolerance():
+    """Kills gate.py:520 `base.verdict != "fail"` → `base.verdict == "pass"` (warn → fail let through).
+
+    Bounds good 100 / bad 200 (lower is better): 150 meV/Å is a warn, 201 a fail. The module doc
+    says a criterion flipping to fail (pass → fail *or warn → fail*) fails the gate; a 1000 %
+    tolerance keeps the metric comparison itself from failing, so only the flip can.
+    """
+    loose = Tolerances(Tolerance(10.0, 0.0))
+    base, run = results_doc(force=150.0), results_doc(force=201.0)
+    assert [v["verdict"] for v in base["verdicts"]][0] == "warn"
+    assert [v["verdict"] for v in run["verdicts"]][0] == "fail"
+    result = gate(base, run, loose)
+    assert result.exit_code == 1
+    assert [f.kind for f in result.failures] == ["flip"]
+    assert "warn → fail" in result.failures[0].message
+
+
+def test_a_gated_metric_without_criterion_missing_in_the_run_fails():
+    """Kills gate.py:554 (`if value is None and (task, metric) in unmeasured` → `if value is None`)
+    and gate.py:532 (every baseline metric counted as already reported).
+
+    force_mae is gated only through the tolerance table (better = "lower"); no criterion judges it,
+    so no "unmeasured" finding reports its absence. The doc: "a compared metric is missing ... in
+    the run" fails the gate; the criterion metrics are unchanged, so this is the only failure.
+    """
+    tol = Tolerances(Tolerance(), {"force_mae_mev_per_a": Tolerance(0.05, 2.0, better="lower")})
+    base, run = results_doc(), results_doc()
+    base["records"][0]["metrics"]["force_mae_mev_per_a"] = 100.0  # run: the metric is gone
+    result = gate(base, run, tol)
+    assert result.exit_code == 1
+    assert [(f.kind, f.subject) for f in result.failures] == [("missing", "force_mae_mev_per_a")]
+    assert "missing in this run" in result.failures[0].message
+
+
+def test_a_tolerance_entry_cannot_turn_a_criterion_metrics_direction_around():
+    """Kills gate.py:455 `rules.setdefault(...)` → `rules[...] = ...` (the table's `better` wins).
+
+    metric_rules: "Criterion metrics take the criterion's direction". The force criterion has good
+    100 < bad 200, so lower is better and 150 → 180 is 30 worse; the allowance is max(2, 5 % of
+    150) = 7.5, so the gate must fail even though the table (wrongly) says better = "higher".
+    """
+    tol = Tolerances(Tolerance(), {"force_rmse_mev_per_a": Tolerance(0.05, 2.0, better="higher")})
+    result = gate(results_doc(force=150.0), results_doc(force=180.0), tol)
+    assert [(f.kind, f.subject) for f in result.failures] == [("worse", "force_rmse_mev_per_a")]
+    (force,) = [c for c in result.comparisons if c.metric == "force_rmse_mev_per_a"]
+    assert force.lower_is_better and force.worse_by == 30.0 and force.allowed == 7.5
+
+
+def test_reference_data_differing_after_the_printed_prefix_still_fail():
+    """Kills a data check that compares what it prints (the first 12 hex digits), gate.py:469.
+
+    Two sha256 that agree on their first 12 characters are still different data; the doc: a task's
+    reference data differing from the baseline's fails unless allowed.
+    """
+    base = results_doc(data="0" * 12 + "1" * 52)
+    run = results_doc(data="0" * 12 + "2" * 52)
+    result = gate(base, run)
+    assert sorted((f.kind, f.subject) for f in result.failures) == [
+        ("data", "parity-{model}"), ("data", "throughput-{model}")]
+
+
+@pytest.mark.parametrize("lower, value", [(True, -96.0), (False, -104.0)])
+def test_tolerance_of_a_negative_baseline_uses_its_magnitude(lower, value):
+    """Kills gate.py:73 `abs(baseline)` → `baseline` (a negative metric gets a negative allowance).
+
+    Baseline -100, 5 % relative, 0 absolute: allowed = max(0, 0.05 × |-100|) = 5. Moving 4 units in
+    the worse direction (up when lower is better, down when higher is better) is within it.
+    """
+    c = compare_metric("t", "m", -100.0, value, lower, Tolerance(0.05, 0.0))
+    assert c.allowed == 5.0
+    assert c.worse_by == pytest.approx(4.0) and c.ok
+    # and one unit past the allowance fails: 9 worse > 5 allowed
+    assert not compare_metric("t", "m", -100.0, value + (5.0 if lower else -5.0), lower, Tolerance(0.05, 0.0)).ok

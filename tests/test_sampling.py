@@ -262,3 +262,75 @@ def test_a_cut_wider_than_four_sigma_keeps_the_tails_it_promises():
     expected = 2 * np.exp(-0.5 * z**2) / (np.sqrt(2 * np.pi) * sigma) / (4 * np.pi * centre**2) / 2
     assert wide[si_si_last] == pytest.approx(expected, rel=1e-9) and wide[si_si_last] > 0
     assert four[si_si_last] == 0.0  # |z| > 4: cut
+
+
+# --------------------------------------------------------------- found by a mutation review
+
+from nepbench.sampling import canonical_row_order  # noqa: E402
+
+
+def _two_blobs(per_blob, seed=0):
+    """Two well-separated 4-D Gaussian blobs of `per_blob` points each."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0] * 4, [50.0] * 4])
+    return np.vstack([c + rng.normal(0.0, 1.0, size=(per_blob, 4)) for c in centres])
+
+
+def test_center_ranks_are_truncated_like_maml():
+    """Kills sampling.py:311 `.astype(int)` → `.round().astype(int)`.
+
+    maml's SelectKFromClusters takes ranks `int(i) for i in np.linspace(0, n - 1, k)`: for n = 8
+    and k = 3 that is linspace = [0, 3.5, 7] → ranks [0, 3, 7] (rounding would give 4).
+    """
+    x = _two_blobs(8, seed=4)
+    result = direct_select(x, n_clusters=2, k_per_cluster=3)
+    for label in np.unique(result.labels):
+        members = np.nonzero(result.labels == label)[0]
+        assert len(members) == 8
+        coords = result.pca_coordinates[members]
+        order = members[np.argsort(np.linalg.norm(coords - coords.mean(axis=0), axis=1))]
+        assert set(result.indices) & set(members) == {order[0], order[3], order[7]}
+
+
+def test_canonical_row_order_sorts_by_the_first_column_first():
+    """Kills sampling.py:223 `rows.T[::-1]` → `rows.T` (the last column made the primary key).
+
+    Lexicographic, first column first: (0, 0) < (0, 1) < (1, 0), i.e. rows 2, 1, 0. Sorting on the
+    last column first would give 2, 0, 1, and break ties differently from a committed selection.
+    """
+    rows = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    assert canonical_row_order(rows).tolist() == [2, 1, 0]
+
+
+def test_tie_tolerance_is_relative_to_the_distances():
+    """Kills sampling.py:265 `<= TIE_RTOL * max(|d1|, |d2|)` → `<= TIE_RTOL` (absolute).
+
+    100 and 100·(1 + 5e-10) differ by 5e-8 in absolute terms but 5e-10 relatively (< TIE_RTOL =
+    1e-9): a tie, so the preferred 7 takes the slot. 1e-12 and 2e-12 differ by only 1e-12 but one is
+    twice the other: not a tie, so the nearer 4 stays.
+    """
+    members = np.array([4, 7])
+    assert prefer_tied([4], members, np.array([100.0, 100.0 * (1 + 5e-10)]), prefer={7}) == [7]
+    assert prefer_tied([4], members, np.array([1e-12, 2e-12]), prefer={7}) == [4]
+
+
+def test_several_tied_preferred_members_the_lowest_index_wins():
+    """Kills sampling.py:267 `tied[0]` → `tied[-1]`.
+
+    4, 7 and 9 are equally far from the centroid and 7 and 9 are both preferred: the swap must be
+    deterministic and follow the lower-index rule DIRECT uses for other ties, so 7, not 9.
+    """
+    members = np.array([4, 7, 9])
+    distance = np.array([0.25, 0.25, 0.25])
+    assert prefer_tied([4], members, distance, prefer={9, 7}) == [7]
+
+
+def test_smallest_ties_go_to_the_lower_index():
+    """Kills sampling.py:315 (an unstable / reversed sort for "smallest").
+
+    direct_select's doc: n_atoms for "smallest" (ties go to the lower index). Every structure has
+    the same size, so each cluster's pick is its lowest index: 0 in the first blob, 8 in the second.
+    """
+    x = _two_blobs(8, seed=1)
+    result = direct_select(x, n_clusters=2, selection="smallest", n_atoms=[10] * 16)
+    assert result.indices.tolist() == [0, 8]
