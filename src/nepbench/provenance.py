@@ -197,10 +197,10 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def gpu_models(visible: str | None = None) -> list[str]:
+def gpu_models() -> list[str]:
     """The NVIDIA GPUs a CUDA program here sees, as "name, memory" (nvidia-smi), empty when none:
-    nvidia-smi lists every GPU of the node, so the list is cut to `visible` (default: the
-    CUDA_VISIBLE_DEVICES variable, when set) in its order. Its entries are indices or GPU UUIDs (a
+    nvidia-smi lists every GPU of the node, so the list is cut to CUDA_VISIBLE_DEVICES, when set,
+    in its order. Its entries are indices or GPU UUIDs (a
     prefix will do); CUDA ignores the entries after one that names no GPU, and so does this. An
     entry of another form (a MIG instance) cannot be matched here: the whole list is kept."""
     try:
@@ -212,7 +212,7 @@ def gpu_models(visible: str | None = None) -> list[str]:
         return []
     rows = [[part.strip() for part in line.split(",")] for line in out.splitlines() if line.strip()]
     rows = [r for r in rows if len(r) >= 4]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     chosen = rows
     if visible is not None:
         tokens = [t.strip() for t in visible.split(",")] if visible.strip() else []

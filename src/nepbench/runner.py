@@ -8,7 +8,6 @@ or "not_applicable" and the same input hash is kept as it is. Skipped and failed
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import time
 import traceback
@@ -22,7 +21,7 @@ from .config import Suite, TaskSpec
 from .errors import EngineNotAvailable, InputError, ModelError, NepbenchError
 from .provenance import (
     atomic_write_bytes, atomic_write_json, code_sha256, content_hash, git_code_modified, git_commit, hardware_info,
-    package_versions, sha256_file,
+    package_versions, sha256_bytes, sha256_file,
 )
 from .tasks import REFERENCE_DATA_ALL, TASK_REFERENCE_DATA, TaskContext, TaskOutcome, task_function
 from .textfiles import load_json
@@ -92,7 +91,7 @@ def snapshot_model(path: Path, sha256: str, folder: Path) -> Path:
     if target.is_file() and sha256_file(target) == sha256:
         return target
     data = path.read_bytes()
-    found = hashlib.sha256(data).hexdigest()
+    found = sha256_bytes(data)
     if found != sha256:
         raise ModelError(f"{path}: changed after it was resolved (sha256 {found[:12]}…, resolved as "
                          f"{sha256[:12]}…): run again once it is no longer being written")
