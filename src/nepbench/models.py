@@ -53,13 +53,13 @@ _REPO_REGISTRY = Path(__file__).resolve().parents[2] / "models" / "registry.toml
 
 #: Header tokens of the potential models nepbench runs (calorine and NEP_CPU read NEP4).
 SUPPORTED_VERSIONS = ("nep4", "nep4_zbl")
-SOURCE_KINDS = ("pypi-wheel", "file", "local")
 #: The keys of a registry record, of each source kind and of `derived` (`training` is the
 #: provenance summary `nepbench train --register` writes, free-form).
 RECORD_KEYS = frozenset({"description", "source", "source_sha256", "source_size_bytes", "species", "nep_version",
                          "derived", "licence", "citation", "training"})
 SOURCE_KEYS = {"pypi-wheel": frozenset({"kind", "package", "version", "file", "python_version", "platform"}),
                "file": frozenset({"kind", "path"}), "local": frozenset({"kind", "path"})}
+SOURCE_KINDS = tuple(SOURCE_KEYS)
 DERIVED_KEYS = frozenset({"keep_species", "derived_sha256", "tool"})
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _KNOWN_ELEMENTS = set(chemical_symbols[1:])
