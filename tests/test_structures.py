@@ -7,7 +7,7 @@ import pytest
 from ase import Atoms
 
 from nepbench.errors import InputError
-from nepbench.structures import (check_structure, min_interatomic_distance_a, read_structures,
+from nepbench.structures import (check_structure, labels_of, min_interatomic_distance_a, read_structures,
                                   with_labels, write_structures)
 
 GOOD = """2
@@ -123,3 +123,29 @@ def test_a_compression_these_files_do_not_use_is_refused_naming_the_file(tmp_pat
     assert not path.exists()
     write_structures(tmp_path / "cell.extxyz.gz", [bulk("Si")])
     assert (tmp_path / "cell.extxyz.gz").read_bytes()[:2] == b"\x1f\x8b"
+
+
+def test_gpumd_training_names_read_as_labels(tmp_path):
+    """A GPUMD training file names forces `force` and carries `virial` (eV, −σ·V) instead of a
+    stress: both are read, the stress as −virial / volume in ASE's Voigt order, on a skewed cell."""
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    cell = np.array([[5.0, 0.0, 0.0], [0.7, 5.2, 0.0], [0.3, -0.4, 5.5]])
+    virial_ev = np.array([[1.2, 0.3, -0.5], [0.3, -2.0, 0.8], [-0.5, 0.8, 0.4]])
+    forces = np.array([[0.1, -0.2, 0.3], [-0.1, 0.2, -0.3]])
+    lines = ["2", 'Lattice="' + " ".join(f"{x}" for x in cell.ravel()) + '" Properties=species:S:1:pos:R:3:force:R:3 '
+             'energy=-7.25 virial="' + " ".join(f"{x}" for x in virial_ev.ravel()) + '" pbc="T T T"']
+    lines += [f"Si 0.0 0.0 0.0 {' '.join(map(str, forces[0]))}", f"Si 1.3 1.3 1.3 {' '.join(map(str, forces[1]))}"]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    frame = read_structures(path, require_labels=True)[0]
+    energy, got_forces, stress = labels_of(frame)
+    assert energy == -7.25
+    np.testing.assert_allclose(got_forces, forces)
+    np.testing.assert_allclose(stress, full_3x3_to_voigt_6_stress(-virial_ev / abs(np.linalg.det(cell))))
+    assert stress[3] != stress[4]  # yz and xz taken from the right places, not a symmetric guess
+    frame.pbc = (True, True, False)  # no volume to divide by: no stress rather than a wrong one
+    assert labels_of(frame)[2] is None
+    frame.pbc = True
+    frame.info["virial"] = np.arange(8.0)  # 8 numbers are not a 3×3 virial
+    with pytest.raises(ValueError):
+        labels_of(frame)

@@ -153,12 +153,21 @@ def _check_labels(atoms: Atoms, path: Path, index: int) -> None:
 
 
 def labels_of(atoms: Atoms) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:
-    """(energy eV, forces eV/Å, Voigt stress eV/Å³) stored on a frame, None where absent."""
+    """(energy eV, forces eV/Å, Voigt stress eV/Å³) stored on a frame, None where absent.
+
+    Reads ASE's names (`energy`, `forces`, `stress`) and, where those are absent, the names of
+    GPUMD's training files: per-atom `force` and a 9-component `virial` (eV, the convention
+    −σ·V that `training.gpumd_frame` writes), turned into the ASE-sign stress −virial / volume on a
+    cell periodic in all three directions (symmetrised; no stress without such a cell).
+    """
     calc = atoms.calc
     results = getattr(calc, "results", {}) if calc is not None else {}
     energy = results.get("energy", atoms.info.get("energy"))
-    forces = results.get("forces", atoms.arrays.get("forces"))
+    forces = results.get("forces", atoms.arrays.get("forces", atoms.arrays.get("force")))
     stress = results.get("stress", atoms.info.get("stress"))
+    if stress is None and atoms.info.get("virial") is not None and all(atoms.pbc) and atoms.get_volume() > 0:
+        virial_ev = np.asarray(atoms.info["virial"], dtype=float).reshape(3, 3)
+        stress = -0.5 * (virial_ev + virial_ev.T) / atoms.get_volume()
     if stress is not None:
         stress = np.asarray(stress, dtype=float)
         if stress.shape == (3, 3):

@@ -266,10 +266,10 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
         metrics["stress_mae_gpa"] = serr.mae_gpa
         metrics["n_stress_frames"] = float(len(stressed))  # frames without a DFT stress are left out
         units.update({"stress_rmse_gpa": "GPa", "stress_mae_gpa": "GPa", "n_stress_frames": "frames"})
-    else:  # said, not left blank: a file with `virial=` (GPUMD's name) carries a stress this does not read
-        reasons["stress_rmse_gpa"] = ("no scored frame has a DFT stress (a 'stress' in its info or results; a "
-                                      "'virial' is not read)" if all(labels_of(a)[2] is None for a in test)
-                                      else "the engine gave no stress")
+    else:  # said, not left blank
+        reasons["stress_rmse_gpa"] = ("no scored frame has a DFT stress (a 'stress', or a 'virial' on a "
+                                      "periodic cell, in its info or results)"
+                                      if all(labels_of(a)[2] is None for a in test) else "the engine gave no stress")
     parity = parity_data(ref_f, pred_f, symbols, MAX_PARITY_POINTS, seed=0)
     series = {
         # the points drawn (at most MAX_PARITY_POINTS per element) and the recorded RMSE over all of them
