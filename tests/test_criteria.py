@@ -91,6 +91,19 @@ def test_missing_metric_explained_by_the_record_is_an_expected_gap():
     assert v.verdict == "not_measured" and not v.unexpected and "GPU not available" in v.reason
 
 
+def test_a_metric_the_run_could_not_resolve_is_not_waved_through():
+    """A headline held back because the run's own result is broken or unsettled (an expansion that
+    did not converge) is not a missing GPU: verify cannot vouch for the claim, so it exits 2."""
+    rec = record(other=1.0)
+    rec["metric_reasons"] = {"force_rmse": "ΔV/V0 still moved by +0.8 % points: not converged"}
+    rec["unresolved_metrics"] = ["force_rmse"]
+    v = judge(LOWER, rec)
+    assert v.verdict == "not_measured" and v.unexpected and v.reason.startswith("force_rmse unresolved: ΔV/V0")
+    assert exit_code([v, judge(HIGHER, record(task="speed", ratio=1e6))]) == 2
+    rec["unresolved_metrics"] = ["other_metric"]  # another metric's flag does not spill over
+    assert not judge(LOWER, rec).unexpected
+
+
 def test_judge_all_matches_records_by_task_and_keeps_order():
     verdicts = judge_all([HIGHER, LOWER], [record(force_rmse=90.0), record(task="speed", ratio=8000.0)])
     assert [(v.criterion, v.verdict) for v in verdicts] == [("speedup", "warn"), ("force_rmse", "pass")]

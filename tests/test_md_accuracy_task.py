@@ -301,6 +301,8 @@ def test_a_model_d_too_noisy_to_bound_leaves_the_headline_unjudged(reference_dir
     assert "too noisy to bound" in outcome.metric_reasons["li_d_log10_ratio.hot"]
     assert outcome.metric_reasons["li_d_log10_ratio_abs_max"].startswith(
         "the model's Li diffusivity is not resolved in hot (")
+    # the model's D, not the reference, is what is missing: verify must not count it as an explained gap
+    assert set(outcome.unresolved_metrics) == {"li_d_log10_ratio.hot", "li_d_log10_ratio_abs_max"}
 
 
 def test_an_aimd_msd_with_a_nan_slope_is_not_taken_as_diffusive(reference_dir, tmp_path, monkeypatch):
@@ -308,6 +310,7 @@ def test_an_aimd_msd_with_a_nan_slope_is_not_taken_as_diffusive(reference_dir, t
     _with_diffusivities(monkeypatch, [_fake_d(0.0, 0.0, slope=float("nan")), _fake_d(4e-5), _fake_d(1e-5)])
     outcome = _two_temperatures(reference_dir, tmp_path)
     assert "not diffusive" in outcome.metric_reasons["li_d_log10_ratio.lisi"]
+    assert "li_d_log10_ratio.lisi" not in outcome.unresolved_metrics  # the reference's limit, not the model's
     assert "li_d_log10_ratio.lisi" not in outcome.metrics and "li_d_log10_ratio.hot" in outcome.metrics
 
 

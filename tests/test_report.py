@@ -487,6 +487,12 @@ def test_verify_missing_directory_is_exit_2(tmp_path, capsys):
     ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
      '"provenance": {"packages": [1]}}', "'provenance.packages' must be a JSON object"),
     ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"unresolved_metrics": "m"}', "'unresolved_metrics' must be a list of strings"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"provenance": {"data_files": [1]}}', "'provenance.data_files' must be a list of strings"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
+     '"input_hash": ["x"]}', "'input_hash' must be a string or null"),
+    ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
      '"model": {"name": ["m"]}}', "'model.name' must be a string or null"),
     ('{"schema": "nepbench.result/1", "task_id": "x", "task_type": "parity", "status": "done", '
      '"provenance": {"hardware": {"gpus": 1}}}', "'provenance.hardware.gpus' must be a list of strings"),

@@ -128,7 +128,8 @@ def make_record(spec: TaskSpec, outcome: TaskOutcome, model: ResolvedModel | Non
         "model": {"name": model.name, "sha256": model.sha256} if model else None,
         "status": outcome.status, "reason": outcome.reason, "metrics": outcome.metrics,
         "metric_units": outcome.metric_units,
-        "metric_reasons": outcome.metric_reasons, "method": outcome.method, "series": outcome.series,
+        "metric_reasons": outcome.metric_reasons, "unresolved_metrics": sorted(outcome.unresolved_metrics),
+        "method": outcome.method, "series": outcome.series,
         "params": spec.params,
         "provenance": {
             "model_sha256": model.sha256 if model else None, "data_sha256": data_sha256,

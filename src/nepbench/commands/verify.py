@@ -8,11 +8,13 @@ from ..errors import NepbenchError
 
 EPILOG = """exit status:
   0  every criterion that could be judged passes ("warn", between the good and bad bounds, counts
-     as a pass but is printed); criteria not measured for a stated reason (a task skipped because
-     a program or the GPU is missing, or not applicable) are printed and do not block
+     as a pass but is printed); criteria not measured for a stated gap in what was available (a
+     task skipped because a program or the GPU is missing, not applicable, a reference too short)
+     are printed and do not block
   1  at least one criterion fails (at or beyond its "bad" bound)
   2  cannot judge: no criterion could be judged at all (no results), a task failed or has no
-     record, a metric is missing without a stated reason or is NaN/inf, the run directory or a
+     record, a metric is missing without a stated reason or is NaN/inf, the run could not resolve
+     a metric (not converged, a broken measurement, the model's value unresolved), the run directory or a
      record is unreadable or malformed, --strict and any criterion is not measured, or an
      unexpected error (one line; --debug shows the traceback)
 

@@ -53,7 +53,9 @@ class Verdict:
         model: the model's name, or None for model-free tasks.
         task_status: the record's status, or None when there is no record.
         unexpected: True for a gap nobody explained (failed task, no record, metric silently
-            absent, NaN/inf): the gate cannot vouch for the claim, so verify exits 2.
+            absent, NaN/inf) or one the run could not resolve (its record's `unresolved_metrics`:
+            not converged, a broken measurement): the gate cannot vouch for the claim, so verify
+            exits 2.
         floor_metric / floor_value: the criterion's `floor` metric and its value in the record
             (the reference's own sampling noise, in `unit`), or "" / None.
     """
@@ -151,8 +153,9 @@ def _unmeasured_reason(crit: Criterion, record: Mapping[str, Any] | None) -> tup
     metrics = record.get("metrics") or {}
     if crit.metric not in metrics:
         explained = (record.get("metric_reasons") or {}).get(crit.metric)
-        if explained:
-            return f"{crit.metric} not measured: {explained}", False
+        if explained:  # a run that could not resolve its own value blocks; a missing GPU does not
+            unresolved = crit.metric in (record.get("unresolved_metrics") or ())
+            return f"{crit.metric} {'unresolved' if unresolved else 'not measured'}: {explained}", unresolved
         have = ", ".join(sorted(metrics)) or "none"
         return f"task {crit.task!r} reported no metric {crit.metric!r} (has: {have})", True
     if metrics[crit.metric] is None:
@@ -205,7 +208,7 @@ def exit_code(verdicts: Sequence[Verdict], strict: bool = False) -> int:
     """0 all judged criteria pass (warn counts as pass), 1 any fails, 2 cannot judge.
 
     2 ("cannot judge") when nothing was judged at all, when a gap is unexpected (a failed task, a
-    missing record, a silently missing or non-finite metric), or when `strict` and any criterion is
+    missing record, a silently missing or non-finite metric, a metric the run could not resolve), or when `strict` and any criterion is
     not measured. A fail wins over every reason for 2.
     """
     if any(v.verdict == "fail" for v in verdicts):

@@ -25,6 +25,10 @@ class TaskOutcome:
         seed: the seed used.
         metric_reasons: metric name → why it was not measured (e.g. "no GPU: ..."), so the
             report shows an explained gap instead of a missing number.
+        unresolved_metrics: the metrics of `metric_reasons` left out because the run's own result
+            cannot speak for them (not converged, a broken measurement, the model's value not
+            resolved), as opposed to a gap in what was available (no GPU, reference too short):
+            `nepbench verify` counts a criterion on one as "cannot judge" (exit 2), not as explained.
     """
 
     status: str
@@ -36,6 +40,12 @@ class TaskOutcome:
     engines: dict[str, str] = field(default_factory=dict)
     seed: int | None = None
     metric_reasons: dict[str, str] = field(default_factory=dict)
+    unresolved_metrics: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unexplained = sorted(set(self.unresolved_metrics) - set(self.metric_reasons))
+        if unexplained:
+            raise ValueError(f"unresolved metrics without a reason: {', '.join(unexplained)}")
 
 
 @dataclass(frozen=True)

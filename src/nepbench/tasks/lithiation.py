@@ -918,9 +918,10 @@ def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_chan
 
 
 def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.ndarray) -> tuple[
-        dict[str, float], dict[str, str], dict[str, Any], dict[str, str]]:
-    """Metrics (percent, mean over seeds ± stderr), their units, the report's series and the reasons
-    of headline metrics left unmeasured (`headline_gate`, or one seed: no stderr)."""
+        dict[str, float], dict[str, str], dict[str, Any], dict[str, str], tuple[str, ...]]:
+    """Metrics (percent, mean over seeds ± stderr), their units, the report's series, the reasons
+    of headline metrics left unmeasured (`headline_gate`, or one seed: no stderr) and, of those,
+    the ones `headline_gate` held back (the run could not resolve them; one seed is a choice)."""
     metrics: dict[str, float] = {}
     reasons: dict[str, str] = {}
     units: dict[str, str] = {}
@@ -1045,7 +1046,7 @@ def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.nd
             metrics[ratio] = metrics[f"particle_dv_over_v0_percent.t{head}"] / b
         else:
             reasons[ratio] = "the bare particle's ΔV/V0 is 0: no ratio"
-    return metrics, units, series, reasons
+    return metrics, units, series, reasons, tuple(name for name, why in reasons.items() if gate and why == gate)
 
 
 def md_window_text(steps: int, average_frames: int) -> str:
@@ -1076,7 +1077,7 @@ def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     relaxer = Relaxer(p, engine)
     results = [run_particle(p, t, seed, relaxer, edges, ctx.work_dir / "structures")
                for t in p.shell_thicknesses_nm for seed in p.seeds]
-    metrics, units, series, reasons = summarise(p, results, edges)
+    metrics, units, series, reasons, unresolved = summarise(p, results, edges)
     wall = time.perf_counter() - start
     rate = float(np.median(relaxer.measured_rates)) if relaxer.measured_rates else float("nan")
     metrics.update({"atom_steps": relaxer.atom_steps, "atom_steps_planned": plan["atom_steps"],
@@ -1122,4 +1123,5 @@ def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
               f"(planned ≤{plan['atom_steps']:.3g}, predicted {plan['predicted_wall_s']:.0f} s at "
               f"{p.predicted_atom_steps_per_s:.3g} atom·step/s).")
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
-                       engines={engine.name: version}, seed=int(p.seeds[0]), metric_reasons=reasons)
+                       engines={engine.name: version}, seed=int(p.seeds[0]), metric_reasons=reasons,
+                       unresolved_metrics=unresolved)

@@ -192,6 +192,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     arrhenius_rows: list[tuple[str, float, Any, Any]] = []
     l1_all, w1_all, logratio_all, halves_all = [], [], [], []
     unresolved: list[str] = []  # runs with a diffusive AIMD whose model D could not be compared
+    unresolved_metrics: list[str] = []  # their metrics: the model's value, not the reference, is missing
     method_bits = []
     for run_id in p.get("runs", [r.id for r in aimd_spec.runs]):
         history = thermo_history(aimd_spec, run_id)  # every run, compared or not: is it equilibrated?
@@ -287,9 +288,10 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             metrics[f"li_d_model_x{f}_cm2_per_s.{run_id}"] = d.d_cm2_per_s
             metrics[f"li_d_model_x{f}_stderr_cm2_per_s.{run_id}"] = d.stderr_cm2_per_s
         ratio, note = li_d.log10_ratio, li_d.note
-        if ratio is None:
+        if ratio is None:  # the model's D, not the reference, is what could not be resolved
             reasons[f"li_d_log10_ratio.{run_id}"] = note
             unresolved.append(f"{run_id} ({note})")
+            unresolved_metrics.append(f"li_d_log10_ratio.{run_id}")
         else:
             metrics[f"li_d_log10_ratio.{run_id}"] = ratio
             logratio_all.append(abs(ratio))
@@ -309,6 +311,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             f"no AIMD run has ≥{min_rdf_ps} ps of production yet (see reference_data/aimd/manifest.json)")
     if unresolved:  # a run the model cannot be judged on must not leave the others' maximum to pass
         reasons["li_d_log10_ratio_abs_max"] = f"the model's Li diffusivity is not resolved in {'; '.join(unresolved)}"
+        unresolved_metrics.append("li_d_log10_ratio_abs_max")
     elif logratio_all:
         metrics["li_d_log10_ratio_abs_max"] = max(logratio_all)
         units["li_d_log10_ratio_abs_max"] = "|log10(D_NEP/D_AIMD)|"
@@ -324,7 +327,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
               + "; ".join(method_bits + [nve_text]))
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
                        engines={"nep_cpu": engine.version()}, seed=int(p.get("seed", 0)),
-                       metric_reasons=reasons)
+                       metric_reasons=reasons, unresolved_metrics=tuple(unresolved_metrics))
 
 
 def matching_protocol(ref: Any, length_factor: int, seed: int) -> MDProtocol:
