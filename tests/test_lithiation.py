@@ -577,3 +577,22 @@ def test_an_optimiser_relaxation_refuses_a_particle_that_would_meet_its_own_imag
     cramped.center()
     with pytest.raises(InputError, match="Si@C particle before relaxation: pbc is False along cell vector 1"):
         li.Relaxer(p, engine)(cramped, 2, seed=1)
+
+
+def test_method_line_gives_the_sizes_each_seed_built() -> None:
+    """The planned sizes come from densities; the method line must quote what the seeds built (seed 2
+    of the demo built 202 Si where the plan said 209)."""
+    rows = [{"t_nm": 0.0, "n_atoms": 209, "n_core_si": 209, "n_shell_c": 0},
+            {"t_nm": 0.0, "n_atoms": 202, "n_core_si": 202, "n_shell_c": 0},
+            {"t_nm": 0.8, "n_atoms": 1000, "n_core_si": 205, "n_shell_c": 795},
+            {"t_nm": 0.8, "n_atoms": 1000, "n_core_si": 205, "n_shell_c": 795}]
+    assert li.built_sizes_text(rows) == ("t=0.0 nm: 202–209 atoms (202–209 Si + 0 C), "
+                                         "t=0.8 nm: 1000 atoms (205 Si + 795 C)")
+
+
+def test_gate_reasons_never_print_a_value_as_its_limit() -> None:
+    p = li.ExpansionParams(shell_thicknesses_nm=(0.0, 0.8), min_bare_dv_percent=0.0)
+    just_over = p.max_last_half_change_percent * 1.0004 / 100.0  # reads as the limit at 2 digits
+    why = li.headline_gate(p, [0.5, 0.5], [just_over, 0.0], [0.01, 0.012])
+    assert f"moved by +{p.max_last_half_change_percent:g} %" not in why and "not converged" in why
+    assert li.beside_limit(0.1234, 0.25, 2) == "0.12" and li.beside_limit(-0.2501, 0.25, 2, "+") == "-0.2501"

@@ -14,7 +14,7 @@ import pytest
 from nepbench.cli import main
 from nepbench.errors import InputError
 from nepbench.report import plots
-from nepbench.report.render import build_report, render_html, render_markdown, write_report
+from nepbench.report.render import build_report, render_html, render_markdown, score_text, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODELS = ("nep89-lisic", "nepbench-lisic-v1")
@@ -654,3 +654,16 @@ def test_overlay_curves_of_another_length_than_their_axis_are_malformed():
     rdf = {"r_a": [1.0, 2.0, 3.0], "pairs": {"Li-Li": {"ref": [0.0, 1.0, 1.0], "model": [0.0, 1.0]}}}
     with pytest.raises(ValueError, match="different lengths"):
         plots.rdf_overlay_png({"m": {"rdf": {"run": rdf}}})
+
+
+def test_a_warn_score_never_reads_as_a_bound():
+    """100.4 against pass ≤ 100, fail ≥ 200 scores 0.996: printed as 1.00 it would say the value sits
+    on the pass bound; a warn shows 0.01–0.99, a pass or fail keeps its exact 1.00 or 0.00."""
+    from nepbench.report.criteria import judge, score
+    crit = {"id": "f", "claim": "c", "task": "t", "metric": "m", "good": 100.0, "bad": 200.0, "unit": "meV/Å",
+            "source": "s"}
+    near_pass = judge(crit, {"status": "done", "metrics": {"m": 100.4}})
+    assert near_pass.verdict == "warn" and score_text(near_pass.score, "warn") == "0.99"
+    assert score_text(score(199.7, 100.0, 200.0), "warn") == "0.01"
+    assert score_text(score(150.0, 100.0, 200.0), "warn") == "0.50"
+    assert score_text(1.0, "pass") == "1.00" and score_text(0.0, "fail") == "0.00"

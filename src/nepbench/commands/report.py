@@ -14,8 +14,9 @@ EPILOG = """examples:
 Writes results.json (suite, verdicts, records, provenance summary), report.md with figures/*.png
 beside it, and report.html (self-contained: figures embedded). Every file is written atomically; a
 malformed record stops the report with one line naming the file, and nothing is written.
-Where several folders hold a record for one task, a finished record wins over a skipped or failed
-one, then the newest. The exit status is 0 whatever the verdicts: use `nepbench verify` as the gate.
+Where several folders hold a record for one task, the newest inputs win (a success of older inputs
+never stands in for a run of changed ones); among records of one input a finished record wins over a
+skipped or failed one, then the newest. The exit status is 0 whatever the verdicts: use `nepbench verify` as the gate.
 """
 
 

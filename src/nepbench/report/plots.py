@@ -437,8 +437,9 @@ def radial_png(series: Mapping[str, Any], title: str = "") -> bytes | None:
         return None
     axes[0].set_ylabel("Li fraction")
     axes[1].set_ylabel("volumetric strain")
+    axes[0].set_xlabel("radius in the lithiated particle (nm)")
+    axes[1].set_xlabel("radius in the Li-free control (nm)")  # strain is binned by each atom's start
     for ax in axes:
-        ax.set_xlabel("radius (nm)")
         ax.legend(fontsize=7)
     fig.suptitle(f"radial profiles {title}".strip(), fontsize=10)
     return _png(fig)

@@ -3,7 +3,8 @@
 A run directory holds `suite.json` (the parsed suite) and `tasks/<task_id>.json`, one result record
 per task (schema "nepbench.result/1", written by runner.py). Several run directories (e.g. one per
 Slurm array element) are merged: tasks and criteria are united by id, and where two directories hold
-a record for the same task the finished one wins (then the newest).
+a record for the same task the newest inputs win (`input_hash`: an old success never stands in for
+a run of changed inputs), then, among records of one input, the finished one (then the newest).
 
 Series (plot data) by task type:
   parity       {"forces": {el: {"ref", "pred"}}, "energy": {"ref", "pred"}, "per_motif": {motif: {...}}}
@@ -192,7 +193,8 @@ def _best_first(candidates: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Pat
 
 
 def merge_records(found: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """task_id → the best record (done first, then newest), and notes about duplicates."""
+    """task_id → the best record (`_best_first`: newest inputs, then done first, then newest), and
+    notes about duplicates."""
     by_task: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path, record in found:
         by_task.setdefault(record["task_id"], []).append((path, record))
@@ -525,9 +527,18 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]
     return lines + [""]
 
 
+def score_text(score: float, verdict: str) -> str:
+    """A score in [0, 1] to two decimals; a warn (strictly between the bounds) never reads 1.00 or
+    0.00, which would say it sits on a bound."""
+    shown = round(float(score), 2)
+    if verdict == "warn":
+        shown = min(max(shown, 0.01), 0.99)
+    return f"{shown:.2f}"
+
+
 def _claim_row(v: Mapping[str, Any]) -> list[str]:
     where = f"{v['criterion']} · task {v['task']}" + (f" · model {v['model']}" if v.get("model") else "")
-    score = f" (score {v['score']:.2f})" if v.get("score") is not None else ""
+    score = f" (score {score_text(v['score'], v['verdict'])})" if v.get("score") is not None else ""
     return [f"{v['claim']} [{where}]", measured_text(v), f"{bounds_text(v)}; source: {v['source']}",
             v.get("method") or "—", v.get("hardware") or "—",
             f"{VERDICT_MARK[v['verdict']]} {VERDICT_LABEL[v['verdict']]}{score}"]
@@ -655,7 +666,8 @@ def _html_claims(report: Mapping[str, Any]) -> list[str]:
     out = ['<table id="claims">', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
     for v in report["verdicts"]:
         where = f"{v['criterion']} · task {v['task']}" + (f" · model {v['model']}" if v.get("model") else "")
-        score = f'<br><span class="score">score {v["score"]:.2f}</span>' if v.get("score") is not None else ""
+        score = (f'<br><span class="score">score {score_text(v["score"], v["verdict"])}</span>'
+                 if v.get("score") is not None else "")
         colour = VERDICT_COLOUR[v["verdict"]]
         measured = (f'<td class="num">{_e(measured_text(v))}</td>' if v["value"] is not None
                     else f'<td><span class="small">{_e(measured_text(v))}</span></td>')

@@ -668,8 +668,9 @@ def volumes_a3(atoms: Atoms, positions_frames: Sequence[np.ndarray], n_host: int
 
     "probe" and "hull" enclose all atoms (particle) or the core atoms (core Si + Li inside the
     shell's inner surface). "radial" is a sphere of the equimolar radius of the outermost host
-    material: the shell's outer surface (`shell_fit_a`, fitted on the shell C's outer half) when
-    there is a shell, else the outer 25 % of the core Si; for the core, the outer 25 % of the core Si.
+    material: the shell's outer surface (`shell_fit_a`, fitted on the shell C's outer half,
+    `ex.SHELL_OUTER_WINDOW`) when there is a shell, else the core Si's; for the core, the core Si's
+    outer surface, fitted on the 75–95 % window of its sorted radii (`ex.OUTER_SURFACE_WINDOW`).
     Li is left out of the radial fits on purpose: inserted Li changes the number density inside the
     fit window, which an equimolar radius would read as a change of radius.
     """
@@ -849,6 +850,16 @@ def cross_check_excess(dv: Sequence[float], cross_check_dv: dict[str, Sequence[f
     return {m: float(np.mean(np.asarray(v, dtype=float))) - base for m, v in cross_check_dv.items()}
 
 
+def beside_limit(value: float, limit: float, digits: int, sign: str = "") -> str:
+    """`value` to `digits` significant digits, more (up to 12) while |value| would read as `limit`,
+    which it does not equal: a change of 0.2504 beside "limit 0.25" must not print as 0.25."""
+    for d in range(digits, 13):
+        text = f"{value:{sign}.{d}g}"
+        if abs(float(text)) != limit or abs(value) == limit:
+            return text
+    return text
+
+
 def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_change: Sequence[float],
                   dv: Sequence[float], bare_dv: Sequence[float] | None = None,
                   cross_check_dv: dict[str, Sequence[float]] | None = None) -> str | None:
@@ -878,11 +889,12 @@ def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_chan
     reasons = []
     need = p.min_x_fraction * p.target_x
     if min(x_reached) < need:
-        reasons.append(f"x_reached = {min(x_reached):.3g} Li/Si (lowest seed) is below min_x_fraction × "
-                       f"target_x = {need:.3g}: the particle holds less Li than the claim is about")
+        reasons.append(f"x_reached = {beside_limit(min(x_reached), need, 3)} Li/Si (lowest seed) is below "
+                       f"min_x_fraction × target_x = {need:.3g}: the particle holds less Li than the claim is about")
     worst = 100.0 * largest_change(last_half_change)
     if not abs(worst) <= p.max_last_half_change_percent:
-        reasons.append(f"ΔV/V0 still moved by {worst:+.2g} % points over the second half of the last relaxation "
+        reasons.append(f"ΔV/V0 still moved by {beside_limit(worst, p.max_last_half_change_percent, 2, '+')} % "
+                       f"points over the second half of the last relaxation "
                        f"(largest over seeds; limit max_last_half_change_percent = "
                        f"{p.max_last_half_change_percent:g}): not converged")
     mean, se = _mean_se(dv)
@@ -915,6 +927,20 @@ def headline_gate(p: ExpansionParams, x_reached: Sequence[float], last_half_chan
                                f"min_bare_dv_percent = {p.min_bare_dv_percent:g} %: where the unshelled core "
                                f"hardly grows, a small ΔV/V0 with a shell says nothing about the shell")
     return "; ".join(reasons) or None
+
+
+def built_sizes_text(results: list[dict[str, Any]]) -> str:
+    """Li-free particle sizes as built, per shell thickness: "t=0.8 nm: 1990–2003 atoms (202–209 Si +
+    1788–1794 C)", the range over seeds (one number where every seed built the same)."""
+    def span(values: list[int]) -> str:
+        return f"{min(values)}" if min(values) == max(values) else f"{min(values)}–{max(values)}"
+
+    parts = []
+    for t in sorted({r["t_nm"] for r in results}):
+        rows = [r for r in results if r["t_nm"] == t]
+        parts.append(f"t={t_key(t)} nm: {span([r['n_atoms'] for r in rows])} atoms "
+                     f"({span([r['n_core_si'] for r in rows])} Si + {span([r['n_shell_c'] for r in rows])} C)")
+    return ", ".join(parts)
 
 
 def summarise(p: ExpansionParams, results: list[dict[str, Any]], edges_nm: np.ndarray) -> tuple[
@@ -1089,8 +1115,7 @@ def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                   "x_target": "Li/Si", "x_reached_min": "Li/Si"})
     series["plan"] = plan
     series["params"] = asdict(p)
-    sizes = ", ".join(f"t={k} nm: {v['n_atoms']} atoms ({v['n_core_si']} Si + {v['n_shell_c']} C)"
-                      for k, v in plan["per_t"].items())
+    sizes = built_sizes_text(results)
     relax = (f"{p.relax.upper()} (ASE, maxstep {p.maxstep_a:g} Å) ≤{p.reference_steps} steps (reference) and "
              f"≤{p.relax_steps} per stage, fmax {p.fmax_ev_per_a:g} eV/Å"
              if p.relax != "md" else
