@@ -259,6 +259,8 @@ def test_verify_cli_exit_codes(spec, tmp_path, capsys):
     (b'{"files": null}', "'files' must be an object"),
     (b'{"files": {"a.extxyz.xz": 3}}', "files entry 'a.extxyz.xz' needs"),
     (b'{"files": {"a.extxyz.xz": {"sha256": "x", "frames": [1]}}}', "files entry 'a.extxyz.xz' needs"),
+    (b'{"files": {"../a.extxyz.xz": {"sha256": "x", "frames": []}}}', "'../a.extxyz.xz' is not a plain file name"),
+    (b'{"files": {"sub/a.extxyz.xz": {"sha256": "x", "frames": []}}}', "'sub/a.extxyz.xz' is not a plain file name"),
     (b"{not json", "malformed JSON"),
     (b'{"name": "\xe9"}', "not UTF-8"),
 ])

@@ -347,6 +347,9 @@ def test_prepare_only_for_gpumd_writes_a_clean_run_directory(tiny_reference, tmp
     assert (out / "run" / "train.xyz").is_file() and (out / "run" / "test.xyz").is_file()
     record = json.loads((out / "provenance.json").read_text())
     assert "trainer" not in record and record["training_data"]["n_train_frames"] == 2
+    # GPUMD draws its own random numbers, and this machine only prepared the folder
+    assert record["run_trainer"] == "gpumd" and record["seed"] is None
+    assert record["hardware_role"] == "prepared the run folder only"
 
 
 def test_train_refuses_an_unsafe_register_name_before_training(tmp_path, monkeypatch, capsys):
@@ -400,3 +403,64 @@ def test_train_refuses_to_overwrite_a_training_result_without_force(tiny_referen
     a_file.write_text("x")
     assert cli.main(["train", "--out", str(a_file), "--trainer", "gpumd", "--reference", str(tiny_reference)]) == 2
     assert "--out is a file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- failures leave no false result
+
+def test_a_diverged_training_is_not_a_model(tmp_path):
+    """neppo writes 0 for a NaN RMSE and exits 0: a NaN loss must not be recorded as a perfect fit."""
+    good = models.write_random_model(tmp_path / "good.txt", seed=2, n_neuron=4)
+    curve = [{"step": 2.0, "total_loss": 3.0, "rmse_force_train_ev_per_a": 0.5},
+             {"step": 4.0, "total_loss": float("nan"), "rmse_force_train_ev_per_a": 0.0}]
+    assert "total loss nan at step 4" in training.diverged_problem(curve, good)
+    assert training.diverged_problem(curve[:1], good) is None
+    broken = tmp_path / "nep.txt"
+    lines = good.read_text().splitlines()
+    broken.write_text("\n".join(lines[:-1] + ["nan"]) + "\n")  # the last parameter NaN
+    assert "not a usable potential" in training.diverged_problem(curve[:1], broken)
+
+
+def test_a_test_species_missing_from_train_is_refused(tmp_path):
+    """Its μ would be 0, and its test energies off by its whole cohesive energy."""
+    from ase import Atoms
+    from nepbench.structures import with_labels
+
+    def frame(symbols):
+        return with_labels(Atoms(symbols, positions=2.0 * np.eye(len(symbols), 3), cell=[6, 6, 6], pbc=True),
+                           -5.0 * len(symbols), np.zeros((len(symbols), 3)), None)
+
+    with pytest.raises(InputError, match="species C of the test split has no frame in the train split"):
+        training.write_run_directory(tmp_path / "run", TINY, [frame(["Li", "Li"]), frame(["Si", "Si"])],
+                                     [frame(["Si", "C"])])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_forced_run_leaves_the_earlier_result_as_it_was(tiny_reference, tmp_path, monkeypatch, capsys):
+    """`--force` emptied train.log before training began; a crash then left a new log beside the old
+    provenance. The log now lives in the run folder until the whole result is written at once."""
+    from nepbench.errors import EngineCrashed
+
+    out = tmp_path / "committed"
+    out.mkdir()
+    kept = {"provenance.json": '{"kept": true}', "train.log": "the committed log\n", "nep.txt": "old model\n"}
+    for name, text in kept.items():
+        (out / name).write_text(text)
+
+    def crash(run_dir, threads=1, device="cpu", log_path=None, timeout_s=None):
+        Path(log_path).write_text("step 1 ... nan\n")
+        raise EngineCrashed(f"{run_dir}: neppo exited with 1 (log: {log_path})")
+
+    monkeypatch.setattr(training, "run_neppo", crash)
+    assert cli.main(["train", "--out", str(out), "--force", "--steps", "4", "--reference", str(tiny_reference)]) != 0
+    assert {name: (out / name).read_text() for name in kept} == kept
+    assert str(out / "run" / "train.log") in capsys.readouterr().err
+
+
+def test_a_stray_zbl_file_in_the_run_directory_is_refused(snapshot, tmp_path, monkeypatch):
+    """neppo reads a zbl.in beside nep.in (flexible ZBL) that no provenance records."""
+    run = training.write_run_directory(tmp_path / "run", TINY, snapshot.train, snapshot.test)
+    (run.path / "zbl.in").write_text("stale\n")
+    monkeypatch.setattr(training, "neppo_available", lambda: (True, ""))
+    monkeypatch.setattr(training.subprocess, "run", lambda *a, **k: pytest.fail("trained with a stray zbl.in"))
+    with pytest.raises(InputError, match="zbl.in.*flexible-ZBL file"):
+        training.run_neppo(run.path)

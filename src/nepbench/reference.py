@@ -626,7 +626,8 @@ class VerifyResult:
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
     """A DFT reference manifest.json, checked for the shape its readers rely on: an object whose
-    `files` maps each file name to {"sha256", "frames": [{"frame_sha256", ...}, ...], ...}.
+    `files` maps each file name (a plain name: the file lies beside the manifest) to {"sha256",
+    "frames": [{"frame_sha256", ...}, ...], ...}.
 
     Raises:
         InputError naming the file: unreadable, not UTF-8, malformed JSON, or another shape.
@@ -641,6 +642,8 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     if not isinstance(files, dict):
         raise InputError(path, f"'files' must be an object (file name → entry), got {type(files).__name__}")
     for name, entry in files.items():
+        if Path(name).name != name or name in ("", ".", ".."):  # read and copied beside the manifest
+            raise InputError(path, f"files entry {name!r} is not a plain file name (no folders, no '..')")
         frames = entry.get("frames") if isinstance(entry, dict) else None
         if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(frames, list)
                 and all(isinstance(f, dict) and isinstance(f.get("frame_sha256"), str) for f in frames)):

@@ -240,7 +240,7 @@ def reference_snapshot(dft_dir: str | os.PathLike[str], retries: int = SNAPSHOT_
             try:
                 (copy / "manifest.json").write_bytes(manifest_path.read_bytes())
                 manifest = load_manifest(copy / "manifest.json")
-                for name in manifest["files"]:
+                for name in manifest.get("files", {}):
                     shutil.copyfile(dft_dir / name, copy / name)
                 train = load_frames(copy, split="train")
                 test = load_frames(copy, split="test")
@@ -347,7 +347,8 @@ def write_run_directory(path: str | os.PathLike[str], config: TrainingConfig, tr
     """Write nep.in, train.xyz (train split only) and test.xyz (test split only) into `path`.
 
     Frames whose info carries a `split` must carry the matching one (InputError otherwise), so a
-    test frame can never reach train.xyz. Existing neppo/nep outputs in `path` are left alone;
+    test frame can never reach train.xyz; a species of the test split must occur in the train split
+    (its energy reference μ is fitted there). Existing neppo/nep outputs in `path` are left alone;
     the three inputs are written atomically.
     """
     config.validate()
@@ -355,6 +356,11 @@ def write_run_directory(path: str | os.PathLike[str], config: TrainingConfig, tr
         raise InputError(path, "no training frames")
     _check_split(train, "train", config.species)
     _check_split(test, "test", config.species)
+    in_train = {s for a in train for s in a.get_chemical_symbols()}
+    unseen = sorted({s for a in test for s in a.get_chemical_symbols()} - in_train)
+    if unseen:  # its μ would be 0 and its test energies off by its whole cohesive energy
+        raise InputError(path, f"species {', '.join(unseen)} of the test split has no frame in the train "
+                               "split: no energy reference can be fitted for it")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     mu = fit_energy_references(train, config.species)
@@ -433,7 +439,8 @@ def read_loss_curve(path: str | os.PathLike[str]) -> list[dict[str, float]]:
 
     Each row: `step` (generation), `total_loss`, and where present `l1_loss`, `l2_loss`,
     `rmse_{energy,force,virial}_{train,test}_*` in eV/atom (energy, virial) and eV/Å (force).
-    neppo writes 0 for an error without entries (e.g. the test columns without test.xyz).
+    Without test.xyz neppo writes no test columns (and no `rmse_*_test_*` keys appear); it writes
+    0 for a NaN error, which `diverged_problem` catches through the total loss.
     Raises InputError for a missing, empty or malformed file.
     """
     from calorine.nep.io import read_loss
@@ -471,6 +478,22 @@ def neppo_available() -> tuple[bool, str]:
     return True, ""
 
 
+def diverged_problem(curve: list[dict[str, float]], nep_txt: Path) -> str | None:
+    """Why a finished training is not a model, or None: a non-finite last loss (neppo writes 0 for
+    a NaN RMSE and exits 0, so the RMSEs alone would read as a perfect fit) or a nep.txt that is
+    not a complete, finite potential."""
+    from .models import ModelError, validate_model_file
+
+    last = curve[-1].get("total_loss", float("nan"))
+    if not math.isfinite(last):
+        return f"total loss {last} at step {curve[-1]['step']:.0f} (loss.out)"
+    try:
+        validate_model_file(nep_txt)
+    except ModelError as exc:
+        return f"nep.txt is not a usable potential ({str(exc)[:200]})"
+    return None
+
+
 def run_neppo(run_dir: str | os.PathLike[str], threads: int = 1, device: str = "cpu",
               log_path: str | os.PathLike[str] | None = None, timeout_s: float | None = None) -> TrainingResult:
     """Train with `neppo train RUN_DIR --device DEVICE` in a subprocess and parse its loss curve.
@@ -487,6 +510,9 @@ def run_neppo(run_dir: str | os.PathLike[str], threads: int = 1, device: str = "
     for name in ("nep.in", "train.xyz"):
         if not (run_dir / name).is_file():
             raise InputError(run_dir / name, "missing from the run directory")
+    if (run_dir / "zbl.in").exists():  # neppo would read it, and no provenance names it
+        raise InputError(run_dir / "zbl.in", "a flexible-ZBL file the run directory was not written with; "
+                                             "remove it (nepbench records nep.in's zbl cutoffs only)")
     for stale in ("loss.out", "nep.txt", "nep_best.txt"):
         (run_dir / stale).unlink(missing_ok=True)
     log_path = Path(log_path) if log_path else run_dir / "train.log"
@@ -511,6 +537,9 @@ def run_neppo(run_dir: str | os.PathLike[str], threads: int = 1, device: str = "
     if not nep_txt.is_file():
         raise EngineCrashed(f"{run_dir}: neppo finished without writing nep.txt (log: {log_path})")
     curve = read_loss_curve(run_dir / "loss.out")
+    diverged = diverged_problem(curve, nep_txt)
+    if diverged:
+        raise EngineCrashed(f"{run_dir}: neppo diverged: {diverged} (log: {log_path})")
     return TrainingResult(run_dir=run_dir, nep_txt=nep_txt, trainer="neppo",
                           trainer_version=trainer_version("neppo") or "unknown",
                           steps=int(curve[-1]["step"]), wall_s=wall, threads=threads, device=device,
@@ -534,7 +563,8 @@ def training_provenance(config: TrainingConfig, run: RunDirectory, result: Train
         "schema": "nepbench.training/1",
         "config": config.to_dict(),
         "nep_in": nep_in,
-        "seed": config.seed,
+        "run_trainer": run.trainer,  # which dialect nep.in was written in
+        "seed": config.seed if run.trainer == "neppo" else None,  # GPUMD's nep draws its own
         "training_data": {
             "reference_data_sha256": reference_data_sha256,
             "train_frames_sha256": content_hash(run.train_frame_sha256),
@@ -552,6 +582,7 @@ def training_provenance(config: TrainingConfig, run: RunDirectory, result: Train
         "selection": selection,
         "packages": {**package_versions(), "torch": trainer_version("torch"), "neppo": trainer_version("neppo")},
         "hardware": hardware_info(),
+        "hardware_role": "trained here" if result is not None else "prepared the run folder only",
         "nepbench_commit": git_commit(),
         # the commit alone does not identify the code when the tree had uncommitted changes
         "nepbench_code_modified": git_code_modified(),

@@ -101,7 +101,7 @@ def register_problem(name: str, out: Path, force: bool) -> str | None:
 
 def _train(args: argparse.Namespace) -> int:
     from .. import training
-    from ..provenance import atomic_write_json
+    from ..provenance import atomic_write_files, atomic_write_json, json_document
 
     out = Path(args.out)
     found = existing_result(out)
@@ -139,17 +139,17 @@ def _train(args: argparse.Namespace) -> int:
         print(f"prepared for {trainer}: {run.path} (nep.in, train.xyz, test.xyz); see docs/training.md")
         return 0
 
+    log_path = run.path / "train.log"  # beside the run: a failed run leaves the earlier result as it was
     print(f"training {config.generations} steps with neppo on {args.threads} CPU thread(s) "
-          f"(log: {out / 'train.log'})", file=sys.stderr)
-    result = training.run_neppo(run.path, threads=args.threads, log_path=out / "train.log",
-                                timeout_s=args.timeout)
-    for name in KEPT_RUN_FILES:
-        shutil.copyfile(run.path / name, out / name)
-    result.nep_txt = out / "nep.txt"
-    _write_loss_csv(out / "loss.csv", result.loss_curve)
-    _plot_loss(out / "loss.png", result.loss_curve, config)
+          f"(log: {log_path})", file=sys.stderr)
+    result = training.run_neppo(run.path, threads=args.threads, log_path=log_path, timeout_s=args.timeout)
     record = training.training_provenance(config, run, result, snapshot.data_sha256, selection)
-    atomic_write_json(out / "provenance.json", record)
+    outputs = {out / name: (run.path / name).read_bytes() for name in (*KEPT_RUN_FILES, "train.log")}
+    outputs[out / "loss.csv"] = _loss_csv(result.loss_curve).encode()
+    outputs[out / "loss.png"] = _loss_png(result.loss_curve, config)
+    outputs[out / "provenance.json"] = json_document(record).encode()  # last: it names the others' hashes
+    atomic_write_files(outputs)
+    result.nep_txt = out / "nep.txt"
     if not args.keep_run:
         shutil.rmtree(run.path)
     final = result.final
@@ -226,21 +226,19 @@ def _pool_png(pool: Any) -> bytes:
     return _png(fig)
 
 
-def _write_loss_csv(path: Path, curve: list[dict[str, float]]) -> None:
-    from ..provenance import atomic_write_text
-
+def _loss_csv(curve: list[dict[str, float]]) -> str:
+    """loss.csv text: one row per reported step (`read_loss_curve`'s column names)."""
     columns = list(dict.fromkeys(k for row in curve for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in curve:
         writer.writerow({k: (int(v) if k == "step" else f"{v:.6g}") for k, v in row.items()})
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def _plot_loss(path: Path, curve: list[dict[str, float]], config: Any) -> None:
-    from ..provenance import atomic_write_bytes
-
+def _loss_png(curve: list[dict[str, float]], config: Any) -> bytes:
+    """loss.png: total loss, force and energy RMSE (train, test) against step."""
     fig = _figure((9.0, 3.4))
     steps = [row["step"] for row in curve]
     panels = (("total_loss", "loss", 1.0, ""), ("rmse_force_{}_ev_per_a", "force RMSE", 1000.0, "meV/Å"),
@@ -260,7 +258,7 @@ def _plot_loss(path: Path, curve: list[dict[str, float]], config: Any) -> None:
             ax.legend(fontsize=7)
     fig.suptitle(f"neppo, seed {config.seed}, batch {config.batch}; test split held out", fontsize=9, y=1.04)
     fig.subplots_adjust(wspace=0.35)
-    atomic_write_bytes(path, _png(fig))
+    return _png(fig)
 
 
 def _register(name: str, out: Path, record: dict[str, Any]) -> None:
