@@ -345,8 +345,8 @@ def throughput_bars_png(series: Mapping[str, Any], title: str = "") -> bytes | N
     ax.bar(x - 0.2, cp2k, 0.4, label="CP2K (DFT)", color="#4c72b0")
     ax.bar(x + 0.2, nep, 0.4, label=f"NEP ({rows[0].get('nep_engine', 'nep')})", color="#dd8452")
     ax.set_yscale("log")
-    for xi, c, n in zip(x, cp2k, nep):
-        if c > 0 and n > 0:
+    for xi, c, n, row in zip(x, cp2k, nep, rows):
+        if c > 0 and n > 0 and row.get("ratio") is not None:  # a ratio withheld (busy machine) is not drawn
             ax.annotate(f"{c / n:,.0f}×", (xi, c), ha="center", va="bottom", fontsize=8)
     positive = np.concatenate([cp2k[cp2k > 0], nep[nep > 0]])
     if positive.size:
