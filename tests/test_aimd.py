@@ -167,6 +167,7 @@ def test_resuming_with_other_cp2k_settings_is_refused(spec, monkeypatch):
     (lambda t: t.replace("segment_steps = 4", "segment_steps = 4\nsegments = 3"), "unknown key(s) segments"),
     (lambda t: t.replace('builder = "c-Si"', 'builder = "c-Xx"', 1), "AIMD run 'si-a': unknown builder 'c-Xx'"),
     (lambda t: t.replace("warmup_steps = 2", "warmup_steps = 6", 1), "warmup_steps 6 must be >= 0 and below target_steps 6"),
+    (lambda t: t.replace("warmup_steps = 2", "warmup_steps = 3", 1), "warmup_steps 3 must be a multiple of sample_interval 2"),
     (lambda t: t.replace("seed = 1\n", "seed = 1\nsed = 1\n", 1), "AIMD run 'si-a': unknown key(s) sed"),
     (lambda t: t.replace('id = "si-b"', 'id = "si-a"'), "duplicate run ids"),
     (lambda t: t.replace('settings = "aimd"', 'settings = ["aimd"]'), "unknown CP2K settings preset ['aimd']"),
@@ -714,3 +715,23 @@ def test_the_cp2k_engine_a_spec_names_is_built_and_an_unknown_preset_refused():
     assert engine.settings == LABEL_SETTINGS and engine.ranks == 2
     with pytest.raises(InputError, match=r"spec\.toml: unknown CP2K settings preset 'fast' \(known: label, aimd\)"):
         make_cp2k_engine("fast", 1, None, "spec.toml")
+
+
+def test_readers_refuse_a_spec_that_no_longer_describes_the_committed_run(spec, monkeypatch):
+    """load_aimd took the warm-up cut from aimd.toml: after a time-step edit it kept warm-up frames as
+    production. A builder edit relabelled the committed system (the manifest recorded the new
+    parameters beside the old formula)."""
+    aimd.grow(spec, _engine(monkeypatch))
+    path = Path(spec.path)
+    assert len(aimd.load_aimd(spec, "si-a").trajectory.times_ps) >= 2 and aimd.thermo_history(spec, "si-a")
+    path.write_text(SPEC.replace("timestep_fs = 2.0", "timestep_fs = 1.0", 1))
+    edited = aimd.load_aimd_spec(path)
+    for read in (aimd.load_aimd, aimd.thermo_history):
+        with pytest.raises(InputError, match="run si-a: protocol timestep_fs=1.0 differs from the run's 2.0"):
+            read(edited, "si-a")
+    path.write_text(SPEC.replace("params = { repeat = [1, 1, 1] }", "params = { repeat = [1, 1, 2] }", 1))
+    edited = aimd.load_aimd_spec(path)
+    with pytest.raises(InputError, match=r"run si-a: builder c-Si .* makes Si16, the committed run holds Si8"):
+        aimd.write_manifest(edited)
+    with pytest.raises(InputError, match="makes Si16"):
+        aimd.load_aimd(edited, "si-a")

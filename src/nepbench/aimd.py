@@ -103,6 +103,10 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
         warmup, target = raw.get("warmup_steps", 0), raw.get("target_steps")
         if isinstance(warmup, int) and isinstance(target, int) and not 0 <= warmup < target:
             return f"{where}: warmup_steps {warmup} must be >= 0 and below target_steps {target}"
+        interval = raw.get("sample_interval", 5)
+        if isinstance(warmup, int) and isinstance(interval, int) and interval > 0 and warmup % interval:
+            # production would start at the next frame, not at the warm-up's end the lengths are taken from
+            return f"{where}: warmup_steps {warmup} must be a multiple of sample_interval {interval}"
     return None
 
 
@@ -185,21 +189,43 @@ def committed_steps(spec: AimdSpec, run: AimdRun) -> int:
     return int(json.loads(state.read_text())["total_steps"]) if state.is_file() else 0
 
 
+def committed_run_problem(run: AimdRun, state: dict[str, Any]) -> str | None:
+    """Why the spec's `run` does not describe the run committed with `state`, or None.
+
+    The dynamics (`engines.cp2k.protocol_mismatch`: time step, temperature, sampling, seed,
+    coupling) and the system (the builder's species in order, and its cell) must be the ones the
+    data were made with: a reader takes the warm-up cut and the time axis from the spec, and the
+    system's label from its builder parameters.
+    """
+    import numpy as np
+
+    from .engines.cp2k import protocol_mismatch
+
+    mismatch = protocol_mismatch(state, run.protocol)
+    if mismatch:
+        return mismatch
+    built = run.atoms()
+    if built.get_chemical_symbols() != list(state["symbols"]):
+        return (f"builder {run.builder} {run.params} makes {built.get_chemical_formula()}, the committed run "
+                f"holds {Atoms(state['symbols']).get_chemical_formula()}")
+    if not np.allclose(built.cell.array, np.asarray(state["cell_a"], dtype=float), atol=1e-6):
+        return f"builder {run.builder} {run.params} makes another cell than the committed run's"
+    return None
+
+
 def write_manifest(spec: AimdSpec) -> dict[str, Any]:
     """reference_data/aimd/manifest.json from the runs' committed state, for `spec` as loaded
     (its `spec_sha256` is `spec.sha256`: the text `spec` was parsed from, not the file as it is now)."""
-    from .engines.cp2k import protocol_mismatch
-
     runs = {}
     for run in spec.runs:
         folder = run_dir_of(spec, run)
         if not (folder / "state.json").is_file():
             continue
         state, files = _committed_files(folder)
-        mismatch = protocol_mismatch(state, run.protocol)
-        if mismatch:  # the manifest would describe dynamics the committed data were not made with
+        mismatch = committed_run_problem(run, state)
+        if mismatch:  # the manifest would describe a system or dynamics the data were not made with
             raise InputError(spec.path, f"run {run.id}: {mismatch} (committed in {folder / 'state.json'}); "
-                             "restore it, or give the new dynamics a new run id")
+                             "restore it, or give the new system or dynamics a new run id")
         dt = run.protocol.timestep_fs
         ener = _read_ener(folder, state["total_steps"])
         runs[run.id] = {
@@ -374,6 +400,9 @@ def thermo_history(spec: AimdSpec, run_id: str) -> dict[str, Any] | None:
     if not (folder / "state.json").is_file():
         return None
     state = json.loads((folder / "state.json").read_text())
+    mismatch = committed_run_problem(run, state)
+    if mismatch:  # its time axis and warm-up would be drawn with the spec's, not the run's, values
+        raise InputError(spec.path, f"run {run_id}: {mismatch} (committed in {folder / 'state.json'})")
     ener = _read_ener(folder, state["total_steps"])
     if ener is None or ener["step"].size == 0:
         return None
@@ -516,7 +545,10 @@ class AimdReference:
 
 
 def load_aimd(spec: AimdSpec, run_id: str) -> AimdReference:
-    """The committed AIMD run `run_id` with frames before the warm-up's end removed."""
+    """The committed AIMD run `run_id` with frames before the warm-up's end removed (InputError when
+    aimd.toml no longer describes the committed run's system or dynamics)."""
+    import json
+
     import numpy as np
 
     from .engines.base import Trajectory
@@ -527,6 +559,9 @@ def load_aimd(spec: AimdSpec, run_id: str) -> AimdReference:
     if not (folder / "state.json").is_file():
         raise InputError(folder / "state.json", f"AIMD run {run_id} has not started "
                          "(run `nepbench reference aimd`)")
+    mismatch = committed_run_problem(run, json.loads((folder / "state.json").read_text()))
+    if mismatch:  # the warm-up cut and the compared system would be the spec's, not the data's
+        raise InputError(spec.path, f"run {run_id}: {mismatch} (committed in {folder / 'state.json'})")
     traj, thermo, total, wall = read_md_run(folder)
     keep = traj.times_ps >= run.warmup_ps - 1e-9
     if keep.sum() < 2:

@@ -845,8 +845,9 @@ class CP2KEngine(Engine):
 
         The first segment starts from `atoms` with seeded velocities; later segments restart
         positions, velocities, thermostat, random-number state and step counter from the
-        restart file the previous segment committed (`atoms` then only has to match in
-        species). Frames are kept every `protocol.sample_interval` steps (global step count),
+        restart file the previous segment committed (`atoms` then has to match the run's species
+        in order and its cell, and `settings` and the protocol's dynamics the run's; InputError
+        otherwise). Frames are kept every `protocol.sample_interval` steps (global step count),
         energies every step. New outputs are produced in a temporary subfolder and committed
         to `run_dir` only when the segment succeeded, so a killed segment leaves the earlier
         ones intact. `protocol.steps` and `warmup_steps` are not used here.
