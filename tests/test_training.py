@@ -127,6 +127,7 @@ def test_nep_in_records_every_hyperparameter_and_species():
     ({"species": ("Li", "Li")}, "repeated"),
     ({"batch": 0}, "batch"),
     ({"seed": -1}, "random one"),
+    ({"learning_rate": (float("nan"), 1e-4)}, "learning_rate"),
 ])
 def test_bad_config_is_one_line(change, problem):
     with pytest.raises(ConfigError, match=problem):
@@ -464,3 +465,8 @@ def test_a_stray_zbl_file_in_the_run_directory_is_refused(snapshot, tmp_path, mo
     monkeypatch.setattr(training.subprocess, "run", lambda *a, **k: pytest.fail("trained with a stray zbl.in"))
     with pytest.raises(InputError, match="zbl.in.*flexible-ZBL file"):
         training.run_neppo(run.path)
+
+
+def test_a_config_value_of_the_wrong_kind_is_a_config_error():
+    with pytest.raises(ConfigError, match="training config"):
+        training.TrainingConfig.from_dict({"n_max": 5})  # a pair expected

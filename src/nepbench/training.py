@@ -131,7 +131,7 @@ class TrainingConfig:
                             "random one that the provenance cannot record)")
         if self.batch < 1 or self.generations < 1 or self.output_interval < 1:
             problems.append("batch, generations and output_interval must be ≥ 1")
-        if len(self.learning_rate) != 2 or min(self.learning_rate) <= 0:
+        if len(self.learning_rate) != 2 or not all(r > 0 and math.isfinite(r) for r in self.learning_rate):
             problems.append(f"learning_rate {self.learning_rate}")
         if problems:
             raise ConfigError(f"training config: {'; '.join(problems)}")
@@ -191,7 +191,10 @@ class TrainingConfig:
         if unknown:
             raise ConfigError(f"training config: unknown key(s) {', '.join(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values).validate()
+        try:
+            return cls(**values).validate()
+        except (TypeError, ValueError) as exc:  # a value of the wrong kind, e.g. n_max = 5 for a pair
+            raise ConfigError(f"training config: {exc}") from None
 
 
 def _num(value: float) -> str:
