@@ -182,6 +182,30 @@ def test_scf_failure_is_logged_and_left_out(spec, tmp_path):
     manifest = __import__("json").loads((out / "manifest.json").read_text())
     assert manifest["n_frames"] == 7 and manifest["n_failed"] == 1
     assert "NOT converged" in manifest["failed"][0]["error"]
+    again = FakeEngine()  # a later build leaves it out and says so, rather than counting it as cached
+    _, later = build(spec, again, out)
+    assert (again.calls, later.skipped_failed, later.skipped_cached, later.failed) == (0, 1, 7, 0)
+
+
+def test_a_crash_that_is_not_an_scf_failure_is_tried_again_next_build(spec, tmp_path):
+    """MPI that did not start, no output, a killed rank: cached as failed, one such hiccup removed
+    the items from every later build, which then reported "failed 0"."""
+    from nepbench.errors import EngineCrashed
+
+    class Hiccup(FakeEngine):
+        def single_point(self, atoms):
+            if self.calls == 1:
+                self.calls += 1
+                raise EngineCrashed("cp2k wrote no output (ORTE was unable to start daemons)")
+            return super().single_point(atoms)
+
+    out = tmp_path / "dft"
+    _, first = build(spec, Hiccup(), out)
+    assert first.failed == 1 and first.labelled == 7 and not list((out / "cache").glob("*failed*"))
+    engine = FakeEngine()
+    _, second = build(spec, engine, out)
+    assert (engine.calls, second.labelled, second.skipped_cached, second.failed) == (1, 1, 7, 0)
+    assert reference.verify(out).n_frames == 8
 
 
 def test_verify_catches_a_changed_frame(spec, tmp_path):

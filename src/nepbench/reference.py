@@ -446,6 +446,7 @@ class BuildReport:
     wall_s: float
     failures: list[str] = field(default_factory=list)
     skipped_busy: int = 0  # items another builder was labelling at the time
+    skipped_failed: int = 0  # items whose SCF failed in an earlier build (left out; --retry-failed)
 
 
 def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_failed: bool = False,
@@ -453,8 +454,11 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
                 limit: int | None = None) -> BuildReport:
     """Label every item with `engine.single_point`, skipping items already cached.
 
-    An item whose SCF does not converge or whose run crashes is logged in a `.failed.json` record
-    and left out; nothing half-written reaches the cache. Several builders may share one cache
+    An item whose SCF does not converge is logged in a `.failed.json` record and left out (later
+    builds skip it and count it in `skipped_failed`, unless `retry_failed`). A run that crashes
+    otherwise (no output, MPI that did not start, a timeout, a killed rank: the machine's fault as
+    often as the item's) is counted as failed in this build only and tried again by the next one.
+    Nothing half-written reaches the cache. Several builders may share one cache
     (e.g. one CP2K rank each on 2 cores): an item is locked while it is labelled
     (`.<key>.lock` in the cache folder) and the others skip it.
     """
@@ -467,8 +471,10 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
     for index, atoms in enumerate(items):
         key = item_hash(atoms, settings, version)
         done, failed = _cache_path(cache_dir, key), _cache_path(cache_dir, key, failed=True)
-        if done.exists() or (failed.exists() and not retry_failed):
+        if done.exists():
             report.skipped_cached += 1
+        elif failed.exists() and not retry_failed:
+            report.skipped_failed += 1
         elif limit is not None and report.labelled + report.failed >= limit:
             break
         else:
@@ -477,6 +483,8 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
                 with exclusive_lock(lock, blocking=False):
                     if done.exists():  # another builder finished it just now
                         report.skipped_cached += 1
+                    elif failed.exists() and not retry_failed:  # or recorded its SCF failure
+                        report.skipped_failed += 1
                     else:
                         _label_one(atoms, engine, key, done, failed, report, template)
                     lock.unlink(missing_ok=True)  # a builder that opens it later finds `done`
@@ -490,14 +498,16 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
 
 def _label_one(atoms: Atoms, engine: Any, key: str, done: Path, failed: Path, report: BuildReport,
                template_sha256: str | None = None) -> None:
-    """Label one item into `done`, or record its SCF failure in `failed`; count it in `report`."""
+    """Label one item into `done`, or record its SCF failure in `failed`; count it in `report`
+    (another crash is counted, not recorded: the next build tries the item again)."""
     try:
         labels = engine.single_point(atoms)
     except (SCFNotConverged, EngineError) as exc:
         if not isinstance(exc, SCFNotConverged) and "not found" in str(exc):
             raise
-        atomic_write_json(failed, {"hash": key, "error": str(exc), "info": {
-            k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))}})
+        if isinstance(exc, SCFNotConverged):
+            atomic_write_json(failed, {"hash": key, "error": str(exc), "info": {
+                k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))}})
         report.failed += 1
         report.failures.append(f"{atoms.info.get('builder')}#{atoms.info.get('candidate')}: {exc}")
     else:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("spec", nargs="?", default=str(reference.DEFAULT_ROOT / "spec.toml"))
     build.add_argument("--out", default=None, help="output folder (default: <spec folder>/dft)")
     build.add_argument("--limit", type=int, default=None, help="label at most N new items, then stop")
-    build.add_argument("--retry-failed", action="store_true", help="retry items whose SCF failed before")
+    build.add_argument("--retry-failed", action="store_true", help="retry items whose SCF failed in an earlier build (other crashes are retried anyway)")
     build.add_argument("--ranks", type=int, default=2, help="MPI ranks for CP2K (default 2)")
     build.add_argument("--launcher", default=None, help="MPI launcher, e.g. 'srun' (default mpirun)")
     build.add_argument("--select-only", action="store_true", help="only print the DIRECT selection")
@@ -104,8 +104,10 @@ def _build(args: argparse.Namespace) -> int:
         bar.close()
         manifest = reference.assemble(selection.items, engine_info, cache_dir, out_dir, spec, selection)
     busy = f", {report.skipped_busy} being labelled by another build" if report.skipped_busy else ""
+    earlier = (f", {report.skipped_failed} left out (SCF failed in an earlier build; --retry-failed)"
+               if report.skipped_failed else "")
     print(f"reference: labelled {report.labelled}, cached {report.skipped_cached}, "
-          f"failed {report.failed}{busy} in {report.wall_s:.0f} s; set has {manifest['n_frames']} frames")
+          f"failed {report.failed}{earlier}{busy} in {report.wall_s:.0f} s; set has {manifest['n_frames']} frames")
     for line in report.failures:
         print(f"  failed: {line}")
     return 0
