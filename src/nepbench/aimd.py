@@ -213,6 +213,14 @@ def committed_run_problem(run: AimdRun, state: dict[str, Any]) -> str | None:
     return None
 
 
+def _require_committed_run(spec: AimdSpec, run: AimdRun, state: dict[str, Any], folder: Path) -> None:
+    """InputError naming aimd.toml when `committed_run_problem` finds one: a reader would take the
+    warm-up cut, the time axis and the system from the spec, not from the data."""
+    mismatch = committed_run_problem(run, state)
+    if mismatch:
+        raise InputError(spec.path, f"run {run.id}: {mismatch} (committed in {folder / 'state.json'})")
+
+
 def write_manifest(spec: AimdSpec) -> dict[str, Any]:
     """reference_data/aimd/manifest.json from the runs' committed state, for `spec` as loaded
     (its `spec_sha256` is `spec.sha256`: the text `spec` was parsed from, not the file as it is now)."""
@@ -400,9 +408,7 @@ def thermo_history(spec: AimdSpec, run_id: str) -> dict[str, Any] | None:
     if not (folder / "state.json").is_file():
         return None
     state = json.loads((folder / "state.json").read_text())
-    mismatch = committed_run_problem(run, state)
-    if mismatch:  # its time axis and warm-up would be drawn with the spec's, not the run's, values
-        raise InputError(spec.path, f"run {run_id}: {mismatch} (committed in {folder / 'state.json'})")
+    _require_committed_run(spec, run, state, folder)
     ener = _read_ener(folder, state["total_steps"])
     if ener is None or ener["step"].size == 0:
         return None
@@ -559,9 +565,7 @@ def load_aimd(spec: AimdSpec, run_id: str) -> AimdReference:
     if not (folder / "state.json").is_file():
         raise InputError(folder / "state.json", f"AIMD run {run_id} has not started "
                          "(run `nepbench reference aimd`)")
-    mismatch = committed_run_problem(run, json.loads((folder / "state.json").read_text()))
-    if mismatch:  # the warm-up cut and the compared system would be the spec's, not the data's
-        raise InputError(spec.path, f"run {run_id}: {mismatch} (committed in {folder / 'state.json'})")
+    _require_committed_run(spec, run, json.loads((folder / "state.json").read_text()), folder)
     traj, thermo, total, wall = read_md_run(folder)
     keep = traj.times_ps >= run.warmup_ps - 1e-9
     if keep.sum() < 2:

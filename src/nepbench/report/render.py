@@ -90,11 +90,10 @@ def _check_record(path: Path, record: Any) -> dict[str, Any]:
         for name, value in (record.get(key) or {}).items():
             if not isinstance(value, str):
                 raise InputError(path, f"'{key}' of {name!r} is {value!r}; it must be a string")
-    for key, where in (("unresolved_metrics", record), ("data_files", record.get("provenance") or {})):
-        names = where.get(key)
+    for field_name, names in (("unresolved_metrics", record.get("unresolved_metrics")),
+                              ("provenance.data_files", (record.get("provenance") or {}).get("data_files"))):
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
-            raise InputError(path, f"'{'' if where is record else 'provenance.'}{key}' must be a list of strings, "
-                                   f"not {names!r}")
+            raise InputError(path, f"'{field_name}' must be a list of strings, not {names!r}")
     if record.get("input_hash") is not None and not isinstance(record["input_hash"], str):
         raise InputError(path, f"'input_hash' must be a string or null, not {record['input_hash']!r}")
     for key in ("packages", "engines", "hardware"):
