@@ -33,7 +33,10 @@ from .systems import BUILDERS, param_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO_ROOT / "reference_data"
-MOTIFS = ("crystalline", "amorphous", "interfacial", "strained")
+MOTIFS = ("crystalline", "amorphous", "interfacial", "strained", "surface")
+#: Per-structure features DIRECT may cluster on: the structural fingerprint (`sampling`) or the
+#: per-structure mean NEP descriptor of the spec's sampler model (`md_pool.mean_descriptors`).
+DESCRIPTORS = ("fingerprint", "nep")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Family:
         strain_range: (min, max) isotropic/shear strain drawn per candidate, or None.
         rattle_a: Gaussian rattle std in Å applied after straining; several values are cycled
             over the candidates.
+        md: NEP MD sampling (`md_sampling.MDSampling`): candidates are MD snapshots of `md.runs`
+            runs instead of built structures, and `pool` is runs × snapshots per run.
     """
 
     builder: str
@@ -91,6 +96,7 @@ class Family:
     params: dict[str, Any] = field(default_factory=dict)
     strain_range: tuple[float, float] | None = None
     rattle_a: tuple[float, ...] = (0.0,)
+    md: Any = None
 
     def rattle_for(self, index: int) -> float:
         return self.rattle_a[index % len(self.rattle_a)]
@@ -109,6 +115,14 @@ class ReferenceSpec:
     cp2k_preset: str = "label"
     path: str = ""
     selection_version: int = 1
+    descriptor: str = "fingerprint"
+    sampler_model: str | None = None
+    out_dir: str = "dft"
+
+    @property
+    def out_path(self) -> Path:
+        """Where the set is built: `out_dir` beside the spec file."""
+        return Path(self.path).parent / self.out_dir
 
     @property
     def selection(self) -> SelectionVersion:
@@ -128,8 +142,9 @@ def _spec_number(path: Path, where: str, value: Any, kind: type, low: float, hig
 
 
 #: Keys spec.toml may hold at its top and in each [[family]] (`cp2k_preset`: engines.cp2k.SETTINGS_PRESETS).
-SPEC_KEYS = frozenset({"name", "seed", "test_fraction", "cp2k_preset", "selection_version", "family"})
-FAMILY_KEYS = frozenset({"builder", "motif", "pool", "select", "params", "strain_range", "rattle_a"})
+SPEC_KEYS = frozenset({"name", "seed", "test_fraction", "cp2k_preset", "selection_version", "family",
+                       "descriptor", "sampler_model", "out_dir"})
+FAMILY_KEYS = frozenset({"builder", "motif", "pool", "select", "params", "strain_range", "rattle_a", "md"})
 
 
 def load_spec(path: str | Path) -> ReferenceSpec:
@@ -173,7 +188,14 @@ def load_spec(path: str | Path) -> ReferenceSpec:
                 raise ConfigError(f"{path}: {where} strain_range must be [min, max], got {strain!r}")
             if strain is not None and all(finite_number(v) is not None for v in strain) and strain[0] > strain[1]:
                 raise ConfigError(f"{path}: {where} strain_range must be [min, max] with min <= max, got {strain!r}")
-            pool = _spec_number(path, f"{where} pool", raw["pool"], int, 1)
+            md = None
+            if "md" in raw:
+                from .md_sampling import MDSampling
+
+                md = MDSampling.from_dict(raw["md"], f"{path}: {where}")
+                pool = md.runs * md.snapshots_per_run
+            else:
+                pool = _spec_number(path, f"{where} pool", raw["pool"], int, 1)
             select = _spec_number(path, f"{where} select", raw["select"], int, 1, pool)
             rattle = [_spec_number(path, f"{where} rattle_a", r, float, 0.0)
                       for r in np.atleast_1d(raw.get("rattle_a", 0.0)).tolist()]
@@ -184,6 +206,7 @@ def load_spec(path: str | Path) -> ReferenceSpec:
                               _spec_number(path, f"{where} strain_range", strain[1], float, -0.5, 0.5))
                 if strain else None,
                 rattle_a=tuple(rattle),
+                md=md,
             ))
         except KeyError as exc:
             raise ConfigError(f"{path}: {where} lacks {exc.args[0]!r}") from None
@@ -193,9 +216,20 @@ def load_spec(path: str | Path) -> ReferenceSpec:
     if version not in SELECTION_VERSIONS:
         raise ConfigError(f"{path}: selection_version {version} unknown (known: "
                           f"{', '.join(map(str, sorted(SELECTION_VERSIONS)))})")
+    descriptor = str(data.get("descriptor", "fingerprint"))
+    problem = unknown_name(descriptor, DESCRIPTORS, "descriptor")
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    sampler = data.get("sampler_model")
+    if (descriptor == "nep" or any(f.md is not None for f in families)) and not isinstance(sampler, str):
+        raise ConfigError(f"{path}: NEP descriptors and [[family]] md tables need sampler_model (a model name or path)")
+    out_dir = str(data.get("out_dir", "dft"))
+    if Path(out_dir).name != out_dir or out_dir in ("", ".", ".."):
+        raise ConfigError(f"{path}: out_dir must be a plain folder name beside the spec, got {out_dir!r}")
     return ReferenceSpec(str(data.get("name", path.stem)), _spec_number(path, "seed", data.get("seed", 0), int, 0),
                          _spec_number(path, "test_fraction", data.get("test_fraction", 0.2), float, 0.0, 0.9),
-                         tuple(families), str(data.get("cp2k_preset", "label")), str(path), version)
+                         tuple(families), str(data.get("cp2k_preset", "label")), str(path), version,
+                         descriptor, sampler, out_dir)
 
 
 # --------------------------------------------------------------------------- candidates
@@ -237,6 +271,10 @@ def generate_candidates(spec: ReferenceSpec, family: Family, family_number: int 
     from . import systems
 
     number = spec.families.index(family) if family_number is None else family_number
+    if family.md is not None:
+        from .md_pool import md_family_pool
+
+        return md_family_pool(spec, family, number)
     out = []
     for index in range(family.pool):
         seed = candidate_seed(spec, number, index)
@@ -336,11 +374,25 @@ def pick_family(spec: ReferenceSpec, number: int,
     if family.select == len(pool):
         return pool, list(range(len(pool))), None
     version = spec.selection
-    features = np.array([structural_fingerprint(a, cutoff_sigmas=version.cutoff_sigmas) for a in pool])
+    if spec.descriptor == "nep":
+        from .md_pool import mean_descriptors
+
+        features = mean_descriptors(pool, spec.sampler_model)
+    else:
+        features = np.array([structural_fingerprint(a, cutoff_sigmas=version.cutoff_sigmas) for a in pool])
     result = direct_select(features, n_clusters=family.select, k_per_cluster=1, seed=spec.seed,
                            min_feature_std=version.min_feature_std, canonical_order=version.canonical_order,
                            prefer=recorded if version.recorded_ties else ())
     return pool, [int(i) for i in result.indices], int(result.n_components)
+
+
+def origin_test_runs(n_runs: int, test_fraction: float, rng: np.random.Generator) -> set[int]:
+    """Which of `n_runs` MD runs form the test split: round(test_fraction × n_runs), at least one
+    and at most n_runs − 1 when there are two or more runs (so both splits see the family)."""
+    n_test = int(round(test_fraction * n_runs))
+    if n_runs >= 2:
+        n_test = min(max(n_test, 1), n_runs - 1)
+    return {int(r) for r in rng.permutation(n_runs)[:n_test]}
 
 
 def select_items(spec: ReferenceSpec, recorded: dict[str, list[int]] | None = None) -> Selection:
@@ -356,14 +408,26 @@ def select_items(spec: ReferenceSpec, recorded: dict[str, list[int]] | None = No
         pool, picked, n_components = pick_family(spec, number, (recorded or {}).get(key, ()))
         pool_size += len(pool)
         rng = np.random.default_rng([spec.seed, number])
-        n_test = int(round(spec.test_fraction * len(picked)))
-        test_set = set(rng.permutation(len(picked))[:n_test].tolist())
-        for rank, index in enumerate(picked):
-            atoms = pool[index]
-            atoms.info["split"] = "test" if rank in test_set else "train"
-            items.append(atoms)
+        if family.md is not None:  # whole MD runs go to the test split: no test frame has a train sibling
+            test_runs = origin_test_runs(family.md.runs, spec.test_fraction, rng)
+            for index in picked:
+                atoms = pool[index]
+                atoms.info["split"] = "test" if int(atoms.info["run"]) in test_runs else "train"
+                items.append(atoms)
+        else:
+            n_test = int(round(spec.test_fraction * len(picked)))
+            test_set = set(rng.permutation(len(picked))[:n_test].tolist())
+            for rank, index in enumerate(picked):
+                atoms = pool[index]
+                atoms.info["split"] = "test" if rank in test_set else "train"
+                items.append(atoms)
         per_family[key] = {"pool": len(pool), "selected": len(picked),
-                                  "candidates": picked, "pca_components": n_components}
+                           "selected_fraction": round(len(picked) / max(len(pool), 1), 4),
+                           "candidates": picked, "pca_components": n_components}
+        if family.md is not None:
+            from .md_pool import pool_record
+
+            per_family[key].update(pool_record(spec, family, number), test_runs=sorted(test_runs))
         per_family_items.append(items)
     # round-robin over families, so a partial build already covers every motif and both splits
     ordered = [fam[k] for k in range(max(map(len, per_family_items))) for fam in per_family_items
@@ -599,8 +663,9 @@ def _assemble(items: list[Atoms], engine_info: dict[str, Any], cache_dir: Path, 
         "seed": spec.seed,
         "test_fraction": spec.test_fraction,
         "selection": None if selection is None else {
-            "method": "DIRECT (structural fingerprint → StandardScaler → PCA (Kaiser) → BIRCH → "
-                      "one per cluster, nearest the centroid), per family",
+            "method": (f"DIRECT ({'per-structure mean NEP descriptor of ' + str(spec.sampler_model) if spec.descriptor == 'nep' else 'structural fingerprint'}"
+                       " → StandardScaler → PCA (Kaiser) → BIRCH → one per cluster, nearest the centroid), per family"
+                       + ("; MD families split by origin (whole runs are test)" if any(f.md for f in spec.families) else "")),
             "pool_size": selection.pool_size, "selected": len(selection.items),
             "selected_fraction": round(selection.selected_fraction, 4),
             "selection_version": spec.selection_version,

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     build = rsub.add_parser("build", help="generate candidates, DIRECT-select, label with CP2K (resumable)")
     build.add_argument("spec", nargs="?", default=str(reference.DEFAULT_ROOT / "spec.toml"))
-    build.add_argument("--out", default=None, help="output folder (default: <spec folder>/dft)")
+    build.add_argument("--out", default=None, help="output folder (default: the spec's out_dir beside it, dft)")
     build.add_argument("--limit", type=int, default=None, help="label at most N new items, then stop")
     build.add_argument("--retry-failed", action="store_true", help="retry items whose SCF failed in an earlier build (other crashes are retried anyway)")
     build.add_argument("--ranks", type=int, default=2, help="MPI ranks for CP2K (default 2)")
@@ -45,6 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "(after changing a run's warm-up or target)")
     aimd.set_defaults(func=_aimd)
 
+    tune = rsub.add_parser("tune", help="CP2K tuning study: fastest settings that reproduce the labels (resumable)",
+                           description="Run the CP2K tuning study (src/nepbench/cp2k_tuning.py) and print its "
+                                       "table for docs/cp2k_settings.md. Finished (variant, case) pairs are kept.")
+    tune.add_argument("--record", default=str(reference.DEFAULT_ROOT / "studies" / "cp2k_tuning.json"))
+    tune.add_argument("--variant", action="append", default=None, help="only this variant (repeatable)")
+    tune.add_argument("--case", action="append", default=None, help="only this case (repeatable)")
+    tune.add_argument("--table-only", action="store_true", help="run no CP2K: print the table of the record")
+    tune.set_defaults(func=_tune)
+
     show = rsub.add_parser("show", help="frame counts per motif and split, CP2K settings and cost")
     show.add_argument("dir", nargs="?", default=str(reference.DEFAULT_ROOT / "dft"))
     show.set_defaults(func=_show)
@@ -63,11 +72,40 @@ def make_cp2k_engine(preset: str, ranks: int, launcher: str | None, spec_name: s
     return cp2k.CP2KEngine(cp2k.SETTINGS_PRESETS[preset], **kwargs)
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from .. import cp2k_tuning as tuning
+
+    record_path = Path(args.record)
+    try:
+        variants = [tuning.variant_by_name(n) for n in args.variant] if args.variant else list(tuning.VARIANTS)
+    except KeyError as exc:
+        print(f"nepbench reference tune: {exc.args[0]}", file=sys.stderr)
+        return 2
+    cases = [c for c in tuning.CASES if not args.case or c.name in args.case]
+    unknown = sorted(set(args.case or []) - {c.name for c in tuning.CASES})
+    if unknown:
+        print(f"nepbench reference tune: unknown case(s) {', '.join(unknown)} "
+              f"(known: {', '.join(c.name for c in tuning.CASES)})", file=sys.stderr)
+        return 2
+    if not args.table_only:
+        with exclusive_lock(record_path.parent / f".{record_path.stem}.lock"):
+            tuning.run_study(record_path, variants, cases, aimd_root=reference.DEFAULT_ROOT / "aimd")
+    record = tuning.load_record(record_path)
+    summaries = tuning.summarise(record)
+    print(tuning.markdown_table(summaries))
+    for cores in (1, 2):
+        best = tuning.fastest_accepted(summaries, cores)
+        print(f"fastest accepted on {cores} core(s): {best.name} ({best.md_s_per_step:.2f} s/step, "
+              f"{best.md_speedup:.2f}× the baseline on as many cores)" if best
+              else f"fastest accepted on {cores} core(s): none measured yet")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     spec = reference.load_spec(args.spec)
-    out_dir = Path(args.out) if args.out else Path(args.spec).parent / "dft"
+    out_dir = Path(args.out) if args.out else spec.out_path
     selection = reference.select_items(spec, reference.recorded_picks(out_dir))  # ties go to labelled picks
     print(f"reference: pool {selection.pool_size} candidates, DIRECT kept {len(selection.items)} "
           f"({100 * selection.selected_fraction:.1f}%)")

@@ -90,8 +90,8 @@ class CP2KSettings:
         max_scf: maximum SCF iterations; exceeding it raises `SCFNotConverged`.
         electronic_temperature_k: Fermi-Dirac smearing temperature in K.
         added_mos: unoccupied orbitals added for smearing; None = max(20, 20% of occupied).
-        mixing_alpha: Broyden mixing parameter.
-        nbroyden: Broyden history length.
+        mixing_alpha: density mixing parameter (ALPHA).
+        nbroyden: mixing history length (NBROYDEN for Broyden, NBUFFER for Pulay; Kerker has none).
         eps_default: CP2K's EPS_DEFAULT (integral/screening tolerance).
         stress: compute the analytical stress tensor in single points (periodic cells only).
         extrapolation: wavefunction extrapolation between MD steps (CP2K EXTRAPOLATION).
@@ -99,6 +99,14 @@ class CP2KSettings:
         outer_scf_max: OUTER_SCF iterations; 0 switches the outer SCF off.
         ranks: MPI ranks used by default.
         omp_threads: OpenMP threads per rank (OMP_NUM_THREADS).
+        ngrids: number of multigrid levels (&MGRID NGRIDS); None = CP2K's default (4), not written.
+        eps_pgf_orb: &QS EPS_PGF_ORB (Gaussian overlap screening); None = CP2K's default, derived
+            from EPS_DEFAULT (its square root), not written.
+        diag_library: &GLOBAL PREFERRED_DIAG_LIBRARY ("SL" ScaLAPACK, "ELPA"); None = CP2K's default.
+        mixing_method: &MIXING METHOD ("BROYDEN_MIXING", "PULAY_MIXING", "KERKER_MIXING").
+
+    The four optional levers (`OPTIONAL_LEVERS`) are left out of `to_dict` while they hold their
+    default, so records written before they existed still compare equal.
     """
 
     xc: str = "PBE"
@@ -121,6 +129,10 @@ class CP2KSettings:
     outer_scf_max: int = 0
     ranks: int = 2
     omp_threads: int = 1
+    ngrids: int | None = None
+    eps_pgf_orb: float | None = None
+    diag_library: str | None = None
+    mixing_method: str = "BROYDEN_MIXING"
 
     def __post_init__(self) -> None:
         # accept a mapping or pairs; store sorted pairs so equal settings compare and hash equal
@@ -140,6 +152,14 @@ class CP2KSettings:
             raise ValueError("mixing_alpha must be in (0, 1] and nbroyden >= 1")
         for element, name in self.potentials:
             _valence_from_potential(element, name)
+        if self.ngrids is not None and not 1 <= self.ngrids <= 10:
+            raise ValueError("ngrids must be in [1, 10] or None")
+        if self.eps_pgf_orb is not None and not 0 < self.eps_pgf_orb < 1:
+            raise ValueError("eps_pgf_orb must be in (0, 1) or None")
+        if self.diag_library not in (None, "SL", "ELPA"):
+            raise ValueError(f"diag_library must be 'SL', 'ELPA' or None, got {self.diag_library!r}")
+        if self.mixing_method not in MIXING_METHODS:
+            raise ValueError(f"mixing_method must be one of {', '.join(MIXING_METHODS)}, got {self.mixing_method!r}")
 
     def potential_for(self, element: str) -> str:
         """GTH potential name for `element`; InputError when none is configured."""
@@ -164,11 +184,21 @@ class CP2KSettings:
         """JSON-ready record of every setting (potentials as an element -> name mapping)."""
         data = dataclasses.asdict(self)
         data["potentials"] = dict(self.potentials)
+        for key, default in OPTIONAL_LEVERS.items():
+            if data[key] == default:
+                del data[key]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CP2KSettings":
         return cls(**data)
+
+
+#: Settings written to records only when they differ from these defaults (added after records existed).
+OPTIONAL_LEVERS: dict[str, Any] = {"ngrids": None, "eps_pgf_orb": None, "diag_library": None,
+                                   "mixing_method": "BROYDEN_MIXING"}
+#: CP2K &MIXING methods the engine may write.
+MIXING_METHODS = ("BROYDEN_MIXING", "PULAY_MIXING", "KERKER_MIXING")
 
 
 def _valence_from_potential(element: str, name: str) -> int:
@@ -191,7 +221,7 @@ LABEL_SETTINGS = CP2KSettings(
 )
 """Single-point labels. 400 Ry: RMS force error 0.75 meV/Å vs 600 Ry on Li8Si16C8 (docs/cp2k_settings.md)."""
 
-AIMD_SETTINGS = CP2KSettings(
+AIMD_V1_SETTINGS = CP2KSettings(
     cutoff_ry=400.0,
     rel_cutoff_ry=50.0,
     eps_scf=1e-5,
@@ -206,8 +236,10 @@ AIMD_SETTINGS = CP2KSettings(
 no stress, ASPC order-3 extrapolation. A cheaper 250 Ry / 1000 K variant was 80–310 meV/Å RMS off
 the labels' forces (scripts/aimd_settings_study.py, docs/cp2k_settings.md)."""
 
+AIMD_SETTINGS = AIMD_V1_SETTINGS
+
 #: The settings presets a reference spec (spec.toml `cp2k_preset`, aimd.toml `settings`) may name.
-SETTINGS_PRESETS = {"label": LABEL_SETTINGS, "aimd": AIMD_SETTINGS}
+SETTINGS_PRESETS = {"label": LABEL_SETTINGS, "aimd": AIMD_SETTINGS, "aimd-v1": AIMD_V1_SETTINGS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,6 +348,8 @@ def build_input(
         f"  RUN_TYPE {'MD' if md else 'ENERGY_FORCE'}",
         "  PRINT_LEVEL LOW",
     ]
+    if settings.diag_library is not None:
+        lines.append(f"  PREFERRED_DIAG_LIBRARY {settings.diag_library}")
     if md is not None:
         lines.append(f"  SEED {int(md.seed) + 1}")  # CP2K wants a positive 32-bit seed (MDProtocol checks)
     lines.append("&END GLOBAL")
@@ -412,9 +446,17 @@ def _dft_section(
         "    &MGRID",
         f"      CUTOFF {settings.cutoff_ry!r}",
         f"      REL_CUTOFF {settings.rel_cutoff_ry!r}",
+    ]
+    if settings.ngrids is not None:
+        lines.append(f"      NGRIDS {settings.ngrids}")
+    lines += [
         "    &END MGRID",
         "    &QS",
         f"      EPS_DEFAULT {settings.eps_default:.3E}",
+    ]
+    if settings.eps_pgf_orb is not None:
+        lines.append(f"      EPS_PGF_ORB {settings.eps_pgf_orb:.3E}")
+    lines += [
         f"      EXTRAPOLATION {settings.extrapolation}",
         f"      EXTRAPOLATION_ORDER {settings.extrapolation_order}",
         "    &END QS",
@@ -432,9 +474,13 @@ def _dft_section(
         f"        ELECTRONIC_TEMPERATURE {settings.electronic_temperature_k!r}",
         "      &END SMEAR",
         "      &MIXING",
-        "        METHOD BROYDEN_MIXING",
+        f"        METHOD {settings.mixing_method}",
         f"        ALPHA {settings.mixing_alpha!r}",
-        f"        NBROYDEN {settings.nbroyden}",
+    ]
+    history = {"BROYDEN_MIXING": "NBROYDEN", "PULAY_MIXING": "NBUFFER"}.get(settings.mixing_method)
+    if history is not None:  # Kerker mixing keeps no history
+        lines.append(f"        {history} {settings.nbroyden}")
+    lines += [
         "      &END MIXING",
     ]
     if settings.outer_scf_max > 0:
