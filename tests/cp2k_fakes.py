@@ -35,6 +35,14 @@ class FakeCP2K:
             xyz += [f"{c[0]} {float(c[1]) + 0.01 * step} {c[2]} {c[3]}" for c in coords]
         (directory / "nb-1.ener").write_text("\n".join(ener) + "\n")
         (directory / "nb-pos-1.xyz").write_text("\n".join(xyz) + "\n")
+        if "&FORCES" in input_text.split("&MOTION", 1)[-1]:  # MOTION/PRINT/FORCES EACH MD k: Hartree/Bohr
+            every = int(input_text.split("&FORCES", 1)[1].split("MD", 1)[1].split()[0])
+            frc = []
+            for step in range(start, steps + 1):
+                if step % every == 0:
+                    frc.append(f"{len(coords)}\n i = {step}, time = {step * 1.0:.3f}, E = -31.0")
+                    frc += [f"{c[0]} {0.001 * step} {-0.002 * (i + 1)} 0.0" for i, c in enumerate(coords)]
+            (directory / "nb-frc-1.xyz").write_text("\n".join(frc) + "\n")
         (directory / "nb-1.restart").write_text(str(steps))
         # one SCF run per force evaluation (the start geometry, then each step); step k takes 5 + k
         text = "".join(f"  *** SCF run converged in {5 + step:5d} steps ***\n" for step in range(start, steps + 1))

@@ -8,6 +8,7 @@ test_cp2k_engine.py.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import lzma
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.io import read as ase_read
 
 from cp2k_fakes import FakeCP2K
 from nepbench import aimd
@@ -605,12 +607,12 @@ def test_no_equilibration_step_is_given_while_the_energy_still_drifts(spec, monk
 
 def _kill_before_state_write(monkeypatch) -> None:
     """The next commit dies after its frames and md.ener are written, before state.json."""
-    from nepbench.engines import cp2k as cp2k_module
+    from nepbench.engines.cp2k import segments
 
     def killed(path, value):
         raise KeyboardInterrupt("killed before state.json")
 
-    monkeypatch.setattr(cp2k_module, "atomic_write_json", killed)
+    monkeypatch.setattr(segments, "atomic_write_json", killed)
 
 
 def _ener_steps(folder: Path) -> list[int]:
@@ -713,7 +715,7 @@ def test_the_cp2k_engine_a_spec_names_is_built_and_an_unknown_preset_refused():
     assert make_cp2k_engine("aimd", 1, None).settings == AIMD_SETTINGS
     engine = make_cp2k_engine("label", 2, "srun", "spec.toml")
     assert engine.settings == LABEL_SETTINGS and engine.ranks == 2
-    with pytest.raises(InputError, match=r"spec\.toml: unknown CP2K settings preset 'fast' \(known: label, aimd\)"):
+    with pytest.raises(InputError, match=r"spec\.toml: unknown CP2K settings preset 'fast' \(known: label, aimd, aimd-v1\)"):
         make_cp2k_engine("fast", 1, None, "spec.toml")
 
 
@@ -735,3 +737,58 @@ def test_readers_refuse_a_spec_that_no_longer_describes_the_committed_run(spec, 
         aimd.write_manifest(edited)
     with pytest.raises(InputError, match="makes Si16"):
         aimd.load_aimd(edited, "si-a")
+
+
+def test_sampled_aimd_frames_carry_dft_forces_and_energy(spec, monkeypatch):
+    """Every kept frame of a segment has CP2K's forces (Hartree/Bohr → eV/Å) and its potential
+    energy, so AIMD frames serve parity as labelled near-equilibrium data."""
+    from nepbench.engines.cp2k import HARTREE_EV, HARTREE_PER_BOHR_EV_PER_A
+    from nepbench.structures import labels_of
+
+    engine = _engine(monkeypatch)
+    aimd.grow(spec, engine, run_ids=["si-a"])
+    folder = aimd.run_dir_of(spec, spec.run("si-a"))
+    frames = ase_read(io.StringIO(lzma.decompress((folder / "frames.extxyz.xz").read_bytes()).decode()),
+                      index=":", format="extxyz")
+    assert frames and all(labels_of(f)[1] is not None for f in frames)
+    for frame in frames:
+        step = int(frame.info["step"])
+        energy, forces, _ = labels_of(frame)
+        assert forces[0, 0] == pytest.approx(0.001 * step * HARTREE_PER_BOHR_EV_PER_A)
+        assert forces[1, 1] == pytest.approx(-0.004 * HARTREE_PER_BOHR_EV_PER_A)
+        assert energy == pytest.approx((-31.0 - step * 1e-3) * HARTREE_EV)
+
+
+def test_warmup_stationarity_sees_a_trend():
+    t = np.linspace(0.0, 0.3, 61)
+    rng = np.random.default_rng(1)
+    flat = -100.0 * 32 + rng.normal(0, 0.02, t.size)
+    falling = flat - 32 * 0.2 * t  # -200 meV/atom/ps
+    ok = aimd.warmup_stationarity(t, flat, 32, 0.3)
+    bad = aimd.warmup_stationarity(t, falling, 32, 0.3)
+    assert ok["warmup_stationary"] is True
+    assert bad["warmup_stationary"] is False and bad["warmup_trend_mev_per_atom_per_ps"] == pytest.approx(-200, rel=0.1)
+    assert aimd.warmup_stationarity(t, flat, 32, 0.0)["warmup_stationary"] is None
+
+
+def test_nep_pre_equilibration_is_recorded_and_checked(tmp_path):
+    """prerelax with md_ps: NEP MD after the relaxation, in the run's cell; the stored start says
+    how long it ran, and a spec asking for another length refuses it."""
+    from nepbench import prerelax as pr
+    from nepbench import systems
+
+    built = systems.build("a-LixSi", seed=3, x=2.0, n_atoms=24)
+    spec = pr.Prerelax.from_dict({"model": "nep89-lisic", "md_ps": 0.4, "timestep_fs": 2.0, "max_steps": 400},
+                                 "aimd.toml")
+    start = pr.start_structure(tmp_path, built, spec, started=False, temperature_k=900.0, seed=4)
+    assert start.info["prerelax_md_ps"] == 0.4 and start.info["prerelax_md_temperature_k"] == 900.0
+    assert abs(start.info["prerelax_md_mean_t_k"] - 900.0) < 180.0
+    assert np.allclose(start.cell.array, built.cell.array)
+    relaxed_only = pr.relax_positions(built, pr.Prerelax("nep89-lisic", max_steps=400))
+    assert not np.allclose(start.positions, relaxed_only.positions, atol=1e-3)  # the MD moved it
+    longer = pr.Prerelax.from_dict({"model": "nep89-lisic", "md_ps": 0.8, "max_steps": 400}, "aimd.toml")
+    with pytest.raises(InputError, match="0.4 ps of NEP MD"):
+        pr.start_structure(tmp_path, built, longer, started=True, temperature_k=900.0, seed=4)
+    assert "md_ps" not in pr.Prerelax("nep89-lisic").to_dict()  # a relaxation alone records as before
+    with pytest.raises(Exception, match="md_ps"):
+        pr.Prerelax.from_dict({"model": "x", "md_ps": -1}, "aimd.toml")

@@ -414,7 +414,7 @@ def test_missing_binary_is_engine_not_available() -> None:
 
 def test_missing_mpirun_is_engine_not_available(monkeypatch: pytest.MonkeyPatch) -> None:
     real_which = shutil.which
-    monkeypatch.setattr(cp2k_mod.shutil, "which", lambda n: None if n == "mpirun" else real_which(n) or "/x/cp2k")
+    monkeypatch.setattr(cp2k_mod.engine.shutil, "which", lambda n: None if n == "mpirun" else real_which(n) or "/x/cp2k")
     assert not CP2KEngine(ranks=2).available()
     assert CP2KEngine(ranks=1).available()  # one rank runs without mpirun
 

@@ -106,3 +106,14 @@ def test_scaling_exponent_stderr_by_hand():
     b, a, err = tp.fit_scaling_exponent(n, t)
     assert b == pytest.approx(2.0, abs=1e-12)
     assert err == pytest.approx(d * np.sqrt(3) / np.log(10), rel=1e-9)
+
+
+def test_n_at_ratio_inverts_two_power_laws() -> None:
+    from nepbench.metrics.throughput import n_at_ratio, predict_s_per_step
+
+    # CP2K 0.01·N^2.5 s/step, NEP 1e-6·N s/step: ratio 1e4·N^1.5, so 7e4 at N = 7^(2/3) ≈ 3.66
+    n = n_at_ratio(7e4, 2.5, 0.01, 1.0, 1e-6)
+    assert n == pytest.approx(7 ** (2 / 3), rel=1e-12)
+    assert predict_s_per_step(n, 2.5, 0.01) / predict_s_per_step(n, 1.0, 1e-6) == pytest.approx(7e4, rel=1e-9)
+    assert np.isnan(n_at_ratio(7e4, 1.0, 0.01, 1.0, 1e-6))  # equal exponents: no crossing
+    assert np.isnan(n_at_ratio(-1.0, 2.0, 0.01, 1.0, 1e-6))

@@ -36,6 +36,7 @@ class AimdRun:
     protocol: MDProtocol
     target_steps: int
     prerelax: Prerelax | None = None
+    settings_preset: str | None = None
 
     def atoms(self) -> Atoms:
         """The builder's structure (species, order and cell of the run; positions before any pre-relaxation)."""
@@ -58,6 +59,10 @@ class AimdSpec:
     path: str = ""
     sha256: str = ""
 
+    def preset_of(self, run: AimdRun) -> str:
+        """The CP2K settings preset a run uses: its own `settings`, else the spec's."""
+        return run.settings_preset or self.settings_preset
+
     def run(self, run_id: str) -> AimdRun:
         for run in self.runs:
             if run.id == run_id:
@@ -68,7 +73,7 @@ class AimdSpec:
 #: Keys aimd.toml may hold at its top and in each [[run]].
 SPEC_KEYS = frozenset({"settings", "segment_steps", "run"})
 RUN_KEYS = frozenset({"id", "builder", "params", "seed", "temperature_k", "timestep_fs", "target_steps",
-                      "sample_interval", "thermostat_coupling_fs", "warmup_steps", "prerelax"})
+                      "sample_interval", "thermostat_coupling_fs", "warmup_steps", "prerelax", "settings"})
 
 
 def _spec_problem(data: dict[str, Any]) -> str | None:
@@ -95,6 +100,10 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
         problem = unknown_keys(raw, RUN_KEYS)
         if problem:
             return f"{where}: {problem}"
+        if "settings" in raw:
+            problem = unknown_name(raw["settings"], SETTINGS_PRESETS, "CP2K settings preset")
+            if problem:
+                return f"{where}: {problem}"
         problem = unknown_name(raw.get("builder"), BUILDERS, "builder")
         if problem is None:  # parameters the builder does not take, or of the wrong kind
             problem = param_problem(raw["builder"], raw.get("params", {}))
@@ -135,7 +144,8 @@ def load_aimd_spec(path: str | Path = DEFAULT_SPEC) -> AimdSpec:
             prerelax = (Prerelax.from_dict(raw["prerelax"], f"{path}: AIMD run {raw['id']!r}")
                         if "prerelax" in raw else None)
             runs.append(AimdRun(str(raw["id"]), str(raw["builder"]), dict(raw.get("params", {})),
-                                int(raw["seed"]), protocol, int(raw["target_steps"]), prerelax))
+                                int(raw["seed"]), protocol, int(raw["target_steps"]), prerelax,
+                                None if "settings" not in raw else str(raw["settings"])))
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"{path}: AIMD run {raw.get('id', '?')!r}: {exc}") from None
     return AimdSpec(tuple(runs), str(data.get("settings", "aimd")), int(data.get("segment_steps", 20)),
@@ -178,7 +188,8 @@ def start_atoms(spec: AimdSpec, run: AimdRun) -> Atoms:
     built = run.atoms()
     if run.prerelax is None:
         return built
-    return start_structure(run_dir_of(spec, run), built, run.prerelax, committed_steps(spec, run) > 0)
+    return start_structure(run_dir_of(spec, run), built, run.prerelax, committed_steps(spec, run) > 0,
+                           run.protocol.temperature_k, run.seed)
 
 
 def committed_steps(spec: AimdSpec, run: AimdRun) -> int:
@@ -475,12 +486,36 @@ def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float,
         trend = {"potential_trend_mev_per_atom_per_ps_after_warmup": round(fit.slope, 2),
                  "potential_trend_stderr_mev_per_atom_per_ps_after_warmup": round(fit.stderr, 2),
                  "thermostat_heat_offset_k": round(heat_k, 1)}
-    return {**trend, **drift,
+    return {**trend, **drift, **warmup_stationarity(times_ps, ener["potential_ha"] * HARTREE_EV, n_atoms, warmup_ps),
             "temperature_mean_k_after_warmup": round(float(temps_after.mean()), 1) if after.any() else None,
             "temperature_stderr_k_after_warmup": round(mean_standard_error(temps_after), 1)
             if temps_after.size >= 2 else None,
             "potential_energy_equilibrated_at_step": equilibrated,
             "potential_energy_effective_samples": effective}
+
+
+#: The warm-up's second half is tested for a trend in E_pot (the first half holds the start's shock).
+STATIONARITY_SIGMAS = 2.0
+
+
+def warmup_stationarity(times_ps: Any, potential_ev: Any, n_atoms: int, warmup_ps: float) -> dict[str, Any]:
+    """Whether the AIMD warm-up ended stationary: the linear trend of E_pot over the warm-up's second
+    half (meV/atom/ps, `metrics.equilibration.linear_trend`, its error allowing for correlation) is
+    consistent with zero within STATIONARITY_SIGMAS standard errors. None where the warm-up has
+    fewer than 6 steps. A run that is not stationary is never used for a diffusivity."""
+    import numpy as np
+
+    from .metrics.equilibration import linear_trend
+
+    t = np.asarray(times_ps, dtype=float)
+    window = (t >= warmup_ps / 2 - 1e-9) & (t <= warmup_ps + 1e-9)
+    if warmup_ps <= 0 or window.sum() < 6:
+        return {"warmup_trend_mev_per_atom_per_ps": None, "warmup_trend_stderr_mev_per_atom_per_ps": None,
+                "warmup_stationary": None}
+    fit = linear_trend(t[window], np.asarray(potential_ev, dtype=float)[window] / n_atoms * 1000.0)
+    return {"warmup_trend_mev_per_atom_per_ps": round(fit.slope, 2),
+            "warmup_trend_stderr_mev_per_atom_per_ps": round(fit.stderr, 2),
+            "warmup_stationary": bool(abs(fit.slope) <= STATIONARITY_SIGMAS * fit.stderr)}
 
 
 def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall_s: float | None = None,
@@ -497,6 +532,8 @@ def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall
     """
     start = time.perf_counter()
     runs = [spec.run(r) for r in run_ids] if run_ids else list(spec.runs)
+    # one engine for every run, or a callable giving each run its engine (its settings preset)
+    engine_for = (lambda run: engine) if hasattr(engine, "run_md_segment") else engine
 
     def committed() -> dict[str, int]:
         return {r.id: committed_steps(spec, r) for r in runs}
@@ -518,8 +555,8 @@ def grow(spec: AimdSpec, engine: Any, run_ids: list[str] | None = None, max_wall
                     steps = min(spec.segment_steps, run.target_steps - committed_steps(spec, run))
                     if steps < 1:  # another process finished it meanwhile
                         continue
-                    result = engine.run_md_segment(run_dir_of(spec, run), start_atoms(spec, run),
-                                                    run.protocol, steps)
+                    result = engine_for(run).run_md_segment(run_dir_of(spec, run), start_atoms(spec, run),
+                                                            run.protocol, steps)
             except LockHeld:
                 continue
             progressed = True

@@ -32,31 +32,97 @@ START_FILE = "start.extxyz"
 
 @dataclass(frozen=True)
 class Prerelax:
-    """FIRE relaxation of positions with a NEP model.
+    """FIRE relaxation of positions with a NEP model, optionally followed by NEP MD equilibration.
 
     Attributes:
         model: registry name or path of the NEP model (nep.txt).
         fmax_ev_per_a: stop when the largest atomic force is below this (eV/Å).
         max_steps: FIRE steps allowed; not converged by then is an error.
+        md_ps: NVT (CSVR) NEP MD at the AIMD run's temperature after the relaxation, in the run's
+            cell (ps; 0 = none). The AIMD starts from its last frame.
+        melt_k: melt at this temperature for `melt_ps` before the `md_ps` at the run's temperature
+            (K; None = no melt).
+        melt_ps: time at `melt_k` (ps).
+        timestep_fs: NEP MD time step (fs).
     """
 
     model: str
     fmax_ev_per_a: float = 0.05
     max_steps: int = 3000
+    md_ps: float = 0.0
+    melt_k: float | None = None
+    melt_ps: float = 0.0
+    timestep_fs: float = 1.0
+
+    KEYS = ("model", "fmax_ev_per_a", "max_steps", "md_ps", "melt_k", "melt_ps", "timestep_fs")
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], where: str) -> "Prerelax":
-        unknown = sorted(set(raw) - {"model", "fmax_ev_per_a", "max_steps"})
+        unknown = sorted(set(raw) - set(cls.KEYS))
         if unknown or "model" not in raw:
-            raise ConfigError(f"{where}: prerelax needs 'model' and takes fmax_ev_per_a, max_steps"
+            raise ConfigError(f"{where}: prerelax needs 'model' and takes {', '.join(cls.KEYS[1:])}"
                               + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
-        p = cls(str(raw["model"]), float(raw.get("fmax_ev_per_a", 0.05)), int(raw.get("max_steps", 3000)))
+        p = cls(str(raw["model"]), float(raw.get("fmax_ev_per_a", 0.05)), int(raw.get("max_steps", 3000)),
+                float(raw.get("md_ps", 0.0)), None if raw.get("melt_k") is None else float(raw["melt_k"]),
+                float(raw.get("melt_ps", 0.0)), float(raw.get("timestep_fs", 1.0)))
         if not (p.fmax_ev_per_a > 0 and p.max_steps > 0):
             raise ConfigError(f"{where}: prerelax fmax_ev_per_a and max_steps must be > 0")
+        if p.md_ps < 0 or p.melt_ps < 0 or not 0 < p.timestep_fs <= 5 or (p.melt_k is not None and p.melt_ps <= 0):
+            raise ConfigError(f"{where}: prerelax md_ps and melt_ps must be >= 0 (melt_ps > 0 with melt_k) "
+                              "and timestep_fs in (0, 5]")
         return p
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings; the MD keys only where MD is asked for (so records of a relaxation alone
+        read as before)."""
+        data = asdict(self)
+        if self.md_ps == 0 and self.melt_k is None:
+            for key in ("md_ps", "melt_k", "melt_ps", "timestep_fs"):
+                del data[key]
+        return data
+
+
+def equilibrate(relaxed: Atoms, prerelax: Prerelax, temperature_k: float, seed: int) -> Atoms:
+    """NEP MD of a relaxed start (`relax_positions`' output) as `prerelax` asks: melt at `melt_k`,
+    then `md_ps` of NVT at `temperature_k`, in the same cell; the last frame, wrapped, with the
+    relaxation record and the MD's (prerelax_md_ps, prerelax_melt_k, prerelax_md_mean_t_k) in info.
+
+    Raises:
+        InputError naming the model: the MD blew up (engine check) or its mean temperature over the
+        second half is more than 20 % off `temperature_k`.
+    """
+    from .engines.base import MDProtocol
+    from .engines.nep_cpu import NepCpuEngine
+    from .errors import EngineError
+    from .models import resolve_model
+
+    model = resolve_model(prerelax.model)
+    engine = NepCpuEngine(model.path, threads=1)
+    atoms = relaxed.copy()
+    stages = ([(prerelax.melt_k, prerelax.melt_ps)] if prerelax.melt_k is not None else []) + [
+        (temperature_k, prerelax.md_ps)]
+    mean_t = float("nan")
+    for index, (t_k, ps) in enumerate(stages):
+        steps = max(1, int(round(ps * 1000 / prerelax.timestep_fs)))
+        protocol = MDProtocol(ensemble="nvt", temperature_k=t_k, timestep_fs=prerelax.timestep_fs, steps=steps,
+                              sample_interval=max(1, steps // 100), seed=(seed + index) % (2**31 - 1),
+                              thermostat_coupling_fs=100.0)
+        try:
+            result = engine.md(atoms, protocol, source=f"NEP pre-equilibration at {t_k:g} K")
+        except EngineError as exc:
+            raise InputError(model.path, str(exc)) from None
+        atoms = atoms.copy()
+        atoms.positions = result.trajectory.positions_a[-1]
+        atoms.wrap()
+        temps = np.asarray(result.thermo["temperature_k"])
+        mean_t = float(temps[len(temps) // 2:].mean())
+    if abs(mean_t - temperature_k) > 0.2 * temperature_k:
+        raise InputError(model.path, f"NEP pre-equilibration ended at mean T {mean_t:.0f} K, target {temperature_k:g} K")
+    out = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    out.info.update(relaxed.info)
+    out.info.update({"prerelax_md_ps": prerelax.md_ps, "prerelax_melt_k": prerelax.melt_k or 0.0,
+                     "prerelax_md_mean_t_k": round(mean_t, 1), "prerelax_md_temperature_k": temperature_k})
+    return out
 
 
 def relax_positions(atoms: Atoms, prerelax: Prerelax) -> Atoms:
@@ -105,6 +171,11 @@ def stored_relaxation_problem(info: Mapping[str, Any], prerelax: Prerelax) -> st
     if not same:
         return (f"start structure was relaxed with {info['prerelax_model']} (sha256 "
                 f"{str(info['prerelax_model_sha256'])[:12]}…), the spec's prerelax names {wanted}")
+    if float(info.get("prerelax_md_ps", 0.0)) != prerelax.md_ps or (
+            float(info.get("prerelax_melt_k", 0.0)) != (prerelax.melt_k or 0.0)):
+        return (f"start structure had {info.get('prerelax_md_ps', 0.0)} ps of NEP MD (melt "
+                f"{info.get('prerelax_melt_k', 0.0)} K), the spec's prerelax asks for {prerelax.md_ps} ps "
+                f"(melt {prerelax.melt_k or 0.0} K)")
     fmax = float(info["prerelax_fmax_ev_per_a"])
     if not fmax < prerelax.fmax_ev_per_a:
         return (f"start structure was relaxed to max|F| {fmax:.3f} eV/Å, the spec's prerelax asks for "
@@ -112,7 +183,8 @@ def stored_relaxation_problem(info: Mapping[str, Any], prerelax: Prerelax) -> st
     return None
 
 
-def start_structure(run_dir: Path, built: Atoms, prerelax: Prerelax, started: bool) -> Atoms:
+def start_structure(run_dir: Path, built: Atoms, prerelax: Prerelax, started: bool,
+                    temperature_k: float = 0.0, seed: int = 0) -> Atoms:
     """The run's pre-relaxed start: read from `run_dir/start.extxyz`, or relaxed and written there.
 
     Args:
@@ -121,6 +193,8 @@ def start_structure(run_dir: Path, built: Atoms, prerelax: Prerelax, started: bo
         prerelax: the relaxation settings.
         started: the run already has committed steps; then the start must exist (a run begun from
             an unrelaxed structure cannot be given a relaxed start afterwards).
+        temperature_k, seed: the AIMD run's temperature and seed, for the NEP MD equilibration
+            (`equilibrate`) when `prerelax.md_ps` or `melt_k` asks for one.
     """
     path = run_dir / START_FILE
     if path.is_file():
@@ -141,6 +215,8 @@ def start_structure(run_dir: Path, built: Atoms, prerelax: Prerelax, started: bo
         raise InputError(run_dir / "state.json", "this run began without pre-relaxation; remove its folder "
                          "to restart it from a pre-relaxed start, or drop 'prerelax' from the spec")
     relaxed = relax_positions(built, prerelax)
+    if prerelax.md_ps > 0 or prerelax.melt_k is not None:
+        relaxed = equilibrate(relaxed, prerelax, temperature_k, seed)
     check_structure(relaxed, f"{path} (pre-relaxed)")
     buf = io.StringIO()
     write(buf, relaxed, format="extxyz")

@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "table for docs/cp2k_settings.md. Finished (variant, case) pairs are kept.")
     tune.add_argument("--record", default=str(reference.DEFAULT_ROOT / "studies" / "cp2k_tuning.json"))
     tune.add_argument("--variant", action="append", default=None, help="only this variant (repeatable)")
-    tune.add_argument("--case", action="append", default=None, help="only this case (repeatable)")
+    tune.add_argument("--case", action="append", default=None,
+                      help="only this case (repeatable); md:a-Li2Si-N (CP2K's cost against N) only when named")
     tune.add_argument("--table-only", action="store_true", help="run no CP2K: print the table of the record")
     tune.set_defaults(func=_tune)
 
@@ -81,11 +82,12 @@ def _tune(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(f"nepbench reference tune: {exc.args[0]}", file=sys.stderr)
         return 2
-    cases = [c for c in tuning.CASES if not args.case or c.name in args.case]
-    unknown = sorted(set(args.case or []) - {c.name for c in tuning.CASES})
+    known = tuning.CASES + tuning.SCALING_CASES  # the scaling cases run only when named
+    cases = [c for c in known if c.name in args.case] if args.case else list(tuning.CASES)
+    unknown = sorted(set(args.case or []) - {c.name for c in known})
     if unknown:
         print(f"nepbench reference tune: unknown case(s) {', '.join(unknown)} "
-              f"(known: {', '.join(c.name for c in tuning.CASES)})", file=sys.stderr)
+              f"(known: {', '.join(c.name for c in known)})", file=sys.stderr)
         return 2
     if not args.table_only:
         with exclusive_lock(record_path.parent / f".{record_path.stem}.lock"):
@@ -205,7 +207,13 @@ def _aimd(args: argparse.Namespace) -> int:
             runs = aimd.write_manifest(spec)["runs"]
         print(f"aimd: manifest rewritten for {', '.join(runs) or 'no started runs'}")
         return 0
-    engine = make_cp2k_engine(spec.settings_preset, args.ranks, args.launcher, args.spec)
+    engines: dict[str, Any] = {}
+
+    def engine(run):  # each run's own settings preset (aimd.toml `settings`, per run or for all)
+        preset = spec.preset_of(run)
+        if preset not in engines:
+            engines[preset] = make_cp2k_engine(preset, args.ranks, args.launcher, args.spec)
+        return engines[preset]
 
     def show(run, result) -> None:
         print(f"  {run.id:20s} step {result.total_steps:6d}/{run.target_steps}  "

@@ -111,3 +111,17 @@ def ratio_at_size(n_atoms: float, nep_fit: ScalingFit, cp2k_fit: ScalingFit) -> 
     nep = predict_s_per_step(n_atoms, nep_fit[0], nep_fit[1])
     cp2k = predict_s_per_step(n_atoms, cp2k_fit[0], cp2k_fit[1])
     return float(cp2k) / float(nep)
+
+
+def n_at_ratio(target_ratio: float, slow_exponent: float, slow_prefactor: float, fast_exponent: float,
+               fast_prefactor: float) -> float:
+    """The atom count N at which two power-law costs s/step = a·N^b differ by `target_ratio`
+    (slow ÷ fast): N = (target · a_fast / a_slow)^(1 / (b_slow − b_fast)). NaN where the exponents
+    are equal (the ratio does not depend on N) or any input is not positive and finite."""
+    values = (target_ratio, slow_prefactor, fast_prefactor)
+    if not all(np.isfinite(v) and v > 0 for v in values) or not np.isfinite(slow_exponent - fast_exponent):
+        return float("nan")
+    gap = slow_exponent - fast_exponent
+    if abs(gap) < 1e-12:
+        return float("nan")
+    return float((target_ratio * fast_prefactor / slow_prefactor) ** (1.0 / gap))
