@@ -128,7 +128,7 @@ def test_a_misspelt_task_parameter_is_refused(tmp_path):
         load_suite(path)
     message = str(info.value)
     assert str(path) in message and "task 'parity-{model}' (parity) has unknown parameter(s) splt" in message
-    assert "known: motifs, split" in message
+    assert "known: dataset, motifs, split" in message
 
 
 MD_TASK = """
@@ -212,3 +212,10 @@ def test_unknown_name_accepts_listed_strings_and_names_the_list_otherwise():
     # a list or number where a name goes is refused, not looked up (a list is unhashable in a set)
     assert config.unknown_name(["a"], {"a": 1}, "preset") == "unknown preset ['a'] (known: a)"
     assert config.unknown_name(1, ["a"], "preset").startswith("unknown preset 1")
+
+
+def test_parity_dataset_names_a_reference_set():
+    from nepbench.tasks.accuracy import check_params
+
+    assert check_params({"dataset": "dft-v2"}) is None and check_params({}) is None
+    assert "dataset must be one of dft, dft-v2" in check_params({"dataset": "dft-v3"})

@@ -190,17 +190,17 @@ def test_writes_results_markdown_html_and_figures(written):
     markdown = (run / "report.md").read_text()
     for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
         assert (run / ref).is_file(), ref
-    assert markdown.index("## Claims") < markdown.index("![") < markdown.index("## Provenance")
+    assert markdown.index("## Claims × models") < markdown.index("![") < markdown.index("## Provenance")
     assert f"| {'d' * 64} | dft/manifest.json |" in markdown
     # each task's row names the commit, code and data it ran with (records of several commits mix)
     assert re.search(r"\| parity-nep89-lisic \| done \| nep89-lisic \| 1 \| 0 \| [^|]+ \| c0ffee \| — \| d{12} \| f{16} \|",
                      markdown), markdown[markdown.index("## Provenance"):]
 
 
-def test_html_puts_the_claim_table_before_the_first_plot_and_embeds_png(written):
+def test_html_puts_the_matrix_before_the_first_plot_and_embeds_png(written):
     run, _ = written
     page = (run / "report.html").read_text()
-    assert page.index('id="claims"') < page.index("<img") < page.index('id="provenance"')
+    assert page.index('id="matrix"') < page.index('id="conclusions"') < page.index("<img") < page.index('id="provenance"')
     assert "http://" not in page and "https://" not in page  # self-contained
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == page.count("<img") >= 10
@@ -234,8 +234,8 @@ def test_markdown_cells_keep_one_row_and_inject_nothing(tmp_path):
     assert not any(c in markdown for c in "\r\x0b\u2028")
     assert not any(line.startswith("# Injected") or line.startswith("# heading") for line in markdown.split("\n"))
     assert "](javascript" not in markdown and "![img]" not in markdown and "*b*" not in markdown
-    row = next(line for line in markdown.split("\n") if "injected" in line)
-    assert len(re.findall(r"(?<!\\)\|", row)) == 6 + 1  # six cells: Claim ... Verdict
+    row = next(line for line in markdown.split("\n") if "injected" in line)  # the method, once, in its own line
+    assert row.startswith("- **nep89-lisic**: ") and not re.findall(r"(?<!\\)\|", row)
     assert ("\\| injected \\| row \\| \\# Injected heading "
             "\\[click\\]\\(javascript:alert\\(1\\)\\) \\*b\\* \\`c\\`") in row
     assert "&amp; &amp;lt;" in markdown  # an entity in the input shows as typed
@@ -253,7 +253,7 @@ def test_figure_files_are_unique_when_task_ids_slug_alike(tmp_path):
              "tasks": [{"id": r["task_id"], "type": "parity", "title": r["title"]} for r in records]}
     report = build_report([write_run(tmp_path / "run", records, suite=suite)])
     files = [f["file"] for f in report["figures"]]
-    assert len(files) == len(set(files)) == 8  # per task: its group's motifs overlay and its force panels
+    assert len(files) == len(set(files)) == 12  # per task: its group's error and motif overlays, its force panels
     assert "figures/parity-m3-forces.png" in files and "figures/parity-models-motifs.png" in files  # names kept
     write_report(report, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == sorted(Path(f).name for f in files)
@@ -614,7 +614,7 @@ def test_headless_chromium_renders_the_report(written, tmp_path):
     assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
     assert float(pixels[..., :3].std()) > 0.02  # not a blank page
     dom = _chromium(["--dump-dom", url], tmp_path).stdout
-    assert 'id="claims"' in dom and "NOT MEASURED" in dom
+    assert 'id="matrix"' in dom and "NOT MEASURED" in dom
 
 
 def test_a_malformed_series_costs_its_figure_not_the_report(tmp_path):

@@ -365,3 +365,50 @@ def test_no_cp2k_gives_the_speed_ratios_a_reason(tmp_path, monkeypatch):
     out = _run_sweep(tmp_path, monkeypatch, gpu="Fake H100")
     for key in ("speedup_cpu_identical_n", "speedup_gpu_vs_cp2k_per_atom_step", "speedup_gpu_identical_n"):
         assert out.metric_reasons[key] == "not measured: CP2K (cp2k.psmp) is not installed here"
+
+
+# ------------------------------------------------------------ the speed-up against N, from the study record
+
+def test_speedup_against_n_reads_cp2k_cost_from_the_study_record(tmp_path, monkeypatch):
+    from nepbench import cp2k_tuning, systems
+    from dataclasses import replace
+
+    from nepbench.engines.cp2k import AIMD_V1_SETTINGS
+    from nepbench.provenance import hardware_info
+    from nepbench.tasks import throughput
+
+    tuned = replace(AIMD_V1_SETTINGS, eps_default=1e-9, rel_cutoff_ry=40.0)
+    cpu = hardware_info()["cpu_model"]
+    p = {"builder": "a-LixSi", "builder_params": {"x": 2.0}, "seed": 7, "cp2k_scaling_n_atoms": [32, 64, 96],
+         "nep_steps": 20, "nep_warmup": 2, "repeats": 1, "claimed_speedup": 1000.0}
+    results = {}
+    for n in (32, 64):  # 96 has no entry: reported as not measured, never invented
+        atoms = systems.build("a-LixSi", seed=7, x=2.0, n_atoms=n)
+        for name, settings, scale in (("tuned", tuned, 1.0), ("untuned", AIMD_V1_SETTINGS, 2.0)):
+            results[f"{name}|{n}"] = {"variant": name, "case": f"md:a-Li2Si-{n}", "kind": "md",
+                                      "cell_key": cp2k_tuning.cell_key(atoms), "cpu_model": cpu, "ranks": 1,
+                                      "settings": settings.to_dict(),
+                                      "s_per_step": 99.0, "s_per_step_cpu_equivalent": scale * 1e-3 * len(atoms) ** 2}
+    record = tmp_path / "study.json"
+    record.write_text(__import__("json").dumps({"results": results}))
+    monkeypatch.setattr(cp2k_tuning, "DEFAULT_RECORD_ABS", record)
+    nep = _FakeNep(1e-5)
+    rows, metrics, units, reasons, text = throughput.scaling_with_n(p, nep, tuned, AIMD_V1_SETTINGS)
+    assert [r["n_atoms"] for r in rows] == [33, 63]
+    assert "96" in reasons["cp2k_cost_vs_n"] and cpu in reasons["cp2k_cost_vs_n"]
+    # CP2K ∝ N², fake NEP ∝ N: exponents 2 and 1, ratio 100·N, 1000× at N = 10
+    assert metrics["scaling_exponent_cp2k_1core"] == pytest.approx(2.0, abs=1e-9)
+    assert metrics["scaling_exponent_nep_1core"] == pytest.approx(1.0, abs=0.05)
+    assert metrics["n_atoms_at_claimed_speedup"] == pytest.approx(10.0, rel=0.1)
+    assert rows[0]["ratio_untuned"] == pytest.approx(2 * rows[0]["ratio"])
+    assert "1 core each" in text
+    # a claim the fitted ratio reaches only below one atom is said so, not given as a number
+    rows, metrics, _, reasons, _ = throughput.scaling_with_n({**p, "claimed_speedup": 1e7}, _FakeNep(1e-5), tuned,
+                                                             AIMD_V1_SETTINGS)
+    assert "n_atoms_at_claimed_speedup" in metrics  # 1e7 at N = 1e5: CP2K ∝ N², NEP ∝ N
+    steep = _FakeNep(1e-5)
+    steep.md = lambda atoms, protocol: SimpleNamespace(timing=SimpleNamespace(
+        s_per_step=1e-7 * len(atoms) ** 3, atom_steps_per_s=1.0))
+    _, metrics, _, reasons, _ = throughput.scaling_with_n({**p, "claimed_speedup": 1e5}, steep, tuned,
+                                                          AIMD_V1_SETTINGS)  # ratio 1e4/N: 1e5 only below N = 1
+    assert "n_atoms_at_claimed_speedup" not in metrics and "not reached" in reasons["n_atoms_at_claimed_speedup"]

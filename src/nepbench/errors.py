@@ -30,6 +30,11 @@ class EngineNotAvailable(EngineError):
     """The engine's program (or a GPU) is missing on this machine."""
 
 
+class ModelUnavailable(EngineNotAvailable):
+    """A registry model whose package is not installed here at its pinned version (an optional
+    comparator such as CHGNet): its tasks are skipped with this reason, never failed or faked."""
+
+
 class EngineCrashed(EngineError):
     """The engine's program exited with an error."""
 

@@ -10,6 +10,14 @@ A registry model's source is a PyPI wheel member (`kind = "pypi-wheel"`), a file
 holds the registry's folder, i.e. the repository root): a local model is run in place, never
 downloaded or cached, after its sha256 is checked against the registry.
 
+A comparator that is no NEP (`kind = "ase"`, e.g. CHGNet or SevenNet) is an ASE calculator made by an
+importable factory (`factory = "module:attribute"`, with `arguments` and the weights file passed
+as `weights_argument`) from a weights file inside an installed package (`package`, `version`,
+`file` relative to site-packages), checked by sha256 and never cached: `pip install` is its fetch.
+A package missing here (or at another version) is `ModelUnavailable` (its tasks are skipped with
+the reason); a factory that cannot be imported, a missing weights file or a sha256 mismatch is a
+ModelError naming it. docs/comparators.md says why and how they are compared.
+
 Cache layout (outside the repository; `$NEPBENCH_CACHE` replaces `~/.cache/nepbench`):
 
     <cache>/models/<name>/nep.txt                  the model file nepbench runs
@@ -42,7 +50,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from .config import unknown_keys
-from .errors import ModelError
+from .errors import ModelError, ModelUnavailable
 from .provenance import atomic_write_bytes, give_default_mode, sha256_bytes, sha256_file
 from .textfiles import load_toml
 
@@ -58,16 +66,27 @@ SUPPORTED_VERSIONS = ("nep4", "nep4_zbl")
 RECORD_KEYS = frozenset({"description", "source", "source_sha256", "source_size_bytes", "species", "nep_version",
                          "derived", "licence", "citation", "training"})
 SOURCE_KEYS = {"pypi-wheel": frozenset({"kind", "package", "version", "file", "python_version", "platform"}),
-               "file": frozenset({"kind", "path"}), "local": frozenset({"kind", "path"})}
+               "file": frozenset({"kind", "path"}), "local": frozenset({"kind", "path"}),
+               "ase": frozenset({"kind", "package", "version", "file", "factory", "weights_argument",
+                                 "arguments", "cutoff_a"})}
 SOURCE_KINDS = tuple(SOURCE_KEYS)
+#: The source kind of a model that is an ASE calculator (a comparator, no nep.txt), and the token its
+#: records and ModelInfo carry in place of a NEP header version.
+ASE_KIND = "ase"
+#: Keys an `ase` source may leave out (the others are required strings).
+_ASE_OPTIONAL = frozenset({"weights_argument", "arguments", "cutoff_a"})
+#: `module:attribute[.attribute...]`, each part a Python identifier.
+_FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 DERIVED_KEYS = frozenset({"keep_species", "derived_sha256", "tool"})
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _KNOWN_ELEMENTS = set(chemical_symbols[1:])
 _PIP_TIMEOUT_S = 600
 _CHUNK_BYTES = 1 << 20  # bytes read at a time when copying an upstream file
-#: Registry names: a TOML bare key without '.' (which TOML reads as a nested table) and one safe
-#: folder name in the cache (no '/', '..' or spaces), 1-64 characters.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: Registry names: one safe folder name in the cache (no '/' or spaces, and never '.' or '..', as
+#: a name starts with a letter or digit), 1-64 characters. A name with '.' (a version, as in
+#: "chgnet-0.3.0") is a quoted TOML key in the registry: `[models."chgnet-0.3.0"]`.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 #: Header rows after the first line, in the order GPUMD writes (and reads) them.
 _HEADER_ROWS = ("cutoff", "n_max", "basis_size", "l_max", "ANN")
 _POSITIVE_ROWS = ("zbl", "cutoff")  # cutoffs in Å and neighbour counts: finite and > 0
@@ -124,8 +143,16 @@ class ModelRecord:
         """sha256 of the file nepbench runs (the derived file where there is one)."""
         return self.derived.derived_sha256 if self.derived else self.source_sha256
 
+    @property
+    def kind(self) -> str:
+        """"ase" for an ASE-calculator model (a comparator), else "nep"."""
+        return ASE_KIND if self.source.get("kind") == ASE_KIND else "nep"
+
     def source_label(self) -> str:
         """Short human description of the source, e.g. "neptrainkit==2.5.4 (PyPI wheel)"."""
+        if self.source.get("kind") == ASE_KIND:
+            return (f"{self.source['package']}=={self.source['version']} (installed package: {self.source['file']}; "
+                    f"ASE calculator {self.source['factory']})")
         if self.source.get("kind") == "pypi-wheel":
             return f"{self.source['package']}=={self.source['version']} (PyPI wheel: {self.source['file']})"
         if self.source.get("kind") == "local":
@@ -139,10 +166,10 @@ class ModelInfo:
 
     Attributes:
         name: registry name, or the file name for a user model.
-        path: the nep.txt file.
+        path: the nep.txt file (for an ASE-calculator model: its weights file).
         sha256: sha256 of that file (what results record).
-        species: species in the order of the model header.
-        nep_version: header token, e.g. "nep4_zbl".
+        species: species in the order of the model header (an ASE model: those its record lists).
+        nep_version: header token, e.g. "nep4_zbl"; "ase" for an ASE-calculator model.
         source: the registry's source record, or {"kind": "user-file", "path": ...}.
     """
 
@@ -152,6 +179,11 @@ class ModelInfo:
     species: tuple[str, ...]
     nep_version: str
     source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """"ase" for an ASE-calculator model (a comparator run by engines.ase_calc), else "nep"."""
+        return ASE_KIND if self.source.get("kind") == ASE_KIND else "nep"
 
 
 # --------------------------------------------------------------------------- registry
@@ -172,13 +204,19 @@ def registry_root(registry_file: str | os.PathLike[str]) -> Path:
 def check_model_name(name: Any, where: str) -> str:
     """`name` if it is a safe registry name, else ModelError naming `where` (a file) and the name.
 
-    A name is 1-64 letters, digits, '_' and '-', starting with a letter or digit: a TOML bare key
-    that is not a dotted (nested) key, and a single folder name under the cache (no '/', '..').
+    A name is 1-64 letters, digits, '.', '_' and '-', starting with a letter or digit: a single
+    folder name under the cache (no '/', never '.' or '..'). A name with '.' is quoted in the registry
+    (`[models."chgnet-0.3.0"]`; unquoted, TOML would read it as nested tables).
     """
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ModelError(f"{where}: model name {name!r} not allowed (use 1-64 letters, digits, '_' "
-                         "and '-', starting with a letter or digit; no '.', '/' or spaces)")
+        raise ModelError(f"{where}: model name {name!r} not allowed (use 1-64 letters, digits, '.', '_' "
+                         "and '-', starting with a letter or digit; no '/' or spaces)")
     return name
+
+
+def registry_key(name: str) -> str:
+    """`name` as a key of a `[models.KEY]` header: bare where TOML allows, else quoted ("a.b")."""
+    return name if _BARE_KEY.match(name) else json.dumps(name)
 
 
 def _req(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -213,12 +251,41 @@ def _parse_source(source: Mapping[str, Any], where: str) -> dict[str, Any]:
     kind = _req(source, "kind", str, f"{where}.source")
     if kind not in SOURCE_KEYS:
         raise ModelError(f"{where}: source kind {kind!r} unknown (known: {', '.join(SOURCE_KINDS)})")
-    for key in sorted(SOURCE_KEYS[kind] - {"kind"}):
+    optional = _ASE_OPTIONAL if kind == ASE_KIND else frozenset()
+    for key in sorted(SOURCE_KEYS[kind] - {"kind"} - optional):
         _req(source, key, str, f"{where}.source")
     problem = unknown_keys(source, SOURCE_KEYS[kind])
     if problem:
         raise ModelError(f"{where}.source ({kind}): {problem}")
+    if kind == ASE_KIND:
+        _check_ase_source(source, f"{where}.source")
     return dict(source)
+
+
+def _check_ase_source(source: Mapping[str, Any], where: str) -> None:
+    """ModelError naming `where` unless an `ase` source's factory is `module:attribute`, its file a
+    relative path inside site-packages, weights_argument a string, arguments a table with string
+    keys, and cutoff_a (Å) a finite number > 0."""
+    if not _FACTORY.match(source["factory"]):
+        raise ModelError(f"{where}: factory must be 'module:attribute' (e.g. "
+                         f"'sevenn.calculator:SevenNetCalculator'), got {source['factory']!r}")
+    file = Path(source["file"])
+    if file.is_absolute() or ".." in file.parts:
+        raise ModelError(f"{where}: file must be a path relative to the installed package's site-packages "
+                         f"folder (no '..'), got {source['file']!r}")
+    if "weights_argument" in source:
+        _req(source, "weights_argument", str, where)
+    arguments = source.get("arguments", {})
+    if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
+        raise ModelError(f"{where}: arguments must be a table of keyword arguments, got {arguments!r}")
+    if source.get("weights_argument") in arguments:
+        raise ModelError(f"{where}: arguments sets {source['weights_argument']!r}, the weights argument "
+                         "(the checked file is passed there)")
+    if "cutoff_a" in source:
+        cutoff = source["cutoff_a"]
+        if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not (math.isfinite(cutoff)
+                                                                                   and cutoff > 0):
+            raise ModelError(f"{where}: cutoff_a must be a finite number of Å > 0, got {cutoff!r}")
 
 
 def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord:
@@ -229,8 +296,12 @@ def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord
         raise ModelError(f"{where}: must be a table, got {type(table).__name__}")
     problem = unknown_keys(table, RECORD_KEYS)  # a misspelt source_size_bytes would drop the size guard
     if problem:
+        if "description" not in table and all(isinstance(v, dict) for v in table.values()):
+            problem += f" (a name with '.' must be quoted: [models.\"{name}.…\"])"
         raise ModelError(f"{where}: {problem}")
     source = _parse_source(_req(table, "source", dict, where), where)
+    if source["kind"] == ASE_KIND:
+        return _parse_ase_record(name, table, source, where)
     derived = None
     if "derived" in table:
         d = _req(table, "derived", dict, where)
@@ -261,6 +332,28 @@ def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord
         licence=_req(table, "licence", str, where),
         citation=_req(table, "citation", str, where),
         derived=derived,
+        source_size_bytes=size,
+    )
+
+
+def _parse_ase_record(name: str, table: Mapping[str, Any], source: dict[str, Any], where: str) -> ModelRecord:
+    """The record of an ASE-calculator model: no NEP header (nep_version, derived refused)."""
+    for key in ("nep_version", "derived"):
+        if key in table:
+            raise ModelError(f"{where}: {key} is for NEP models; an ASE-calculator model (source kind "
+                             f"'{ASE_KIND}') has none")
+    size = table.get("source_size_bytes")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ModelError(f"{where}: source_size_bytes must be a positive integer")
+    return ModelRecord(
+        name=name,
+        description=_req(table, "description", str, where),
+        source=source,
+        source_sha256=_hex64(_req(table, "source_sha256", str, where), "source_sha256", where),
+        species=_species(_req(table, "species", list, where), "species", where),
+        nep_version=ASE_KIND,
+        licence=_req(table, "licence", str, where),
+        citation=_req(table, "citation", str, where),
         source_size_bytes=size,
     )
 
@@ -610,6 +703,8 @@ def fetch_model(name: str, registry: Mapping[str, ModelRecord] | None = None,
     record = _record(name, registry)
     if record.source.get("kind") == "local":
         return _verified_local(record)
+    if record.kind == ASE_KIND:  # installed by pip, never downloaded here: checked where it lies
+        return verify_ase_model(record)
     target = cached_model_path(name)
     if target.is_file() and not force:
         _check_cached(target, record, f"cached model {name} (delete it or run "
@@ -678,6 +773,91 @@ def _verified_local(record: ModelRecord) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- ASE-calculator models
+
+def installed_version(package: str) -> str | None:
+    """The installed version of distribution `package`, or None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def ase_install_problem(record: ModelRecord) -> str | None:
+    """Why the package of ASE-calculator model `record` cannot be used here (not installed, or at a
+    version other than the registry's), or None. Reads package metadata only (imports nothing)."""
+    package, version = record.source["package"], record.source["version"]
+    found = installed_version(package)
+    hint = f"pip install {package}=={version} (or `make setup`, which installs requirements-comparators.txt)"
+    if found is None:
+        return f"model {record.name}: package {package} is not installed: {hint}"
+    if found != version:
+        return f"model {record.name}: package {package} {found} is installed, the registry pins {version}: {hint}"
+    return None
+
+
+def ase_weights_path(record: ModelRecord) -> Path:
+    """Where the weights file of ASE-calculator model `record` lies in its installed package (the
+    `file` of its source, relative to the folder the distribution is installed in), whether or not
+    it is there. Raises ModelUnavailable when the package is not installed."""
+    from importlib import metadata
+
+    try:
+        distribution = metadata.distribution(record.source["package"])
+    except metadata.PackageNotFoundError:
+        raise ModelUnavailable(ase_install_problem(record) or record.name) from None
+    return Path(distribution.locate_file(record.source["file"])).resolve()
+
+
+def import_object(spec: str, where: str) -> Any:
+    """The object `module:attribute[.attribute...]` names (an ASE calculator factory).
+
+    Raises ModelError naming `where` (the registry file and model) when the module cannot be
+    imported or lacks the attribute, or the object is not callable.
+    """
+    import importlib
+
+    if not _FACTORY.match(spec):
+        raise ModelError(f"{where}: unknown calculator {spec!r} (expected 'module:attribute')")
+    module_name, attribute = spec.split(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(f"{where}: unknown calculator {spec!r}: cannot import {module_name} ({exc})") from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise ModelError(f"{where}: unknown calculator {spec!r}: {module_name} has no attribute {attribute}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelError(f"{where}: calculator {spec!r} is not callable")
+    return obj
+
+
+def verify_ase_model(record: ModelRecord, import_factory: bool = True) -> Path:
+    """The weights file of ASE-calculator model `record`, checked: its package installed at the
+    pinned version (else ModelUnavailable: the comparator is skipped), the file present with the
+    registry's size and sha256, and the factory importable (`import_factory`; importing it loads the
+    package, e.g. torch, in a few seconds). Any other problem is a ModelError naming it."""
+    problem = ase_install_problem(record)
+    if problem:
+        raise ModelUnavailable(problem)
+    where = f"{record.registry_file or registry_path()} [models.{record.name}]"
+    path = ase_weights_path(record)
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file of model {record.name} not found in the installed "
+                         f"{record.source['package']} {record.source['version']} ({where} file "
+                         f"{record.source['file']!r})")
+    size = record.source_size_bytes
+    if size is not None and path.stat().st_size != size:
+        raise ModelError(f"{path}: size {path.stat().st_size} bytes, {where} expects {size}")
+    _check_hash(path, record.source_sha256, f"the weights of model {record.name} ({where})")
+    if import_factory:
+        import_object(record.source["factory"], where)
+    return path
+
+
 def _toml_value(value: Any) -> str:
     """A TOML literal for str, bool, int, float, list and dict (inline table) values."""
     if isinstance(value, bool):
@@ -698,7 +878,7 @@ def _toml_value(value: Any) -> str:
 def registry_table_text(name: str, fields: Mapping[str, Any]) -> str:
     """`[models.NAME]` followed by one `key = value` line per field (NAME checked: a bare key)."""
     check_model_name(name, "registry table")
-    return f"[models.{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in fields.items())
+    return f"[models.{registry_key(name)}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in fields.items())
 
 
 def register_local_model(name: str, model_file: str | os.PathLike[str], description: str, licence: str,
@@ -886,6 +1066,9 @@ def resolve_model(name_or_path: str, fetch: bool = True,
                          source={"kind": "user-file", "path": str(candidate.resolve())})
     assert registry is not None
     record = _record(name_or_path, registry)
+    if record.kind == ASE_KIND:  # an installed package's weights file, checked where it lies
+        return ModelInfo(name=record.name, path=verify_ase_model(record), sha256=record.sha256,
+                         species=record.species, nep_version=ASE_KIND, source=dict(record.source))
     path = cached_model_path(record.name)
     if record.source.get("kind") == "local":  # committed to the repository: no network, no cache
         path = _verified_local(record)

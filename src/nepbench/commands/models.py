@@ -11,6 +11,7 @@ EPILOG = """examples:
   nepbench models list
   nepbench models fetch nep89-lisic
   nepbench models show nep89-lisic
+  nepbench models show chgnet-0.3.0      (an ASE-calculator comparator: pip installs it, fetch checks it)
   nepbench models show path/to/nep.txt
 """
 
@@ -42,7 +43,9 @@ def _list(args: argparse.Namespace) -> int:
     registry = models.load_registry(args.registry)
     print(f"registry: {args.registry or models.registry_path()}   cache: {models.cache_root()}")
     for name, record in registry.items():
-        if record.source.get("kind") == "local":
+        if record.kind == models.ASE_KIND:  # installed by pip (requirements-comparators.txt), checked in place
+            cached = _ase_state(record)
+        elif record.source.get("kind") == "local":
             cached = "local"
         elif not models.cached_model_path(name).is_file():
             cached = "not cached"
@@ -57,8 +60,29 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ase_state(record: models.ModelRecord) -> str:
+    """"installed" (package at the pinned version, weights file with the registered sha256),
+    "not installed", "version X" (another version installed) or "BAD sha256" / "no weights"."""
+    from ..provenance import sha256_file
+
+    found = models.installed_version(record.source["package"])
+    if found is None:
+        return "not installed"
+    if found != record.source["version"]:
+        return f"version {found}"
+    path = models.ase_weights_path(record)
+    if not path.is_file():
+        return "no weights"
+    return "installed" if sha256_file(path) == record.sha256 else "BAD sha256"
+
+
 def _fetch(args: argparse.Namespace) -> int:
     registry = models.load_registry(args.registry)
+    if args.name in registry and registry[args.name].kind == models.ASE_KIND:
+        path = models.fetch_model(args.name, registry)  # checks the installed package's file; never downloads
+        print(f"{args.name}: {path}")
+        print(f"  sha256 {registry[args.name].sha256} (verified; installed with pip, not cached)")
+        return 0
     if args.name in registry and (args.force or not models.cached_model_path(args.name).is_file()):
         print(f"{args.name}: fetching {registry[args.name].source_label()} and checking sha256 "
               f"(a few seconds)", file=sys.stderr)
@@ -84,6 +108,20 @@ def _show(args: argparse.Namespace) -> int:
     if record.derived:
         print(f"  derived     keep_species {' '.join(record.derived.keep_species)} ({record.derived.tool})")
     print(f"  sha256      {record.sha256}")
+    if record.kind == models.ASE_KIND:
+        source = record.source
+        print("  kind        ASE calculator (a comparator; runs on the ase_calc engine)")
+        print(f"  factory     {source['factory']}({', '.join(f'{k}={v!r}' for k, v in source.get('arguments', {}).items())}"
+              + (f"{', ' if source.get('arguments') else ''}{source['weights_argument']}=<weights>"
+                 if source.get("weights_argument") else "") + ")")
+        if "cutoff_a" in source:
+            print(f"  cutoff      {source['cutoff_a']:g} Å (sees periodic images: non-periodic structures need this vacuum)")
+        print(f"  species     {len(record.species)}: {' '.join(record.species)}")
+        print(f"  licence     {record.licence}\n  citation    {record.citation}")
+        state = _ase_state(record)
+        where = models.ase_weights_path(record) if state != "not installed" else "—"
+        print(f"  installed   {state} ({source['package']}=={source['version']}: {where})")
+        return 0
     print(f"  nep_version {record.nep_version}\n  species     {' '.join(record.species)}")
     print(f"  licence     {record.licence}\n  citation    {record.citation}")
     if record.source.get("kind") == "local":

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Frames with info split=train/test use train for the energy offsets.",
         epilog="example: nepbench parity --model nep89-lisic --data my_dft.extxyz --out reports/mine",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="registry name or path to a nep.txt")
+    parser.add_argument("--model", required=True, help="registry name (a NEP or an ASE-calculator comparator, "
+                                                         "e.g. chgnet-0.3.0) or path to a nep.txt")
     parser.add_argument("--data", required=True, help="labelled extxyz (energy, forces[, stress]); .gz/.xz ok")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--criteria", default=str(Path(__file__).resolve().parents[3] / "suites" / "quick.toml"),
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _parity(args: argparse.Namespace) -> int:
-    from ..engines.nep_cpu import NepCpuEngine
+    from ..engines.ase_calc import cpu_engine
     from ..models import resolve_model
     from ..provenance import atomic_write_json, sha256_file
     from ..report.render import build_report, claim_table_text, write_report
@@ -55,7 +56,7 @@ def _parity(args: argparse.Namespace) -> int:
         raise InputError(args.data, f"{len(frames) - len(test) - len(train)} frame(s) with split "
                          f"{', '.join(other)}: every frame must be split=test or split=train when both are "
                          "given (or give none, and every frame is scored with in-sample offsets)")
-    model = ResolvedModel(info.name, Path(info.path), info.sha256)
+    model = ResolvedModel(info.name, Path(info.path), info.sha256, dict(info.source), tuple(info.species))
     spec = TaskSpec("parity", "parity", f"Parity on {Path(args.data).name}",
                     {"data": str(args.data)}, (info.name,))
     suite = load_suite(args.criteria, (info.name,))
@@ -64,7 +65,7 @@ def _parity(args: argparse.Namespace) -> int:
     if not criteria:
         raise ConfigError(f"{args.criteria}: no criterion on a parity task to judge the model by")
     start = time.perf_counter()
-    outcome = parity_outcome(NepCpuEngine(info.path), test, train, f"{len(test)} frames of {args.data}",
+    outcome = parity_outcome(cpu_engine(info), test, train, f"{len(test)} frames of {args.data}",
                              str(args.data))
     data_sha = sha256_file(args.data)
     record = make_record(spec, outcome, model, data_sha, data_sha, time.perf_counter() - start,

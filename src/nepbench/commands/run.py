@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("suite", help="suite file (TOML), e.g. suites/quick.toml")
     parser.add_argument("--out", required=False, default=None, help="output folder (default reports/<suite>)")
     parser.add_argument("--model", action="append", default=None,
-                        help="model name from the registry or path to a nep.txt; repeat to compare")
+                        help="model name from the registry (a NEP, or an ASE-calculator comparator such as "
+                             "chgnet-0.3.0) or path to a nep.txt; repeat to compare")
     parser.add_argument("--task", action="append", default=None, help="run only this task id (repeatable)")
     parser.add_argument("--list-tasks", action="store_true", help="print the task ids and exit")
     parser.add_argument("--force", action="store_true", help="recompute finished tasks")
@@ -79,12 +80,19 @@ def fetch_registry_models(specs: Any) -> None:
     """Fetch and verify, before anything is printed or written, every registry model the tasks
     `specs` will run (the cache is used when it holds a verified copy): a download that fails, or a
     file that fails its sha256, is one ModelError naming the model, not one failed record per task
-    after hours of other tasks. User files were checked by `check_models`."""
+    after hours of other tasks. User files were checked by `check_models`. An ASE-calculator
+    comparator whose package is not installed (`ModelUnavailable`) is named on stderr and its tasks
+    are recorded as skipped with the reason; a bad one (unknown calculator, missing weights file,
+    sha256 mismatch) is a ModelError like any other."""
+    from ..errors import ModelUnavailable
     from ..models import fetch_model, load_registry
 
     registry = load_registry()
     for name in sorted({m for spec in specs for m in spec.models if m in registry}):
-        fetch_model(name, registry)
+        try:
+            fetch_model(name, registry)
+        except ModelUnavailable as exc:
+            print(f"nepbench run: {name} will be skipped: {exc}", file=sys.stderr)
 
 
 def _exit_status(records: list[dict]) -> int:

@@ -8,9 +8,10 @@ cores) unless the engine's `threads` sets a count (through the libgomp its wheel
 calorine's default build is single-threaded. On a busy machine or a small cell, 1 thread can be
 faster than 2 (spinning OpenMP workers compete with other jobs): set `threads` for timings.
 
-MD runs through ASE (VelocityVerlet for NVE, Bussi CSVR or Langevin for NVT) with a thin
-calculator, so the Python work per step is the integrator plus one array hand-over; frames are
-copied into preallocated arrays every `sample_interval` steps, positions unwrapped.
+MD runs through ASE (VelocityVerlet for NVE, Bussi CSVR or Langevin for NVT; the driver in
+engines/ase_md.py, shared with the ASE-calculator comparators) with a thin calculator, so the Python
+work per step is the integrator plus one array hand-over; frames are copied into preallocated arrays
+every `sample_interval` steps, positions unwrapped.
 """
 
 from __future__ import annotations
@@ -22,17 +23,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..errors import EngineError, InputError, ModelError
 from ..models import ModelInfo, check_species, read_nep_cutoff_a, read_nep_header, resolve_model
-from .base import (Engine, Labels, MDProtocol, MDResult, Timing, Trajectory, md_frame_instability,
-                   unstable_temperature_limit_k)
+from .ase_md import Thermostat, integrator, run_ase_md
+from .base import Engine, Labels, MDProtocol, MDResult
 
 Backend = Literal["auto", "calorine", "nep-adapters"]
-Thermostat = Literal["bussi", "langevin"]
 
 #: Largest |ΔE| (eV) and max |ΔF| (eV/Å) between nep-adapters and CPUNEP that "auto" accepts.
 PARITY_TOL = 1e-8
@@ -236,10 +236,11 @@ def backend_parity(model: ModelInfo) -> tuple[bool, str]:
 
 # --------------------------------------------------------------------------- open boundaries
 
-def open_boundary_problem(atoms: Atoms, cutoff_a: float) -> str | None:
+def open_boundary_problem(atoms: Atoms, cutoff_a: float, code: str = "NEP_CPU") -> str | None:
     """What is wrong with evaluating `atoms` as periodic along its non-periodic cell vectors, or None.
 
-    NEP_CPU ignores pbc and treats every cell vector as periodic. Along a vector with pbc False
+    NEP_CPU (`code`, named in the message: CHGNet's calculator does the same) ignores pbc and treats
+    every cell vector as periodic. Along a vector with pbc False
     that gives the same energy and forces as an isolated structure only when the structure's
     images there stay beyond the model's cutoff: the vacuum across that boundary (the cell's width
     along the vector's normal less the structure's extent, in Å) must exceed `cutoff_a` (Å).
@@ -254,7 +255,7 @@ def open_boundary_problem(atoms: Atoms, cutoff_a: float) -> str | None:
         width_a = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[other[0]], cell[other[1]]))
         gap_a = width_a * (1.0 - float(np.ptp(fractional[:, axis])))
         if gap_a <= cutoff_a:
-            return (f"pbc is False along cell vector {axis + 1}, but NEP_CPU treats the cell as periodic: "
+            return (f"pbc is False along cell vector {axis + 1}, but {code} treats the cell as periodic: "
                     f"the vacuum across that boundary is {gap_a:.2f} Å, not beyond the model's {cutoff_a:g} Å "
                     "cutoff, so the structure would interact with its own image; add vacuum")
     return None
@@ -339,11 +340,9 @@ class NepCpuEngine(Engine):
     def md(self, atoms: Atoms, protocol: MDProtocol, source: str = "<structure>") -> MDResult:
         """Run `protocol` from `atoms` (not modified); warm-up excluded from timing and frames.
 
-        Velocities: Maxwell–Boltzmann at protocol.temperature_k from protocol.seed, total momentum
-        zeroed and held at zero (ASE's FixCom). So the thermostat's target and the thermo temperature
-        count the 3N − 3 degrees of freedom that carry kinetic energy, as CP2K does for a periodic cell
-        (see MDProtocol); without FixCom, ASE's Bussi would count 3N and run a 32-atom cell 3.2 % hot.
-        Frames at steps 0, k, 2k, … ≤ steps after the warm-up (k = sample_interval).
+        The structure is checked (`check_structure`), then run by the shared ASE driver
+        (`engines.ase_md.run_ase_md`: velocities, FixCom and 3N − 3 degrees of freedom, frames at
+        steps 0, k, 2k, … ≤ steps after the warm-up, k = sample_interval).
 
         Raises:
             EngineError: a recorded frame with a non-finite energy or position, or a temperature
@@ -351,96 +350,12 @@ class NepCpuEngine(Engine):
                 run (time step too large, atoms the model lets collapse) is no trajectory to score,
                 and NEP_CPU quietly returns a finite energy and zero force for a NaN atom.
         """
-        from ase.md import velocitydistribution as vd
-
-        t_total = time.perf_counter()
         self.check_structure(atoms, source)
-        if protocol.ensemble == "nvt" and protocol.temperature_k <= 0:
-            raise InputError(source, "NVT at 0 K has no thermal velocities to rescale; use NVE or T > 0")
-        work = atoms.copy()
-        work.calc = self.calculator()
-        rng = np.random.default_rng(protocol.seed)
-        from ase.constraints import FixCom
-
-        work.constraints = list(work.constraints) + [FixCom()]  # before the thermostat counts its dof
-        if protocol.temperature_k > 0:
-            thermalize = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
-            thermalize(work, temperature_K=protocol.temperature_k, rng=rng)
-            vd.Stationary(work)
-            if len(work) > 1:  # start at T exactly, over the 3N - 3 dof FixCom leaves, as CP2K and GPUMD do
-                t_now = 2 * work.get_kinetic_energy() / (work.get_number_of_degrees_of_freedom() * units.kB)
-                work.set_momenta(work.get_momenta() * np.sqrt(protocol.temperature_k / t_now))
-        else:
-            work.set_momenta(np.zeros((len(work), 3)))
-        if protocol.ensemble == "nvt" and work.get_kinetic_energy() <= 0:
-            raise InputError(source, "NVT needs more than one atom (zero kinetic energy after "
-                                     "removing the total momentum)")
-        dyn = self._integrator(work, protocol, rng)
-
-        for _ in range(protocol.warmup_steps):
-            dyn.step()
-
-        k = protocol.sample_interval
-        n_frames = protocol.steps // k + 1
-        n_atoms = len(work)
-        positions = np.empty((n_frames, n_atoms, 3))
-        epot = np.empty(n_frames)
-        ekin = np.empty(n_frames)
-        temperature_k = np.empty(n_frames)
-
-        ndof = work.get_number_of_degrees_of_freedom()
-        t_limit_k = unstable_temperature_limit_k(protocol.temperature_k)
-
-        def record(i: int) -> None:
-            positions[i] = work.positions
-            epot[i] = work.get_potential_energy()
-            ekin[i] = work.get_kinetic_energy()
-            temperature_k[i] = 2.0 * ekin[i] / (ndof * units.kB)
-            problem = md_frame_instability(temperature_k[i], epot[i], ekin[i], bool(np.all(np.isfinite(positions[i]))),
-                                           t_limit_k)
-            if problem:
-                step = protocol.warmup_steps + min(i * k, protocol.steps)
-                raise EngineError(f"{source}: MD unstable at step {step}: {problem}")
-
-        work.get_potential_energy()  # the first force call, before the clock: steps, not steps + 1, are timed
-        start = time.perf_counter()
-        record(0)
-        for frame in range(1, n_frames):
-            for _ in range(k):
-                dyn.step()
-            record(frame)
-        for _ in range(protocol.steps - (n_frames - 1) * k):
-            dyn.step()
-        timed = time.perf_counter() - start
-
-        times_ps = np.arange(n_frames) * k * protocol.timestep_fs / 1000.0
-        thermo = {"time_ps": times_ps, "temperature_k": temperature_k,
-                  "potential_energy_ev": epot, "kinetic_energy_ev": ekin}
-        trajectory = Trajectory(symbols=tuple(work.get_chemical_symbols()), times_ps=times_ps,
-                                positions_a=positions,
-                                cells_a=np.repeat(work.cell.array[None], n_frames, axis=0),
-                                pbc=tuple(bool(p) for p in work.pbc))
-        timing = Timing(n_atoms=n_atoms, timed_steps=protocol.steps, timed_wall_s=timed,
-                        warmup_steps=protocol.warmup_steps,
-                        total_wall_s=time.perf_counter() - t_total)
-        return MDResult(engine=self.name, protocol=protocol, trajectory=trajectory, thermo=thermo,
-                        timing=timing, extra={"backend": self.backend, "thermostat": self.thermostat})
+        return run_ase_md(atoms, self.calculator(), protocol, self.name, self.thermostat, source,
+                          extra={"backend": self.backend, "thermostat": self.thermostat})
 
     def _integrator(self, atoms: Atoms, protocol: MDProtocol, rng: np.random.Generator):
-        dt = protocol.timestep_fs * units.fs
-        if protocol.ensemble == "nve":
-            from ase.md.verlet import VelocityVerlet
-
-            return VelocityVerlet(atoms, timestep=dt)
-        if self.thermostat == "bussi":
-            from ase.md.bussi import Bussi
-
-            return Bussi(atoms, timestep=dt, temperature_K=protocol.temperature_k,
-                         taut=protocol.thermostat_coupling_fs * units.fs, rng=rng)
-        from ase.md.langevin import Langevin
-
-        return Langevin(atoms, timestep=dt, temperature_K=protocol.temperature_k,
-                        friction=1.0 / (protocol.thermostat_coupling_fs * units.fs), fixcm=False, rng=rng)
+        return integrator(atoms, protocol, rng, self.thermostat)
 
     def effective_threads(self) -> int | None:
         """Threads a force evaluation uses: 1 for calorine's build, else the set or default count."""

@@ -1,4 +1,5 @@
-"""Reports: criteria → verdicts (criteria.py), figures (plots.py), Markdown/HTML/JSON (render.py).
+"""Reports: criteria → verdicts (criteria.py), the first screen (overview.py), figures (plots.py),
+numbers and escaping (text.py), Markdown/HTML/JSON (render.py).
 
 The report never runs anything: it reads the result records of one or more run directories.
 """

@@ -4,15 +4,18 @@ Each function takes plot data shaped as a result record's `series` (see report/r
 shapes by task type) and returns PNG bytes, or None when the data it needs is missing or empty.
 Data that is there but malformed (paired arrays of different lengths) raises ValueError, so the
 report can say which figure it could not draw instead of leaving it out without a word.
-Functions named `*_overlay_png` take `{label: series}` and draw every model on the same axes.
-No file I/O: the caller decides where the bytes go.
+Functions named `*_overlay_png` take `{label: series}` and draw every model on the same axes;
+those that take `bounds` draw each `(value, label)` as a horizontal line (the suite's criteria: a
+bound is never typed in here). `PER_TASK` and `OVERLAY` list the figures of each task type with the
+series blocks they read (`FigureSpec.keys`), which the report names in each caption.
+No file I/O: the caller decides where the bytes go. docs/report.md describes every figure.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import matplotlib
 
@@ -25,7 +28,7 @@ from ..config import real_number  # noqa: E402
 
 ELEMENT_COLOURS = {"Li": "#7b3fa0", "Si": "#d98a00", "C": "#333333"}
 REF_STYLE = {"color": "black", "lw": 1.6, "label": "DFT (CP2K)"}
-HEXBIN_ABOVE = 3000  # points: hexbin above this many, scatter below
+HEXBIN_ABOVE = 400  # points: hexbin above this many, scatter below (a hexbin of a few points is empty)
 DPI = 110
 
 
@@ -65,21 +68,64 @@ def _colours(n: int) -> list[str]:
 
 
 def _parity_axes(ax: Any, ref: np.ndarray, pred: np.ndarray, colour: str, unit: str) -> float:
-    """Draw one parity panel (hexbin or scatter, y = x); returns the RMSE."""
+    """Draw one parity panel (hexbin of log counts above HEXBIN_ABOVE points, else a scatter; y = x
+    dashed); returns the RMSE of the points drawn."""
     low, high = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
     pad = 0.05 * (high - low or 1.0)
     if ref.size > HEXBIN_ABOVE:
-        ax.hexbin(ref, pred, gridsize=60, bins="log", mincnt=1, cmap="viridis",
+        gridsize = int(np.clip(np.sqrt(ref.size), 35, 60))
+        ax.hexbin(ref, pred, gridsize=gridsize, bins="log", mincnt=1, cmap="viridis",
                   extent=(low - pad, high + pad, low - pad, high + pad))
     else:
         ax.scatter(ref, pred, s=6, alpha=0.6, color=colour, linewidths=0)
-    ax.plot([low - pad, high + pad], [low - pad, high + pad], "k--", lw=0.8)
-    ax.set_xlim(low - pad, high + pad)
-    ax.set_ylim(low - pad, high + pad)
-    ax.set_aspect("equal")
+    _unit_diagonal(ax, low - pad, high + pad)
     ax.set_xlabel(f"DFT ({unit})")
-    ax.set_ylabel(f"NEP ({unit})")
+    ax.set_ylabel(f"model ({unit})")
     return float(np.sqrt(np.mean((pred - ref) ** 2)))
+
+
+def _unit_diagonal(ax: Any, low: float, high: float) -> None:
+    """y = x (dashed) on square axes from `low` to `high`."""
+    ax.plot([low, high], [low, high], "k--", lw=0.8)
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_aspect("equal")
+
+
+def _motif_points(forces: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """(ref, pred, motif label per component) over every element whose series carries a `motif`
+    list as long as its `ref`; None when no element does (the task recorded no labels)."""
+    refs, preds, labels = [], [], []
+    for data in forces.values():
+        if not isinstance(data, Mapping) or not isinstance(data.get("motif"), list):
+            continue
+        ref, pred = _array(data.get("ref")), _array(data.get("pred"))
+        if ref is None or pred is None or not (ref.size == pred.size == len(data["motif"])):
+            raise ValueError("forces.<element>.motif must label every component of ref and pred")
+        keep = np.isfinite(ref) & np.isfinite(pred)
+        refs.append(ref[keep])
+        preds.append(pred[keep])
+        labels += [str(m) for m, k in zip(data["motif"], keep) if k]
+    if not labels:
+        return None
+    return np.concatenate(refs), np.concatenate(preds), labels
+
+
+def _motif_panel(ax: Any, ref: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> None:
+    """Every force component, coloured by its structure's motif (largest motif drawn first)."""
+    motifs = sorted(set(labels), key=lambda m: -labels.count(m))
+    tags = np.array(labels)
+    for motif, colour in zip(motifs, _colours(len(motifs))):
+        rows = tags == motif
+        ax.scatter(ref[rows], pred[rows], s=4, alpha=0.5, color=colour, linewidths=0,
+                   label=f"{motif} (n={int(rows.sum())})")
+    low, high = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+    pad = 0.05 * (high - low or 1.0)
+    _unit_diagonal(ax, low - pad, high + pad)
+    ax.set_xlabel("DFT (eV/Å)")
+    ax.set_ylabel("model (eV/Å)")
+    ax.set_title("all elements, by motif", fontsize=9)
+    ax.legend(fontsize=7, markerscale=2)
 
 
 def _force_panel_title(element: str, data: Mapping[str, Any], drawn_rmse_mev_per_a: float, n_drawn: int) -> str:
@@ -93,7 +139,10 @@ def _force_panel_title(element: str, data: Mapping[str, Any], drawn_rmse_mev_per
 
 
 def force_parity_png(series: Mapping[str, Any], title: str = "") -> bytes | None:
-    """Force components, NEP vs DFT, one panel per element; RMSE in meV/Å on each panel."""
+    """Force components, model vs DFT, one panel per element (a hexbin of log counts above
+    HEXBIN_ABOVE points); RMSE in meV/Å on each panel. Where the series labels each component with
+    its structure's motif (`forces.<element>.motif`, a list as long as `ref`), one more panel shows
+    every component coloured by motif."""
     forces = series.get("forces") if isinstance(series, Mapping) else None
     if not isinstance(forces, Mapping):
         return None
@@ -101,13 +150,56 @@ def force_parity_png(series: Mapping[str, Any], title: str = "") -> bytes | None
               and (p := _pair(data.get("ref"), data.get("pred"))) is not None]
     if not panels:
         return None
-    fig = Figure(figsize=(3.6 * len(panels), 3.6))
+    by_motif = _motif_points(forces)
+    n_panels = len(panels) + (by_motif is not None)
+    fig = Figure(figsize=(3.6 * n_panels, 3.6))
     for i, (element, (ref, pred)) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax = fig.add_subplot(1, n_panels, i + 1)
         drawn_rmse_mev_per_a = 1000 * _parity_axes(ax, ref, pred, ELEMENT_COLOURS.get(element, "C0"), "eV/Å")
         ax.set_title(_force_panel_title(element, forces[element], drawn_rmse_mev_per_a, ref.size), fontsize=9)
+    if by_motif is not None:
+        _motif_panel(fig.add_subplot(1, n_panels, n_panels), *by_motif)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def force_error_by_element_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """Distribution of force errors (model − DFT, meV/Å) per element: one panel per element, one
+    step histogram per model on shared bins (log counts), each labelled with its RMSE (the recorded
+    one over every component where the series carries it, as on the parity panels).
+
+    Series layout (parity): {"forces": {element: {"ref": [...], "pred": [...]}}} (eV/Å).
+    """
+    errors: dict[str, dict[str, np.ndarray]] = {}
+    rmse_text: dict[tuple[str, str], str] = {}
+    for label, series in series_by_model.items():
+        forces = series.get("forces") if isinstance(series, Mapping) else None
+        for element, data in (forces or {}).items() if isinstance(forces, Mapping) else ():
+            pair = _pair(data.get("ref"), data.get("pred")) if isinstance(data, Mapping) else None
+            if pair is not None:
+                err = 1000.0 * (pair[1] - pair[0])
+                errors.setdefault(element, {})[label] = err
+                title = _force_panel_title(element, data, float(np.sqrt(np.mean(err ** 2))), err.size)
+                rmse_text[(element, label)] = title.split(": ", 1)[1]
+    if not errors:
+        return None
+    fig = Figure()
+    labels = list(series_by_model)
+    colours = dict(zip(labels, _colours(len(labels))))
+    for ax, element in zip(_grid(fig, len(errors)), errors):
+        spread = max(float(np.percentile(np.abs(e), 99.5)) for e in errors[element].values()) or 1.0
+        bins = np.linspace(-spread, spread, 41)
+        for label, err in errors[element].items():
+            ax.hist(np.clip(err, -spread, spread), bins=bins, histtype="step", lw=1.3, color=colours[label],
+                    label=f"{label}: {rmse_text[(element, label)]}")
+        ax.set_yscale("log")
+        ax.set_xlabel("force error, model − DFT (meV/Å)")
+        ax.set_ylabel("components")
+        ax.set_title(f"{element} (tails clipped at ±{spread:.0f})", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -222,36 +314,71 @@ def _reference_and_models(ax: Any, curves: Sequence[tuple[str, Any, Any, Any]]) 
             ax.plot(*model_xy, color=colour, lw=1.2, ls="--", label=label)
 
 
+def _curves_overlay(series_by_model: Mapping[str, Mapping[str, Any]], key: str, x_key: str, curves_key: str,
+                    x_label: str, y_label: str) -> bytes | None:
+    """One panel per (AIMD run, curve) of series block `key`, shaped {run: {x_key: [...], curves_key:
+    {name: {"ref": [...], "model": [...]}}}}: the AIMD reference in black, each model dashed."""
+    usable = _runs_of(series_by_model, key)
+    panels = sorted({(run, name) for runs in usable.values() for run, data in runs.items()
+                     if isinstance(data, Mapping) and isinstance(data.get(curves_key), Mapping)
+                     for name in data[curves_key]})
+    if not panels:
+        return None
+    fig = Figure()
+    for ax, (run, name) in zip(_grid(fig, len(panels)), panels):
+        curves = []
+        for label, runs in usable.items():
+            data = runs.get(run) or {}
+            pair_curves = (data.get(curves_key) or {}).get(name) or {}
+            curves.append((label, data.get(x_key), pair_curves.get("ref"), pair_curves.get("model")))
+        _reference_and_models(ax, curves)
+        ax.set_title(f"{run}: {name}", fontsize=9)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
 def rdf_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
     """g(r) per AIMD run and species pair: the AIMD reference in black, each model in colour.
 
     Series layout (md_accuracy): {"rdf": {run id: {"r_a": [...], "pairs": {pair: {"ref", "model"}}}}}.
     """
-    usable = _runs_of(series_by_model, "rdf")
-    panels = sorted({(run, pair) for runs in usable.values() for run, data in runs.items()
-                     if isinstance(data, Mapping) and isinstance(data.get("pairs"), Mapping)
-                     for pair in data["pairs"]})
-    if not panels:
+    return _curves_overlay(series_by_model, "rdf", "r_a", "pairs", "r (Å)", "g(r)")
+
+
+def adf_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """Bond-angle distributions per AIMD run and triplet (centre atom in the middle, e.g. "Si-Si-Si").
+
+    Series layout (md_accuracy): {"adf": {run id: {"theta_deg": [...], "triplets": {triplet: {"ref",
+    "model"}}}}}; None while the task records no "adf" block.
+    """
+    return _curves_overlay(series_by_model, "adf", "theta_deg", "triplets", "angle (°)", "P(θ)")
+
+
+def vdos_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """Vibrational densities of states per AIMD run and species (velocity autocorrelation spectra).
+
+    Series layout (md_accuracy): {"vdos": {run id: {"freq_thz": [...], "species": {species: {"ref",
+    "model"}}}}}; None while the task records no "vdos" block.
+    """
+    return _curves_overlay(series_by_model, "vdos", "freq_thz", "species", "frequency (THz)", "VDOS (arb.)")
+
+
+def _fit_window(value: Any) -> tuple[float, float] | None:
+    """A recorded MSD fit window (t_start, t_end) in ps, or None when absent or not two increasing numbers."""
+    window = _array(value)
+    if window is None or window.size != 2 or not np.all(np.isfinite(window)) or window[1] <= window[0]:
         return None
-    fig = Figure()
-    for ax, (run, pair) in zip(_grid(fig, len(panels)), panels):
-        curves = []
-        for label, runs in usable.items():
-            data = runs.get(run) or {}
-            pair_curves = (data.get("pairs") or {}).get(pair) or {}
-            curves.append((label, data.get("r_a"), pair_curves.get("ref"), pair_curves.get("model")))
-        _reference_and_models(ax, curves)
-        ax.set_title(f"{run}: {pair}", fontsize=9)
-        ax.set_xlabel("r (Å)")
-        ax.set_ylabel("g(r)")
-        ax.legend(fontsize=7)
-    return _png(fig)
+    return float(window[0]), float(window[1])
 
 
 def msd_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes | None:
-    """Mean squared displacement vs time per AIMD run and species: AIMD in black, models in colour.
+    """Mean squared displacement vs time per AIMD run and species: AIMD in black, models in colour,
+    and the window D is fitted over shaded where the series records it.
 
-    Series layout (md_accuracy): {"msd": {run id: {species: {"time_ps", "ref", "model"}}}}.
+    Series layout (md_accuracy): {"msd": {run id: {species: {"time_ps", "ref", "model",
+    "fit_window_ps": [t_start, t_end] (optional)}}}}.
     """
     usable = _runs_of(series_by_model, "msd")
     panels = sorted({(run, sp) for runs in usable.values() for run, data in runs.items()
@@ -260,11 +387,15 @@ def msd_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]]) -> bytes |
         return None
     fig = Figure()
     for ax, (run, sp) in zip(_grid(fig, len(panels)), panels):
-        curves = []
+        curves, window = [], None
         for label, runs in usable.items():
             data = (runs.get(run) or {}).get(sp) or {}
             curves.append((label, data.get("time_ps"), data.get("ref"), data.get("model")))
+            window = window or _fit_window(data.get("fit_window_ps"))
         _reference_and_models(ax, curves)
+        if window is not None:
+            ax.axvspan(*window, color="grey", alpha=0.18, lw=0,
+                       label=f"D fit window {1000 * window[0]:.0f}–{1000 * window[1]:.0f} fs")
         ax.set_title(f"{run}: {sp} MSD", fontsize=9)
         ax.set_xlabel("time (ps)")
         ax.set_ylabel("MSD (Å²)")
@@ -358,6 +489,86 @@ def throughput_bars_png(series: Mapping[str, Any], title: str = "") -> bytes | N
     return _png(fig)
 
 
+def _bound_lines(ax: Any, bounds: Sequence[tuple[float, str]]) -> None:
+    """Each (value, label) of `bounds` as a red dashed horizontal line."""
+    for value, label in bounds:
+        ax.axhline(float(value), color="red", lw=0.9, ls="--", label=label)
+
+
+def _log_limits(set_limits: Callable[[float, float], Any], values: np.ndarray) -> None:
+    """Log-axis limits a factor 3 beyond the positive `values`, so one point or a narrow range still
+    shows a decade or more."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    if positive.size:
+        set_limits(float(positive.min()) / 3, float(positive.max()) * 3)
+
+
+def _speedup_fit(fits: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(N, fitted CP2K s/step ÷ fitted NEP s/step) over the sizes both fits span, or None when the
+    series holds no pair of power-law fits (`fits.cp2k` and `fits.nep_cpu`: exponent, prefactor_s, n_atoms)."""
+    if not isinstance(fits, Mapping):
+        return None
+    cp2k, nep = fits.get("cp2k"), fits.get("nep_cpu")
+    if not (isinstance(cp2k, Mapping) and isinstance(nep, Mapping)):
+        return None
+    terms = [real_number(f.get(k)) for f in (cp2k, nep) for k in ("exponent", "prefactor_s")]
+    sizes = [_array(f.get("n_atoms")) for f in (cp2k, nep)]
+    if any(t is None or not math.isfinite(t) for t in terms) or any(n is None for n in sizes):
+        return None
+    b_cp2k, a_cp2k, b_nep, a_nep = terms
+    if a_cp2k <= 0 or a_nep <= 0:
+        return None
+    every = np.concatenate(sizes)
+    n = np.geomspace(max(1.0, float(every.min())), float(every.max()), 50)
+    return n, (a_cp2k * n ** b_cp2k) / (a_nep * n ** b_nep)
+
+
+def speedup_vs_n_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]],
+                             bounds: Sequence[tuple[float, str]] = ()) -> bytes | None:
+    """Speed-up over CP2K vs number of atoms on log-log axes, per model: the ratios measured on
+    identical cells (circles CPU NEP, squares GPU NEP), the ratio of the two power-law fits where
+    the series holds them (dashed), and each of `bounds` (the claim, e.g. the 70,000× of the study)
+    as a red dashed line. A ratio the task withheld (CP2K timed on a busy machine) is not drawn.
+
+    Series layout (throughput): {"identical_n": [{"n_atoms", "ratio", "ratio_gpu" (optional)}],
+    "fits": {"cp2k": {...}, "nep_cpu": {...}}}.
+    """
+    drawn: list[tuple[str, str, np.ndarray, np.ndarray, str]] = []
+    for label, series in series_by_model.items():
+        rows = series.get("identical_n") if isinstance(series, Mapping) else None
+        rows = [r for r in rows or [] if isinstance(r, Mapping)]
+        for key, marker, kind in (("ratio", "o", "CPU"), ("ratio_gpu", "s", "GPU")):
+            points = [(real_number(r.get("n_atoms")), real_number(r.get(key))) for r in rows]
+            points = [(n, v) for n, v in points if n and v and n > 0 and v > 0 and math.isfinite(n * v)]
+            if points:
+                n, v = np.array(points, dtype=float).T
+                drawn.append((label, marker, n, v, kind))
+        fit = _speedup_fit(series.get("fits") if isinstance(series, Mapping) else None)
+        if fit is not None:
+            drawn.append((label, "--", fit[0], fit[1], "fit"))
+    if not drawn:
+        return None
+    fig = Figure(figsize=(5.6, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    colours = dict(zip(series_by_model, _colours(len(series_by_model))))
+    for label, marker, n, v, kind in drawn:
+        if kind == "fit":
+            ax.plot(n, v, "--", color=colours[label], lw=1.0, label=f"{label}: ratio of power-law fits")
+        else:
+            ax.plot(n, v, marker, color=colours[label], ms=7, ls="-" if n.size > 1 else "",
+                    label=f"{label}: {kind} NEP, identical cells")
+    _bound_lines(ax, bounds)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _log_limits(ax.set_xlim, np.concatenate([n for _, _, n, _, _ in drawn]))
+    _log_limits(ax.set_ylim, np.concatenate([v for _, _, _, v, _ in drawn] + [np.array([b for b, _ in bounds])]))
+    ax.set_xlabel("atoms (N)")
+    ax.set_ylabel("speed-up over CP2K (×)")
+    ax.set_title("speed-up vs system size", fontsize=10)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
 def scaling_png(series: Mapping[str, Any], title: str = "") -> bytes | None:
     """Seconds per atom-step vs number of atoms, log-log, one line per engine."""
     scaling = series.get("scaling") if isinstance(series, Mapping) else None
@@ -384,11 +595,12 @@ def scaling_png(series: Mapping[str, Any], title: str = "") -> bytes | None:
 
 
 def expansion_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]],
-                          limit_percent: float | None = None) -> bytes | None:
+                          limit_percent: float | None = None,
+                          bounds: Sequence[tuple[float, str]] = ()) -> bytes | None:
     """Particle (and core) volume expansion vs carbon-shell thickness, with error bars, per model.
 
-    `limit_percent` draws a horizontal line at a claimed bound (bounds belong to the suite's
-    criteria, so none is drawn unless the caller passes one).
+    `limit_percent` and each (percent, label) of `bounds` draw a horizontal line at a claimed bound
+    (bounds belong to the suite's criteria, so none is drawn unless the caller passes one).
     """
     usable = {label: s for label, s in series_by_model.items() if isinstance(s, Mapping)
               and _pair(s.get("shell_thickness_nm"), s.get("particle_dv_over_v0")) is not None}
@@ -407,6 +619,7 @@ def expansion_overlay_png(series_by_model: Mapping[str, Mapping[str, Any]],
             ax.plot(t, 100.0 * core, "s:", color=colour, alpha=0.7, label=f"{label}: Si core")
     if limit_percent is not None:
         ax.axhline(limit_percent, color="red", lw=0.8, ls="--", label=f"{limit_percent:g} % claim")
+    _bound_lines(ax, bounds)
     ax.set_xlabel("carbon shell thickness (nm)")
     ax.set_ylabel("ΔV / V₀ (%)")
     ax.set_title("Si@C volume expansion on lithiation", fontsize=10)
@@ -453,24 +666,88 @@ def _as_float(text: Any) -> float:
         return float("inf")
 
 
-# Plot kinds by task type, (name, caption, function). PER_TASK functions take (series, title) for one
-# record; OVERLAY functions take {model label: series} and draw all models of a task template together.
-PER_TASK: dict[str, Sequence[tuple[str, str, Any]]] = {
-    "parity": (("forces", "Force components, NEP vs DFT (y = x dashed)", force_parity_png),
-               ("energy", "Energy per atom, NEP vs DFT (offset-corrected)", energy_parity_png)),
+class FigureSpec(NamedTuple):
+    """One figure of a task type.
+
+    kind: the file-name suffix; caption: what it shows; function: the drawing function;
+    keys: the series blocks it reads (the caption names them as its data source);
+    bound_metrics: criteria on the group's tasks whose metric starts with one of these are drawn
+    as lines (`bounds`), so the line of a claim comes from the suite, never from code.
+    """
+
+    kind: str
+    caption: str
+    function: Callable[..., bytes | None]
+    keys: tuple[str, ...]
+    bound_metrics: tuple[str, ...] = ()
+
+
+# PER_TASK functions take (series, title) for one record; OVERLAY functions take {model label: series}
+# and draw all models of a task template together.
+PER_TASK: dict[str, Sequence[FigureSpec]] = {
+    "parity": (FigureSpec("forces", "Force components, model vs DFT (y = x dashed; hexbin of log counts "
+                                    "where there are many points)", force_parity_png, ("forces",)),
+               FigureSpec("energy", "Energy per atom, model vs DFT (offset-corrected)", energy_parity_png,
+                          ("energy",))),
     "md_accuracy": (),
-    "throughput": (("identical", "CP2K vs NEP wall time per step on identical cells", throughput_bars_png),
-                   ("scaling", "Cost per atom-step vs system size (log-log)", scaling_png)),
-    "expansion": (("radial", "Radial Li fraction and strain profiles", radial_png),),
+    "throughput": (FigureSpec("identical", "CP2K vs NEP wall time per step on identical cells",
+                              throughput_bars_png, ("identical_n",)),
+                   FigureSpec("scaling", "Cost per atom-step vs system size (log-log)", scaling_png,
+                              ("scaling",))),
+    "expansion": (FigureSpec("radial", "Radial Li fraction and strain profiles", radial_png, ("radial",)),),
 }
-OVERLAY: dict[str, Sequence[tuple[str, str, Any]]] = {
-    "parity": (("motifs", "Force RMSE by structural motif, models side by side", per_motif_overlay_png),),
-    "md_accuracy": (("aimd", "The CP2K AIMD references: temperature and potential energy, warm-up end (dashed) "
-                             "and detected equilibration (dash-dot)", aimd_thermo_png),
-                    ("rdf", "Radial distribution functions: AIMD (black) vs models (dashed)", rdf_overlay_png),
-                    ("msd", "Mean squared displacement: AIMD (black) vs models (dashed)", msd_overlay_png),
-                    ("arrhenius", "Li diffusivity vs inverse temperature", arrhenius_overlay_png)),
-    "throughput": (),
-    "expansion": (("expansion", "Volume expansion vs carbon shell thickness (± standard error)",
-                   expansion_overlay_png),),
+OVERLAY: dict[str, Sequence[FigureSpec]] = {
+    "parity": (FigureSpec("errors", "Force error distribution by element, models overlaid", force_error_by_element_png,
+                          ("forces",)),
+               FigureSpec("motifs", "Force RMSE by structural motif, models side by side", per_motif_overlay_png,
+                          ("per_motif",))),
+    "md_accuracy": (FigureSpec("aimd", "The CP2K AIMD references: temperature and potential energy, warm-up end "
+                                       "(dashed) and detected equilibration (dash-dot)", aimd_thermo_png,
+                               ("aimd_thermo",)),
+                    FigureSpec("rdf", "Radial distribution functions: AIMD (black) vs models (dashed)",
+                               rdf_overlay_png, ("rdf",)),
+                    FigureSpec("adf", "Bond-angle distributions: AIMD (black) vs models (dashed)", adf_overlay_png,
+                               ("adf",)),
+                    FigureSpec("vdos", "Vibrational density of states: AIMD (black) vs models (dashed)",
+                               vdos_overlay_png, ("vdos",)),
+                    FigureSpec("msd", "Mean squared displacement: AIMD (black) vs models (dashed), D fit window "
+                                      "shaded where recorded", msd_overlay_png, ("msd",)),
+                    FigureSpec("arrhenius", "Li diffusivity vs inverse temperature", arrhenius_overlay_png,
+                               ("arrhenius",))),
+    "throughput": (FigureSpec("speedup", "Speed-up over CP2K vs system size (log-log), with the claimed speed-up "
+                                         "as a red dashed line", speedup_vs_n_overlay_png, ("identical_n", "fits"),
+                              ("speedup",)),),
+    "expansion": (FigureSpec("expansion", "Volume expansion vs carbon shell thickness (± standard error), with "
+                                          "the claimed bound as a red dashed line", expansion_overlay_png,
+                             ("shell_thickness_nm", "particle_dv_over_v0", "particle_dv_stderr", "core_dv_over_v0"),
+                             ("particle_dv_over_v0_percent",)),),
 }
+
+
+def missing_figure_data(task_type: str, series_by_model: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What the figures of `task_type` would draw but no finished record of the group holds: one
+    line each (for the report's "cannot conclude" box), [] when nothing is missing.
+
+    Checks the optional blocks only: ADF and vDOS (md_accuracy), the MSD fit window, and the
+    per-component motif labels of force parity.
+    """
+    series = [s for s in series_by_model.values() if isinstance(s, Mapping)]
+    if not series:
+        return []
+    out = []
+    if task_type == "md_accuracy":
+        for key, what in (("adf", "bond-angle distributions (ADF)"), ("vdos", "vibrational densities of states")):
+            if not any(s.get(key) for s in series):
+                out.append(f"{what}: not recorded by the md_accuracy task (no series '{key}'), so not compared")
+        msd = [sp for s in series if isinstance(s.get("msd"), Mapping) for run in s["msd"].values()
+               if isinstance(run, Mapping) for sp in run.values() if isinstance(sp, Mapping)]
+        if msd and not any(_fit_window(sp.get("fit_window_ps")) for sp in msd):
+            out.append("MSD fit window: not recorded in the series (msd.<run>.<species>.fit_window_ps), so the "
+                       "MSD figure cannot mark it; the window is stated in the metric reasons")
+    if task_type == "parity":
+        forces = [s["forces"] for s in series if isinstance(s.get("forces"), Mapping)]
+        if forces and not any(isinstance(d, Mapping) and isinstance(d.get("motif"), list)
+                              for f in forces for d in f.values()):
+            out.append("force parity by motif: the parity series labels no force component with its motif "
+                       "(forces.<element>.motif), so parity is drawn per element; per-motif RMSE is shown as bars")
+    return out

@@ -6,18 +6,24 @@ Slurm array element) are merged: tasks and criteria are united by id, and where 
 a record for the same task the newest inputs win (`input_hash`: an old success never stands in for
 a run of changed inputs), then, among records of one input, the finished one (then the newest).
 
-Series (plot data) by task type:
-  parity       {"forces": {el: {"ref", "pred"}}, "energy": {"ref", "pred"}, "per_motif": {motif: {...}}}
+Series (plot data) by task type (optional blocks, drawn where a record holds them, in brackets):
+  parity       {"forces": {el: {"ref", "pred", ["motif"]}}, "energy": {"ref", "pred"},
+                "per_motif": {motif: {...}}}
   md_accuracy  {"rdf": {run: {"r_a", "pairs": {pair: {"ref", "model"}}}},
-                "msd": {run: {sp: {"time_ps", "ref", "model"}}}, "runs": {run: {"aimd_production_ps", ...}},
+                ["adf": {run: {"theta_deg", "triplets": {...}}}], ["vdos": {run: {"freq_thz", "species": {...}}}],
+                "msd": {run: {sp: {"time_ps", "ref", "model", ["fit_window_ps"]}}},
+                "runs": {run: {"aimd_production_ps", ...}},
                 "aimd_thermo": {run: {"time_ps", "temperature_k", "potential_ev_per_atom", "warmup_ps", ...}},
                 "arrhenius": {"system", "temperature_k", "d_ref_cm2_per_s", "d_model_cm2_per_s", *_stderr}}
                 (one entry per point; `system` groups the points of one composition)
   throughput   {"identical_n": [{"n_atoms", "cp2k_s_per_step", "nep_s_per_step", "ratio", ...}],
-                "scaling": {engine: {"n_atoms", "s_per_atom_step"}}}
+                "scaling": {engine: {"n_atoms", "s_per_atom_step"}}, "fits": {engine: {"exponent", "prefactor_s", ...}}}
   expansion    {"shell_thickness_nm", "particle_dv_over_v0", "particle_dv_stderr", "core_dv_over_v0",
                 "radial": {thickness_nm: {"r_nm", "li_fraction", "strain"}}}
 
+The pages open with the claims × models matrix and what the run can and cannot conclude
+(overview.py), then one section per task template: its claims in detail, its method once, its
+figures (each caption naming its data source) and its tasks; docs/report.md describes them.
 The report itself never runs anything: it reads records, judges criteria and draws figures.
 """
 
@@ -26,8 +32,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as _dt
-import hashlib
-import html
 import json
 import math
 import re
@@ -39,16 +43,18 @@ from ..config import params_difference
 from ..errors import ConfigError, InputError
 from ..provenance import atomic_write_files, json_document
 from ..textfiles import load_json
-from . import plots
+from . import overview, plots
 from .criteria import Verdict, accuracy_caveats, counts, exit_code, floor_caveats, hardware_summary, judge_all
+from .text import (  # noqa: F401  (re-exported: the commands and tests import them from here)
+    VERDICT_COLOUR, VERDICT_LABEL, VERDICT_MARK, bounds_text, claim_table_text, counts_line, e as _e, fmt_beside_bounds,
+    fmt_value, html_table as _html_table, md as _md, md_table as _md_table, measured_text, score_text, slug,
+    unique_slug,
+)
 
 RECORD_SCHEMA = "nepbench.result/1"
 REPORT_SCHEMA = "nepbench.report/1"
 STATUSES = ("done", "skipped", "not_applicable", "failed")
 STATUS_RANK = {"done": 0, "not_applicable": 1, "skipped": 2, "failed": 3}
-VERDICT_LABEL = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "not_measured": "NOT MEASURED"}
-VERDICT_MARK = {"pass": "✅", "warn": "⚠️", "fail": "❌", "not_measured": "⏸"}
-VERDICT_COLOUR = {"pass": "#1a7f37", "warn": "#b7791f", "fail": "#c62828", "not_measured": "#6b7280"}
 FIGURES_DIR = "figures"
 
 
@@ -328,6 +334,7 @@ def build_report(run_dirs: Sequence[str | Path], figures: bool = True,
     order = {t["id"]: i for i, t in enumerate(suite.get("tasks", []))}
     ordered = sorted(records.values(), key=lambda r: (order.get(r["task_id"], len(order)), r["task_id"]))
     stamp = (now or _dt.datetime.now(_dt.timezone.utc)).isoformat(timespec="seconds")
+    caveats = accuracy_caveats(verdicts) + floor_caveats(verdicts)
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA, "nepbench_version": __version__, "created_utc": stamp,
         "title": f"nepbench report: {suite.get('name', 'suite')}",
@@ -336,11 +343,25 @@ def build_report(run_dirs: Sequence[str | Path], figures: bool = True,
         "summary": {**counts(verdicts), "exit_code": exit_code(verdicts),
                     "exit_code_strict": exit_code(verdicts, strict=True)},
         "records": ordered, "provenance": provenance_summary(ordered),
-        "notes": notes + accuracy_caveats(verdicts) + floor_caveats(verdicts),
+        "notes": notes + caveats, "caveats": caveats,
     }
+    columns, rows = overview.claim_matrix(report["verdicts"])
+    report["matrix"] = overview.matrix_document(columns, rows)
+    report["conclusions"] = {title: lines for title, lines in _conclusions(report, rows).sections()}
     if figures:
         report["figures"] = make_figures(report, problems=report["notes"])
     return report
+
+
+def _conclusions(report: Mapping[str, Any], rows: Sequence[overview.MatrixRow]) -> overview.Conclusions:
+    """The "what this run can and cannot conclude" box of a report (`overview.conclusions`)."""
+    missing = []
+    for group in task_groups(report):
+        done = {(_model_name(r) or r["task_id"]): r["series"] for r in group["records"]
+                if r["status"] == "done" and isinstance(r.get("series"), Mapping)}
+        missing += [line for line in plots.missing_figure_data(group["task_type"], done) if line not in missing]
+    return overview.conclusions(report["verdicts"], rows, report["records"], report["provenance"]["hardware"],
+                                missing)
 
 
 def verdicts_of(report: Mapping[str, Any]) -> list[Verdict]:
@@ -350,21 +371,6 @@ def verdicts_of(report: Mapping[str, Any]) -> list[Verdict]:
 
 
 # ----------------------------------------------------------------------------- figures
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of `text` ("{model}" reads "models"); different texts may share one."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("{model}", "models")).strip("_") or "figure"
-
-
-def unique_slug(text: str) -> str:
-    """`slug(text)`, plus "-" and 8 hex digits of the sha256 of `text` where slugging dropped or
-    replaced characters, so texts such as "parity a" and "parity:a" get different names; a text
-    that slugging leaves as it is (e.g. "parity-{model}-motifs") keeps its plain slug."""
-    plain = slug(text)
-    if plain == text.replace("{model}", "models"):
-        return plain
-    return f"{plain}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def _figure(file_stem: str, caption: str, scope: str, owner: str, draw: Callable[[], bytes | None],
@@ -385,27 +391,70 @@ def _figure(file_stem: str, caption: str, scope: str, owner: str, draw: Callable
     return {"file": file, "caption": caption, "scope": scope, "owner": owner, "png": png}
 
 
-def group_figures(group: Mapping[str, Any], problems: list[str] | None = None) -> list[dict[str, Any]]:
-    """Overlay figures of one group: every finished model of the task template on the same axes."""
+def figure_source(records: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
+    """'Data: series rdf of tasks md-a, md-b (tasks/<id>.json); reference aimd/manifest.json (sha256 1a2b3c4d5e6f…)':
+    where a figure's numbers come from, for its caption."""
+    tasks = ", ".join(str(r["task_id"]) for r in records)
+    data = _unique((", ".join((r.get("provenance") or {}).get("data_files") or []) or "reference data",
+                    str((r.get("provenance") or {}).get("data_sha256") or "")[:12]) for r in records
+                   if (r.get("provenance") or {}).get("data_sha256"))
+    reference = "; ".join(f"{files} (sha256 {sha}…)" for files, sha in data)
+    return (f"Data: series {', '.join(keys)} of task{'s' if len(records) > 1 else ''} {tasks} (tasks/<id>.json)"
+            + (f"; reference {reference}" if reference else "; no reference data"))
+
+
+def _has_series(record: Mapping[str, Any], keys: Sequence[str]) -> bool:
+    series = record.get("series")
+    return isinstance(series, Mapping) and any(series.get(k) not in (None, {}, []) for k in keys)
+
+
+def figure_bounds(verdicts: Sequence[Mapping[str, Any]], tasks: Iterable[str],
+                  prefixes: Sequence[str]) -> list[tuple[float, str]]:
+    """(pass bound, label) of each criterion on `tasks` whose metric starts with one of `prefixes`,
+    one per distinct bound: the claim a figure draws as a line (e.g. the study's 70,000×)."""
+    if not prefixes:
+        return []
+    tasks = set(tasks)
+    out: dict[float, str] = {}
+    for v in verdicts:
+        if v["task"] in tasks and str(v["metric"]).startswith(tuple(prefixes)):
+            claim = re.sub(r"\[[^\]]*\]$", "", str(v["criterion"]))
+            sign = "≤" if v["good"] < v["bad"] else "≥"
+            out.setdefault(float(v["good"]), f"{claim}: pass {sign} {fmt_value(v['good'])} {v['unit']}".rstrip())
+    return list(out.items())
+
+
+def group_figures(group: Mapping[str, Any], problems: list[str] | None = None,
+                  verdicts: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Overlay figures of one group: every finished model of the task template on the same axes;
+    each caption names its data source (`figure_source`) and the claims drawn as lines come from
+    `verdicts` (`figure_bounds`)."""
     done = [r for r in group["records"] if r["status"] == "done" and isinstance(r.get("series"), Mapping)]
     if not done:
         return []
     by_model = {(_model_name(r) or r["task_id"]): r["series"] for r in done}
-    out = [_figure(f"{group['key']}-{kind}", caption, "group", group["id"],
-                   lambda function=function: function(by_model), problems)
-           for kind, caption, function in plots.OVERLAY.get(group["task_type"], ())]
+    out = []
+    for spec in plots.OVERLAY.get(group["task_type"], ()):
+        bounds = figure_bounds(verdicts, (r["task_id"] for r in done), spec.bound_metrics)
+        draw = (lambda spec=spec, bounds=bounds: spec.function(by_model, bounds=bounds)) if spec.bound_metrics \
+            else (lambda spec=spec: spec.function(by_model))
+        source = figure_source([r for r in done if _has_series(r, spec.keys)], spec.keys)
+        out.append(_figure(f"{group['key']}-{spec.kind}", f"{spec.caption}. {source}", "group", group["id"],
+                           draw, problems))
     return [f for f in out if f]
 
 
 def record_figures(record: Mapping[str, Any], problems: list[str] | None = None) -> list[dict[str, Any]]:
-    """Per-task figures of one finished record (parity panels, throughput bars, radial profiles)."""
+    """Per-task figures of one finished record (parity panels, throughput bars, radial profiles),
+    each caption naming its data source."""
     series = record.get("series")
     if record["status"] != "done" or not isinstance(series, Mapping):
         return []
     label = _model_name(record) or ""
-    out = [_figure(f"{record['task_id']}-{kind}", caption + (f" — {label}" if label else ""), "task",
-                   record["task_id"], lambda function=function: function(series, label), problems)
-           for kind, caption, function in plots.PER_TASK.get(record["task_type"], ())]
+    out = [_figure(f"{record['task_id']}-{spec.kind}",
+                   spec.caption + (f" — {label}" if label else "") + f". {figure_source([record], spec.keys)}",
+                   "task", record["task_id"], lambda spec=spec: spec.function(series, label), problems)
+           for spec in plots.PER_TASK.get(record["task_type"], ())]
     return [f for f in out if f]
 
 
@@ -416,7 +465,7 @@ def make_figures(report: Mapping[str, Any], problems: list[str] | None = None) -
     """
     figures: list[dict[str, Any]] = []
     for group in task_groups(report):
-        figures.extend(group_figures(group, problems))
+        figures.extend(group_figures(group, problems, report.get("verdicts", ())))
         for record in group["records"]:
             figures.extend(record_figures(record, problems))
     return _distinct_files(figures)
@@ -444,108 +493,6 @@ def _owned(figures: Sequence[Mapping[str, Any]], scope: str, owner: str) -> list
     return [f for f in figures if f["scope"] == scope and f["owner"] == owner]
 
 
-# ----------------------------------------------------------------------------- formatting
-
-
-def fmt_value(value: Any) -> str:
-    """A number for people: thousands separated when large, 4 significant digits otherwise."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if not math.isfinite(value):
-        return str(value)
-    if abs(value) >= 1e3:
-        return f"{value:,.0f}"
-    if value == 0 or abs(value) >= 1e-3:
-        return f"{value:.4g}"
-    return f"{value:.3e}"
-
-
-def bounds_text(v: Mapping[str, Any]) -> str:
-    """'pass ≤ 100, fail ≥ 200 meV/Å' (or ≥/≤ when higher is better)."""
-    good, bad, unit = fmt_value(v["good"]), fmt_value(v["bad"]), v.get("unit", "")
-    if v["good"] < v["bad"]:
-        return f"pass ≤ {good}, fail ≥ {bad} {unit}".rstrip()
-    return f"pass ≥ {good}, fail ≤ {bad} {unit}".rstrip()
-
-
-def fmt_beside_bounds(value: float, bounds: Sequence[float]) -> str:
-    """`fmt_value(value)`, with more significant digits (up to 12) while it would read the same
-    as a bound it does not equal: 69,999.6 beside "pass ≥ 70,000" must not print as 70,000."""
-    text = fmt_value(value)
-    for digits in range(5, 13):
-        if not any(text == fmt_value(b) and value != b for b in bounds):
-            return text
-        text = f"{value:,.{digits}g}" if abs(value) >= 1e3 else f"{value:.{digits}g}"
-    return text
-
-
-def measured_text(v: Mapping[str, Any]) -> str:
-    """'149.2 meV/Å', or '— (why it was not measured)'."""
-    if v["value"] is None:
-        return f"— ({v.get('reason') or 'no value'})"
-    return f"{fmt_beside_bounds(v['value'], (v['good'], v['bad']))} {v.get('unit', '')}".rstrip()
-
-
-def _counts_line(report: Mapping[str, Any]) -> str:
-    s = report["summary"]
-    return (f"{s['pass']} pass, {s['warn']} warn, {s['fail']} fail, {s['not_measured']} not measured "
-            f"({len(report['verdicts'])} criteria, {len(report['records'])} task records)")
-
-
-def claim_table_text(report: Mapping[str, Any]) -> str:
-    """The claim table as plain text for a terminal: verdict, criterion, measured value, bounds."""
-    rows = [("VERDICT", "CRITERION", "MEASURED", "BOUNDS")]
-    for v in report["verdicts"]:
-        rows.append((VERDICT_LABEL[v["verdict"]], v["criterion"], measured_text(v), bounds_text(v)))
-    widths = [min(60, max(len(r[i]) for r in rows)) for i in range(3)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3] for row in rows]
-    if len(rows) == 1:
-        lines.append("(the suite has no criteria)")
-    notes = [f"note: {n}" for n in report.get("notes", [])]
-    return "\n".join(lines + [_counts_line(report)] + notes)
-
-
-_MD_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
-_MD_ACTIVE = re.compile(r"([\\`*_\[\]()#!|~$])")  # active anywhere in a line (GFM)
-
-
-def _md(text: Any) -> str:
-    """Untrusted text safe in a Markdown table cell or paragraph: one line (every line break,
-    "\\r" included, becomes a space), no raw HTML or entities (& < > as entities), and the
-    characters that make links, images, emphasis, code, headings or cells backslash-escaped."""
-    text = _MD_LINE_BREAKS.sub(" ", str(text if text is not None else ""))
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_ACTIVE.sub(r"\\\1", text)
-
-
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
-    return lines + [""]
-
-
-def score_text(score: float, verdict: str) -> str:
-    """A score in [0, 1] to two decimals; a warn (strictly between the bounds) never reads 1.00 or
-    0.00, which would say it sits on a bound."""
-    shown = round(float(score), 2)
-    if verdict == "warn":
-        shown = min(max(shown, 0.01), 0.99)
-    return f"{shown:.2f}"
-
-
-def _claim_row(v: Mapping[str, Any]) -> list[str]:
-    where = f"{v['criterion']} · task {v['task']}" + (f" · model {v['model']}" if v.get("model") else "")
-    score = f" (score {score_text(v['score'], v['verdict'])})" if v.get("score") is not None else ""
-    return [f"{v['claim']} [{where}]", measured_text(v), f"{bounds_text(v)}; source: {v['source']}",
-            v.get("method") or "—", v.get("hardware") or "—",
-            f"{VERDICT_MARK[v['verdict']]} {VERDICT_LABEL[v['verdict']]}{score}"]
-
-
-CLAIM_HEADER = ("Claim", "Measured", "Bounds", "Method", "Hardware", "Verdict")
-
-
 def _metric_rows(record: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     units = record.get("metric_units") or {}
     return [(name, fmt_value(value), units.get(name, "")) for name, value in (record.get("metrics") or {}).items()]
@@ -565,28 +512,79 @@ def _record_heading(record: Mapping[str, Any]) -> str:
 # ----------------------------------------------------------------------------- Markdown
 
 
+def _overview(report: Mapping[str, Any]) -> tuple[list[str], list[overview.MatrixRow], overview.Conclusions]:
+    columns, rows = overview.claim_matrix(report["verdicts"])
+    return columns, rows, _conclusions(report, rows)
+
+
+def rows_by_group(report: Mapping[str, Any],
+                  rows: Sequence[overview.MatrixRow]) -> dict[str | None, list[overview.MatrixRow]]:
+    """Matrix rows by the group (task template) of their first task that has a record; None: no record."""
+    group_of = {r["task_id"]: g["id"] for g in task_groups(report) for r in g["records"]}
+    out: dict[str | None, list[overview.MatrixRow]] = {}
+    for row in rows:
+        group = next((group_of[v["task"]] for v in row.verdicts if v["task"] in group_of), None)
+        out.setdefault(group, []).append(row)
+    return out
+
+
+def _data_notes(report: Mapping[str, Any]) -> list[str]:
+    """The report's notes less the caveats the conclusions box already says."""
+    caveats = set(report.get("caveats", ()))
+    return [n for n in report.get("notes", []) if n not in caveats]
+
+
+def _group_methods(group: Mapping[str, Any]) -> dict[str, str]:
+    return {(_model_name(r) or r["task_id"]): str(r.get("method") or "") for r in group["records"]}
+
+
+def _several_machines(report: Mapping[str, Any]) -> bool:
+    """True when the records come from more than one machine: each claim row then names its hardware
+    (otherwise the one machine is said once, in the conclusions box and the provenance)."""
+    return len([h for h in report["provenance"]["hardware"] if h]) > 1
+
+
+def task_anchor(task_id: str) -> str:
+    """The HTML id / Markdown anchor of a task's section."""
+    return f"task-{unique_slug(task_id)}"
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
-    """The report as Markdown; figures are referenced as figures/*.png beside report.md."""
+    """The report as Markdown; figures are referenced as figures/*.png beside report.md.
+
+    Order: the claims × models matrix and one line per claim, what the run can and cannot
+    conclude, then per task template its claims in detail, its method once (with per-model
+    differences), figures and each task's metrics, then provenance.
+    """
     figures = _figures(report)
     suite = report["suite"]
+    columns, rows, box = _overview(report)
     description = f": {_md(suite['description'])}" if suite.get("description") else ""
     out = [f"# {_md(report['title'])}", "", f"Suite **{_md(suite.get('name'))}**{description}",
            "", f"Generated {report['created_utc']} by nepbench {report['nepbench_version']} "
-           f"from {', '.join(map(_md, report['run_dirs']))}.", "", "## Claims", "",
-           _md(_counts_line(report)), ""]
-    out += _md_table(CLAIM_HEADER, (_claim_row(v) for v in report["verdicts"]))
-    for note in report.get("notes", []):
-        out.append(f"> note: {_md(note)}")
+           f"from {', '.join(map(_md, report['run_dirs']))}.", "", "## Claims × models", "",
+           _md(counts_line(report)), ""]
+    out += overview.matrix_markdown(columns, rows)
+    out += overview.conclusions_markdown(box)
+    out += [f"> note: {_md(note)}" for note in _data_notes(report)]
+    grouped = rows_by_group(report, rows)
     for group in task_groups(report):
         out += ["", f"## {_md(group['title'])}", ""]
+        for row in grouped.get(group["id"], []):
+            out += overview.claim_detail_markdown(row, _several_machines(report))
+        out += overview.method_markdown(_group_methods(group))
         out += [_md_figure(f) for f in _owned(figures, "group", group["id"])]
         for record in group["records"]:
-            out += [f"### {_md(record['task_id'])}", "", _md(_record_heading(record)), ""]
-            if record.get("method"):
-                out += [f"Method: {_md(record['method'])}", ""]
-            if record.get("metrics"):
-                out += _md_table(("Metric", "Value", "Unit"), _metric_rows(record))
+            out += [f'### <a id="{task_anchor(record["task_id"])}"></a>{_md(record["task_id"])}', "",
+                    _md(_record_heading(record)), ""]
             out += [_md_figure(f) for f in _owned(figures, "task", record["task_id"])]
+            if record.get("metrics"):
+                out += [f"<details><summary>All {len(record['metrics'])} metrics</summary>", ""]
+                out += _md_table(("Metric", "Value", "Unit"), _metric_rows(record)) + ["</details>", ""]
+    if grouped.get(None):
+        out += ["", "## Claims without a task record", ""]
+        for row in grouped[None]:
+            out += overview.claim_detail_markdown(row, _several_machines(report))
     out += ["", "## Provenance", ""] + _provenance_markdown(report["provenance"])
     return "\n".join(out).rstrip() + "\n"
 
@@ -635,62 +633,44 @@ def _provenance_markdown(prov: Mapping[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------- HTML
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1150px;
-color:#1f2328;line-height:1.45;padding:0 1rem}
-h1{margin-bottom:.2rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2.2rem}
-.meta{color:#57606a;font-size:.9rem}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1rem auto;max-width:1150px;
+color:#1f2328;line-height:1.4;padding:0 1rem}
+h1{margin:.2rem 0;font-size:1.6rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
+h3 .cid{display:inline;margin-left:.4rem}
+.meta{color:#57606a;font-size:.85rem;margin:.2rem 0 .4rem}
 table{border-collapse:collapse;width:100%;margin:.6rem 0 1rem;font-size:.88rem}
 th,td{border:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}
 table.metrics{width:auto;min-width:45%}
+table.claim-detail{table-layout:fixed}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .verdict{font-weight:700;color:#fff;white-space:nowrap;text-align:center}
-.score{font-weight:400;font-size:.78rem}
 .small{font-size:.78rem;color:#57606a}
-.badge{display:inline-block;border-radius:1rem;padding:.1rem .7rem;margin-right:.4rem;color:#fff;font-weight:600}
+.badge{display:inline-block;border-radius:1rem;padding:.05rem .6rem;margin-left:.4rem;color:#fff;font-weight:600;
+font-size:.8rem;vertical-align:middle}
+#overview h2{margin-top:.6rem}
+.matrix-wrap{overflow-x:auto}
+table.matrix{table-layout:fixed;margin:.3rem 0 .5rem;font-size:.85rem}
+table.matrix th[scope=row]{font-weight:400;background:#fff}
+table.matrix th[scope=row] a{color:inherit;text-decoration:none}
+table.matrix th.model{text-align:center;overflow-wrap:anywhere}
+.cid{display:block;font-size:.72rem;color:#57606a;font-family:ui-monospace,monospace;font-weight:400}
+td.cell{text-align:center;vertical-align:middle;padding:.25rem .3rem;font-variant-numeric:tabular-nums;
+overflow-wrap:anywhere}
+td.cell a{color:#fff;text-decoration:none;display:block}
+td.cell.none{background:#f6f8fa;color:#57606a}
+.vlabel{display:block;font-size:.68rem;font-weight:700;letter-spacing:.04em}
+ul.claim-lines{font-size:.8rem;color:#3d444d;padding-left:1.2rem;margin:.3rem 0}
+.box{border:1px solid #d0d7de;border-left:4px solid #b7791f;background:#fffbeb;padding:.2rem 1rem .5rem;margin:1rem 0}
+.box h2{margin-top:.4rem;border:0;font-size:1.1rem}.box h4{margin:.5rem 0 .1rem}
+.box ul{margin:.1rem 0;padding-left:1.2rem;font-size:.85rem}
+details{margin:.4rem 0}summary{cursor:pointer;color:#0969da}
+details.method p,details.method ul{font-size:.82rem;color:#3d444d}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eaeef2}
-figcaption{font-size:.85rem;color:#57606a}
+figcaption{font-size:.82rem;color:#57606a}
 code{font-size:.82rem;word-break:break-all}
 .status-skipped,.status-not_applicable,.status-failed{color:#6b7280}
 """
-
-
-def _e(text: Any) -> str:
-    """HTML-escaped text (None as empty)."""
-    return html.escape(str(text if text is not None else ""), quote=True)
-
-
-def _html_claims(report: Mapping[str, Any]) -> list[str]:
-    head = "".join(f"<th>{_e(h)}</th>" for h in CLAIM_HEADER)
-    out = ['<table id="claims">', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
-    for v in report["verdicts"]:
-        where = f"{v['criterion']} · task {v['task']}" + (f" · model {v['model']}" if v.get("model") else "")
-        score = (f'<br><span class="score">score {score_text(v["score"], v["verdict"])}</span>'
-                 if v.get("score") is not None else "")
-        colour = VERDICT_COLOUR[v["verdict"]]
-        measured = (f'<td class="num">{_e(measured_text(v))}</td>' if v["value"] is not None
-                    else f'<td><span class="small">{_e(measured_text(v))}</span></td>')
-        out.append(
-            f'<tr class="verdict-{_e(v["verdict"])}">'
-            f'<td>{_e(v["claim"])}<br><span class="small">{_e(where)}</span></td>{measured}'
-            f'<td>{_e(bounds_text(v))}<br><span class="small">source: {_e(v["source"])}</span></td>'
-            f'<td class="small">{_e(v.get("method") or "—")}</td>'
-            f'<td class="small">{_e(v.get("hardware") or "—")}</td>'
-            f'<td class="verdict" style="background:{colour}">{_e(VERDICT_LABEL[v["verdict"]])}{score}</td></tr>')
-    if not report["verdicts"]:
-        out.append(f'<tr><td colspan="{len(CLAIM_HEADER)}">The suite has no criteria.</td></tr>')
-    return out + ["</tbody></table>"]
-
-
-def _html_table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = (),
-                css_class: str = "") -> str:
-    """An HTML table with every cell escaped; columns in `numeric` right-aligned."""
-    num = ' class="num"'
-    body = "".join("<tr>" + "".join(f"<td{num if i in numeric else ''}>{_e(c)}</td>"
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    klass = f' class="{css_class}"' if css_class else ""
-    return f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _html_figure(figure: Mapping[str, Any]) -> str:
@@ -700,14 +680,14 @@ def _html_figure(figure: Mapping[str, Any]) -> str:
 
 
 def _html_record(record: Mapping[str, Any], figures: Sequence[Mapping[str, Any]]) -> list[str]:
-    out = [f'<section class="task status-{_e(record["status"])}" id="task-{_e(unique_slug(record["task_id"]))}">',
-           f"<h3>{_e(record['task_id'])}</h3>", f"<p>{_e(_record_heading(record))}</p>"]
-    if record.get("method"):
-        out.append(f'<p class="small">Method: {_e(record["method"])}</p>')
-    if record.get("metrics"):
-        out.append(_html_table(("Metric", "Value", "Unit"), _metric_rows(record), numeric=(1,),
-                               css_class="metrics"))
+    """One task: its status line, its own figures, and its metrics in a collapsed table."""
+    out = [f'<section class="task status-{_e(record["status"])}" id="{_e(task_anchor(record["task_id"]))}">',
+           f"<h3>{_e(record['task_id'])}</h3>", f'<p class="small">{_e(_record_heading(record))}</p>']
     out += [_html_figure(f) for f in figures]
+    if record.get("metrics"):
+        out.append(f"<details><summary>All {len(record['metrics'])} metrics</summary>"
+                   + _html_table(("Metric", "Value", "Unit"), _metric_rows(record), numeric=(1,), css_class="metrics")
+                   + "</details>")
     return out + ["</section>"]
 
 
@@ -719,9 +699,15 @@ def _html_provenance(prov: Mapping[str, Any]) -> list[str]:
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    """The report as one self-contained HTML file: CSS inline, figures as base64 PNG data URIs."""
+    """The report as one self-contained HTML file: CSS inline, figures as base64 PNG data URIs, no
+    script and no link outside the file.
+
+    Order as `render_markdown`: the claims × models matrix first (cells link to their detail
+    rows), one line per claim, the "can and cannot conclude" box, then the task templates.
+    """
     figures = _figures(report)
     suite = report["suite"]
+    columns, rows, box = _overview(report)
     badges = "".join(f'<span class="badge" style="background:{VERDICT_COLOUR[k]}">{report["summary"][k]} '
                      f"{_e(VERDICT_LABEL[k].lower())}</span>" for k in VERDICT_LABEL)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -730,17 +716,25 @@ def render_html(report: Mapping[str, Any]) -> str:
            f"<h1>{_e(report['title'])}</h1>",
            f'<p class="meta">Suite <b>{_e(suite.get("name"))}</b>'
            + (f": {_e(suite.get('description'))}" if suite.get("description") else "")
-           + f"<br>Generated {_e(report['created_utc'])} by nepbench {_e(report['nepbench_version'])} "
+           + f" · generated {_e(report['created_utc'])} by nepbench {_e(report['nepbench_version'])} "
            f"from {_e(', '.join(report['run_dirs']))}</p>",
-           '<section id="claims-section"><h2>Claims</h2>', f"<p>{badges}</p>"]
-    out += _html_claims(report)
-    out += [f'<p class="small">note: {_e(n)}</p>' for n in report.get("notes", [])] + ["</section>"]
+           f'<section id="overview"><h2>Claims × models{badges}</h2>',
+           overview.matrix_html(columns, rows), overview.claim_lines_html(rows), overview.conclusions_html(box)]
+    out += [f'<p class="small">note: {_e(n)}</p>' for n in _data_notes(report)] + ["</section>"]
+    grouped = rows_by_group(report, rows)
     for group in task_groups(report):
         out += [f'<section class="group" id="group-{_e(unique_slug(group["key"]))}"><h2>{_e(group["title"])}</h2>']
+        out += [overview.claim_detail_html(row, task_anchor, _several_machines(report))
+                for row in grouped.get(group["id"], [])]
+        out.append(overview.method_html(_group_methods(group)))
         out += [_html_figure(f) for f in _owned(figures, "group", group["id"])]
         for record in group["records"]:
             out += _html_record(record, _owned(figures, "task", record["task_id"]))
         out.append("</section>")
+    if grouped.get(None):
+        out += ['<section class="group" id="group-no-record"><h2>Claims without a task record</h2>']
+        out += [overview.claim_detail_html(row, task_anchor, _several_machines(report))
+                for row in grouped[None]] + ["</section>"]
     out += _html_provenance(report["provenance"])
     return "\n".join(out + ["</body></html>"]) + "\n"
 

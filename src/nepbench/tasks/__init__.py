@@ -59,6 +59,10 @@ class TaskContext:
         quick: True for the CPU-sized variant.
         shared: state the tasks of one `run_suite` call share (one dict per call, so nothing outlives
             the invocation or crosses machines), e.g. the throughput task's CP2K timings.
+        model_source: the registry record's source of the model (kind "ase": an ASE-calculator
+            comparator, whose `model_path` is its weights file); empty for a NEP given as a file.
+        model_species: the species of the model's registry record (an ASE model has no nep.txt
+            header to read them from); empty where the header says.
     """
 
     work_dir: Path
@@ -67,6 +71,55 @@ class TaskContext:
     model_name: str | None = None
     model_sha256: str | None = None
     shared: dict[str, Any] = field(default_factory=dict)
+    model_source: dict[str, Any] = field(default_factory=dict)
+    model_species: tuple[str, ...] = ()
+
+    @property
+    def model_kind(self) -> str:
+        """"ase" for an ASE-calculator model (a comparator), else "nep"."""
+        return "ase" if self.model_source.get("kind") == "ase" else "nep"
+
+    def model_info(self) -> Any:
+        """The model under test as a `models.ModelInfo` (species read from the nep.txt header of a NEP)."""
+        from ..models import ModelInfo, read_nep_header
+
+        if self.model_path is None:
+            raise ValueError("this task has no model")
+        if self.model_kind == "ase":
+            species, version = tuple(self.model_species), "ase"
+        else:
+            version, species = read_nep_header(self.model_path)
+        return ModelInfo(name=self.model_name or self.model_path.name, path=self.model_path,
+                         sha256=self.model_sha256 or "", species=tuple(species), nep_version=version,
+                         source=dict(self.model_source))
+
+
+def cpu_engine(ctx: TaskContext, threads: int | None = None) -> Any:
+    """The CPU engine of the task's model: NepCpuEngine for a NEP, AseCalcEngine (engines/ase_calc.py)
+    for an ASE-calculator comparator; `threads` as each engine takes it (None: its default)."""
+    if ctx.model_kind != "ase":  # looked up on the module at call time, so a test's stand-in takes its place
+        from ..engines import nep_cpu
+
+        return nep_cpu.NepCpuEngine(ctx.model_path) if threads is None else \
+            nep_cpu.NepCpuEngine(ctx.model_path, threads=threads)
+    from ..engines.ase_calc import AseCalcEngine
+
+    return AseCalcEngine(ctx.model_info(), threads=threads)
+
+
+def gpumd_not_applicable(ctx: TaskContext) -> str | None:
+    """Why GPUMD cannot run the task's model (an ASE-calculator comparator: GPUMD runs NEP potentials
+    only), or None for a NEP."""
+    if ctx.model_kind != "ase":
+        return None
+    return (f"not applicable: GPUMD runs NEP potentials only; {ctx.model_name} is an ASE-calculator "
+            "comparator (run on the CPU through ASE)")
+
+
+def engine_label(engine: Any) -> str:
+    """How a method line names the model's engine: "NEP" for nep_cpu, else the model's name."""
+    spec = getattr(engine, "spec", None)
+    return spec.name if getattr(engine, "name", "nep_cpu") == "ase_calc" and spec is not None else "NEP"
 
 
 TaskFunction = Callable[[TaskSpec, TaskContext], TaskOutcome]

@@ -12,12 +12,15 @@ from ..config import TaskSpec
 from ..errors import InputError
 from ..metrics.forces import energy_errors, fit_element_offsets, force_errors, parity_data, stress_errors
 from ..structures import labels_of
-from . import TaskContext, TaskOutcome
+from . import TaskContext, TaskOutcome, cpu_engine, engine_label
 
 MAX_PARITY_POINTS = 3000
 
 
 def model_species(ctx: TaskContext) -> tuple[str, ...]:
+    """The species of the task's model: its nep.txt header, or an ASE-calculator model's record."""
+    if ctx.model_kind == "ase":
+        return tuple(ctx.model_species)
     from ..models import read_nep_header
 
     return tuple(read_nep_header(ctx.model_path)[1])
@@ -80,7 +83,10 @@ def offset_corrected_energy_residuals_ev_per_atom(
 
 
 #: Parameters a parity task reads (suite files are checked against them when loaded).
-TASK_PARAMS = frozenset({"split", "motifs"})
+TASK_PARAMS = frozenset({"split", "motifs", "dataset"})
+#: Reference sets a parity task may score: v1 (random packings and rattles, kept as the
+#: far-from-equilibrium robustness set) and v2 (frames MD visits; docs/reference_v2.md).
+DATASETS = ("dft", "dft-v2")
 SPLITS = ("test", "train")
 
 
@@ -92,6 +98,9 @@ def check_params(params: dict[str, Any]) -> str | None:
     split = params.get("split", "test")
     if split not in SPLITS:
         return f"split must be one of {', '.join(SPLITS)}, got {split!r}"
+    dataset = params.get("dataset", "dft")
+    if dataset not in DATASETS:
+        return f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}"
     motifs = params.get("motifs")
     if motifs is not None:
         if not isinstance(motifs, list) or not motifs or not all(isinstance(m, str) for m in motifs):
@@ -131,22 +140,23 @@ def offset_fit_problem(fit_counts: np.ndarray, test_counts: np.ndarray, elements
 
 
 def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
-    """Energy, force and stress errors of the model on the reference set's held-out split."""
-    from ..engines.nep_cpu import NepCpuEngine
+    """Energy, force and stress errors of the model on the reference set's held-out split (a NEP on
+    nep_cpu, an ASE-calculator comparator on ase_calc: same frames, same per-element offset fit)."""
     from ..reference import load_frames
 
     p = spec.params
     motifs, split = p.get("motifs"), p.get("split", "test")
-    test = load_frames(ctx.reference_dir / "dft", split=split, motifs=motifs)
-    train = load_frames(ctx.reference_dir / "dft", split="train", motifs=motifs)
+    data_dir = ctx.reference_dir / p.get("dataset", "dft")
+    test = load_frames(data_dir, split=split, motifs=motifs)
+    train = load_frames(data_dir, split="train", motifs=motifs)
     lacking = missing_species(test + train, model_species(ctx))
     if lacking:
         return TaskOutcome("not_applicable", reason=f"model {ctx.model_name} lacks species "
                            f"{', '.join(lacking)} present in the reference data")
     # split = "train" scores the fit's own frames: parity_outcome sees the shared frames and fits in-sample
     what = "CP2K training frames" if split == "train" else "held-out CP2K frames"
-    return parity_outcome(NepCpuEngine(ctx.model_path), test, train, f"{len(test)} {what} ({split} split)",
-                          str(ctx.reference_dir / "dft"))
+    return parity_outcome(cpu_engine(ctx), test, train, f"{len(test)} {what} ({split} split)",
+                          str(data_dir))
 
 
 def _shared_frames(a: list[Atoms], b: list[Atoms]) -> bool:
@@ -284,6 +294,6 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
                else "offsets fitted on the same frames (in-sample)")
     energies = f"energies not compared ({problem})" if problem else f"energies per atom after per-element {offsets}"
     nearness = _near_train(test, train, ref_f, pred_f, symbols, metrics, units) if train else ""
-    method = f"{what}; force components over all atoms; {energies}{nearness}; NEP via {engine.version()}"
+    method = f"{what}; force components over all atoms; {energies}{nearness}; {engine_label(engine)} via {engine.version()}"
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
-                       engines={"nep_cpu": engine.version()}, seed=0, metric_reasons=reasons)
+                       engines={getattr(engine, "name", "nep_cpu"): engine.version()}, seed=0, metric_reasons=reasons)

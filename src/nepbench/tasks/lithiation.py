@@ -59,7 +59,7 @@ from ..config import TaskSpec, finite_number, integer
 from ..errors import ConfigError, EngineNotAvailable
 from ..metrics import expansion as ex
 from ..systems.core_shell import CORE_TAG, SHELL_TAG, core_si_count
-from . import TaskContext, TaskOutcome
+from . import TaskContext, TaskOutcome, cpu_engine, gpumd_not_applicable
 
 #: Tag of the inserted Li (the builder tags the core Si CORE_TAG = 1 and the shell C SHELL_TAG = 2).
 LI_TAG = 3
@@ -803,9 +803,11 @@ def make_engine(p: ExpansionParams, ctx: TaskContext) -> tuple[Any, str]:
     """The engine the protocol runs on, and its version.
 
     "gpumd" without a GPU raises EngineNotAvailable ("no GPU: ..."); "auto" takes GPUMD when it is
-    available and the relaxation is MD (the optimisers run through ASE), else the CPU engine.
+    available and the relaxation is MD (the optimisers run through ASE), else the CPU engine: nep_cpu
+    for a NEP, ase_calc for an ASE-calculator comparator (which GPUMD cannot run: `run_expansion`
+    reports "gpumd" with one as not applicable, and "auto" takes the CPU engine).
     """
-    if p.engine == "gpumd" or (p.engine == "auto" and p.relax == "md"):
+    if ctx.model_kind != "ase" and (p.engine == "gpumd" or (p.engine == "auto" and p.relax == "md")):
         from ..engines.gpumd import GpumdEngine
 
         # temporary run folders: a kept dump of ~5e5 atoms × 41 frames (`md_sample_interval`) is ~1.2 GB,
@@ -816,10 +818,8 @@ def make_engine(p: ExpansionParams, ctx: TaskContext) -> tuple[Any, str]:
             return gpumd, gpumd.version()
         if p.engine == "gpumd":
             raise EngineNotAvailable(f"no GPU: {reason} (the full-size expansion experiment runs on GPUMD)")
-    from ..engines.nep_cpu import NepCpuEngine
-
-    nep = NepCpuEngine(ctx.model_path, threads=p.nep_threads)
-    return nep, nep.version()
+    engine = cpu_engine(ctx, threads=p.nep_threads)
+    return engine, engine.version()
 
 
 def _mean_se(values: Sequence[float]) -> tuple[float, float]:
@@ -1086,14 +1086,17 @@ def md_window_text(steps: int, average_frames: int) -> str:
 
 def run_expansion(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     """Core–shell expansion on lithiation vs carbon-shell thickness (see the module docstring)."""
-    from ..models import read_nep_header
+    from .accuracy import model_species
 
     start = time.perf_counter()
     p = ExpansionParams.from_params(dict(spec.params))
-    species = set(read_nep_header(ctx.model_path)[1])
+    species = set(model_species(ctx))
     if not {"Li", "Si", "C"} <= species:
         return TaskOutcome("not_applicable", reason=f"model {ctx.model_name} lacks "
                            f"{', '.join(sorted({'Li', 'Si', 'C'} - species))} (needs Li, Si and C)")
+    not_applicable = gpumd_not_applicable(ctx) if p.engine == "gpumd" else None
+    if not_applicable:  # the full-size experiment's engine; an ASE comparator runs it with engine = "nep_cpu"
+        return TaskOutcome("not_applicable", reason=f"{not_applicable}; this task asks for engine = \"gpumd\"")
     engine, version = make_engine(p, ctx)
     plan = planned_cost(p)
     if plan["atom_steps"] > p.max_atom_steps:

@@ -16,13 +16,14 @@ from ..metrics.diffusion import arrhenius_fit, diffusivity, msd_multiple_origins
 from ..metrics.equilibration import relaxation_heat, thermostat_offset
 from ..metrics.rdf import minimum_image_radius_a, rdf_l1_error, rdf_trajectory, rdf_wasserstein1
 from ..metrics.stability import nve_energy_drift_ev_per_atom_per_ps
-from . import TaskContext, TaskOutcome
+from . import TaskContext, TaskOutcome, cpu_engine, engine_label
+from . import md_adf_vdos
 from .accuracy import missing_species, model_species
 
 #: Parameters an md_accuracy task reads (suite files are checked against them when loaded).
 TASK_PARAMS = frozenset({"runs", "length_factors", "min_rdf_production_ps", "max_temperature_offset",
                          "min_temperature_offset_z", "min_diffusion_production_ps", "r_max_a", "n_bins",
-                         "seed", "nve"})
+                         "seed", "nve"}) | md_adf_vdos.PARAMS
 MIN_DIFFUSION_PS = 0.5  # shortest production run from which a diffusivity is fitted
 NVE_KEYS = frozenset({"builder", "params", "temperature_k", "timestep_fs", "steps", "seed", "nvt_steps"})
 #: NVT steps (CSVR at the nve table's temperature) run before the NVE check when its table names none:
@@ -69,6 +70,9 @@ def check_params(params: dict[str, Any]) -> str | None:
         seed = table.get("seed", 0) if isinstance(table, dict) else 0
         if not (integer(seed) is not None and seed >= 0):
             return f"{where} must be an integer >= 0, got {seed!r}"
+    problem = md_adf_vdos.param_problem(params)
+    if problem:
+        return problem
     nve = params.get("nve")
     if nve is None:
         return None
@@ -174,11 +178,11 @@ def li_msd(traj: Any, species: str = "Li") -> tuple[np.ndarray, np.ndarray]:
 
 def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     from ..aimd import load_aimd, load_aimd_spec, thermo_history
-    from ..engines.nep_cpu import NepCpuEngine
 
     p = spec.params
     aimd_spec = load_aimd_spec(ctx.reference_dir / "aimd.toml")
-    engine = NepCpuEngine(ctx.model_path)
+    engine = cpu_engine(ctx)  # nep_cpu, or ase_calc for a comparator: one ASE MD driver, one protocol
+    label = engine_label(engine)
     species = model_species(ctx)
     factors = [int(f) for f in p.get("length_factors", [1, 4])]
     min_rdf_ps = float(p.get("min_rdf_production_ps", MIN_RDF_PS))
@@ -191,6 +195,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     series: dict[str, Any] = {"rdf": {}, "msd": {}, "runs": {}, "aimd_thermo": {}}
     arrhenius_rows: list[tuple[str, float, Any, Any]] = []
     l1_all, w1_all, logratio_all, halves_all = [], [], [], []
+    adf_vdos = md_adf_vdos.Totals()  # ADF and vDOS per run, scored like g(r)
     unresolved: list[str] = []  # runs with a diffusive AIMD whose model D could not be compared
     unresolved_metrics: list[str] = []  # their metrics: the model's value, not the reference, is missing
     method_bits = []
@@ -247,7 +252,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                 metrics[f"model_temperature_stderr_k.{run_id}"] = model_t.stderr_k
                 units.update({f"model_temperature_mean_k.{run_id}": "K",
                               f"model_temperature_stderr_k.{run_id}": "K"})
-                t_text += f"; NEP T {model_t.mean_k:.0f} ± {model_t.stderr_k:.0f} K"
+                t_text += f"; {label} T {model_t.mean_k:.0f} ± {model_t.stderr_k:.0f} K"
         r_max = rdf_r_max_a(ref, float(p.get("r_max_a", 6.0)))
         rdf = compare_rdf(ref.trajectory, model_trajs[factors[0]], r_max, int(p.get("n_bins", 80)))
         l1, w1 = rdf_maxima(rdf)
@@ -260,6 +265,8 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         metrics[f"rdf_l1_aimd_halves.{run_id}"] = rdf_halves_l1_max(ref.trajectory, r_max, int(p.get("n_bins", 80)))
         halves_all.append(metrics[f"rdf_l1_aimd_halves.{run_id}"])
         l1_all.append(l1)
+        t_text += md_adf_vdos.record_run(run_id, ref.trajectory, model_trajs[factors[0]], p, metrics, units,
+                                          series, reasons, adf_vdos)
         series["rdf"][run_id] = {"r_a": rdf["r_a"], "pairs": {
             k: {"ref": v["ref"], "model": v["model"]} for k, v in rdf["pairs"].items()}}
         series["runs"][run_id] = {"aimd_production_ps": ref.production_ps, "aimd_steps": ref.total_steps,
@@ -309,6 +316,7 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
     else:
         reasons["rdf_l1_error_max"] = (
             f"no AIMD run has ≥{min_rdf_ps} ps of production yet (see reference_data/aimd/manifest.json)")
+    md_adf_vdos.record_maxima(adf_vdos, metrics, units, reasons)
     if unresolved:  # a run the model cannot be judged on must not leave the others' maximum to pass
         reasons["li_d_log10_ratio_abs_max"] = f"the model's Li diffusivity is not resolved in {'; '.join(unresolved)}"
         unresolved_metrics.append("li_d_log10_ratio_abs_max")
@@ -321,12 +329,13 @@ def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
             "(see li_d_log10_ratio.<run> and reference_data/aimd/manifest.json)")
     _arrhenius(arrhenius_rows, metrics, series, reasons)
     nve_text = _nve_drift(p, engine, metrics, units, series)
-    method = ("NEP NVT (CSVR) from the AIMD frame after warm-up, same cell/T/dt/coupling; production "
+    method = (f"{label} NVT (CSVR) from the AIMD frame after warm-up, same cell/T/dt/coupling; production "
               f"length ×{factors}; g(r) L1 (capped) and W1 per pair, max over pairs, beside the L1 between "
-              "the AIMD's own two halves (sampling floor); D(Li) from MSD, block stderr; "
+              "the AIMD's own two halves (sampling floor); ADF per central species and vDOS per species "
+              "(finite-difference velocities), normalised L1 with their own halves floors; D(Li) from MSD, block stderr; "
               + "; ".join(method_bits + [nve_text]))
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
-                       engines={"nep_cpu": engine.version()}, seed=int(p.get("seed", 0)),
+                       engines={getattr(engine, "name", "nep_cpu"): engine.version()}, seed=int(p.get("seed", 0)),
                        metric_reasons=reasons, unresolved_metrics=tuple(unresolved_metrics))
 
 

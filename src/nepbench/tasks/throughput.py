@@ -35,7 +35,7 @@ from ..engines.base import MDProtocol
 from ..errors import EngineNotAvailable
 from ..metrics import throughput as tp
 from ..provenance import content_hash, hardware_info
-from . import TaskContext, TaskOutcome
+from . import TaskContext, TaskOutcome, cpu_engine, engine_label, gpumd_not_applicable
 
 T = TypeVar("T")
 
@@ -44,7 +44,8 @@ T = TypeVar("T")
 TASK_PARAMS = frozenset({
     "builder", "builder_params", "temperature_k", "timestep_fs", "seed", "repeats", "identical_sizes",
     "cp2k_ranks", "cp2k_steps", "cp2k_warmup", "nep_threads", "nep_steps", "nep_warmup", "nep_sizes",
-    "nep_atom_steps", "extrapolate_to_n", "gpu_sizes", "gpu_atom_steps"})
+    "nep_atom_steps", "extrapolate_to_n", "gpu_sizes", "gpu_atom_steps", "cp2k_untuned", "cp2k_scaling_n_atoms",
+    "claimed_speedup"})
 
 
 def check_params(params: dict[str, Any]) -> str | None:
@@ -227,16 +228,102 @@ def nearest_sizes(n_atoms: list[int], target: int, k: int = 2) -> list[int]:
     return sorted(order[:k], key=lambda i: n_atoms[i])
 
 
+def settings_text(settings: Any) -> str:
+    """A CP2K settings preset in a few words for a method line."""
+    extra = [f"{k} {v}" for k, v in (("NGRIDS", settings.ngrids), ("EPS_PGF_ORB", settings.eps_pgf_orb),
+                                     ("diag", settings.diag_library)) if v is not None]
+    if settings.mixing_method != "BROYDEN_MIXING":
+        extra.append(settings.mixing_method.split("_")[0].title() + " mixing")
+    return (f"{settings.xc}/{settings.basis_set}, {settings.cutoff_ry:g}/{settings.rel_cutoff_ry:g} Ry, "
+            f"EPS_DEFAULT {settings.eps_default:.0e}, EPS_SCF {settings.eps_scf:.0e}, "
+            f"{settings.extrapolation} {settings.extrapolation_order}" + "".join(f", {e}" for e in extra))
+
+
+#: Largest N (atoms) at which a fitted crossing of the claimed ratio is reported: beyond it the two
+#: power laws are extrapolated far outside the measured sizes.
+MAX_CROSSING_N = 1e9
+
+
+def scaling_with_n(p: dict[str, Any], nep: Any, tuned: Any, untuned: Any) -> tuple[
+        list[dict[str, Any]], dict[str, float], dict[str, str], dict[str, str], str]:
+    """The speed-up as a function of N on one core each: CP2K's cost at the `cp2k_scaling_n_atoms`
+    cells (the throughput cell built with that many atoms) read from the CP2K tuning study's record
+    (`cp2k_tuning.cached_md_timing`: 1 MPI rank, CPU-equivalent s/step, measured on a CPU of this
+    model), NEP timed here on 1 thread on the same cells. Returns (rows, metrics, units, reasons,
+    method text). Exponents of s/step ∝ N^b for both codes and the N at which the fitted ratio
+    reaches `claimed_speedup` are metrics where ≥ 2 sizes have a CP2K timing."""
+    from .. import cp2k_tuning, systems
+
+    sizes = [int(n) for n in p.get("cp2k_scaling_n_atoms", [])]
+    if not sizes:
+        return [], {}, {}, {}, ""
+    record = cp2k_tuning.load_record(cp2k_tuning.DEFAULT_RECORD_ABS)
+    cpu = hardware_info()["cpu_model"]
+    rows, missing = [], []
+    for n in sizes:
+        atoms = systems.build(p.get("builder", "a-LixSi"), seed=int(p.get("seed", 7)),
+                              **{**p.get("builder_params", {"x": 2.0}), "n_atoms": n})
+        tuned_t = cp2k_tuning.cached_md_timing(record, atoms, tuned, cpu)
+        if tuned_t is None:
+            missing.append(len(atoms))
+            continue
+        untuned_t = cp2k_tuning.cached_md_timing(record, atoms, untuned, cpu)
+        nep_prot = protocol_for(p, int(p.get("nep_steps", 200)), int(p.get("nep_warmup", 10)))
+        nep_s = time_md(nep, atoms, nep_prot, int(p.get("repeats", 3)))["median"]
+        cp2k_s = cp2k_tuning.md_cost_s(tuned_t)
+        row = {"n_atoms": len(atoms), "cp2k_s_per_step": cp2k_s, "nep_s_per_step": nep_s,
+               "ratio": cp2k_s / nep_s, "cp2k_source": f"tuning study record, {tuned_t['variant']}"}
+        if untuned_t is not None:
+            row.update(cp2k_untuned_s_per_step=cp2k_tuning.md_cost_s(untuned_t),
+                       ratio_untuned=cp2k_tuning.md_cost_s(untuned_t) / nep_s)
+        rows.append(row)
+    metrics: dict[str, float] = {}
+    units: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    if missing:
+        reasons["cp2k_cost_vs_n"] = (f"not measured: CP2K's cost at N = {', '.join(map(str, missing))} is not in "
+                                     f"reference_data/studies/cp2k_tuning.json for this CPU ({cpu}); "
+                                     "run `nepbench reference tune --variant <adopted> --case md:a-Li2Si-N`")
+    text = ""
+    if len(rows) >= 2:
+        n = [r["n_atoms"] for r in rows]
+        b_c, a_c, e_c = tp.fit_scaling_exponent(n, [r["cp2k_s_per_step"] for r in rows])
+        b_n, a_n, _ = tp.fit_scaling_exponent(n, [r["nep_s_per_step"] for r in rows])
+        claimed = float(p.get("claimed_speedup", 70000.0))
+        metrics.update(scaling_exponent_cp2k_1core=b_c, scaling_exponent_nep_1core=b_n)
+        units.update(scaling_exponent_cp2k_1core="(s/step ∝ N^b)", scaling_exponent_nep_1core="(s/step ∝ N^b)")
+        n_star = tp.n_at_ratio(claimed, b_c, a_c, b_n, a_n)
+        if np.isfinite(n_star) and 1.0 <= n_star <= MAX_CROSSING_N:
+            metrics["n_atoms_at_claimed_speedup"] = n_star
+            units["n_atoms_at_claimed_speedup"] = f"atoms (fitted ratio = {claimed:,.0f}×, 1 core each)"
+        else:
+            reasons["n_atoms_at_claimed_speedup"] = (
+                f"not reached: the fitted ratio ({rows[0]['ratio']:,.0f}× at N = {n[0]}, ∝ N^{b_c - b_n:+.2f}) "
+                f"meets {claimed:,.0f}× at no N between 1 and {MAX_CROSSING_N:.0e} atoms")
+        for r in rows:
+            key = f"speedup_1core_n{r['n_atoms']}"
+            metrics[key] = r["ratio"]
+            units[key] = "× (CP2K tuned, 1 rank, vs NEP 1 thread)"
+        text = (f"; against N (1 core each: CP2K 1 rank from the tuning study record, CPU-equivalent s/step; "
+                f"{engine_label(nep)} 1 thread here): N = {', '.join(map(str, n))}, CP2K s/step ∝ N^{b_c:.2f}"
+                + (f" ± {e_c:.2f}" if np.isfinite(e_c) else "") + f", {engine_label(nep)} ∝ N^{b_n:.2f}")
+    elif rows:
+        reasons.setdefault("n_atoms_at_claimed_speedup", "not measured: CP2K's cost is recorded at one size only")
+    return rows, metrics, units, reasons, text
+
+
 def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
-    from ..engines.cp2k import AIMD_SETTINGS, CP2KEngine
-    from ..engines.nep_cpu import NepCpuEngine
+    from ..engines.cp2k import AIMD_SETTINGS, AIMD_V1_SETTINGS, CP2KEngine
 
     p = spec.params
     base = base_cell(p)
     asked_ranks = int(p.get("cp2k_ranks", 2))
     ranks = max(1, min(asked_ranks, usable_cores()))  # mpirun refuses more ranks than slots
-    nep = NepCpuEngine(ctx.model_path, threads=p.get("nep_threads") or ranks)  # CP2K's cores, not more
-    engines = {"nep_cpu": nep.version()}
+    # NEP_CPU, or an ASE-calculator comparator (its torch threads): CP2K's cores, not more
+    nep = cpu_engine(ctx, threads=p.get("nep_threads") or ranks)
+    nep_name = getattr(nep, "name", "nep_cpu")
+    label = engine_label(nep)
+    engines = {nep_name: nep.version()}
     metrics: dict[str, float] = {}
     units: dict[str, str] = {}
     notes: list[str] = []
@@ -257,10 +344,11 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         cp2k = None
     cp2k_threads = ranks * AIMD_SETTINGS.omp_threads
     nep_threads = nep.effective_threads()
+    code = "NEP_CPU" if nep_name == "nep_cpu" else f"{label} (torch)"
     cores_text = (f"CP2K {ranks} MPI rank(s) × {AIMD_SETTINGS.omp_threads} OpenMP thread(s), "
-                  f"NEP_CPU {nep_threads if nep_threads is not None else 'default'} thread(s)")
+                  f"{code} {nep_threads if nep_threads is not None else 'default'} thread(s)")
     if nep_threads is not None and nep_threads != cp2k_threads:
-        notes.append(f"NEP_CPU on {nep_threads} thread(s) against CP2K's {cp2k_threads}: "
+        notes.append(f"{code} on {nep_threads} thread(s) against CP2K's {cp2k_threads}: "
                      + ("calorine's CPUNEP build is single-threaded" if nep.backend == "calorine"
                         else "nep_threads set in the suite"))
     for atoms in unique_cells(base, list(p.get("identical_sizes", [len(base)]))) if cp2k else []:
@@ -269,6 +357,12 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         busy = busy_cores_note(cp2k_t.get("other_cores_busy_during"), ranks, usable_cores())
         if busy and busy not in busy_notes:
             busy_notes.append(busy)
+        untuned_t = None
+        if p.get("cp2k_untuned", False) and AIMD_V1_SETTINGS != AIMD_SETTINGS:
+            untuned_t = cp2k_timing_shared(CP2KEngine(AIMD_V1_SETTINGS, ranks=ranks), atoms, prot, ctx.shared)
+            busy = busy_cores_note(untuned_t.get("other_cores_busy_during"), ranks, usable_cores())
+            if busy and busy not in busy_notes:
+                busy_notes.append(busy)
         nep_prot = protocol_for(p, int(p.get("nep_steps", 200)), int(p.get("nep_warmup", 10)))
         nep_t = time_md(nep, atoms, nep_prot, int(p.get("repeats", 3)))
         n = len(atoms)
@@ -276,12 +370,17 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                "cp2k_scf_iterations_per_step": cp2k_t.get("scf_iterations_per_step"),
                "cp2k_other_cores_busy_during": cp2k_t.get("other_cores_busy_during"),
                "nep_s_per_step": nep_t["median"], "nep_s_per_step_min": nep_t["min"],
-               "nep_s_per_step_max": nep_t["max"], "nep_engine": "nep_cpu",
+               "nep_s_per_step_max": nep_t["max"], "nep_engine": nep_name if label == "NEP" else label,
                "ratio": tp.speed_ratio(n / nep_t["median"], n / cp2k_t["median"]),
                "cp2k_ranks": ranks, "cp2k_omp_threads": AIMD_SETTINGS.omp_threads, "nep_threads": nep_threads,
                "hardware": f"both on {cpu}; {cores_text}"}
         metrics[f"speedup_cpu_identical_n{n}"] = row["ratio"]
         units[f"speedup_cpu_identical_n{n}"] = "×"
+        if untuned_t is not None:
+            row.update(cp2k_untuned_s_per_step=untuned_t["median"],
+                       ratio_untuned=tp.speed_ratio(n / nep_t["median"], n / untuned_t["median"]))
+            metrics[f"speedup_cpu_identical_n{n}_untuned"] = row["ratio_untuned"]
+            units[f"speedup_cpu_identical_n{n}_untuned"] = "× (against the untuned CP2K preset)"
         if gpumd is not None:
             gpu_t = time_md(gpumd, atoms, nep_prot, 1)
             row.update({"gpu_s_per_step": gpu_t["median"],
@@ -293,6 +392,9 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         largest = identical[-1]  # unique_cells: ascending size
         metrics["speedup_cpu_identical_n"] = largest["ratio"]
         metrics["speedup_cpu_identical_n_atoms"] = float(largest["n_atoms"])
+        if "ratio_untuned" in largest:
+            metrics["speedup_cpu_identical_n_untuned"] = largest["ratio_untuned"]
+            units["speedup_cpu_identical_n_untuned"] = "× (against the untuned CP2K preset)"
         units["speedup_cpu_identical_n"] = "×"
         units["speedup_cpu_identical_n_atoms"] = "atoms"
         if "ratio_gpu" in largest:
@@ -312,9 +414,10 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         t = time_md(nep, atoms, protocol_for(p, steps, max(2, steps // 10)), int(p.get("repeats", 3)))
         nep_n.append(len(atoms))
         nep_s.append(t["median"])
-    scaling["nep_cpu"] = {"n_atoms": nep_n, "s_per_atom_step": [s / n for s, n in zip(nep_s, nep_n)]}
-    metrics["nep_cpu_atom_steps_per_s_max"] = max(n / s for n, s in zip(nep_n, nep_s))
-    units["nep_cpu_atom_steps_per_s_max"] = "atom·step/s"
+    # an ASE comparator's line and metrics carry its engine's name (ase_calc), so no NEP's are mistaken for it
+    scaling[nep_name] = {"n_atoms": nep_n, "s_per_atom_step": [s / n for s, n in zip(nep_s, nep_n)]}
+    metrics[f"{nep_name}_atom_steps_per_s_max"] = max(n / s for n, s in zip(nep_n, nep_s))
+    units[f"{nep_name}_atom_steps_per_s_max"] = "atom·step/s"
     if len(cp2k_n) >= 2 and len(nep_n) >= 2:
         scaling["cp2k"] = {"n_atoms": cp2k_n, "s_per_atom_step": [s / n for s, n in zip(cp2k_s, cp2k_n)]}
         target_n = int(p.get("extrapolate_to_n", 1000))
@@ -326,18 +429,18 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         if np.isfinite(b_err):
             metrics["cp2k_scaling_exponent_stderr"] = b_err
             units["cp2k_scaling_exponent_stderr"] = "(s/step ∝ N^b)"
-        metrics["nep_cpu_scaling_exponent"] = b_nep
-        units["nep_cpu_scaling_exponent"] = "(s/step ∝ N^b)"
+        metrics[f"{nep_name}_scaling_exponent"] = b_nep
+        units[f"{nep_name}_scaling_exponent"] = "(s/step ∝ N^b)"
         fits["cp2k"] = {"n_atoms": cp2k_n, "exponent": b_cp2k, "prefactor_s": a_cp2k,
                         "exponent_stderr": b_err if np.isfinite(b_err) else None}
-        fits["nep_cpu"] = {"n_atoms": [nep_n[i] for i in near], "exponent": b_nep, "prefactor_s": a_nep,
-                           "exponent_stderr": None}
+        fits[nep_name] = {"n_atoms": [nep_n[i] for i in near], "exponent": b_nep, "prefactor_s": a_nep,
+                          "exponent_stderr": None}
         metrics[f"speedup_cpu_extrapolated_n{target_n}"] = (
             tp.predict_s_per_step(target_n, b_cp2k, a_cp2k) / tp.predict_s_per_step(target_n, b_nep, a_nep))
         units[f"speedup_cpu_extrapolated_n{target_n}"] = "× (fit)"
         error_text = f"± {b_err:.2f}" if np.isfinite(b_err) else f"no error estimate from {len(cp2k_n)} sizes"
         notes.append(f"ratio at N = {target_n} from CP2K's fit s/step ∝ N^{b_cp2k:.2f} ({error_text}) over "
-                     f"N = {', '.join(map(str, cp2k_n))} and NEP's sizes "
+                     f"N = {', '.join(map(str, cp2k_n))} and {label}'s sizes "
                      f"{', '.join(str(nep_n[i]) for i in near)}")
 
     gpu_note = ""
@@ -370,14 +473,22 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                          f"atom·step, the least favourable side), GPUMD at its best size of the sweep, "
                          f"{g_n[best]} atoms" + (f"; with CP2K's other cells: {others}" if others else ""))
     method = ("NVT (CSVR) at {T} K, {dt} fs, each engine on the same cells for the identical-N rows "
-              "(CP2K {cs} timed step(s) after {cw} warm-up, NEP {ns} after {nw}); {c} on {cpu}; {cores}; "
-              "warm-up excluded; NEP median of {r} repeats".format(
+              "(CP2K {cs} timed step(s) after {cw} warm-up, {m} {ns} after {nw}); {c} on {cpu}; {cores}; "
+              "warm-up excluded; {m} median of {r} repeats".format(m=label,
                   T=p.get("temperature_k", 900.0), dt=p.get("timestep_fs", 1.0),
                   cs=int(p.get("cp2k_steps", 2)), cw=int(p.get("cp2k_warmup", 1)),
                   ns=int(p.get("nep_steps", 200)), nw=int(p.get("nep_warmup", 10)),
                   c=engines.get("cp2k", "CP2K not installed"), cpu=cpu, cores=cores_text, r=p.get("repeats", 3)))
+    method += (f"; CP2K settings (tuned, the AIMD preset): {settings_text(AIMD_SETTINGS)}"
+               + (f"; untuned preset (ratio reported beside): {settings_text(AIMD_V1_SETTINGS)}"
+                  if p.get("cp2k_untuned", False) and AIMD_V1_SETTINGS != AIMD_SETTINGS else ""))
+    scaling_rows, scaling_metrics, scaling_units, scaling_reasons, scaling_text = scaling_with_n(
+        p, cpu_engine(ctx, threads=1), AIMD_SETTINGS, AIMD_V1_SETTINGS) if cp2k is not None else ([], {}, {}, {}, "")
+    metrics.update(scaling_metrics)
+    units.update(scaling_units)
+    method += scaling_text
     method += gpu_note + "".join(f"; {note}" for note in notes + busy_notes)
-    reasons: dict[str, str] = {}
+    reasons: dict[str, str] = dict(scaling_reasons)
     if busy_notes:  # an inflated CP2K time inflates every ratio: none is stated, in metrics or series
         for key in _cp2k_ratio_keys(metrics):
             reasons[key] = f"not measured: {busy_notes[0]}; rerun on an idle machine"
@@ -385,26 +496,33 @@ def run_throughput(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
         for row in identical:
             row.pop("ratio", None)
             row.pop("ratio_gpu", None)
+            row.pop("ratio_untuned", None)
     if cp2k is None:
         for key in ("speedup_cpu_identical_n", "speedup_gpu_identical_n", "speedup_gpu_vs_cp2k_per_atom_step"):
             reasons[key] = "not measured: CP2K (cp2k.psmp) is not installed here"
     elif len(cp2k_n) < 2 or len(nep_n) < 2:
         target_n = int(p.get("extrapolate_to_n", 1000))
         reasons[f"speedup_cpu_extrapolated_n{target_n}"] = (
-            f"not measured: CP2K was timed on {len(cp2k_n)} and NEP on {len(nep_n)} distinct cell size(s); "
+            f"not measured: CP2K was timed on {len(cp2k_n)} and {label} on {len(nep_n)} distinct cell size(s); "
             "each scaling fit needs 2")
     if gpu_reason:
-        method += f"; GPU not measured: {gpu_reason}"
+        gpu_words = gpu_reason if gpu_reason.startswith("not applicable") else f"not measured: {gpu_reason}"
+        method += f"; GPU {gpu_words}"
         for key in ("gpumd_atom_steps_per_s_max", "speedup_gpu_vs_cp2k_per_atom_step", "speedup_gpu_identical_n"):
             if key not in metrics and key not in reasons:
-                reasons[key] = f"not measured: {gpu_reason}"
+                reasons[key] = gpu_words
     return TaskOutcome("done", metrics=metrics, metric_units=units,
-                       series={"identical_n": identical, "scaling": scaling, "fits": fits}, method=method,
+                       series={"identical_n": identical, "scaling": scaling, "fits": fits,
+                               "cp2k_vs_n": scaling_rows}, method=method,
                        engines=engines, seed=int(p.get("seed", 7)), metric_reasons=reasons)
 
 
 def _gpumd_or_reason(ctx: TaskContext) -> tuple[Any, str | None]:
-    """(a GpumdEngine that writes thermo only, None) where GPUMD runs here, else (None, why not)."""
+    """(a GpumdEngine that writes thermo only, None) where GPUMD runs here, else (None, why not):
+    also for an ASE-calculator comparator, which GPUMD cannot run (`gpumd_not_applicable`)."""
+    not_applicable = gpumd_not_applicable(ctx)
+    if not_applicable:
+        return None, not_applicable
     try:
         from ..engines.gpumd import GpumdEngine
 
