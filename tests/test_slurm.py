@@ -28,6 +28,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -253,6 +255,9 @@ class SlurmCluster:
         f = self.folder
         return "\n".join([
             "ClusterName=nepbenchtest",
+            # job ids unique to this cluster: files named by job and step id (PMIx's per-step
+            # folders, Open MPI's session files) left by an earlier run never meet a new job
+            f"FirstJobId={random.randrange(10_000, 60_000_000)}",
             f"SlurmctldHost={self.node}(127.0.0.1)",
             f"SlurmctldPort={_free_port()}",
             f"SlurmdPort={_free_port()}",
@@ -511,9 +516,9 @@ def suite_file(tmp_path_factory) -> Path:
     return path
 
 
-def _run_outside_slurm(argv: list[str], env: dict[str, str], what: str) -> None:
-    """Run nepbench `argv` directly (not as a job); one failed line with its stderr's end when it
-    fails or outlasts WAIT_S."""
+def _run_outside_slurm(argv: list[str], env: dict[str, str], what: str) -> str:
+    """Run nepbench `argv` directly (not as a job) and return its stdout; one failed line with its
+    stderr's end when it fails or outlasts WAIT_S."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT_S, env=env,
                               preexec_fn=_die_with_parent)
@@ -521,6 +526,7 @@ def _run_outside_slurm(argv: list[str], env: dict[str, str], what: str) -> None:
         pytest.fail(f"{what} did not finish within {WAIT_S} s: {' '.join(argv)}", pytrace=False)
     if done.returncode != 0:
         pytest.fail(f"{what} exited {done.returncode}: {done.stderr.strip()[-600:]}", pytrace=False)
+    return done.stdout
 
 
 def _results(folder: Path) -> dict:
@@ -649,10 +655,13 @@ def test_an_element_cancelled_mid_task_leaves_no_record_and_its_resubmission_fin
     single_md = json.loads((single_run / "tasks" / f"{TASKS[MD_INDEX]}.json").read_text())
     array_id = _submit_array(cluster, nepbench_cli, suite_file, results, logs)
     element = f"{array_id}_{MD_INDEX}"
-    deadline = time.monotonic() + WAIT_S
+    deadline, polls = time.monotonic() + WAIT_S, 0
     while not md_work.is_dir():  # the runner makes the task's work folder just before it runs it
         assert time.monotonic() < deadline, f"the NVE task did not start within {WAIT_S} s"
-        cluster.check_daemons()
+        polls += 1
+        if polls % 20 == 0:  # every 2 s: an element that ended before its task began fails now
+            ended = [j for j in cluster.jobs(array_id) if j.array_task == str(MD_INDEX) and j.state in FINAL_STATES]
+            assert not ended, f"element {element} ended before its task began: {_log_of(logs, ended[0])[-600:]}"
         time.sleep(0.1)
     # a third of the task's single-process wall time in: well inside its MD
     time.sleep(min(0.3 * single_md["provenance"]["wall_s"], 5.0))
@@ -711,46 +720,72 @@ def _cp2k_frames(folder: Path) -> list[tuple[np.ndarray, tuple]]:
     return [(a.positions.copy(), labels_of(a)) for a in frames]
 
 
+def _build_counts(output: str) -> tuple[int, int, int]:
+    """(labelled, cached, failed) from `nepbench reference build`'s summary line in `output`."""
+    found = re.findall(r"reference: labelled (\d+), cached (\d+), failed (\d+)", output)
+    assert found, f"no build summary in: {output[-600:]}"
+    labelled, cached, failed = (int(n) for n in found[-1])
+    return labelled, cached, failed
+
+
 @pytest.mark.cp2k
 def test_cp2k_reference_with_srun_ranks_labels_as_the_direct_build(cluster, nepbench_cli: Path,
                                                                    tmp_path: Path) -> None:
     """cp2k_reference.sbatch with --ntasks=2 on a 2-frame spec: nepbench calls `srun -n 2
     cp2k.psmp` per frame (a recording cp2k.psmp first on PATH shows 2 ranks of one PMIx job per
-    frame), the job's `reference verify` passes, and the labels equal a direct build's (mpirun, 2 ranks)."""
+    frame), the job's `reference verify` passes, and the labels equal a direct build's (mpirun, 2 ranks).
+
+    Debian's CP2K 2023.1 crashed once in some 40 frames here (SIGSEGV in both ranks, under srun; not
+    reproduced since). The build keeps a crashed frame for the next build, so each build is run
+    again once, as a user would resubmit, and that run must label exactly the frames missing."""
     cp2k = shutil.which("cp2k.psmp")
     if cp2k is None or shutil.which("mpirun") is None:
         _skip_or_fail("cp2k.psmp and mpirun not installed (`make cp2k` as root)")
     spec = tmp_path / "spec.toml"
     spec.write_text(CP2K_SPEC)
-    start = time.monotonic()
-    _run_outside_slurm([str(nepbench_cli), "reference", "build", str(spec), "--out", str(tmp_path / "direct"),
-                        "--ranks", "2"], cluster.env, "the direct reference build (mpirun, 2 ranks)")
-    direct_s = time.monotonic() - start
-
     recorder = tmp_path / "bin" / "cp2k.psmp"  # notes each start of CP2K, then runs the real one
     recorder.parent.mkdir()
     calls = tmp_path / "cp2k-calls.txt"
-    recorder.write_text(f'#!/bin/sh\necho "step=${{SLURM_STEP_ID:-none}} rank=${{PMIX_RANK:-none}} '
-                        f'ntasks=${{SLURM_STEP_NUM_TASKS:-none}} $*" >> {calls}\nexec {cp2k} "$@"\n')
+    recorder.write_text(f'#!/bin/sh\necho "job=${{SLURM_JOB_ID:-none}}.${{SLURM_STEP_ID:-none}} '
+                        f'rank=${{PMIX_RANK:-none}} ntasks=${{SLURM_STEP_NUM_TASKS:-none}} $*" >> {calls}\n'
+                        f'exec {cp2k} "$@"\n')
     recorder.chmod(0o755)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    start = time.monotonic()
-    job_id = cluster.sbatch(EXAMPLES / "cp2k_reference.sbatch", str(spec), options=[
-        "--ntasks=2", "--mem-per-cpu=1G", "--time=30", f"--chdir={logs}", f"--output={logs}/%x-%j.out"],
-        env={"IMAGE": "none", "NEPBENCH": str(nepbench_cli), "OUT": str(tmp_path / "srun"),
-             "PATH": f"{recorder.parent}:{cluster.env['PATH']}"})
-    (job,) = cluster.wait(job_id, WAIT_S)
-    log = next(logs.glob("nepbench-cp2k-ref-*.out")).read_text()
-    assert job.ok, f"cp2k_reference job {job.state} {job.exit_code}: {log[-800:]}"
-    assert "on 2 ranks" in log and "verify" in log.lower()
+
+    def direct_build(attempt: int) -> tuple[int, int, int]:
+        return _build_counts(_run_outside_slurm(
+            [str(nepbench_cli), "reference", "build", str(spec), "--out", str(tmp_path / "direct"), "--ranks", "2"],
+            cluster.env, "the direct reference build (mpirun, 2 ranks)"))
+
+    def srun_build(attempt: int) -> tuple[int, int, int]:
+        logs = tmp_path / f"logs{attempt}"
+        logs.mkdir()
+        job_id = cluster.sbatch(EXAMPLES / "cp2k_reference.sbatch", str(spec), options=[
+            "--ntasks=2", "--mem-per-cpu=1G", "--time=30", f"--chdir={logs}", f"--output={logs}/%x-%j.out"],
+            env={"IMAGE": "none", "NEPBENCH": str(nepbench_cli), "OUT": str(tmp_path / "srun"),
+                 "PATH": f"{recorder.parent}:{cluster.env['PATH']}"})
+        (job,) = cluster.wait(job_id, WAIT_S)
+        log = next(logs.glob("nepbench-cp2k-ref-*.out")).read_text()
+        assert job.ok, f"cp2k_reference job {job.state} {job.exit_code}: {log[-800:]}"
+        assert "on 2 ranks" in log and "reference verify:" in log and ": ok" in log, log[-600:]
+        return _build_counts(log)
+
+    timings = {}
+    for name, build in (("direct", direct_build), ("sbatch", srun_build)):
+        start = time.monotonic()
+        labelled, cached, failed = build(1)
+        assert labelled + failed == 2 and cached == 0, (name, labelled, cached, failed)
+        if failed:  # a CP2K crash (see above): built again once, the labelled frame is kept
+            print(f"{name} build: {failed} frame(s) crashed; building again")
+            assert build(2) == (failed, labelled, 0), name
+        timings[name] = time.monotonic() - start
+
     # each labelled frame was one srun step of two PMIx ranks
     starts = [dict(kv.split("=", 1) for kv in line.split()[:3]) for line in calls.read_text().splitlines()
               if "-i in.inp" in line]
     steps: dict[str, set[str]] = {}
     for s in starts:
-        steps.setdefault(s["step"], set()).add(s["rank"])
-    assert len(steps) == 2 and all(step != "none" for step in steps), starts
+        steps.setdefault(s["job"], set()).add(s["rank"])
+    assert len(steps) >= 2 and not any(step.endswith(".none") for step in steps), starts
     assert all(ranks == {"0", "1"} for ranks in steps.values()), starts
     assert all(s["ntasks"] == "2" for s in starts), starts
     direct_frames, srun_frames = _cp2k_frames(tmp_path / "direct"), _cp2k_frames(tmp_path / "srun")
@@ -761,5 +796,5 @@ def test_cp2k_reference_with_srun_ranks_labels_as_the_direct_build(cluster, nepb
         assert abs(energy_a - energy_b) < 1e-6  # eV
         np.testing.assert_allclose(forces_a, forces_b, rtol=0, atol=1e-5)  # eV/Å
         np.testing.assert_allclose(stress_a, stress_b, rtol=0, atol=1e-7)  # eV/Å³
-    print(f"CP2K, 2 frames on 2 ranks: direct build {direct_s:.1f} s, "
-          f"cp2k_reference.sbatch submission to end {time.monotonic() - start:.1f} s")
+    print(f"CP2K, 2 frames on 2 ranks: direct build {timings['direct']:.1f} s, "
+          f"cp2k_reference.sbatch submission to end {timings['sbatch']:.1f} s")
