@@ -14,7 +14,8 @@ TRAIN_REQUIREMENTS := $(if $(filter 1,$(TRAIN)),-r requirements-train.txt,)
 COMPARATORS ?= 1
 COMPARATOR_REQUIREMENTS := $(if $(filter 1,$(COMPARATORS)),-r requirements-comparators.txt,)
 
-.PHONY: setup cp2k chromium slurm model test demo comparators reference gate baseline bench nightly clean
+.PHONY: setup cp2k chromium slurm model test demo comparators reference gate baseline bench nightly clean \
+	gpumd device-kit
 
 $(STAMP): requirements.txt requirements-train.txt requirements-comparators.txt pyproject.toml
 	@test -x $(BIN)/python || PYTHON=$(PYTHON) ./scripts/ensure_python_build.sh
@@ -102,6 +103,18 @@ nightly: setup
 # Grow the CP2K reference set (labels, then AIMD segments); resumable, long: run it in the background.
 reference: setup
 	./scripts/reference_background.sh
+
+# GPUMD built with NVIDIA's CUDA 13 wheels from PyPI (pins.toml [cuda13]) into third_party/, then
+# checked without a GPU (ldd, cuobjdump, a clean exit): GPUMD_SRC=<GPUMD v5.6 source tree>; not in
+# CI (~1.7 GB of wheels, minutes of nvcc). docs/gpumd.md.
+GPUMD_SRC ?=
+gpumd:
+	GPUMD_SRC="$(GPUMD_SRC)" PYTHON=$(PYTHON) ./scripts/make_gpumd.sh
+
+# The offline GPU check kit (dist/device-kit, <= 60 MiB): the binaries above, the cp312 wheels a bare
+# GPU node lacks, the models, this tree, and run_gpu_check.sh (docs/gpumd.md).
+device-kit: gpumd model
+	GPUMD_SRC="$(GPUMD_SRC)" $(BIN)/python scripts/device_kit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

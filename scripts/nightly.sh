@@ -10,7 +10,9 @@
 #
 # Environment: ASV (default .venv/bin/asv), NEPBENCH_ASV_MACHINE (machine name; default hostname),
 # NEPBENCH_ASV_STEPS (at most this many commits per night, spread over the range; default 5),
-# NEPBENCH_ASV_QUICK=1 (one sample per benchmark: a smoke test, not for tracking).
+# NEPBENCH_ASV_QUICK=1 (one sample per benchmark: a smoke test, not for tracking),
+# GPUMD_SRC (a GPUMD source tree: first `make gpumd` builds and checks GPUMD with the pinned CUDA 13
+# toolchain, docs/gpumd.md; a failed build fails the night; unset: skipped, as in CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,11 @@ echo "== nightly $(date -u +%FT%TZ) mode=$MODE $(git rev-parse --short HEAD)"
 "$ASV" machine --yes "${MACHINE[@]}" > /dev/null
 
 status=0
+gpumd_status=0
+if [ -n "${GPUMD_SRC:-}" ]; then
+  echo "nightly: make gpumd from $GPUMD_SRC"
+  make gpumd GPUMD_SRC="$GPUMD_SRC" || { gpumd_status=$?; echo "nightly: make gpumd failed ($gpumd_status)" >&2; }
+fi
 case "$MODE" in
   build)
     # commits on main after the newest one with results of this machine ("No commit hashes
@@ -47,5 +54,6 @@ case "$MODE" in
 esac
 
 "$ASV" publish
+[ "$gpumd_status" -ne 0 ] && status=$gpumd_status
 echo "== nightly done $(date -u +%FT%TZ): site in .asv/html (asv preview to browse); asv run exit $status"
 exit "$status"

@@ -332,6 +332,63 @@ def test_cuda_arch_defaults_match_pins(cf: list[Instruction], stages: list[DefSt
     assert "{{ CUDA_ARCHS }}" in _def_stage(stages, "gpumd").body("post")
 
 
+def test_cuda13_pins_are_well_formed() -> None:
+    cuda13 = PINS["cuda13"]
+    toolkit, cuobjdump = cuda13["requirements"]
+    extras = set(re.fullmatch(r"cuda-toolkit\[([a-z,]+)\]==(.+)", toolkit).group(1).split(","))
+    assert {"nvcc", "crt", "nvvm", "cudart", "cccl", "cublas", "cusolver", "cufft", "curand"} <= extras
+    assert toolkit.endswith(f"=={cuda13['version']}") and cuda13["version"].startswith("13.")
+    assert re.fullmatch(r"nvidia-cuda-cuobjdump==13\.\d+\.\d+", cuobjdump)
+    assert cuda13["archs"] and all(int(a) >= int(cuda13["min_arch"]) for a in cuda13["archs"])
+    assert cuda13["min_driver"] == "580" and cuda13["min_arch"] == "75"
+
+
+def _toolchain_case(script: str) -> str:
+    """The `case "$CUDA_TOOLCHAIN" in ... esac` of a recipe's script, as one shell command."""
+    match = re.search(r'case "\$CUDA_TOOLCHAIN" in.*?esac', script, flags=re.S)
+    assert match, "no case over CUDA_TOOLCHAIN"
+    return match.group(0)
+
+
+def test_cuda13_toolchain_is_a_build_argument(cf: list[Instruction], stages: list[DefStage],
+                                              tmp_path: Path) -> None:
+    """CUDA_TOOLCHAIN=13.0 builds GPUMD with the CUDA 13 wheels `make gpumd` checks (pins.toml
+    [cuda13], through scripts/cuda_wheels.py); the default stays the 12.6 devel image's nvcc. The
+    recipes' own `case` runs here with a stand-in python3."""
+    default = ".".join(PINS["cuda"]["version"].split(".")[:2])
+    toolkit, cuobjdump = PINS["cuda13"]["requirements"]
+    assert cf_args(cf_stage(cf, None))["CUDA_TOOLCHAIN"] == default
+    build_cf = cf_stage(cf, "gpumd")
+    args = {k: v.strip('"') for k, v in cf_args(build_cf).items()}
+    assert "CUDA_TOOLCHAIN" in args and args["CUDA13_TOOLKIT"] == toolkit and args["CUDA13_CUOBJDUMP"] == cuobjdump
+    assert ["scripts/cuda_wheels.py", "/opt/src/cuda_wheels.py"] in [i.args.split() for i in build_cf if i.keyword == "COPY"]
+    gpumd_def = _def_stage(stages, "gpumd")
+    assert gpumd_def.arguments()["CUDA_TOOLCHAIN"] == default
+    assert _def_stage(stages, "final").arguments()["CUDA_TOOLCHAIN"] == default
+    assert ("scripts/cuda_wheels.py", "/opt/src/cuda_wheels.py") in gpumd_def.files()
+    post = _code(gpumd_def.body("post"))
+    assert f'CUDA13_TOOLKIT="{toolkit}"' in post and f'CUDA13_CUOBJDUMP="{cuobjdump}"' in post
+    log = tmp_path / "python3.args"
+    stub = tmp_path / "python3"
+    stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {log}\n')
+    stub.chmod(0o755)
+    for script in (_cf_run_text(build_cf), post):
+        assert script.index(". /opt/cuda13/env.sh") < script.index("build_gpumd.sh")
+        assert "opt\\/cuda13" in script  # the libraries are collected from the wheels too
+        assert f"echo {PINS['cuda13']['min_driver']}; else echo {PINS['cuda']['min_driver']}" in script
+        case = _toolchain_case(script).replace(". /opt/cuda13/env.sh", ":")
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "CUDA13_TOOLKIT": toolkit, "CUDA13_CUOBJDUMP": cuobjdump}
+        for value, rc in ((default, 0), ("13.0", 0), ("12", 1)):
+            log.unlink(missing_ok=True)
+            out = subprocess.run(["sh", "-c", case], env={**env, "CUDA_TOOLCHAIN": value},
+                                 capture_output=True, text=True)
+            assert out.returncode == rc, out.stderr
+            called = log.read_text().splitlines() if log.exists() else []
+            assert called == (["/opt/src/cuda_wheels.py", "install", "/opt/cuda13", toolkit, cuobjdump]
+                              if value == "13.0" else [])
+            assert rc == 0 or "must be 12.6 or 13.0" in out.stderr
+
+
 def test_cp2k_is_debian_bookworm_2023_1_in_the_final_stage(cf: list[Instruction],
                                                           stages: list[DefStage]) -> None:
     cp2k = PINS["cp2k"]
@@ -501,6 +558,9 @@ def test_labels_carry_the_pins(cf: list[Instruction], stages: list[DefStage]) ->
     assert cf_l["org.nepbench.cuda.archs"] == "${CUDA_ARCHS}"
     assert def_l["org.nepbench.cuda.archs"] == "{{ CUDA_ARCHS }}"
     assert "CUDA_ARCHS" in cf_args(cf_stage(cf, "runtime"))  # else the label would be empty
+    assert cf_l["org.nepbench.cuda.toolchain"] == "${CUDA_TOOLCHAIN}"
+    assert def_l["org.nepbench.cuda.toolchain"] == "{{ CUDA_TOOLCHAIN }}"
+    assert "CUDA_TOOLCHAIN" in cf_args(cf_stage(cf, "runtime"))
     assert set(cf_l) - {"org.opencontainers.image.description"} == set(def_l)
 
 
