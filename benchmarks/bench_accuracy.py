@@ -38,7 +38,10 @@ class TrackParity:
     def setup_cache(self) -> dict[str, Any]:
         from nepbench.errors import NepbenchError
         from nepbench.reference import load_frames
-        from nepbench.tasks.accuracy import parity_outcome
+        try:
+            from nepbench.tasks.parity import parity_outcome
+        except ImportError:  # a commit before tasks/accuracy.py was renamed
+            from nepbench.tasks.accuracy import parity_outcome
 
         dft = REFERENCE_DIR / "dft"
         if not (dft / "manifest.json").is_file():
@@ -69,7 +72,10 @@ class TrackParity:
 
 def gated_nve_table() -> dict[str, Any]:
     """The `nve` table of the gate suite's md task (suites/gate.toml): the protocol CI gates."""
-    from nepbench.config import load_suite
+    try:
+        from nepbench.suite import load_suite
+    except ImportError:  # a commit before config.py was split into checks, spec and suite
+        from nepbench.config import load_suite
 
     for task in load_suite(REPO_ROOT / "suites" / "gate.toml").tasks:
         if task.type == "md_accuracy" and "nve" in task.params:

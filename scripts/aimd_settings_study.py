@@ -28,7 +28,8 @@ import numpy as np
 
 from nepbench import reference
 from nepbench.engines.cp2k import CP2KEngine, CP2KSettings
-from nepbench.provenance import atomic_write_json, hardware_info
+from nepbench.files import atomic_write_json
+from nepbench.provenance import hardware_info
 from nepbench.structures import labels_of
 
 # The AIMD preset as it stood before this study (engines/cp2k.py history); configs override it.

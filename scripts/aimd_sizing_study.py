@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Size and length of the AIMD reference runs from NEP MD (issue 26; src/nepbench/aimd_sizing.py).
+"""Size and length of the AIMD reference runs from NEP MD (issue 26; src/nepbench/aimd_sizing/).
 
 For each candidate AIMD run (a-Li3Si at 1200 K and 1500 K, a-LiC at 1200 K) and each cell size,
 NEP MD with the default model (NPT density, melt–quench, ≥ 20 ps equilibration, long NVT
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from nepbench import aimd_sizing as sz
-from nepbench.provenance import atomic_write_json, atomic_write_text
+from nepbench.files import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Which committed AIMD run's measured s/step prices each case (1500 K: the same cell as 1200 K).

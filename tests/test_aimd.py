@@ -225,7 +225,7 @@ def test_manifest_has_the_potential_energy_trend_and_the_heat_offset_it_implies(
     from nepbench.commands.reference import aimd_trend_lines
     from nepbench.engines.cp2k import ENER_FILE, HARTREE_EV
 
-    monkeypatch.setattr(aimd, "TREND_MIN_STEPS", 3)  # the fake runs are 6 and 10 steps long
+    monkeypatch.setattr(aimd.thermo, "TREND_MIN_STEPS", 3)  # the fake runs are 6 and 10 steps long
     aimd.grow(spec, _engine(monkeypatch))
     ener = aimd.run_dir_of(spec, spec.run("si-b")) / ENER_FILE
     rows = [ln.split() for ln in ener.read_text().splitlines() if not ln.startswith("#")]
@@ -240,7 +240,7 @@ def test_manifest_has_the_potential_energy_trend_and_the_heat_offset_it_implies(
     assert run_b["thermostat_heat_offset_k"] == pytest.approx(2 * 1.0 * 0.05 / (21 * units.kB), abs=0.05)
     (line,) = [ln for ln in aimd_trend_lines(manifest) if "si-b" in ln]
     assert "-125.0 ± 0.0 meV/atom/ps" in line and "+55 K off target" in line
-    monkeypatch.setattr(aimd, "TREND_MIN_STEPS", 10)  # si-b has 7 steps past its warm-up: too few
+    monkeypatch.setattr(aimd.thermo, "TREND_MIN_STEPS", 10)  # si-b has 7 steps past its warm-up: too few
     assert aimd.write_manifest(spec)["runs"]["si-b"]["thermostat_heat_offset_k"] is None
 
 
@@ -317,8 +317,8 @@ def test_the_cost_per_step_with_restarts_is_the_median_segment_wall_time_per_ste
         {"start_step": 10, "end_step": 20, "wall_s": 720.0, "ranks": 1},
         {"start_step": 20, "end_step": 30, "wall_s": 5000.0, "ranks": 1},  # a paused stretch: not the median
         {"start_step": 30, "end_step": 40, "wall_s": 300.0, "ranks": 2}]}  # another rank count: left out
-    assert aimd._s_per_step_with_restarts(state) == 72.0
-    assert aimd._s_per_step_with_restarts({"ranks": 1, "segments": []}) is None
+    assert aimd.manifest._s_per_step_with_restarts(state) == 72.0
+    assert aimd.manifest._s_per_step_with_restarts({"ranks": 1, "segments": []}) is None
 
 
 def test_a_stop_request_ends_growth_after_the_running_segment(spec, monkeypatch):
@@ -447,7 +447,7 @@ def test_a_stored_start_must_be_relaxed_as_the_spec_says(tmp_path, monkeypatch):
     model or a tighter fmax went on from the old start, and the manifest recorded the new settings."""
     from ase.io import read, write
 
-    from nepbench.models import write_random_model
+    from random_models import write_random_model
     from nepbench.prerelax import Prerelax, start_structure
 
     (tmp_path / "aimd.toml").write_text(PRERELAX_SPEC)
@@ -562,7 +562,7 @@ def test_a_grower_keeps_its_own_spec_when_aimd_toml_changes_the_run_or_breaks(sp
     aimd.grow(spec, engine, run_ids=["si-a"], stop_requested=lambda: len(fake.inputs) >= 1)  # one segment
     manifest = json.loads((path.parent / "aimd" / "manifest.json").read_text())
     assert manifest["runs"]["si-a"]["protocol"]["temperature_k"] == 600.0
-    assert manifest["spec_sha256"] == spec.sha256 != aimd.sha256_file(path)
+    assert manifest["spec_sha256"] == spec.sha256 != aimd.manifest.sha256_file(path)
 
 
 def _manifest_of_a_120_step_run_with_potential(spec, monkeypatch, potential_ev) -> dict:
@@ -679,7 +679,7 @@ def test_the_manifest_is_taken_again_when_a_grower_commits_while_it_hashes(spec,
     """Another process's commit can remove the restart file being hashed; the snapshot is retaken."""
     aimd.grow(spec, _engine(monkeypatch))
     folder = aimd.run_dir_of(spec, spec.run("si-a"))
-    real = aimd.sha256_file
+    real = aimd.manifest.sha256_file
     vanished = []
 
     def racing(path):
@@ -688,7 +688,7 @@ def test_the_manifest_is_taken_again_when_a_grower_commits_while_it_hashes(spec,
             raise FileNotFoundError(path)  # unlinked by the other process's commit
         return real(path)
 
-    monkeypatch.setattr(aimd, "sha256_file", racing)
+    monkeypatch.setattr(aimd.manifest, "sha256_file", racing)
     manifest = aimd.write_manifest(spec)
     assert vanished and "restart/step-000000006.restart" in manifest["runs"]["si-a"]["files"]
     assert (folder / "restart" / "step-000000006.restart").is_file()

@@ -20,11 +20,13 @@ from ase.calculators.calculator import all_changes
 from ase.calculators.lj import LennardJones
 
 from nepbench import cli, models, runner
-from nepbench.config import TaskSpec
-from nepbench.engines.ase_calc import AseCalcEngine, cpu_engine
+from nepbench.spec import TaskSpec
+from nepbench.engines import ase_calc
+from nepbench.engines.ase_calc import AseCalcEngine, available_memory_mb, cpu_engine, memory_problem
 from nepbench.engines.base import MDProtocol
 from nepbench.errors import InputError, ModelError, ModelUnavailable
 from nepbench.provenance import sha256_file
+from random_models import write_random_model
 
 REPO = Path(__file__).resolve().parents[1]
 LJ_ARGS = {"sigma": 2.0, "epsilon": 0.02, "rc": 4.5, "smooth": True}
@@ -116,6 +118,7 @@ def test_bad_ase_models_are_one_line_naming_the_problem(lj_registry, change, pro
     ({"file": "../../etc/passwd"}, "file must be a path relative"),
     ({"arguments": {"model": "x"}, "weights_argument": "model"}, "arguments sets 'model', the weights argument"),
     ({"cutoff_a": -1.0}, "cutoff_a must be a finite number"),
+    ({"memory_mb_per_atom": 0.0}, "memory_mb_per_atom must be a finite number of MB per atom > 0"),
 ])
 def test_malformed_ase_records_are_refused_when_the_registry_loads(lj_registry, change, problem):
     add_table(lj_registry, lj_table("lj-bad", **change))
@@ -207,6 +210,23 @@ def test_species_the_model_lacks_and_thin_vacuum_are_named(lj_registry):
     assert np.isfinite(periodic.single_point(cluster).energy_ev)
 
 
+def test_a_structure_too_large_for_the_memory_is_refused_before_it_runs(lj_registry, monkeypatch, tmp_path):
+    assert memory_problem(1000, 7.7, 10_000.0, "x") is None  # 7.7 GB of 10 GB: within 80 %
+    problem = memory_problem(4125, 7.7, 22_000.0, "chgnet-0.3.0")
+    assert problem.startswith("chgnet-0.3.0 would need ~31.0 GB for 4125 atoms (7.7 MB per atom")
+    assert "21.5 GB is available here" in problem
+    assert memory_problem(10**6, 7.7, None, "x") is None  # unknown memory: no refusal
+    add_table(lj_registry, lj_table("lj-hungry", memory_mb_per_atom=100.0))
+    engine = AseCalcEngine("lj-hungry")
+    monkeypatch.setattr(ase_calc, "available_memory_mb", lambda: 1000.0)  # 8 atoms × 100 MB fit in 800
+    assert np.isfinite(engine.single_point(lisi_cell()[:8]).energy_ev)
+    with pytest.raises(InputError, match="cell.extxyz: lj-hungry would need ~0.9 GB for 9 atoms"):
+        engine.single_point(lisi_cell()[:9], source="cell.extxyz")
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    2097152 kB\n")
+    assert available_memory_mb(meminfo) == 2048.0 and available_memory_mb(tmp_path / "absent") is None
+
+
 def test_md_runs_the_shared_protocol_seeded_and_conserves_energy(lj_registry):
     engine = AseCalcEngine("lj-test", threads=1)
     atoms = lisi_cell(seed=1)
@@ -222,7 +242,7 @@ def test_md_runs_the_shared_protocol_seeded_and_conserves_energy(lj_registry):
 
 
 def test_a_nep_model_is_not_an_ase_calculator(tmp_path):
-    nep = models.write_random_model(tmp_path / "nep.txt", seed=1)
+    nep = write_random_model(tmp_path / "nep.txt", seed=1)
     with pytest.raises(ModelError, match="is a NEP potential, not an ASE-calculator model"):
         AseCalcEngine(models.resolve_model(str(nep)))
     assert cpu_engine(models.resolve_model(str(nep))).name == "nep_cpu"
@@ -264,7 +284,7 @@ def test_md_accuracy_accepts_a_comparator(lj_registry, tmp_path):
 
 def test_gpumd_tasks_are_not_applicable_to_a_comparator(lj_registry, tmp_path):
     from nepbench.tasks import TaskContext
-    from nepbench.tasks.lithiation import run_expansion
+    from nepbench.tasks.expansion import run_expansion
     from nepbench.tasks.throughput import _gpumd_or_reason
 
     info = models.resolve_model("lj-test")

@@ -87,7 +87,7 @@ def test_the_nightly_nve_check_is_the_gated_one():
     table through the md task's own `run_nve_check`."""
     if os.environ.get("NEPBENCH_OFFLINE") == "1":
         pytest.skip("NEPBENCH_OFFLINE=1: needs the NEP89-LiSiC model")
-    from nepbench.config import load_suite
+    from nepbench.suite import load_suite
 
     table = bench_accuracy.gated_nve_table()
     gate = load_suite(bench_accuracy.REPO_ROOT / "suites" / "gate.toml")

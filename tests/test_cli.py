@@ -13,7 +13,7 @@ import pytest
 from nepbench import systems
 from nepbench.cli import main
 from nepbench.engines.nep_cpu import NepCpuEngine
-from nepbench.models import write_random_model
+from random_models import write_random_model
 from nepbench.structures import with_labels, write_structures
 
 
@@ -280,12 +280,12 @@ def test_systems_build_bad_parameter_values_one_line(params, phrase, tmp_path, c
 
 def test_an_unforeseen_error_is_one_line_and_not_a_verdict(tmp_path, capsys, monkeypatch):
     """verify's 0 and 1 are verdicts: a crash must give neither, and no traceback without --debug."""
-    from nepbench.report import render
+    from nepbench.report import build
 
     def crash(*args, **kwargs):
         raise KeyError("series")
 
-    monkeypatch.setattr(render, "build_report", crash)
+    monkeypatch.setattr(build, "build_report", crash)
     assert main(["verify", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nepbench: error: KeyError") and "--debug" in err[0]
@@ -313,7 +313,7 @@ def test_offsets_fitted_on_the_scored_frames_are_in_sample_and_said_so(model, la
     as held-out: the method said so and the in-sample check was skipped."""
     from nepbench.engines.nep_cpu import NepCpuEngine
     from nepbench.structures import read_structures
-    from nepbench.tasks.accuracy import parity_outcome
+    from nepbench.tasks.parity import parity_outcome
 
     frames = read_structures(labelled, require_labels=True)[:2]  # 2 frames, 2 compositions: too few in-sample
     outcome = parity_outcome(NepCpuEngine(model), frames, list(frames), "2 frames")
@@ -327,7 +327,7 @@ def test_the_parity_series_carries_each_elements_recorded_rmse_for_the_figure(mo
     the record holds over every component, not that of the subsample it draws."""
     from nepbench.engines.nep_cpu import NepCpuEngine
     from nepbench.structures import read_structures
-    from nepbench.tasks import accuracy
+    from nepbench.tasks import parity as accuracy
 
     frames = read_structures(labelled, require_labels=True)
     for frame in frames:  # labels off the model's own: non-zero errors
@@ -345,7 +345,7 @@ def test_test_frames_that_copy_a_training_parent_are_counted_and_left_out_of_a_s
     from nepbench.engines.nep_cpu import NepCpuEngine
     from nepbench.metrics.forces import force_errors
     from nepbench.structures import read_structures
-    from nepbench.tasks import accuracy
+    from nepbench.tasks import parity as accuracy
 
     frames = read_structures(labelled, require_labels=True)
     for frame in frames:  # labels off the model's own: non-zero errors

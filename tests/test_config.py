@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nepbench import config
-from nepbench.config import load_suite
+from nepbench import checks
+from nepbench.suite import load_suite
 from nepbench.errors import ConfigError
 
 SUITE = """
@@ -184,7 +184,7 @@ def test_bad_parameter_values_are_refused_when_the_suite_is_loaded(tmp_path, tex
 
 
 @pytest.mark.parametrize("task_type, module", [
-    ("parity", "accuracy"), ("md_accuracy", "md_accuracy"), ("throughput", "throughput")])
+    ("parity", "parity"), ("md_accuracy", "md_accuracy"), ("throughput", "throughput")])
 def test_declared_task_parameters_cover_what_the_code_reads(task_type, module):
     """The loader refuses parameters outside the declared set, so every key the task's code reads
     (p.get("k"), p["k"], params.get("k")) must be declared, or a valid suite would be refused."""
@@ -202,20 +202,20 @@ def test_declared_task_parameters_cover_what_the_code_reads(task_type, module):
     (3, 3), (np.int64(4), 4), (0, 0), (-2, -2),
     (True, None), (np.bool_(True), None), (2.0, None), ("2", None), (None, None)])
 def test_integer_takes_ints_only_never_bools_floats_or_strings(value, expected):
-    got = config.integer(value)
+    got = checks.integer(value)
     assert got == expected and (got is None or type(got) is int)
 
 
 def test_unknown_name_accepts_listed_strings_and_names_the_list_otherwise():
-    assert config.unknown_name("b", ["a", "b"], "builder") is None
-    assert config.unknown_name("c", ["a", "b"], "builder") == "unknown builder 'c' (known: a, b)"
+    assert checks.unknown_name("b", ["a", "b"], "builder") is None
+    assert checks.unknown_name("c", ["a", "b"], "builder") == "unknown builder 'c' (known: a, b)"
     # a list or number where a name goes is refused, not looked up (a list is unhashable in a set)
-    assert config.unknown_name(["a"], {"a": 1}, "preset") == "unknown preset ['a'] (known: a)"
-    assert config.unknown_name(1, ["a"], "preset").startswith("unknown preset 1")
+    assert checks.unknown_name(["a"], {"a": 1}, "preset") == "unknown preset ['a'] (known: a)"
+    assert checks.unknown_name(1, ["a"], "preset").startswith("unknown preset 1")
 
 
 def test_parity_dataset_names_a_reference_set():
-    from nepbench.tasks.accuracy import check_params
+    from nepbench.tasks.parity import check_params
 
     assert check_params({"dataset": "dft-v2"}) is None and check_params({}) is None
     assert "dataset must be one of dft, dft-v2" in check_params({"dataset": "dft-v3"})

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from nepbench.config import Criterion
+from nepbench.spec import Criterion
 from nepbench.errors import ConfigError
 from nepbench.report.criteria import Verdict, exit_code, judge, judge_all, score, validate_criterion
 
@@ -212,7 +212,7 @@ def test_higher_is_better_floor_counts_below_good():
 def test_suite_floor_survives_model_expansion():
     from pathlib import Path
 
-    from nepbench.config import load_suite
+    from nepbench.suite import load_suite
     suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "quick.toml", models=("nep89-lisic",))
     rdf = next(c for c in suite.criteria if c.id.startswith("rdf["))
     assert rdf.floor == "rdf_l1_aimd_halves_max"

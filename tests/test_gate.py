@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nepbench.cli import main
-from nepbench.config import load_suite
+from nepbench.suite import load_suite
 from nepbench.gate import (
     BASELINE_SCHEMA, GateInputError, Tolerance, Tolerances, baseline_document, compare, compare_metric, fmt,
     parse_tolerances, snapshot, task_template,
@@ -482,7 +482,7 @@ def test_a_baseline_is_refused_from_a_run_with_unmeasured_criteria(tmp_path, cap
 
 # ----------------------------------------------------------------------------- the real gate
 
-RUN_SUITE = ("import sys; from pathlib import Path; from nepbench.config import load_suite; "
+RUN_SUITE = ("import sys; from pathlib import Path; from nepbench.suite import load_suite; "
              "from nepbench.runner import run_suite; "
              "s = load_suite(sys.argv[1], tuple(sys.argv[4:]) or None); "
              "r = run_suite(s, Path(sys.argv[2]), reference_dir=Path(sys.argv[3])); "
@@ -601,7 +601,8 @@ def test_a_null_baseline_value_fails_instead_of_switching_the_metric_off(tmp_pat
 
 
 def test_warn_to_fail_flip_fails_the_gate_even_within_tolerance():
-    """Kills gate.py:520 `base.verdict != "fail"` → `base.verdict == "pass"` (warn → fail let through).
+    """Kills `check_criteria` (gate/rules.py): `base.verdict != "fail"` → `base.verdict == "pass"`
+    (warn → fail let through).
 
     Bounds good 100 / bad 200 (lower is better): 150 meV/Å is a warn, 201 a fail. The module doc
     says a criterion flipping to fail (pass → fail *or warn → fail*) fails the gate; a 1000 %
@@ -618,8 +619,8 @@ def test_warn_to_fail_flip_fails_the_gate_even_within_tolerance():
 
 
 def test_a_gated_metric_without_criterion_missing_in_the_run_fails():
-    """Kills gate.py:554 (`if value is None and (task, metric) in unmeasured` → `if value is None`)
-    and gate.py:532 (every baseline metric counted as already reported).
+    """Kills `check_metrics` (gate/rules.py): `if value is None and (task, metric) in unmeasured` →
+    `if value is None`, or its `unmeasured` set counting every baseline metric as already reported.
 
     force_mae is gated only through the tolerance table (better = "lower"); no criterion judges it,
     so no "unmeasured" finding reports its absence. The doc: "a compared metric is missing ... in
@@ -635,7 +636,8 @@ def test_a_gated_metric_without_criterion_missing_in_the_run_fails():
 
 
 def test_a_tolerance_entry_cannot_turn_a_criterion_metrics_direction_around():
-    """Kills gate.py:455 `rules.setdefault(...)` → `rules[...] = ...` (the table's `better` wins).
+    """Kills `metric_rules` (gate/rules.py): `rules.setdefault(...)` → `rules[...] = ...` (the table's
+    `better` wins).
 
     metric_rules: "Criterion metrics take the criterion's direction". The force criterion has good
     100 < bad 200, so lower is better and 150 → 180 is 30 worse; the allowance is max(2, 5 % of
@@ -649,7 +651,7 @@ def test_a_tolerance_entry_cannot_turn_a_criterion_metrics_direction_around():
 
 
 def test_reference_data_differing_after_the_printed_prefix_still_fail():
-    """Kills a data check that compares what it prints (the first 12 hex digits), gate.py:469.
+    """Kills a data check that compares what it prints (the first 12 hex digits), `check_data`.
 
     Two sha256 that agree on their first 12 characters are still different data; the doc: a task's
     reference data differing from the baseline's fails unless allowed.
@@ -663,7 +665,8 @@ def test_reference_data_differing_after_the_printed_prefix_still_fail():
 
 @pytest.mark.parametrize("lower, value", [(True, -96.0), (False, -104.0)])
 def test_tolerance_of_a_negative_baseline_uses_its_magnitude(lower, value):
-    """Kills gate.py:73 `abs(baseline)` → `baseline` (a negative metric gets a negative allowance).
+    """Kills `Tolerance.allowed` (gate/tolerances.py): `abs(baseline)` → `baseline` (a negative metric
+    gets a negative allowance).
 
     Baseline -100, 5 % relative, 0 absolute: allowed = max(0, 0.05 × |-100|) = 5. Moving 4 units in
     the worse direction (up when lower is better, down when higher is better) is within it.

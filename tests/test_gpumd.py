@@ -18,9 +18,10 @@ from ase import Atoms
 from ase.build import bulk
 
 from nepbench.engines import gpumd as g
+from nepbench.engines.gpumd import engine as gpumd_engine
 from nepbench.engines.base import MDProtocol
 from nepbench.errors import EngineCrashed, EngineError, EngineNotAvailable, InputError, ModelError
-from nepbench.models import write_random_model
+from random_models import write_random_model
 
 NVT = MDProtocol(ensemble="nvt", temperature_k=900.0, timestep_fs=1.0, steps=1000,
                  sample_interval=10, seed=7, thermostat_coupling_fs=100.0, warmup_steps=50)
@@ -403,7 +404,7 @@ def test_missing_binary_raises_engine_not_available(model: Path):
 
 
 def test_binary_without_gpu_is_not_available(model: Path, fake_gpumd: Path, monkeypatch):
-    monkeypatch.setattr(g, "gpu_models", lambda: [])
+    monkeypatch.setattr(gpumd_engine, "gpu_models", lambda: [])
     engine = g.GpumdEngine(model, gpumd_binary=str(fake_gpumd))
     ok, reason = engine.available()
     assert not ok and "GPU" in reason
@@ -490,7 +491,7 @@ def fake_gpumd(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_engine(model: Path, fake_gpumd: Path, tmp_path: Path, monkeypatch) -> g.GpumdEngine:
-    monkeypatch.setattr(g, "gpu_models", lambda: ["Fake GPU, 80 GiB"])
+    monkeypatch.setattr(gpumd_engine, "gpu_models", lambda: ["Fake GPU, 80 GiB"])
     return g.GpumdEngine(model, gpumd_binary=str(fake_gpumd), workdir=tmp_path / "runs")
 
 
@@ -545,7 +546,7 @@ def test_md_orchestration_timing_excludes_warmup(fake_engine: g.GpumdEngine):
 def test_a_timing_run_writes_thermo_only(model: Path, fake_gpumd: Path, tmp_path: Path, monkeypatch):
     """GPUMD times its dumps and computes inside the run loop, so the throughput task's runs
     write dump_thermo only; the result has thermo rows and timing but no frames."""
-    monkeypatch.setattr(g, "gpu_models", lambda: ["Fake GPU, 80 GiB"])
+    monkeypatch.setattr(gpumd_engine, "gpu_models", lambda: ["Fake GPU, 80 GiB"])
     engine = g.GpumdEngine(model, gpumd_binary=str(fake_gpumd), workdir=tmp_path / "runs", record_frames=False)
     protocol = MDProtocol(ensemble="nvt", temperature_k=900.0, timestep_fs=1.0, steps=100,
                           sample_interval=100, seed=5, warmup_steps=10)
@@ -566,14 +567,14 @@ def test_md_rejects_species_missing_from_model(fake_engine: g.GpumdEngine):
 
 
 def test_md_missing_model_is_model_error(fake_gpumd: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(g, "gpu_models", lambda: ["Fake GPU"])
+    monkeypatch.setattr(gpumd_engine, "gpu_models", lambda: ["Fake GPU"])
     engine = g.GpumdEngine(tmp_path / "absent.txt", gpumd_binary=str(fake_gpumd))
     with pytest.raises(ModelError, match="absent.txt"):
         engine.md(lisi_cell(), NVE)
 
 
 def test_md_crash_is_reported(tmp_path: Path, model: Path, monkeypatch):
-    monkeypatch.setattr(g, "gpu_models", lambda: ["Fake GPU"])
+    monkeypatch.setattr(gpumd_engine, "gpu_models", lambda: ["Fake GPU"])
     bad = tmp_path / "gpumd-bad"
     bad.write_text("#!/bin/sh\necho 'Input Error:' >&2\necho '    Error text: bad keyword' >&2\nexit 1\n")
     bad.chmod(0o755)

@@ -16,16 +16,16 @@ from ase import units
 
 from cp2k_fakes import FakeCP2K
 from nepbench import aimd
-from nepbench.config import TaskSpec
+from nepbench.spec import TaskSpec
 from nepbench.engines.base import Trajectory
 from nepbench.engines.cp2k import AIMD_SETTINGS, HARTREE_EV, CP2KEngine
-from nepbench.models import write_random_model
+from random_models import write_random_model
 from nepbench.report import plots
 from nepbench.tasks import TaskContext
 from nepbench.metrics.diffusion import Diffusivity
-from nepbench.tasks import md_accuracy
-from nepbench.tasks.md_accuracy import (MIN_RDF_PS, compare_rdf, d_log10_ratio, rdf_halves_l1_max, run_md_accuracy,
-                                        system_label, trajectory_halves)
+from nepbench.tasks import md_accuracy, md_diffusion, md_nve
+from nepbench.tasks.md_accuracy import MIN_RDF_PS, compare_rdf, rdf_halves_l1_max, run_md_accuracy, trajectory_halves
+from nepbench.tasks.md_diffusion import d_log10_ratio, system_label
 
 RUN = """
 [[run]]
@@ -43,7 +43,10 @@ target_steps = 12
 SPEC = ('settings = "aimd"\nsegment_steps = 6\n' + RUN.format(id="lisi", seed=1, temperature_k=300.0)
         + RUN.format(id="hot", seed=2, temperature_k=900.0)
         # 120 steps: enough frames for a D fit; FakeCP2K's mean T over steps 2-120 is 361 K
-        + RUN.format(id="long", seed=3, temperature_k=361.0).replace("target_steps = 12", "target_steps = 120"))
+        + RUN.format(id="long", seed=3, temperature_k=361.0).replace("target_steps = 12", "target_steps = 120")
+        # a 16-step warm-up: FakeCP2K's E_pot falls 1 mHa per step, so it ends far from stationary
+        + RUN.format(id="drifting", seed=4, temperature_k=330.0).replace("warmup_steps = 2", "warmup_steps = 16")
+        .replace("target_steps = 12", "target_steps = 40"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NVE = {"builder": "a-LixSi", "params": {"x": 2.0, "n_atoms": 12, "relax_steps": 0}, "temperature_k": 300.0,
        "timestep_fs": 0.5, "steps": 20, "seed": 3, "nvt_steps": 20}
@@ -215,7 +218,7 @@ def _fake_d(d_cm2_per_s: float, stderr: float = 1e-6, slope: float = 1.0) -> Dif
 def _with_diffusivities(monkeypatch, values: list[Diffusivity]) -> None:
     """li_diffusivity returns `values` in call order: per compared run, the AIMD's then the model's."""
     queue = iter(values)
-    monkeypatch.setattr(md_accuracy, "li_diffusivity", lambda traj, species="Li": next(queue))
+    monkeypatch.setattr(md_diffusion, "li_diffusivity", lambda traj, species="Li": next(queue))
 
 
 def test_the_li_d_comparison_stops_at_the_first_stage_that_rules_it_out(monkeypatch):
@@ -227,7 +230,7 @@ def test_the_li_d_comparison_stops_at_the_first_stage_that_rules_it_out(monkeypa
         fitted.append(traj)
         return {"aimd": _fake_d(4e-5, slope=slope), "model": _fake_d(1e-5)}["aimd" if traj is lithium else "model"]
 
-    monkeypatch.setattr(md_accuracy, "li_diffusivity", fake_li_diffusivity)
+    monkeypatch.setattr(md_diffusion, "li_diffusivity", fake_li_diffusivity)
     silicon = _cubic_trajectory([2.5] * 2)
     lithium = dataclasses.replace(silicon, symbols=("Li",) + ("Si",) * 26)
     model = dataclasses.replace(lithium)
@@ -285,9 +288,9 @@ def test_a_reference_run_without_li_keeps_its_rdf_and_skips_diffusion(reference_
     """An a-Si reference run: msd_multiple_origins raised "mask selects no atoms" and took the task,
     its g(r) and its NVE check down after all the MD had run."""
     silicon = _cubic_trajectory([2.5] * 2)
-    assert not md_accuracy.has_species(silicon)
-    assert md_accuracy.has_species(dataclasses.replace(silicon, symbols=("Li",) + ("Si",) * 26))
-    monkeypatch.setattr(md_accuracy, "has_species", lambda traj, species="Li": False)  # lisi as if Li-free
+    assert not md_diffusion.has_species(silicon)
+    assert md_diffusion.has_species(dataclasses.replace(silicon, symbols=("Li",) + ("Si",) * 26))
+    monkeypatch.setattr(md_diffusion, "has_species", lambda traj, species="Li": False)  # lisi as if Li-free
     outcome = _two_temperatures(reference_dir, tmp_path)
     assert "rdf_l1_error_max.lisi" in outcome.metrics and "nve_drift_abs_ev_per_atom_per_ps" in outcome.metrics
     assert outcome.metric_reasons["li_d_log10_ratio.lisi"].startswith("no Li in this cell")
@@ -379,10 +382,10 @@ def test_the_nve_check_starts_from_an_nvt_equilibrated_cell_with_fresh_velocitie
     nve = {k: v for k, v in NVE.items() if k != "nvt_steps"}
     if nvt_steps is not None:
         nve["nvt_steps"] = nvt_steps
-    expected_nvt = md_accuracy.DEFAULT_NVE_NVT_STEPS if nvt_steps is None else nvt_steps
+    expected_nvt = md_nve.DEFAULT_NVE_NVT_STEPS if nvt_steps is None else nvt_steps
     engine = _RecordingEngine()
     metrics, units_, series = {}, {}, {}
-    words = md_accuracy._nve_drift({"nve": nve}, engine, metrics, units_, series)
+    words = md_nve.record_nve_check(md_nve.NveParams.from_params(nve), engine, metrics, units_, series)
     protocols = [protocol for _, protocol in engine.calls]
     assert [p.ensemble for p in protocols] == (["nvt", "nve"] if expected_nvt else ["nve"])
     packing = engine.calls[0][0]
@@ -402,3 +405,30 @@ def test_the_nve_check_starts_from_an_nvt_equilibrated_cell_with_fresh_velocitie
         assert nve_protocol.seed == 3 and np.allclose(nve_atoms.positions, packing.positions)
         assert "from 300 K velocities on the packing" in words
     assert metrics["nve_temperature_mean_k"] == pytest.approx(300.0)
+
+
+def test_no_diffusivity_is_compared_from_a_run_whose_warm_up_still_drifts(reference_dir, tmp_path, monkeypatch):
+    """Given a diffusive AIMD and model D, a run whose E_pot still falls over its warm-up's second half
+    (FakeCP2K: −1 mHa per step, a trend with zero scatter) has its D refused, with the trend named;
+    its g(r) is still compared. The 2-step warm-ups of the other runs cannot be tested: no refusal."""
+    _with_diffusivities(monkeypatch, [_fake_d(4e-5), _fake_d(4e-5)] * 2)
+    outcome = _run(reference_dir, tmp_path, runs=("drifting",), min_rdf_production_ps=0.0,
+                   min_diffusion_production_ps=0.0, max_temperature_offset=0.7)
+    n_atoms = len(aimd.load_aimd(aimd.load_aimd_spec(reference_dir / "aimd.toml"), "drifting").first_frame)
+    slope = -1e-3 * HARTREE_EV * 1000 / n_atoms * 1000  # meV/atom/ps
+    reason = outcome.metric_reasons["li_d_log10_ratio.drifting"]
+    assert reason.startswith(f"AIMD warm-up not stationary: E_pot trend {slope:+.1f} ± 0.0 meV/atom/ps")
+    assert "li_d_log10_ratio.drifting" not in outcome.metrics and "li_d_log10_ratio_abs_max" not in outcome.metrics
+    assert "stationary warm-up" in outcome.metric_reasons["li_d_log10_ratio_abs_max"]
+    assert "rdf_l1_error_max.drifting" in outcome.metrics
+    assert "drifting: " in outcome.method and "(warm-up not stationary)" in outcome.method
+    compared = _run(reference_dir, tmp_path, runs=("lisi",), min_rdf_production_ps=0.0,
+                    min_diffusion_production_ps=0.0, max_temperature_offset=0.7)
+    assert "li_d_log10_ratio.lisi" in compared.metrics  # warm-up of 2 steps: untested, not refused
+
+
+def test_the_warm_up_verdict_needs_a_committed_history():
+    assert md_accuracy.warmup_verdict(None, aimd.warmup_stationarity) == {"warmup_stationary": None, "reason": None}
+    flat = {"time_ps": [0.001 * s for s in range(20)], "potential_ev_per_atom": [0.0, 1e-3] * 10, "warmup_ps": 0.02}
+    verdict = md_accuracy.warmup_verdict(flat, aimd.warmup_stationarity)
+    assert verdict["warmup_stationary"] is True and verdict["reason"] is None

@@ -10,6 +10,7 @@ from ase.build import bulk
 from nepbench.engines.base import Trajectory
 from nepbench.report import plots
 from nepbench.tasks import md_adf_vdos
+from nepbench.tasks.md_adf_vdos import AdfVdosParams
 from nepbench.tasks.md_accuracy import check_params
 from test_md_accuracy_task import PNG_SIGNATURE, _run, monkeypatch_module, reference_dir  # noqa: F401 (fixtures)
 
@@ -30,12 +31,12 @@ def test_record_run_scores_adf_and_vdos_against_the_reference_and_its_halves():
     ref = _thermal_si(0.05)
     metrics, units, series, reasons = {}, {}, {}, {}
     totals = md_adf_vdos.Totals()
-    same = md_adf_vdos.record_run("same", ref, ref, {}, metrics, units, series, reasons, totals)
+    same = md_adf_vdos.record_run("same", ref, ref, AdfVdosParams(), metrics, units, series, reasons, totals)
     assert metrics["adf_l1_error_max.same"] == 0.0 and metrics["vdos_l1_error_max.same"] == 0.0
     assert metrics["vdos_nyquist_thz.same"] == pytest.approx(50.0)
     assert "vDOS to 50 THz" in same
     other = _thermal_si(0.25, seed=1, freq_thz=20.0)  # broader angles, stiffer vibration
-    md_adf_vdos.record_run("other", ref, other, {}, metrics, units, series, reasons, totals)
+    md_adf_vdos.record_run("other", ref, other, AdfVdosParams(), metrics, units, series, reasons, totals)
     assert metrics["adf_l1_error_max.other"] > 0.3 and metrics["vdos_l1_error_max.other"] > 0.5
     assert 0 <= metrics["adf_l1_aimd_halves.other"] < metrics["adf_l1_error_max.other"]
     assert 0 <= metrics["vdos_l1_aimd_halves.other"] < metrics["vdos_l1_error_max.other"]
@@ -55,7 +56,8 @@ def test_a_run_without_angles_or_frames_gets_reasons_not_numbers():
     ref = _thermal_si(0.05, n_frames=5)  # halves of 2 and 3 frames: too few velocity samples
     metrics, units, series, reasons = {}, {}, {}, {}
     totals = md_adf_vdos.Totals()
-    md_adf_vdos.record_run("short", ref, ref, {"adf_cutoff_factor": 0.5}, metrics, units, series, reasons, totals)
+    md_adf_vdos.record_run("short", ref, ref, AdfVdosParams(adf_cutoff_factor=0.5), metrics, units, series, reasons,
+                           totals)
     assert "no ADF" in reasons["adf_l1_error_max.short"] and "no vDOS" in reasons["vdos_l1_error_max.short"]
     assert not any(k.startswith(("adf", "vdos")) for k in metrics)
     md_adf_vdos.record_maxima(totals, metrics, units, reasons)

@@ -15,7 +15,7 @@ from nepbench.engines import nep_cpu
 from nepbench.engines.base import MDProtocol
 from nepbench.engines.nep_cpu import NepCpuEngine, check_cell
 from nepbench.errors import EngineError, InputError, ModelError
-from nepbench.models import write_random_model
+from random_models import write_random_model
 
 BACKENDS = ["calorine", pytest.param("nep-adapters", marks=pytest.mark.skipif(
     not nep_cpu.adapters_installed(), reason="nep-adapters not installed"))]

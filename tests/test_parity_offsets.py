@@ -1,11 +1,11 @@
-"""When per-element energy offsets give honest per-atom energy errors (tasks/accuracy.offset_fit_problem)."""
+"""When per-element energy offsets give honest per-atom energy errors (tasks/parity.offset_fit_problem)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nepbench.tasks.accuracy import offset_fit_problem
+from nepbench.tasks.parity import offset_fit_problem
 
 ELEMENTS = ["C", "Li", "Si"]
 
@@ -49,7 +49,7 @@ from ase import Atoms  # noqa: E402
 from nepbench.engines.base import Labels  # noqa: E402
 from nepbench.errors import InputError  # noqa: E402
 from nepbench.structures import with_labels  # noqa: E402
-from nepbench.tasks.accuracy import parity_outcome  # noqa: E402
+from nepbench.tasks.parity import parity_outcome  # noqa: E402
 
 MU = {"C": -1.25, "Li": 0.75, "Si": 3.5}  # eV/atom: what the DFT energies sit above the model's
 

@@ -9,7 +9,8 @@ import stat
 import numpy as np
 import pytest
 
-from nepbench.provenance import atomic_write_bytes, atomic_write_json, canonical_json
+from nepbench.files import atomic_write_bytes, atomic_write_json
+from nepbench.provenance import canonical_json
 
 
 def _mode(path) -> int:

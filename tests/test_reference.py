@@ -139,15 +139,15 @@ def test_a_cached_item_takes_its_motif_from_the_spec_as_it_is_now(spec, tmp_path
 
 def test_a_failed_write_leaves_the_earlier_reference_set_whole(spec, tmp_path, monkeypatch):
     """Frame files and manifest are one set: a kill before the manifest left files it did not list."""
-    from nepbench import provenance
+    from nepbench import files
 
     out = tmp_path / "dft"
     engine = FakeEngine(interrupt_after=3)
     with pytest.raises(KeyboardInterrupt):
         build(spec, engine, out)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    real = provenance._staged
-    monkeypatch.setattr(provenance, "_staged", lambda target, data: (_ for _ in ()).throw(OSError(28, "disk full"))
+    real = files._staged
+    monkeypatch.setattr(files, "_staged", lambda target, data: (_ for _ in ()).throw(OSError(28, "disk full"))
                         if target.name == "manifest.json" else real(target, data))
     with pytest.raises(OSError):
         build(spec, FakeEngine(), out)
@@ -167,7 +167,7 @@ def test_two_builders_share_the_cache_without_labelling_an_item_twice(spec, tmp_
         fcntl.flock(held, fcntl.LOCK_EX)
         report = reference.label_items(selection.items, engine, out / "cache")
     assert (report.labelled, report.skipped_busy, engine.calls) == (7, 1, 7)
-    assert not reference._cache_path(out / "cache", key).exists()
+    assert not reference.labelling._cache_path(out / "cache", key).exists()
     assert len(list((out / "cache").glob(".*.lock"))) == 1  # only the other builder's lock is left
     later = FakeEngine()
     report = reference.label_items(selection.items, later, out / "cache")
@@ -400,7 +400,7 @@ def test_the_manifest_counts_frames_by_the_input_template_they_were_labelled_wit
     out = tmp_path / "dft"
     with pytest.raises(KeyboardInterrupt):
         build(spec, FakeEngine(interrupt_after=3), out)  # stand-in settings: nothing recorded
-    monkeypatch.setattr(reference, "input_template_sha256", lambda settings: "t" * 64)  # the writer changed
+    monkeypatch.setattr(reference.labelling, "input_template_sha256", lambda settings: "t" * 64)  # the writer changed
     build(spec, FakeEngine(), out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["cp2k"]["frames_by_input_template"] == {"not recorded": 3, "t" * 64: 5}
@@ -549,7 +549,7 @@ def test_recorded_picks_from_a_manifest(tmp_path):
 def test_the_pool_map_places_the_recorded_picks_and_their_labels(spec, tmp_path):
     """`nepbench train`'s PCA map of the DIRECT pool reads the picks through the same parser as the
     build's tie rule, by family label, and finds each labelled frame among them by its cache key."""
-    from nepbench.training import pool_map
+    from nepbench.pool_map import pool_map
 
     out = tmp_path / "out"
     build(spec, FakeEngine(), out)

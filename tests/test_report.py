@@ -14,7 +14,11 @@ import pytest
 from nepbench.cli import main
 from nepbench.errors import InputError
 from nepbench.report import plots
-from nepbench.report.render import build_report, render_html, render_markdown, score_text, write_report
+from nepbench.report.build import build_report
+from nepbench.report.html import render_html
+from nepbench.report.markdown import render_markdown
+from nepbench.report.text import score_text
+from nepbench.report.write import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODELS = ("nep89-lisic", "nepbench-lisic-v1")
@@ -333,20 +337,20 @@ def test_a_newer_run_of_changed_inputs_outranks_an_older_success(tmp_path):
 def test_a_failed_write_replaces_none_of_the_reports_files(tmp_path, monkeypatch):
     """report.md, report.html, results.json and the figures are one set: a full disk on the last
     file must not leave a report.md whose verdicts disagree with results.json."""
-    from nepbench import provenance
+    from nepbench import files
 
     run = write_run(tmp_path / "run", fixture_records())
     write_report(build_report([run]), run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.parent.name != "tasks"}
     worse = build_report([write_run(tmp_path / "run", fixture_records(force_rmse=(250.0, 95.0)))])
-    real_staged = provenance._staged
+    real_staged = files._staged
 
     def disk_full_on_results(target, data):
         if target.name == "results.json":
             raise OSError(28, "No space left on device")
         return real_staged(target, data)
 
-    monkeypatch.setattr(provenance, "_staged", disk_full_on_results)
+    monkeypatch.setattr(files, "_staged", disk_full_on_results)
     with pytest.raises(OSError):
         write_report(worse, run)
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.parent.name != "tasks"}
@@ -587,7 +591,7 @@ def test_a_force_panel_states_the_recorded_rmse_not_the_drawn_subsamples(data, n
     (199.99999999999, 100.0, 200.0, "200 ×"),  # beyond 12 digits: left as it is
 ])
 def test_a_value_next_to_a_bound_is_shown_with_the_digits_that_tell_them_apart(value, good, bad, shown):
-    from nepbench.report.render import measured_text
+    from nepbench.report.text import measured_text
 
     assert measured_text({"value": value, "good": good, "bad": bad, "unit": "×"}) == shown
 

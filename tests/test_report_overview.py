@@ -17,7 +17,10 @@ from test_report import (
 )
 
 from nepbench.report import overview, plots
-from nepbench.report.render import build_report, claim_table_text, figure_bounds, write_report
+from nepbench.report.build import build_report
+from nepbench.report.figures import figure_bounds
+from nepbench.report.text import claim_table_text
+from nepbench.report.write import write_report
 
 FOUR = ("nep89-lisic", "nepbench-lisic-v1", "mace-mp-0-medium", "chgnet-0.3.0")
 CLAIMS = (  # (claim id, words, task template, metric, good, bad, unit)

@@ -7,12 +7,13 @@ its call and returns "done", "failed", "skipped" (a missing program) or "not_app
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from nepbench import runner
 from nepbench.cli import main
 from nepbench.commands import run as run_command
-from nepbench.config import Suite, TaskSpec
+from nepbench.spec import Suite, TaskSpec
 
 
 def use_suite(monkeypatch, *kinds: str) -> Suite:
@@ -99,10 +100,8 @@ def test_an_unknown_task_id_prints_nothing_but_the_error(tmp_path, monkeypatch, 
 def test_a_model_that_cannot_be_fetched_stops_the_run_before_anything_is_written(tmp_path, monkeypatch, capsys):
     """An empty cache and no PyPI: one line naming the download, a non-zero exit, no records or report
     (before, each of its tasks became a failed record and the run went on for the other model)."""
-    from nepbench import models
-
     monkeypatch.setenv("NEPBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(models.sys, "executable", "/nonexistent/python")
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     quick = Path(__file__).resolve().parents[1] / "suites" / "quick.toml"
     out = tmp_path / "out"
     assert main(["run", str(quick), "--out", str(out)]) != 0

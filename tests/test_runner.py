@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from nepbench import runner
-from nepbench.config import Suite, TaskSpec
+from nepbench.spec import Suite, TaskSpec
 
 
 def suite_of(*tasks):
@@ -145,7 +145,7 @@ def test_every_task_reads_the_model_file_its_record_names(tmp_path, monkeypatch)
     """A model rewritten during a run (a trainer writing its nep.txt, `train --register --force`):
     the tasks after it ran the new bytes while their records named the sha256 resolved at the start.
     Each task now runs the run folder's copy named by that sha256."""
-    from nepbench.models import write_random_model
+    from random_models import write_random_model
     from nepbench.provenance import sha256_file
     from nepbench.tasks import TaskOutcome
 
@@ -169,7 +169,7 @@ def test_every_task_reads_the_model_file_its_record_names(tmp_path, monkeypatch)
 
 def test_a_model_that_changed_since_it_was_resolved_is_refused(tmp_path):
     from nepbench.errors import ModelError
-    from nepbench.models import write_random_model
+    from random_models import write_random_model
     from nepbench.provenance import sha256_file
 
     model = write_random_model(tmp_path / "mine.txt", seed=1)

@@ -13,7 +13,7 @@ import pytest
 from ase.build import bulk
 
 from nepbench import runner
-from nepbench.config import Suite, TaskSpec
+from nepbench.spec import Suite, TaskSpec
 from nepbench.engines.cp2k import AIMD_SETTINGS, MDInput, build_input
 from nepbench.runner import Activity, Progress, cp2k_activity, describe_cp2k
 from nepbench.tasks import TaskOutcome

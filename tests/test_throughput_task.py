@@ -93,7 +93,7 @@ class _FakeNep:
 
 
 def _run_sweep(tmp_path, monkeypatch, gpu: str | None):
-    from nepbench.config import TaskSpec
+    from nepbench.spec import TaskSpec
     from nepbench.engines import cp2k, gpumd, nep_cpu
     from nepbench.errors import EngineNotAvailable
     from nepbench.tasks import TaskContext
@@ -171,9 +171,9 @@ class _SaturatingGpu:
 
 
 def _run_ratios(tmp_path, monkeypatch, identical_sizes, shared=None, load=0.1):
-    from nepbench.config import TaskSpec
+    from nepbench.spec import TaskSpec
     from nepbench.engines import cp2k, gpumd, nep_cpu
-    from nepbench.tasks import TaskContext
+    from nepbench.tasks import TaskContext, cp2k_timing
     from nepbench.tasks import throughput as tt
 
     monkeypatch.setattr(cp2k, "CP2KEngine", _CubicCP2K)
@@ -181,7 +181,7 @@ def _run_ratios(tmp_path, monkeypatch, identical_sizes, shared=None, load=0.1):
     monkeypatch.setattr(gpumd, "GpumdEngine", lambda *a, **k: _SaturatingGpu())
     monkeypatch.setattr(tt, "hardware_info", lambda: {"cpu_model": "Fake CPU", "logical_cores": 2,
                                                       "gpus": ["Fake H100"]})
-    monkeypatch.setattr(tt, "other_cores_busy_while", lambda run: (run(), load))
+    monkeypatch.setattr(cp2k_timing, "other_cores_busy_while", lambda run: (run(), load))
     monkeypatch.setattr(tt, "usable_cores", lambda: 2)
     spec = TaskSpec(id="throughput-x", type="throughput", title="t",
                     params={"identical_sizes": identical_sizes, "nep_sizes": [64, 512, 4096],
@@ -271,6 +271,7 @@ def test_nep_runs_on_as_many_threads_as_cp2k_has_ranks_and_both_are_recorded(tmp
 
 
 def test_cp2k_ranks_are_capped_at_the_cores_this_process_may_use(tmp_path, monkeypatch):
+    from nepbench.tasks import cp2k_timing
     from nepbench.tasks import throughput as tt
 
     seen: list[int] = []
@@ -282,13 +283,13 @@ def test_cp2k_ranks_are_capped_at_the_cores_this_process_may_use(tmp_path, monke
 
     monkeypatch.setattr(tt, "usable_cores", lambda: 1)
     monkeypatch.setattr("nepbench.engines.cp2k.CP2KEngine", _RankCP2K)
-    from nepbench.config import TaskSpec
+    from nepbench.spec import TaskSpec
     from nepbench.engines import gpumd, nep_cpu
     from nepbench.tasks import TaskContext
 
     monkeypatch.setattr(nep_cpu, "NepCpuEngine", lambda *a, **k: _FakeNep(1e-4, threads=k.get("threads")))
     monkeypatch.setattr(gpumd, "GpumdEngine", lambda *a, **k: _FakeNep(5e-8, None))
-    monkeypatch.setattr(tt, "other_cores_busy_while", lambda run: (run(), 0.0))
+    monkeypatch.setattr(cp2k_timing, "other_cores_busy_while", lambda run: (run(), 0.0))
     spec = TaskSpec(id="throughput-x", type="throughput", title="t",
                     params={"identical_sizes": [0], "nep_sizes": [64], "repeats": 1, "cp2k_ranks": 16})
     out = tt.run_throughput(spec, TaskContext(work_dir=tmp_path, reference_dir=tmp_path,
@@ -306,7 +307,7 @@ def test_other_cores_busy_sees_a_busy_process():
     import sys
     import time
 
-    from nepbench.tasks.throughput import other_cores_busy
+    from nepbench.cpu_load import other_cores_busy
 
     idle = other_cores_busy(window_s=1.0)
     assert idle is not None
@@ -331,7 +332,7 @@ def test_the_busy_meter_sees_work_that_starts_while_cp2k_runs():
     import sys
     import time
 
-    from nepbench.tasks.throughput import other_cores_busy, other_cores_busy_while
+    from nepbench.cpu_load import other_cores_busy, other_cores_busy_while
 
     idle = other_cores_busy(window_s=0.5)
     if idle is None or idle > len(os.sched_getaffinity(0)) - 1.2:
@@ -356,7 +357,7 @@ def test_the_busy_meter_sees_work_that_starts_while_cp2k_runs():
     (1.5, 4, False),
 ])
 def test_a_busy_machine_is_judged_on_the_cores_this_process_may_use(busy, cores, flagged):
-    from nepbench.tasks.throughput import busy_cores_note
+    from nepbench.cpu_load import busy_cores_note
 
     assert (busy_cores_note(busy, 2, cores) is not None) is flagged
 
@@ -393,7 +394,8 @@ def test_speedup_against_n_reads_cp2k_cost_from_the_study_record(tmp_path, monke
     record.write_text(__import__("json").dumps({"results": results}))
     monkeypatch.setattr(cp2k_tuning, "DEFAULT_RECORD_ABS", record)
     nep = _FakeNep(1e-5)
-    rows, metrics, units, reasons, text = throughput.scaling_with_n(p, nep, tuned, AIMD_V1_SETTINGS)
+    params = throughput.ThroughputParams.from_params
+    rows, metrics, units, reasons, text = throughput.scaling_with_n(params(p), nep, tuned, AIMD_V1_SETTINGS)
     assert [r["n_atoms"] for r in rows] == [33, 63]
     assert "96" in reasons["cp2k_cost_vs_n"] and cpu in reasons["cp2k_cost_vs_n"]
     # CP2K ∝ N², fake NEP ∝ N: exponents 2 and 1, ratio 100·N, 1000× at N = 10
@@ -403,12 +405,57 @@ def test_speedup_against_n_reads_cp2k_cost_from_the_study_record(tmp_path, monke
     assert rows[0]["ratio_untuned"] == pytest.approx(2 * rows[0]["ratio"])
     assert "1 core each" in text
     # a claim the fitted ratio reaches only below one atom is said so, not given as a number
-    rows, metrics, _, reasons, _ = throughput.scaling_with_n({**p, "claimed_speedup": 1e7}, _FakeNep(1e-5), tuned,
-                                                             AIMD_V1_SETTINGS)
+    rows, metrics, _, reasons, _ = throughput.scaling_with_n(params({**p, "claimed_speedup": 1e7}), _FakeNep(1e-5),
+                                                             tuned, AIMD_V1_SETTINGS)
     assert "n_atoms_at_claimed_speedup" in metrics  # 1e7 at N = 1e5: CP2K ∝ N², NEP ∝ N
     steep = _FakeNep(1e-5)
     steep.md = lambda atoms, protocol: SimpleNamespace(timing=SimpleNamespace(
         s_per_step=1e-7 * len(atoms) ** 3, atom_steps_per_s=1.0))
-    _, metrics, _, reasons, _ = throughput.scaling_with_n({**p, "claimed_speedup": 1e5}, steep, tuned,
+    _, metrics, _, reasons, _ = throughput.scaling_with_n(params({**p, "claimed_speedup": 1e5}), steep, tuned,
                                                           AIMD_V1_SETTINGS)  # ratio 1e4/N: 1e5 only below N = 1
     assert "n_atoms_at_claimed_speedup" not in metrics and "not reached" in reasons["n_atoms_at_claimed_speedup"]
+
+
+def test_a_machine_without_cp2k_uses_another_cpus_record_and_says_so(tmp_path, monkeypatch):
+    """A GPU node has no CP2K: the speed-up against N then divides by the record of the CPU machine,
+    named in each row and unit, and GPUMD timed on the same cells gives the GPU ratio per N. A
+    machine with CP2K never borrows another CPU's record."""
+    from dataclasses import replace
+
+    from nepbench import cp2k_tuning, systems
+    from nepbench.engines.cp2k import AIMD_V1_SETTINGS
+    from nepbench.tasks import throughput
+
+    tuned = replace(AIMD_V1_SETTINGS, eps_default=1e-9, rel_cutoff_ry=40.0)
+    atoms = systems.build("a-LixSi", seed=7, x=2.0, n_atoms=32)
+    record = tmp_path / "study.json"
+    record.write_text(__import__("json").dumps({"results": {"tuned|32": {
+        "variant": "e9-r40", "case": "md:a-Li2Si-32", "kind": "md", "cell_key": cp2k_tuning.cell_key(atoms),
+        "cpu_model": "Some Other CPU", "ranks": 1, "settings": tuned.to_dict(), "s_per_step": 50.0,
+        "s_per_step_cpu_equivalent": 40.0}}}))
+    monkeypatch.setattr(cp2k_tuning, "DEFAULT_RECORD_ABS", record)
+    p = throughput.ThroughputParams.from_params({"builder": "a-LixSi", "builder_params": {"x": 2.0}, "seed": 7,
+                                                 "cp2k_scaling_n_atoms": [32], "nep_steps": 20, "nep_warmup": 2,
+                                                 "repeats": 1})
+    gpu = _FakeNep(1e-6)
+    rows, metrics, units, reasons, _ = throughput.scaling_with_n(p, _FakeNep(1e-5), tuned, AIMD_V1_SETTINGS, gpu,
+                                                                 cp2k_here=False)
+    assert len(rows) == 1 and rows[0]["cp2k_cpu_model"] == "Some Other CPU"
+    assert rows[0]["cp2k_source"] == "tuning study record, e9-r40, measured on Some Other CPU, not this machine"
+    n = rows[0]["n_atoms"]
+    assert rows[0]["ratio_gpu"] == pytest.approx(40.0 / rows[0]["gpu_s_per_step"])
+    assert metrics[f"speedup_gpu_1rank_n{n}"] == rows[0]["ratio_gpu"] and "Some Other CPU" in units[f"speedup_gpu_1rank_n{n}"]
+    here, _, _, reasons, _ = throughput.scaling_with_n(p, _FakeNep(1e-5), tuned, AIMD_V1_SETTINGS, gpu)
+    assert here == [] and "not in reference_data/studies/cp2k_tuning.json" in reasons["cp2k_cost_vs_n"]
+
+
+def test_the_task_states_each_stage_for_the_progress_line(tmp_path, monkeypatch):
+    from nepbench.tasks import throughput as tt
+
+    stages = []
+    monkeypatch.setattr(tt, "set_stage", lambda shared, text: stages.append(text))
+    _run_sweep(tmp_path, monkeypatch, gpu="Fake H100")
+    sweep = [s for s in stages if "size sweep" in s]  # nep_sizes [64, 512], gpu_sizes [512, 4096]: 4 stages
+    assert len(sweep) == 4 and not sweep[1].startswith("GPUMD") and sweep[2].startswith("GPUMD size sweep: ")
+    sizes = [int(s.split(": ")[1].split(" atoms")[0]) for s in sweep]
+    assert sizes[0] < sizes[1] and sizes[2] < sizes[3] and all(s.endswith(" steps") for s in sweep)

@@ -9,6 +9,7 @@ each, dominated by importing torch); they are skipped with the reason when torch
 from __future__ import annotations
 
 import json
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from nepbench import cli, models, reference, training
 from nepbench.engines.base import Labels
 from nepbench.errors import ConfigError, InputError, ModelError
 from nepbench.provenance import sha256_file
+from random_models import write_random_model
 
 HAVE_NEPPO, WHY_NOT = training.neppo_available()
 needs_neppo = pytest.mark.skipif(not HAVE_NEPPO, reason=f"training deps missing: {WHY_NOT}")
@@ -87,7 +89,7 @@ def tiny_reference(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ref")
     (root / "spec.toml").write_text(SPEC)
     spec = reference.load_spec(root / "spec.toml")
-    engine = NepLabeller(models.write_random_model(root / "labeller.txt", seed=1, n_neuron=6))
+    engine = NepLabeller(write_random_model(root / "labeller.txt", seed=1, n_neuron=6))
     selection = reference.select_items(spec)
     out = root / "dft"
     reference.label_items(selection.items, engine, out / "cache")
@@ -277,7 +279,7 @@ def _repo(tmp_path: Path) -> Path:
 
 def test_registered_local_model_resolves_offline_and_checks_sha256(tmp_path, monkeypatch):
     registry = _repo(tmp_path)
-    model = models.write_random_model(tmp_path / "trained.txt", seed=4)
+    model = write_random_model(tmp_path / "trained.txt", seed=4)
     record = models.register_local_model("mine-v1", model, "test", "CC0", "none",
                                          extra={"training": {"steps": 6}}, registry=registry)
     assert record.source == {"kind": "local", "path": "models/mine-v1/nep.txt"}
@@ -286,7 +288,7 @@ def test_registered_local_model_resolves_offline_and_checks_sha256(tmp_path, mon
     table = tomllib.loads(registry.read_text())["models"]
     assert set(table) == {"nep89-lisic", "mine-v1"} and table["mine-v1"]["training"]["steps"] == 6
 
-    monkeypatch.setattr(models.sys, "executable", "/nonexistent/python")  # no pip, no network
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # no pip, no network
     monkeypatch.setenv("NEPBENCH_CACHE", str(tmp_path / "empty-cache"))
     records = models.load_registry(registry)
     info = models.resolve_model("mine-v1", fetch=False, registry=records)
@@ -294,7 +296,7 @@ def test_registered_local_model_resolves_offline_and_checks_sha256(tmp_path, mon
     assert not (tmp_path / "empty-cache").exists()
 
     # registering again replaces the table, it does not add a second one
-    models.register_local_model("mine-v1", models.write_random_model(tmp_path / "t2.txt", seed=5),
+    models.register_local_model("mine-v1", write_random_model(tmp_path / "t2.txt", seed=5),
                                 "test 2", "CC0", "none", registry=registry)
     text = registry.read_text()
     assert text.count("[models.mine-v1]") == 1 and 'description = "test 2"' in text
@@ -410,7 +412,7 @@ def test_train_refuses_to_overwrite_a_training_result_without_force(tiny_referen
 
 def test_a_diverged_training_is_not_a_model(tmp_path):
     """neppo writes 0 for a NaN RMSE and exits 0: a NaN loss must not be recorded as a perfect fit."""
-    good = models.write_random_model(tmp_path / "good.txt", seed=2, n_neuron=4)
+    good = write_random_model(tmp_path / "good.txt", seed=2, n_neuron=4)
     curve = [{"step": 2.0, "total_loss": 3.0, "rmse_force_train_ev_per_a": 0.5},
              {"step": 4.0, "total_loss": float("nan"), "rmse_force_train_ev_per_a": 0.0}]
     assert "total loss nan at step 4" in training.diverged_problem(curve, good)

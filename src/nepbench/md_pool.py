@@ -24,7 +24,8 @@ from ase.io import read as ase_read
 from ase.io import write as ase_write
 
 from .errors import InputError
-from .provenance import atomic_write_bytes, atomic_write_json, content_hash
+from .files import atomic_write_bytes, atomic_write_json
+from .provenance import content_hash
 
 if TYPE_CHECKING:
     from .reference import Family, ReferenceSpec
@@ -68,7 +69,7 @@ def md_family_pool(spec: "ReferenceSpec", family: "Family", number: int, log=pri
     from .engines.nep_cpu import NepCpuEngine
     from .md_sampling import family_pool
     from .models import resolve_model
-    from .reference import _params_for, candidate_seed
+    from .reference.selection import _params_for, candidate_seed
 
     model = resolve_model(spec.sampler_model)
     frames_path, meta_path = pool_paths(spec, family, number)

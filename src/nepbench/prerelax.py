@@ -24,7 +24,7 @@ from ase import Atoms
 from ase.io import read, write
 
 from .errors import ConfigError, InputError
-from .provenance import atomic_write_text
+from .files import atomic_write_text
 from .structures import check_structure
 
 START_FILE = "start.extxyz"

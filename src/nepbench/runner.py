@@ -26,13 +26,11 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from . import __version__
-from .config import Suite, TaskSpec
+from .spec import Suite, TaskSpec
 from .errors import EngineNotAvailable, InputError, ModelError, ModelUnavailable, NepbenchError
-from .provenance import (
-    atomic_write_bytes, atomic_write_json, code_sha256, content_hash, git_code_modified, git_commit, hardware_info,
-    package_versions, sha256_bytes, sha256_file,
-)
-from .tasks import REFERENCE_DATA_ALL, TASK_REFERENCE_DATA, TaskContext, TaskOutcome, task_function
+from .files import atomic_write_bytes, atomic_write_json
+from .provenance import code_sha256, content_hash, git_code_modified, git_commit, hardware_info, package_versions, sha256_bytes, sha256_file
+from .tasks import REFERENCE_DATA_ALL, STAGE_KEY, TASK_REFERENCE_DATA, TaskContext, TaskOutcome, task_function
 from .textfiles import load_json
 
 SCHEMA = "nepbench.result/1"
@@ -301,11 +299,6 @@ def run_suite(suite: Suite, out_dir: Path, task_ids: list[str] | None = None,
 
 
 # ----------------------------------------------------------------------------- progress
-
-#: A task may say which stage it is in, for the progress line, by setting
-#: `context.shared[STAGE_KEY] = "relaxation 2/6 (t = 0.8 nm, seed 1)"` (text; the runner clears it
-#: before each task). Tasks need not import anything: the key is the contract.
-STAGE_KEY = "progress_stage"
 
 
 @dataclass(frozen=True)

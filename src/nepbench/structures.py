@@ -21,7 +21,7 @@ from ase.io import read, write
 
 from .cell import cell_thicknesses_a
 from .errors import InputError
-from .provenance import atomic_write_bytes
+from .files import atomic_write_bytes
 
 MIN_DISTANCE_A = 0.5
 _KNOWN = set(chemical_symbols[1:])

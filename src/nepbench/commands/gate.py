@@ -74,7 +74,7 @@ def _bad_input(exc: NepbenchError) -> NepbenchError:
 def load_results(path: str | Path) -> tuple[dict[str, Any], str]:
     """(results document, source label) of a run folder or a results.json; exit-2 errors name the file."""
     from ..gate import GateInputError
-    from ..report.render import build_report
+    from ..report.build import build_report
 
     path = Path(path)
     if path.is_dir() and (path / "suite.json").is_file():
@@ -178,7 +178,7 @@ def _tolerances_for_new_baseline(args: argparse.Namespace, document: dict[str, A
 
 def _update_baseline(args: argparse.Namespace) -> int:
     from ..gate import GateInputError, baseline_document, null_gated_metrics, snapshot
-    from ..provenance import atomic_write_json
+    from ..files import atomic_write_json
     from ..runner import REFERENCE_DIR
 
     document, source = load_results(args.run)

@@ -11,7 +11,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ..config import TaskSpec, load_suite
+from ..spec import TaskSpec
+
+from ..suite import load_suite
 from ..errors import ConfigError, InputError
 
 #: The suite name of a `nepbench parity` output folder: a rerun may write over one, never over a suite's run.
@@ -37,11 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _parity(args: argparse.Namespace) -> int:
     from ..engines.ase_calc import cpu_engine
     from ..models import resolve_model
-    from ..provenance import atomic_write_json, sha256_file
-    from ..report.render import build_report, claim_table_text, write_report
+    from ..files import atomic_write_json
+    from ..provenance import sha256_file
+    from ..report.build import build_report
+    from ..report.text import claim_table_text
+    from ..report.write import write_report
     from ..runner import ResolvedModel, claim_run_dir, make_record, record_path
     from ..structures import read_structures
-    from ..tasks.accuracy import parity_outcome
+    from ..tasks.parity import parity_outcome
 
     out = Path(args.out)
     claim_run_dir(out, PARITY_SUITE)  # before the work: never over another suite's run

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import reference
-from ..config import unknown_name
+from ..checks import unknown_name
 from ..errors import InputError
-from ..provenance import exclusive_lock
+from ..files import exclusive_lock
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     aimd.set_defaults(func=_aimd)
 
     tune = rsub.add_parser("tune", help="CP2K tuning study: fastest settings that reproduce the labels (resumable)",
-                           description="Run the CP2K tuning study (src/nepbench/cp2k_tuning.py) and print its "
+                           description="Run the CP2K tuning study (src/nepbench/cp2k_tuning/) and print its "
                                        "table for docs/cp2k_settings.md. Finished (variant, case) pairs are kept.")
     tune.add_argument("--record", default=str(reference.DEFAULT_ROOT / "studies" / "cp2k_tuning.json"))
     tune.add_argument("--variant", action="append", default=None, help="only this variant (repeatable)")

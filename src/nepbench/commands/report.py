@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..report.render import build_report, claim_table_text, write_report
+    from ..report.build import build_report
+    from ..report.text import claim_table_text
+    from ..report.write import write_report
 
     if args.out is None and len(args.run_dirs) > 1:
         raise NepbenchError("--out is required when merging several run directories")

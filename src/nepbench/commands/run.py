@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import load_suite
+from ..suite import load_suite
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--list-tasks", action="store_true", help="print the task ids and exit")
     parser.add_argument("--force", action="store_true", help="recompute finished tasks")
     parser.add_argument("--no-report", action="store_true", help="write task records only")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each task's planned cost (CP2K steps, NEP atom·steps, predicted wall time "
+                             "on this machine from rates measured now) and exit without running")
     parser.set_defaults(func=_run)
 
 
@@ -53,16 +56,40 @@ def _run(args: argparse.Namespace) -> int:
 
     specs = [suite.task(t) for t in args.task] if args.task else list(suite.tasks)  # unknown id: ConfigError
     fetch_registry_models(specs)
+    if args.dry_run:
+        return _dry_run(suite, specs)
     print(f"nepbench run {suite.name}: {len(specs)} task(s) → {out_dir}")
     records = run_suite(suite, out_dir, args.task, force=args.force, on_task=show)
     if not args.no_report:
-        from ..report.render import build_report, write_report, claim_table_text
+        from ..report.build import build_report
+        from ..report.text import claim_table_text
+        from ..report.write import write_report
 
         report = build_report([out_dir])
         write_report(report, out_dir)
         print(claim_table_text(report))
         print(f"report: {out_dir / 'report.html'}")
     return _exit_status(records)
+
+
+def _dry_run(suite: Any, specs: list[Any]) -> int:
+    """Print the planned cost of `specs` and their total (`plan.plan_suite`); nothing is run or written."""
+    import dataclasses
+
+    from ..plan import measured_rates, plan_suite
+    from ..reference import DEFAULT_ROOT
+    from ..runner import _duration
+
+    rates = measured_rates(DEFAULT_ROOT)
+    plans = plan_suite(dataclasses.replace(suite, tasks=tuple(specs)), DEFAULT_ROOT)
+    print(f"nepbench run {suite.name} --dry-run: {len(plans)} task(s); rates here: NEP "
+          f"{rates.nep_atom_steps_per_s:,.0f} atom·steps/s (nep89-lisic, measured now), CP2K "
+          f"{rates.cp2k_s_per_step_n:.1f} s/step at {rates.cp2k_n_atoms} atoms on 1 rank ({rates.source})")
+    for plan in plans:
+        print(f"  {plan.line(rates)}")
+    total = sum(plan.predicted_wall_s(rates) for plan in plans)
+    print(f"predicted total: ~{_duration(total)} (an estimate; nothing was run)")
+    return 0
 
 
 def check_models(suite: Any) -> None:

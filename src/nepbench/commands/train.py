@@ -27,6 +27,7 @@ EPILOG = """examples:
   nepbench train --out runs/lisic --steps 2000
   nepbench train --out models/nepbench-lisic-v1/training --steps 10000 --plot-pool --register nepbench-lisic-v1
   nepbench train --out runs/gpu --trainer gpumd --prepare-only --steps 100000   # then GPUMD nep (docs/training.md)
+  nepbench train --recipe models/nepbench-lisic-v2/recipe.toml --out models/nepbench-lisic-v2/training --register nepbench-lisic-v2
 """
 
 #: Small outputs copied from the run directory to --out.
@@ -64,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--register", metavar="NAME", default=None,
                         help="copy nep.txt to models/NAME/ and add [models.NAME] to the registry")
     parser.add_argument("--timeout", type=float, default=None, help="stop the trainer after this many seconds")
+    parser.add_argument("--recipe", default=None, metavar="TOML",
+                        help="train from a recipe (sources, search grid, ensemble; docs/training.md) "
+                             "instead of one reference set; --steps/--seed/--batch/--reference then "
+                             "come from the recipe")
     parser.add_argument("--force", action="store_true",
                         help="write into an --out folder that already holds a training result, and let "
                              "--register replace a registered model of that name")
@@ -101,7 +106,7 @@ def register_problem(name: str, out: Path, force: bool) -> str | None:
 
 def _train(args: argparse.Namespace) -> int:
     from .. import training
-    from ..provenance import atomic_write_files, atomic_write_json, json_document
+    from ..files import atomic_write_files, atomic_write_json, json_document
 
     out = Path(args.out)
     found = existing_result(out)
@@ -126,6 +131,10 @@ def _train(args: argparse.Namespace) -> int:
         if problem:
             print(f"nepbench: error: --register {args.register}: {problem}; nothing written", file=sys.stderr)
             return 2
+    if args.recipe:
+        from ._train_recipe import train_recipe
+
+        return train_recipe(args, out)
     snapshot = training.reference_snapshot(args.reference)
     run = training.write_run_directory(out / "run", config, snapshot.train, snapshot.test, trainer=trainer)
     print(f"run directory {run.path}: {run.n_train} train frames ({run.n_train_atoms} atoms), "
@@ -173,8 +182,8 @@ def _selection_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _plot_pool(spec: str, snapshot: Any, out: Path) -> dict[str, Any] | None:
-    from ..provenance import atomic_write_bytes, atomic_write_json
-    from ..training import pool_map
+    from ..files import atomic_write_bytes, atomic_write_json
+    from ..pool_map import pool_map
 
     print("regenerating the DIRECT candidate pool for the PCA map (about a minute)", file=sys.stderr)
     pool = pool_map(spec, snapshot.manifest, snapshot.train + snapshot.test)

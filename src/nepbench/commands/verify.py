@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     from ..report.criteria import exit_code
-    from ..report.render import build_report, claim_table_text, verdicts_of
+    from ..report.build import build_report, verdicts_of
+    from ..report.text import claim_table_text
 
     try:
         report = build_report(args.run_dirs, figures=False)

@@ -1,6 +1,6 @@
 """Any ASE calculator as an engine: the universal-MLIP comparators (CHGNet, SevenNet) beside NEP.
 
-A registry model of source kind "ase" (models.py) names an importable factory (`module:attribute`),
+A registry model of source kind "ase" (nepbench.models) names an importable factory (`module:attribute`),
 its keyword arguments and a weights file inside an installed package, checked by sha256. This engine
 builds the calculator once (loading a GNN's weights takes seconds), then runs single points and MD
 through the same ASE driver as the CPU NEP engine (engines/ase_md.py), under the same `MDProtocol`:
@@ -13,7 +13,7 @@ LennardJones, EMT) runs in the calling thread (numpy).
 
 Units follow ASE (eV, Å, eV/Å, eV/Å³ with ASE's stress sign). The calculators' reference energies
 differ from CP2K's by a constant per element: the parity task compares energies after the same
-per-element offset fit as for the NEPs (tasks/accuracy.py).
+per-element offset fit as for the NEPs (tasks/parity.py).
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ class AseCalculatorSpec:
         cutoff_a: interaction range (Å) over which the calculator sees periodic images whatever
             the pbc (CHGNet builds a periodic pymatgen Structure): a non-periodic direction then
             needs more vacuum than this. None for a calculator that honours pbc.
+        memory_mb_per_atom: measured growth of the calculator's peak memory with the atom count
+            (MB per atom; CHGNet's bond graph); a structure whose predicted need exceeds the memory
+            available is refused before it is evaluated. None: no check.
     """
 
     name: str
@@ -68,6 +71,7 @@ class AseCalculatorSpec:
     weights_sha256: str | None = None
     package: str | None = None
     cutoff_a: float | None = None
+    memory_mb_per_atom: float | None = None
 
     @classmethod
     def from_model(cls, model: ModelInfo) -> "AseCalculatorSpec":
@@ -76,11 +80,38 @@ class AseCalculatorSpec:
             raise ModelError(f"{model.path}: model {model.name} is a NEP potential, not an ASE-calculator "
                              "model (it runs on the nep_cpu engine)")
         source = model.source
-        cutoff = source.get("cutoff_a")
+        cutoff, memory = source.get("cutoff_a"), source.get("memory_mb_per_atom")
         return cls(name=model.name, factory=str(source["factory"]), arguments=dict(source.get("arguments", {})),
                    species=tuple(model.species), weights_path=Path(model.path),
                    weights_argument=source.get("weights_argument"), weights_sha256=model.sha256,
-                   package=source.get("package"), cutoff_a=float(cutoff) if cutoff is not None else None)
+                   package=source.get("package"), cutoff_a=float(cutoff) if cutoff is not None else None,
+                   memory_mb_per_atom=float(memory) if memory is not None else None)
+
+
+#: Share of the available memory a calculator may be predicted to use before a structure is refused.
+MEMORY_HEADROOM = 0.8
+
+
+def available_memory_mb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
+    """MemAvailable of /proc/meminfo in MB; None where it cannot be read (no check is made then)."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_problem(n_atoms: int, mb_per_atom: float, available_mb: float | None, name: str) -> str | None:
+    """Why `n_atoms` atoms are refused: their predicted peak (n × `mb_per_atom`, MB) exceeds
+    MEMORY_HEADROOM of `available_mb`; None where it fits or the available memory is unknown."""
+    need = n_atoms * mb_per_atom
+    if available_mb is None or need <= MEMORY_HEADROOM * available_mb:
+        return None
+    return (f"{name} would need ~{need / 1024:.1f} GB for {n_atoms} atoms ({mb_per_atom:g} MB per atom, "
+            f"measured; docs/comparators.md) and {available_mb / 1024:.1f} GB is available here: refused "
+            "before it runs the machine out of memory")
 
 
 def _torch() -> Any:
@@ -177,11 +208,16 @@ class AseCalcEngine(Engine):
         """InputError (naming `source`) for a structure this engine cannot evaluate as given:
         species the model lacks, non-finite coordinates, or, for a calculator that treats every
         cell vector as periodic (`cutoff_a` set), no 3D cell or a non-periodic direction whose
-        vacuum does not keep the periodic images beyond `cutoff_a`."""
+        vacuum does not keep the periodic images beyond `cutoff_a`, and a structure too large for
+        the memory available (`memory_problem`)."""
         if self.spec.species:
             check_species(self.spec.species, atoms, source)
         if not np.all(np.isfinite(atoms.positions)):
             raise InputError(source, "non-finite (NaN/inf) coordinates")
+        if self.spec.memory_mb_per_atom is not None:
+            problem = memory_problem(len(atoms), self.spec.memory_mb_per_atom, available_memory_mb(), self.spec.name)
+            if problem:
+                raise InputError(source, problem)
         if self.spec.cutoff_a is not None:
             if atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-6:
                 raise InputError(source, f"{self.spec.name} needs a 3D cell (the structure has none or a flat one)")

@@ -63,8 +63,8 @@ class MDProtocol:
         steps: number of MD steps after the warm-up.
         sample_interval: steps between recorded frames and thermo rows.
         seed: seed for initial velocities and the thermostat's noise (CP2K: an explicit CSVR
-            RNG_INIT record for a fresh run, engines/cp2k.py; GPUMD's nvt_bdp noise is
-            clock-seeded unless built with -DDEBUG, engines/gpumd.py).
+            RNG_INIT record for a fresh run, engines/cp2k/; GPUMD's nvt_bdp noise is
+            clock-seeded unless built with -DDEBUG, engines/gpumd/).
         thermostat_coupling_fs: thermostat time constant in fs (ignored for NVE).
         warmup_steps: steps run first and excluded from timing and trajectories.
     """

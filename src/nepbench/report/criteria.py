@@ -26,7 +26,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..config import Criterion, criterion_from_mapping, finite_number, real_number
+from ..checks import finite_number, real_number
+
+from ..spec import Criterion, criterion_from_mapping
 from ..errors import ConfigError
 
 VERDICTS = ("pass", "warn", "fail", "not_measured")

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 from ase import Atoms
 
-from ..config import finite_number, integer
+from ..checks import finite_number, integer
 from .amorphous import a_c, a_lic, a_lixsi, a_si, density_g_cm3, lixsi_counts, lixsi_volume_per_si_a3
 from .core_shell import core_shell_particle
 from .crystalline import c_si, graphite, li15si4, li_in_c_si, lic6

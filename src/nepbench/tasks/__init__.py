@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import TaskSpec
+from ..spec import TaskSpec
 
 
 @dataclass
@@ -46,6 +46,16 @@ class TaskOutcome:
         unexplained = sorted(set(self.unresolved_metrics) - set(self.metric_reasons))
         if unexplained:
             raise ValueError(f"unresolved metrics without a reason: {', '.join(unexplained)}")
+
+
+#: Where a task states the stage it is in for the runner's progress line (`runner.Progress`):
+#: `ctx.shared[STAGE_KEY] = "relaxation 2/6 (t = 0.8 nm, seed 1)"`; the runner clears it per task.
+STAGE_KEY = "progress_stage"
+
+
+def set_stage(shared: dict[str, Any], text: str) -> None:
+    """State the task's current stage (one short line) for the progress line."""
+    shared[STAGE_KEY] = text
 
 
 @dataclass(frozen=True)
@@ -128,10 +138,10 @@ TaskFunction = Callable[[TaskSpec, TaskContext], TaskOutcome]
 #: Task type → (module under nepbench.tasks, its run function). Each module also declares
 #: `TASK_PARAMS`, the parameters its tasks read; suite files are checked against them when loaded.
 TASK_MODULES = {
-    "parity": ("accuracy", "run_parity"),
+    "parity": ("parity", "run_parity"),
     "md_accuracy": ("md_accuracy", "run_md_accuracy"),
     "throughput": ("throughput", "run_throughput"),
-    "expansion": ("lithiation", "run_expansion"),
+    "expansion": ("expansion", "run_expansion"),
 }
 
 

@@ -1,107 +1,39 @@
 """MD accuracy: NEP MD on exactly the AIMD reference's cell, temperature, time step and length
 (and longer, to show convergence) → partial RDFs and Li diffusivity against the CP2K AIMD; plus the
-energy drift of an NVE run as MD stability."""
+energy drift of an NVE run as MD stability.
+
+This module holds the task (`run_md_accuracy` and its steps), its parameters (`MdAccuracyParams`),
+its series (`MdSeries`) and the g(r) comparison; beside it md_adf_vdos.py (ADF, vDOS),
+md_diffusion.py (Li diffusivity, Arrhenius) and md_nve.py (the NVE stability check).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
-from ..config import TaskSpec, finite_number, integer, unknown_keys, unknown_name
+from ..checks import finite_number, integer
+
+from ..spec import TaskSpec
 from ..engines.base import MDProtocol
 from ..errors import InputError
-from ..metrics.diffusion import arrhenius_fit, diffusivity, msd_multiple_origins
 from ..metrics.equilibration import relaxation_heat, thermostat_offset
 from ..metrics.rdf import minimum_image_radius_a, rdf_l1_error, rdf_trajectory, rdf_wasserstein1
-from ..metrics.stability import nve_energy_drift_ev_per_atom_per_ps
 from . import TaskContext, TaskOutcome, cpu_engine, engine_label
-from . import md_adf_vdos
-from .accuracy import missing_species, model_species
+from . import md_adf_vdos, md_diffusion
+from .md_adf_vdos import AdfRun, AdfVdosParams, CurvePair, VdosRun
+from .md_diffusion import ArrheniusPoints
+from .md_nve import DEFAULT_NVE, NveParams, NveSeries, record_nve_check
+from .params import positive_int, positive_number
+from .parity import missing_species, model_species
+# read from here by the asv benchmarks (benchmarks/bench_accuracy.py, also run against older
+# commits) and aimd_sizing: they live in md_diffusion.py and md_nve.py
+from .md_diffusion import LiDComparison, compare_li_d, is_diffusive, li_diffusivity, species_mask  # noqa: F401
+from .md_nve import run_nve_check  # noqa: F401
 
-#: Parameters an md_accuracy task reads (suite files are checked against them when loaded).
-TASK_PARAMS = frozenset({"runs", "length_factors", "min_rdf_production_ps", "max_temperature_offset",
-                         "min_temperature_offset_z", "min_diffusion_production_ps", "r_max_a", "n_bins",
-                         "seed", "nve"}) | md_adf_vdos.PARAMS
 MIN_DIFFUSION_PS = 0.5  # shortest production run from which a diffusivity is fitted
-NVE_KEYS = frozenset({"builder", "params", "temperature_k", "timestep_fs", "steps", "seed", "nvt_steps"})
-#: NVT steps (CSVR at the nve table's temperature) run before the NVE check when its table names none:
-#: a builder's packing releases enough heat to take an unthermostatted a-Li2Si cell from 900 K to a
-#: ~3,600 K melt, so without them the drift is measured at a temperature each model sets itself.
-DEFAULT_NVE_NVT_STEPS = 1000
-
-
-def _positive_int(value: Any) -> bool:
-    number = integer(value)
-    return number is not None and number >= 1
-
-
-def _positive_number(value: Any) -> bool:
-    number = finite_number(value)
-    return number is not None and number > 0
-
-
-def check_params(params: dict[str, Any]) -> str | None:
-    """What is wrong with an md_accuracy task's `runs`, `length_factors`, `n_bins`, numeric bounds
-    or `nve` table, or None. (Whether each run exists in aimd.toml is checked when the task runs:
-    the suite does not know which reference folder it will be given.)"""
-    from .. import systems
-
-    runs = params.get("runs")
-    if runs is not None and (not isinstance(runs, list) or not all(isinstance(r, str) for r in runs)):
-        return f"runs must be a list of AIMD run ids ([] for the NVE check alone), got {runs!r}"
-    factors = params.get("length_factors", [1, 4])
-    if not isinstance(factors, list) or not factors or not all(_positive_int(f) for f in factors):
-        return f"length_factors must be a non-empty list of integers >= 1, got {factors!r}"
-    if factors[0] != 1:  # g(r) and D are compared on the first: it must have the AIMD's own length
-        return f"length_factors must start with 1 (the run compared with the AIMD has its length), got {factors!r}"
-    n_bins = params.get("n_bins", 80)
-    if not (_positive_int(n_bins) and n_bins >= 2):
-        return f"n_bins must be an integer >= 2, got {n_bins!r}"
-    for key in ("min_rdf_production_ps", "max_temperature_offset", "min_temperature_offset_z",
-                "min_diffusion_production_ps"):
-        value = params.get(key)
-        if value is not None and not (finite_number(value) is not None and value >= 0):
-            return f"{key} must be a number >= 0, got {value!r}"
-    if "r_max_a" in params and not _positive_number(params["r_max_a"]):
-        return f"r_max_a must be a number > 0, got {params['r_max_a']!r}"
-    for where, table in (("seed", params), ("nve seed", params.get("nve") or {})):
-        seed = table.get("seed", 0) if isinstance(table, dict) else 0
-        if not (integer(seed) is not None and seed >= 0):
-            return f"{where} must be an integer >= 0, got {seed!r}"
-    problem = md_adf_vdos.param_problem(params)
-    if problem:
-        return problem
-    nve = params.get("nve")
-    if nve is None:
-        return None
-    if not isinstance(nve, dict):
-        return f"nve must be a table, got {nve!r}"
-    problem = unknown_keys(nve, NVE_KEYS)
-    if problem:
-        return f"nve has {problem}"
-    problem = unknown_name(nve.get("builder"), systems.BUILDERS, "builder")
-    if problem:
-        return f"nve has {problem}"
-    problem = systems.param_problem(nve["builder"], nve.get("params", {}))
-    if problem:
-        return f"nve {problem}"
-    for key in ("temperature_k", "timestep_fs"):
-        if not _positive_number(nve.get(key)):
-            return f"nve {key} must be a number > 0, got {nve.get(key)!r}"
-    if not _positive_int(nve.get("steps")):
-        return f"nve steps must be an integer >= 1, got {nve.get('steps')!r}"
-    nvt_steps = integer(nve.get("nvt_steps", DEFAULT_NVE_NVT_STEPS))
-    if nvt_steps is None or nvt_steps < 0:
-        return f"nve nvt_steps must be an integer >= 0, got {nve.get('nvt_steps')!r}"
-    return None
-
-
-#: Largest |log-log slope − 1| of the AIMD's Li MSD over the fit window for it to count as diffusive
-#: there. A short run's window sits at tens of fs, where the MSD still carries ballistic motion
-#: (slope up to 2) or caging (below 1): a "D" fitted there is no diffusivity, so none is compared.
-MAX_LOGLOG_SLOPE_DEVIATION = 0.15
 MIN_RDF_PS = 0.1  # shortest production run whose g(r) is compared (10–20 frames at the runs' 5–10 fs spacing)
 #: An AIMD production whose mean T is more than this fraction off its thermostat temperature, and
 #: significantly so (below), counts as not equilibrated.
@@ -110,6 +42,133 @@ MAX_TEMPERATURE_OFFSET = 0.10
 #: T scatters by ~14 % (σ/T = √(2/3N)) and is correlated over the thermostat's time, so the mean of a
 #: 0.2–0.4 ps production has a standard error of ~4 %: 10 % alone is 2.5 σ, within reach of chance.
 MIN_TEMPERATURE_OFFSET_Z = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MdAccuracyParams(AdfVdosParams):
+    """An md_accuracy task's parameters (suite `[[task]]` keys of the same names; the ADF / vDOS
+    ones come from `AdfVdosParams`).
+
+    runs: the AIMD run ids of aimd.toml compared (None: all; (): the NVE check alone);
+    length_factors: the model's production lengths in AIMD production lengths, the first 1 (compared);
+    min_rdf_production_ps / min_diffusion_production_ps: the shortest AIMD production whose g(r) /
+    Li D is compared (ps); max_temperature_offset (fraction) and min_temperature_offset_z (standard
+    errors): an AIMD production further off its thermostat counts as not equilibrated; r_max_a (Å)
+    and n_bins: the g(r) range and bins; seed: the model runs' velocities (seed + length factor);
+    nve: the NVE stability check's table (`NveParams`; DEFAULT_NVE where none is given).
+    """
+
+    runs: tuple[str, ...] | None = None
+    length_factors: tuple[int, ...] = (1, 4)
+    min_rdf_production_ps: float = MIN_RDF_PS
+    max_temperature_offset: float = MAX_TEMPERATURE_OFFSET
+    min_temperature_offset_z: float = MIN_TEMPERATURE_OFFSET_Z
+    min_diffusion_production_ps: float = MIN_DIFFUSION_PS
+    r_max_a: float = 6.0
+    n_bins: int = 80
+    seed: int = 0
+    nve: NveParams = DEFAULT_NVE
+
+    @classmethod
+    def problem(cls, params: dict[str, Any]) -> str | None:
+        """What is wrong with an md_accuracy task's `runs`, `length_factors`, `n_bins`, numeric bounds
+        or `nve` table, or None. (Whether each run exists in aimd.toml is checked when the task runs:
+        the suite does not know which reference folder it will be given.)"""
+        runs = params.get("runs")
+        if runs is not None and (not isinstance(runs, list) or not all(isinstance(r, str) for r in runs)):
+            return f"runs must be a list of AIMD run ids ([] for the NVE check alone), got {runs!r}"
+        factors = params.get("length_factors", list(cls.length_factors))
+        if not isinstance(factors, list) or not factors or not all(positive_int(f) for f in factors):
+            return f"length_factors must be a non-empty list of integers >= 1, got {factors!r}"
+        if factors[0] != 1:  # g(r) and D are compared on the first: it must have the AIMD's own length
+            return f"length_factors must start with 1 (the run compared with the AIMD has its length), got {factors!r}"
+        n_bins = params.get("n_bins", cls.n_bins)
+        if not (positive_int(n_bins) and n_bins >= 2):
+            return f"n_bins must be an integer >= 2, got {n_bins!r}"
+        for key in ("min_rdf_production_ps", "max_temperature_offset", "min_temperature_offset_z",
+                    "min_diffusion_production_ps"):
+            value = params.get(key)
+            if value is not None and not (finite_number(value) is not None and value >= 0):
+                return f"{key} must be a number >= 0, got {value!r}"
+        if "r_max_a" in params and not positive_number(params["r_max_a"]):
+            return f"r_max_a must be a number > 0, got {params['r_max_a']!r}"
+        for where, table in (("seed", params), ("nve seed", params.get("nve") or {})):
+            seed = table.get("seed", 0) if isinstance(table, dict) else 0
+            if not (integer(seed) is not None and seed >= 0):
+                return f"{where} must be an integer >= 0, got {seed!r}"
+        problem = super().problem(params)
+        if problem:
+            return problem
+        nve = params.get("nve")
+        return None if nve is None else NveParams.problem(nve)
+
+    @classmethod
+    def converted(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """As `TaskParams.converted`, the `nve` table read by `NveParams.from_params`."""
+        out = super().converted(params)
+        if out.get("nve") is None:
+            out.pop("nve", None)
+        elif not isinstance(out["nve"], NveParams):
+            out["nve"] = NveParams.from_params(out["nve"])
+        return out
+
+
+#: Parameters an md_accuracy task reads, and what is wrong with their values (one line) or None: the suite
+#: loader checks a suite file's tasks with them.
+TASK_PARAMS = MdAccuracyParams.names()
+check_params = MdAccuracyParams.check
+
+
+class RdfRun(TypedDict):
+    """Series `rdf.<run>`: partial g(r) per species pair ("Li-Si") on `r_a` (Å)."""
+
+    r_a: list[float]
+    pairs: dict[str, CurvePair]
+
+
+class MsdCurve(TypedDict):
+    """Series `msd.<run>.<species>`: MSD (Å²) of the AIMD and the model against the lag (ps)."""
+
+    time_ps: list[float]
+    ref: list[float]
+    model: list[float]
+    fit_window_ps: NotRequired[list[float]]  # the D fit window (t_start, t_end): no task writes it yet
+
+
+class RunSummary(TypedDict):
+    """Series `runs.<run>`: the compared AIMD run's production (ps), steps, wall time (s) and T (K)."""
+
+    aimd_production_ps: float
+    aimd_steps: int
+    aimd_wall_s: float
+    temperature_k: float
+
+
+class AimdThermo(TypedDict):
+    """Series `aimd_thermo.<run>` (`aimd.thermo_history`): every committed AIMD step's T (K) and
+    potential energy per atom relative to step 0 (eV/atom) against time (ps), the thermostat's
+    target (K), the warm-up's end and the detected start of a stationary E_pot (ps, None: none)."""
+
+    time_ps: list[float]
+    temperature_k: list[float]
+    potential_ev_per_atom: list[float]
+    target_temperature_k: float
+    warmup_ps: float
+    equilibrated_ps: float | None
+
+
+class MdSeries(TypedDict):
+    """An md_accuracy record's `series` (numpy arrays when written, lists when read back from JSON);
+    run-keyed blocks hold the compared runs only, except `aimd_thermo` (every run with a commit)."""
+
+    rdf: dict[str, RdfRun]
+    msd: dict[str, dict[str, MsdCurve]]  # run → species → curves
+    runs: dict[str, RunSummary]
+    aimd_thermo: dict[str, AimdThermo]
+    adf: NotRequired[dict[str, AdfRun]]  # absent where no run gave an ADF (and in older records)
+    vdos: NotRequired[dict[str, VdosRun]]  # likewise
+    arrhenius: NotRequired[ArrheniusPoints]  # absent without a system at ≥ 2 temperatures
+    nve: NveSeries
 
 
 def compare_rdf(ref_traj: Any, model_traj: Any, r_max_a: float, n_bins: int) -> dict[str, Any]:
@@ -152,191 +211,25 @@ def rdf_halves_l1_max(ref_traj: Any, r_max_a: float, n_bins: int) -> float:
     return max(v["l1"] for v in compare_rdf(first, second, r_max_a, n_bins)["pairs"].values())
 
 
-#: Blocks of the Li diffusivity's standard error (stderr has LI_D_BLOCKS - 1 degrees of freedom).
-LI_D_BLOCKS = 3
-#: One-sided confidence of the bound on a flat model MSD's D (`d_log10_ratio`).
-D_BOUND_CONFIDENCE = 0.95
 
 
-def species_mask(traj: Any, species: str = "Li") -> np.ndarray:
-    """Which atoms of the trajectory are `species` (bool per atom)."""
-    return np.array([s == species for s in traj.symbols], dtype=bool)
+def warmup_verdict(history: dict[str, Any] | None, stationarity: Any) -> dict[str, Any]:
+    """Whether an AIMD run's warm-up ended stationary, from its `thermo_history` (None: no commit yet).
 
-
-def has_species(traj: Any, species: str = "Li") -> bool:
-    """Whether any atom of the trajectory is `species` (no MSD or D without one)."""
-    return bool(species_mask(traj, species).any())
-
-
-def li_diffusivity(traj: Any, species: str = "Li") -> Any:
-    return diffusivity(traj.positions_a, traj.times_ps, mask=species_mask(traj, species), n_blocks=LI_D_BLOCKS)
-
-
-def li_msd(traj: Any, species: str = "Li") -> tuple[np.ndarray, np.ndarray]:
-    return msd_multiple_origins(traj.positions_a, traj.times_ps, mask=species_mask(traj, species))
-
-
-def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
-    from ..aimd import load_aimd, load_aimd_spec, thermo_history
-
-    p = spec.params
-    aimd_spec = load_aimd_spec(ctx.reference_dir / "aimd.toml")
-    engine = cpu_engine(ctx)  # nep_cpu, or ase_calc for a comparator: one ASE MD driver, one protocol
-    label = engine_label(engine)
-    species = model_species(ctx)
-    factors = [int(f) for f in p.get("length_factors", [1, 4])]
-    min_rdf_ps = float(p.get("min_rdf_production_ps", MIN_RDF_PS))
-    max_t_offset = float(p.get("max_temperature_offset", MAX_TEMPERATURE_OFFSET))
-    min_t_offset_z = float(p.get("min_temperature_offset_z", MIN_TEMPERATURE_OFFSET_Z))
-    min_d_ps = float(p.get("min_diffusion_production_ps", MIN_DIFFUSION_PS))
-    metrics: dict[str, float] = {}
-    units: dict[str, str] = {}
-    reasons: dict[str, str] = {}
-    series: dict[str, Any] = {"rdf": {}, "msd": {}, "runs": {}, "aimd_thermo": {}}
-    arrhenius_rows: list[tuple[str, float, Any, Any]] = []
-    l1_all, w1_all, logratio_all, halves_all = [], [], [], []
-    adf_vdos = md_adf_vdos.Totals()  # ADF and vDOS per run, scored like g(r)
-    unresolved: list[str] = []  # runs with a diffusive AIMD whose model D could not be compared
-    unresolved_metrics: list[str] = []  # their metrics: the model's value, not the reference, is missing
-    method_bits = []
-    for run_id in p.get("runs", [r.id for r in aimd_spec.runs]):
-        history = thermo_history(aimd_spec, run_id)  # every run, compared or not: is it equilibrated?
-        if history is not None:
-            series["aimd_thermo"][run_id] = history
-        try:
-            ref = load_aimd(aimd_spec, run_id)
-        except InputError as exc:
-            reasons[f"rdf_l1_error_max.{run_id}"] = f"no AIMD reference yet: {exc}"
-            continue
-        lacking = missing_species([ref.first_frame], species)
-        if lacking:
-            reasons[f"rdf_l1_error_max.{run_id}"] = f"not applicable: model lacks {', '.join(lacking)}"
-            continue
-        if ref.production_ps < min_rdf_ps:  # load_aimd already refuses runs with < 2 production frames
-            reasons[f"rdf_l1_error_max.{run_id}"] = (
-                f"AIMD production {ref.production_ps:.3f} ps < {min_rdf_ps} ps: too short to compare g(r)")
-            method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (too short)")
-            continue
-        run = ref.run
-        temp = thermostat_offset(ref.thermo["temperature_k"], run.protocol.temperature_k)
-        metrics[f"aimd_temperature_mean_k.{run_id}"] = temp.mean_k
-        metrics[f"aimd_temperature_stderr_k.{run_id}"] = temp.stderr_k
-        units.update({f"aimd_temperature_mean_k.{run_id}": "K", f"aimd_temperature_stderr_k.{run_id}": "K"})
-        t_text = (f"T {temp.mean_k:.0f} ± {temp.stderr_k:.0f} K against {run.protocol.temperature_k:.0f} K "
-                  f"({100 * temp.relative_offset:+.1f} %, {temp.z:+.1f} σ)")
-        if len(ref.thermo["time_ps"]) >= 3:  # still relaxing? its heat holds the thermostat above target
-            trend, heat_k = relaxation_heat(ref.thermo["time_ps"], ref.thermo["potential_energy_ev"],
-                                            len(ref.first_frame), run.protocol.thermostat_coupling_fs)
-            metrics[f"aimd_potential_trend_mev_per_atom_per_ps.{run_id}"] = trend.slope
-            metrics[f"aimd_potential_trend_stderr_mev_per_atom_per_ps.{run_id}"] = trend.stderr
-            metrics[f"aimd_thermostat_heat_offset_k.{run_id}"] = heat_k
-            units.update({f"aimd_potential_trend_mev_per_atom_per_ps.{run_id}": "meV/atom/ps",
-                          f"aimd_potential_trend_stderr_mev_per_atom_per_ps.{run_id}": "meV/atom/ps",
-                          f"aimd_thermostat_heat_offset_k.{run_id}": "K (CSVR offset the E_pot trend implies)"})
-            t_text += (f", E_pot trend {trend.slope:+.0f} ± {trend.stderr:.0f} meV/atom/ps "
-                       f"(its heat holds T {heat_k:+.0f} K off target)")
-        if abs(temp.relative_offset) > max_t_offset and abs(temp.z) > min_t_offset_z:
-            reasons[f"rdf_l1_error_max.{run_id}"] = (
-                f"AIMD production averages {temp.mean_k:.0f} ± {temp.stderr_k:.0f} K against its "
-                f"{run.protocol.temperature_k:.0f} K thermostat ({100 * temp.relative_offset:+.0f} %, "
-                f"{abs(temp.z):.1f} standard errors): not equilibrated; lengthen its warm-up in aimd.toml")
-            method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (not equilibrated: {t_text})")
-            continue
-        model_trajs = {}
-        for factor in factors:
-            result = engine.md(ref.first_frame, matching_protocol(ref, factor, seed=int(p.get("seed", 0)) + factor))
-            model_trajs[factor] = result.trajectory
-            if factor == factors[0] and len(result.thermo["temperature_k"]) >= 2:  # the model's own T, 3N - 3 dof
-                model_t = thermostat_offset(result.thermo["temperature_k"], run.protocol.temperature_k)
-                metrics[f"model_temperature_mean_k.{run_id}"] = model_t.mean_k
-                metrics[f"model_temperature_stderr_k.{run_id}"] = model_t.stderr_k
-                units.update({f"model_temperature_mean_k.{run_id}": "K",
-                              f"model_temperature_stderr_k.{run_id}": "K"})
-                t_text += f"; {label} T {model_t.mean_k:.0f} ± {model_t.stderr_k:.0f} K"
-        r_max = rdf_r_max_a(ref, float(p.get("r_max_a", 6.0)))
-        rdf = compare_rdf(ref.trajectory, model_trajs[factors[0]], r_max, int(p.get("n_bins", 80)))
-        l1, w1 = rdf_maxima(rdf)
-        metrics[f"rdf_l1_error_max.{run_id}"] = l1
-        if w1 is not None:
-            metrics[f"rdf_w1_max_a.{run_id}"] = w1
-            w1_all.append(w1)
-        else:
-            reasons[f"rdf_w1_max_a.{run_id}"] = f"no pair has neighbours within {r_max:.2f} Å in both runs"
-        metrics[f"rdf_l1_aimd_halves.{run_id}"] = rdf_halves_l1_max(ref.trajectory, r_max, int(p.get("n_bins", 80)))
-        halves_all.append(metrics[f"rdf_l1_aimd_halves.{run_id}"])
-        l1_all.append(l1)
-        t_text += md_adf_vdos.record_run(run_id, ref.trajectory, model_trajs[factors[0]], p, metrics, units,
-                                          series, reasons, adf_vdos)
-        series["rdf"][run_id] = {"r_a": rdf["r_a"], "pairs": {
-            k: {"ref": v["ref"], "model": v["model"]} for k, v in rdf["pairs"].items()}}
-        series["runs"][run_id] = {"aimd_production_ps": ref.production_ps, "aimd_steps": ref.total_steps,
-                                  "aimd_wall_s": ref.total_wall_s, "temperature_k": run.protocol.temperature_k}
-        li_d = compare_li_d(ref.trajectory, model_trajs[factors[0]], ref.production_ps, min_d_ps)
-        if li_d.stage == "no_li":  # an a-Si or a-C reference: g(r) only
-            reasons[f"li_d_log10_ratio.{run_id}"] = li_d.reason
-            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD (no Li), {t_text}")
-            continue
-        lag, msd_ref = li_msd(ref.trajectory)
-        lag_m, msd_mod = li_msd(model_trajs[factors[0]])
-        n = min(len(lag), len(lag_m))
-        series["msd"][run_id] = {"Li": {"time_ps": lag[:n], "ref": msd_ref[:n], "model": msd_mod[:n]}}
-        if li_d.d_aimd is not None:
-            metrics[f"li_d_aimd_loglog_slope.{run_id}"] = li_d.d_aimd.loglog_slope
-        if li_d.stage != "diffusive":  # too short, or its MSD not yet diffusive
-            reasons[f"li_d_log10_ratio.{run_id}"] = li_d.reason
-            state = " (MSD not yet diffusive)" if li_d.stage == "not_diffusive" else ""
-            method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD{state}, {t_text}")
-            continue
-        d_ref = li_d.d_aimd
-        d_mod = {factors[0]: li_d.d_model} | {f: li_diffusivity(model_trajs[f]) for f in factors[1:]}
-        metrics[f"li_d_aimd_cm2_per_s.{run_id}"] = d_ref.d_cm2_per_s
-        metrics[f"li_d_aimd_stderr_cm2_per_s.{run_id}"] = d_ref.stderr_cm2_per_s
-        for f, d in d_mod.items():
-            metrics[f"li_d_model_x{f}_cm2_per_s.{run_id}"] = d.d_cm2_per_s
-            metrics[f"li_d_model_x{f}_stderr_cm2_per_s.{run_id}"] = d.stderr_cm2_per_s
-        ratio, note = li_d.log10_ratio, li_d.note
-        if ratio is None:  # the model's D, not the reference, is what could not be resolved
-            reasons[f"li_d_log10_ratio.{run_id}"] = note
-            unresolved.append(f"{run_id} ({note})")
-            unresolved_metrics.append(f"li_d_log10_ratio.{run_id}")
-        else:
-            metrics[f"li_d_log10_ratio.{run_id}"] = ratio
-            logratio_all.append(abs(ratio))
-        arrhenius_rows.append((system_label(run.builder, run.params), run.protocol.temperature_k, d_ref,
-                               d_mod[factors[0]]))  # the AIMD fit never depends on the model tested
-        method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD, {t_text}" + (f"; {note}" if note else ""))
-    if l1_all:
-        metrics["rdf_l1_error_max"] = max(l1_all)
-        if w1_all:
-            metrics["rdf_w1_max_a"] = max(w1_all)
-        else:
-            reasons["rdf_w1_max_a"] = "no compared run has a pair with neighbours within r_max in both runs"
-        metrics["rdf_l1_aimd_halves_max"] = max(halves_all)
-        units.update({"rdf_l1_error_max": "", "rdf_w1_max_a": "Å", "rdf_l1_aimd_halves_max": ""})
-    else:
-        reasons["rdf_l1_error_max"] = (
-            f"no AIMD run has ≥{min_rdf_ps} ps of production yet (see reference_data/aimd/manifest.json)")
-    md_adf_vdos.record_maxima(adf_vdos, metrics, units, reasons)
-    if unresolved:  # a run the model cannot be judged on must not leave the others' maximum to pass
-        reasons["li_d_log10_ratio_abs_max"] = f"the model's Li diffusivity is not resolved in {'; '.join(unresolved)}"
-        unresolved_metrics.append("li_d_log10_ratio_abs_max")
-    elif logratio_all:
-        metrics["li_d_log10_ratio_abs_max"] = max(logratio_all)
-        units["li_d_log10_ratio_abs_max"] = "|log10(D_NEP/D_AIMD)|"
-    else:
-        reasons["li_d_log10_ratio_abs_max"] = (
-            f"no AIMD run has ≥{min_d_ps:g} ps of production with a diffusive Li MSD yet "
-            "(see li_d_log10_ratio.<run> and reference_data/aimd/manifest.json)")
-    _arrhenius(arrhenius_rows, metrics, series, reasons)
-    nve_text = _nve_drift(p, engine, metrics, units, series)
-    method = (f"{label} NVT (CSVR) from the AIMD frame after warm-up, same cell/T/dt/coupling; production "
-              f"length ×{factors}; g(r) L1 (capped) and W1 per pair, max over pairs, beside the L1 between "
-              "the AIMD's own two halves (sampling floor); ADF per central species and vDOS per species "
-              "(finite-difference velocities), normalised L1 with their own halves floors; D(Li) from MSD, block stderr; "
-              + "; ".join(method_bits + [nve_text]))
-    return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
-                       engines={getattr(engine, "name", "nep_cpu"): engine.version()}, seed=int(p.get("seed", 0)),
-                       metric_reasons=reasons, unresolved_metrics=tuple(unresolved_metrics))
+    `stationarity` is `aimd.warmup_stationarity` (passed in, so this module imports no CP2K code).
+    Returns its dict ("warmup_stationary": True, False, or None where the warm-up is too short to
+    test) plus "reason": the sentence that refuses a diffusivity when it is False. A run whose
+    warm-up drifts is still relaxing from its start, so its D is not compared (docs/metrics.md)."""
+    if history is None or history.get("warmup_ps") is None:
+        return {"warmup_stationary": None, "reason": None}
+    verdict = stationarity(history["time_ps"], history["potential_ev_per_atom"], 1, history["warmup_ps"])
+    reason = None
+    if verdict["warmup_stationary"] is False:
+        reason = (f"AIMD warm-up not stationary: E_pot trend {verdict['warmup_trend_mev_per_atom_per_ps']:+.1f} ± "
+                  f"{verdict['warmup_trend_stderr_mev_per_atom_per_ps']:.1f} meV/atom/ps over its second half, so "
+                  "its Li diffusivity is not compared; start the run pre-equilibrated (aimd.toml `prerelax`) "
+                  "or lengthen its warm-up")
+    return {**verdict, "reason": reason}
 
 
 def matching_protocol(ref: Any, length_factor: int, seed: int) -> MDProtocol:
@@ -364,203 +257,231 @@ def rdf_maxima(rdf: dict[str, Any]) -> tuple[float, float | None]:
     return max(v["l1"] for v in pairs), (max(w1s) if w1s else None)
 
 
-def is_diffusive(d: Any) -> bool:
-    """Whether a `Diffusivity` is one: D > 0 and a log-log MSD slope within MAX_LOGLOG_SLOPE_DEVIATION
-    of 1 over its fit window (a NaN slope, from a flat MSD, is not)."""
-    return bool(d.d_cm2_per_s > 0 and abs(d.loglog_slope - 1.0) <= MAX_LOGLOG_SLOPE_DEVIATION)
+
+@dataclasses.dataclass
+class _Tally:
+    """What the steps of `run_md_accuracy` add to, run by run."""
+
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    units: dict[str, str] = dataclasses.field(default_factory=dict)
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+    series: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"rdf": {}, "msd": {}, "runs": {}, "aimd_thermo": {}})  # an `MdSeries`
+    method_bits: list[str] = dataclasses.field(default_factory=list)
+    arrhenius_rows: list[tuple[str, float, Any, Any]] = dataclasses.field(default_factory=list)
+    rdf_l1: list[float] = dataclasses.field(default_factory=list)
+    rdf_w1: list[float] = dataclasses.field(default_factory=list)
+    rdf_halves: list[float] = dataclasses.field(default_factory=list)
+    li_d_log_ratios: list[float] = dataclasses.field(default_factory=list)  # |log10(D_model/D_AIMD)|
+    adf_vdos: md_adf_vdos.Totals = dataclasses.field(default_factory=md_adf_vdos.Totals)  # scored like g(r)
+    unresolved: list[str] = dataclasses.field(default_factory=list)  # diffusive AIMD, model D not compared
+    unresolved_metrics: list[str] = dataclasses.field(default_factory=list)  # their metrics (the model's gap)
 
 
-def d_log10_ratio(d_model: float, d_model_stderr: float, d_aimd: float,
-                  n_blocks: int = LI_D_BLOCKS) -> tuple[float | None, str | None]:
-    """(log10(D_model / D_AIMD), note) for an AIMD diffusivity `d_aimd` > 0 (all in cm²/s).
+def run_md_accuracy(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
+    """The model's MD against each AIMD run of `runs` (g(r), ADF, vDOS, Li D; `_compare_run`), the
+    task-wide maxima, Arrhenius fits, and the NVE stability check; series shaped as `MdSeries`."""
+    from ..aimd import load_aimd, load_aimd_spec, thermo_history, warmup_stationarity
 
-    A model whose Li MSD does not grow over the fit window has a fitted D ≤ 0, whose logarithm is
-    undefined. Its true D is then below D⁺ = max(D, 0) + t·stderr with one-sided confidence
-    D_BOUND_CONFIDENCE (t: Student's quantile with n_blocks − 1 degrees of freedom, 2.92 for 3
-    blocks), so log10(D⁺ / D_AIMD) bounds the ratio from above and its magnitude is the least
-    disagreement the run allows at that confidence: that bound is returned, with a note saying so.
-    When D⁺ does not lie in (0, D_AIMD), the run says nothing either way: (None, why).
-    """
-    from scipy import stats
-
-    if d_model > 0:
-        return float(np.log10(d_model / d_aimd)), None
-    t = float(stats.t.ppf(D_BOUND_CONFIDENCE, n_blocks - 1))
-    upper = max(d_model, 0.0) + t * d_model_stderr
-    if 0 < upper < d_aimd:
-        return (float(np.log10(upper / d_aimd)),
-                f"model Li MSD flat over the fit window (D {d_model:.2e} ± {d_model_stderr:.1e} cm²/s): "
-                f"the ratio is the one-sided {100 * D_BOUND_CONFIDENCE:.0f} % bound log10((D + {t:.2f} stderr)"
-                f"/D_AIMD), its size the least disagreement at that confidence")
-    return None, (f"model Li MSD flat over the fit window (D {d_model:.2e} ± {d_model_stderr:.1e} cm²/s), "
-                  f"too noisy to bound against D_AIMD {d_aimd:.2e} cm²/s")
-
-
-@dataclasses.dataclass(frozen=True)
-class LiDComparison:
-    """One AIMD run's Li diffusivity against the model's run from its frame, as this task judges it.
-
-    `stage` is where it got to: "no_li" (no Li in the cell), "too_short" (AIMD production below
-    the minimum), "not_diffusive" (AIMD Li MSD not diffusive over its fit window) or "diffusive"
-    (both D fitted). `log10_ratio` is log10(D_model / D_AIMD), or the bound `d_log10_ratio` gives
-    for a flat model MSD (`note` then says so); None where none is compared, and `reason` says why
-    (at "diffusive": the model's D is not resolved). `d_aimd` and `d_model` are the fits made
-    (`metrics.diffusion.Diffusivity`, cm²/s; None where the comparison stopped before them).
-    """
-
-    stage: str
-    log10_ratio: float | None = None
-    reason: str | None = None
-    note: str | None = None
-    d_aimd: Any = None
-    d_model: Any = None
-
-
-def compare_li_d(ref_traj: Any, model_traj: Any, production_ps: float, min_d_ps: float) -> LiDComparison:
-    """The Li diffusivity comparison of AIMD trajectory `ref_traj` (`production_ps` ps of
-    production) with `model_traj`: no D from runs shorter than `min_d_ps` ps or whose AIMD Li MSD
-    is not diffusive (`is_diffusive`); the AIMD's D is fitted before the model's."""
-    if not has_species(ref_traj):
-        return LiDComparison("no_li", reason="no Li in this cell: no Li diffusivity to compare")
-    if production_ps < min_d_ps:
-        return LiDComparison("too_short",
-                             reason=f"AIMD production {production_ps:.2f} ps < {min_d_ps:g} ps: too short to fit D")
-    d_aimd = li_diffusivity(ref_traj)
-    if not is_diffusive(d_aimd):
-        w0, w1 = d_aimd.fit_window_ps
-        return LiDComparison("not_diffusive", d_aimd=d_aimd, reason=(
-            f"AIMD Li MSD not diffusive over its fit window {1000 * w0:.0f}–{1000 * w1:.0f} fs (log-log "
-            f"slope {d_aimd.loglog_slope:.2f}, diffusive is 1 ± {MAX_LOGLOG_SLOPE_DEVIATION:g}): "
-            f"{production_ps:.2f} ps of production is too short for D"))
-    d_model = li_diffusivity(model_traj)
-    ratio, note = d_log10_ratio(d_model.d_cm2_per_s, d_model.stderr_cm2_per_s, d_aimd.d_cm2_per_s)
-    return LiDComparison("diffusive", ratio, note if ratio is None else None, note, d_aimd, d_model)
-
-
-def system_label(builder: str, params: dict[str, Any]) -> str:
-    """"a-LixSi(x=3.0)": the runs that share a builder and its parameters are one system at several T."""
-    return f"{builder}({','.join(f'{k}={params[k]}' for k in sorted(params))})"
-
-
-def _arrhenius(rows: list[tuple[str, float, Any, Any]], metrics: dict[str, float],
-               series: dict[str, Any], reasons: dict[str, str] | None = None) -> None:
-    """Activation energies (eV) of Li diffusion per system with ≥ 2 temperatures, AIMD and model,
-    weighted by the block stderrs of D where every one is > 0: `li_ea_{aimd,model}_ev.<system>`
-    and their stderrs; the points go to series["arrhenius"], one `system` label per point.
-
-    `rows` holds every run with a diffusive AIMD MSD, so the AIMD fit is the same whichever model is
-    tested. Each fit takes its points with D > 0 (a logarithm) and records how many temperatures it
-    used (`li_ea_{aimd,model}_n_temperatures.<system>`); with fewer than 2 it has no Ea, and
-    `reasons` names the temperatures left out."""
-    by_system: dict[str, list[tuple[float, Any, Any]]] = {}
-    for system, temp, d_ref, d_mod in rows:
-        by_system.setdefault(system, []).append((temp, d_ref, d_mod))
-    points_all: list[tuple[str, float, Any, Any]] = []
-    for system, points in sorted(by_system.items()):
-        if len({t for t, _, _ in points}) < 2:
+    p = MdAccuracyParams.from_params(spec.params)
+    aimd_spec = load_aimd_spec(ctx.reference_dir / "aimd.toml")
+    engine = cpu_engine(ctx)  # nep_cpu, or ase_calc for a comparator: one ASE MD driver, one protocol
+    label = engine_label(engine)
+    species = model_species(ctx)
+    tally = _Tally()
+    for run_id in p.runs if p.runs is not None else [r.id for r in aimd_spec.runs]:
+        history = thermo_history(aimd_spec, run_id)  # every run, compared or not: is it equilibrated?
+        if history is not None:
+            tally.series["aimd_thermo"][run_id] = history
+        stationary = warmup_verdict(history, warmup_stationarity)
+        try:
+            ref = load_aimd(aimd_spec, run_id)
+        except InputError as exc:
+            tally.reasons[f"rdf_l1_error_max.{run_id}"] = f"no AIMD reference yet: {exc}"
             continue
-        for key, pick in (("aimd", lambda r, m: r), ("model", lambda r, m: m)):
-            used = [(t, d) for t, d in ((t, pick(r, m)) for t, r, m in points) if d.d_cm2_per_s > 0]
-            used_temps = {t for t, _ in used}
-            if len(used_temps) < 2:
-                if reasons is not None:
-                    left_out = sorted({t for t, _, _ in points} - used_temps)
-                    reasons[f"li_ea_{key}_ev.{system}"] = (f"{key} Li D ≤ 0 at {', '.join(f'{t:.0f}' for t in left_out)}"
-                                                          " K: fewer than 2 temperatures to fit")
-                continue
-            metrics[f"li_ea_{key}_n_temperatures.{system}"] = float(len(used_temps))
-            temps = np.array([t for t, _ in used])
-            errors = np.array([d.stderr_cm2_per_s for _, d in used])
-            weighted = bool(np.all(np.isfinite(errors)) and np.all(errors > 0))
-            fit = arrhenius_fit(temps, np.array([d.d_cm2_per_s for _, d in used]), errors if weighted else None)
-            metrics[f"li_ea_{key}_ev.{system}"] = fit.ea_ev
-            if np.isfinite(fit.ea_stderr_ev):
-                metrics[f"li_ea_{key}_stderr_ev.{system}"] = fit.ea_stderr_ev
-        points_all += [(system, t, r, m) for t, r, m in points]
-    if points_all:
-        series["arrhenius"] = {
-            "system": [s for s, _, _, _ in points_all],
-            "temperature_k": [t for _, t, _, _ in points_all],
-            "d_ref_cm2_per_s": [r.d_cm2_per_s for _, _, r, _ in points_all],
-            "d_model_cm2_per_s": [m.d_cm2_per_s for _, _, _, m in points_all],
-            "d_ref_stderr": [r.stderr_cm2_per_s for _, _, r, _ in points_all],
-            "d_model_stderr": [m.stderr_cm2_per_s for _, _, _, m in points_all]}
+        _compare_run(run_id, ref, stationary, p, engine, label, species, tally)
+    _record_maxima(p, tally)
+    md_diffusion.record_arrhenius(tally.arrhenius_rows, tally.metrics, tally.series, tally.reasons)
+    nve_text = record_nve_check(p.nve, engine, tally.metrics, tally.units, tally.series)
+    method = (f"{label} NVT (CSVR) from the AIMD frame after warm-up, same cell/T/dt/coupling; production "
+              f"length ×{list(p.length_factors)}; g(r) L1 (capped) and W1 per pair, max over pairs, beside the L1 "
+              "between the AIMD's own two halves (sampling floor); ADF per central species and vDOS per species "
+              "(finite-difference velocities), normalised L1 with their own halves floors; D(Li) from MSD, "
+              "block stderr; " + "; ".join(tally.method_bits + [nve_text]))
+    return TaskOutcome("done", metrics=tally.metrics, metric_units=tally.units, series=tally.series, method=method,
+                       engines={getattr(engine, "name", "nep_cpu"): engine.version()}, seed=p.seed,
+                       metric_reasons=tally.reasons, unresolved_metrics=tuple(tally.unresolved_metrics))
 
 
-#: The NVE cell when a task's params name none (the quick and gate suites give the same cell with
-#: its seed and NVT stage).
-DEFAULT_NVE = {"builder": "a-LixSi", "params": {"x": 2.0}, "temperature_k": 900.0, "timestep_fs": 1.0,
-               "steps": 2000}
+def _compare_run(run_id: str, ref: Any, stationary: dict[str, Any], p: MdAccuracyParams, engine: Any, label: str,
+                 species: tuple[str, ...], tally: _Tally) -> None:
+    """One AIMD run `ref` (`aimd.AimdReference`) against the model's runs from its frame, into
+    `tally`; a run the model lacks a species of, too short, or off its thermostat gets a reason
+    instead. `stationary`: its `warmup_verdict`."""
+    lacking = missing_species([ref.first_frame], species)
+    if lacking:
+        tally.reasons[f"rdf_l1_error_max.{run_id}"] = f"not applicable: model lacks {', '.join(lacking)}"
+        return
+    if ref.production_ps < p.min_rdf_production_ps:  # load_aimd already refuses runs with < 2 production frames
+        tally.reasons[f"rdf_l1_error_max.{run_id}"] = (
+            f"AIMD production {ref.production_ps:.3f} ps < {p.min_rdf_production_ps} ps: too short to compare g(r)")
+        tally.method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (too short)")
+        return
+    temp, t_text = _aimd_temperature(run_id, ref, tally)
+    if abs(temp.relative_offset) > p.max_temperature_offset and abs(temp.z) > p.min_temperature_offset_z:
+        tally.reasons[f"rdf_l1_error_max.{run_id}"] = (
+            f"AIMD production averages {temp.mean_k:.0f} ± {temp.stderr_k:.0f} K against its "
+            f"{ref.run.protocol.temperature_k:.0f} K thermostat ({100 * temp.relative_offset:+.0f} %, "
+            f"{abs(temp.z):.1f} standard errors): not equilibrated; lengthen its warm-up in aimd.toml")
+        tally.method_bits.append(f"{run_id}: {ref.production_ps:.3f} ps AIMD (not equilibrated: {t_text})")
+        return
+    model_trajs, model_text = _run_model(run_id, ref, p, engine, label, tally)
+    t_text += model_text
+    t_text += _compare_structure(run_id, ref, model_trajs[p.length_factors[0]], p, tally)
+    _compare_diffusivity(run_id, ref, model_trajs, stationary, t_text, p, tally)
 
 
-@dataclasses.dataclass(frozen=True)
-class NveCheck:
-    """One NVE stability run (`run_nve_check`).
-
-    Attributes:
-        drift_abs_ev_per_atom_per_ps: |slope| of the total energy per atom (eV/atom/ps).
-        drift_stderr_ev_per_atom_per_ps: its standard error (eV/atom/ps).
-        residual_rms_ev_per_atom: RMS of the total energy about the fitted line (eV/atom).
-        temperature_mean_k: mean kinetic temperature of the NVE run (K).
-        time_ps / total_energy_ev_per_atom: the sampled total energy per atom (ps, eV/atom).
-        words: the protocol in a phrase, for a method text.
-    """
-
-    drift_abs_ev_per_atom_per_ps: float
-    drift_stderr_ev_per_atom_per_ps: float
-    residual_rms_ev_per_atom: float
-    temperature_mean_k: float
-    time_ps: np.ndarray
-    total_energy_ev_per_atom: np.ndarray
-    words: str
-
-
-def run_nve_check(nve: dict[str, Any], engine: Any) -> NveCheck:
-    """Energy drift of an NVE run on the cell of an `nve` table (MD stability).
-
-    The builder's packing is first equilibrated for `nvt_steps` (default DEFAULT_NVE_NVT_STEPS) of
-    NVT (CSVR, 100 fs) at the table's temperature; the NVE run then starts from the last NVT frame
-    with fresh Maxwell–Boltzmann velocities at that temperature (seed + 1), so it runs near the stated
-    temperature. With nvt_steps = 0 the NVE run starts from the packing and heats as it relaxes
-    (a-Li2Si from 900 K: a ~3,600 K melt with the default model). The md task and the asv benchmark
-    both run it, so the nightly number is the gated one."""
-    from .. import systems
-
-    seed = int(nve.get("seed", 3))
-    temperature_k, timestep_fs = float(nve["temperature_k"]), float(nve["timestep_fs"])
-    nvt_steps = int(nve.get("nvt_steps", DEFAULT_NVE_NVT_STEPS))
-    atoms = systems.build(nve["builder"], seed=seed, **nve.get("params", {}))
-    start_words = f"from {temperature_k:.0f} K velocities on the packing"
-    if nvt_steps > 0:
-        nvt = MDProtocol("nvt", temperature_k, timestep_fs, nvt_steps, sample_interval=nvt_steps, seed=seed,
-                         thermostat_coupling_fs=100.0)
-        atoms = engine.md(atoms, nvt).trajectory.frame(-1)
-        atoms.wrap()
-        seed += 1
-        start_words = (f"after {nvt_steps} NVT steps (CSVR, 100 fs) at {temperature_k:.0f} K, from fresh "
-                       f"{temperature_k:.0f} K velocities")
-    protocol = MDProtocol("nve", temperature_k, timestep_fs, int(nve["steps"]), sample_interval=10, seed=seed,
-                          warmup_steps=0)
-    result = engine.md(atoms, protocol)
-    total = result.thermo["potential_energy_ev"] + result.thermo["kinetic_energy_ev"]
-    drift = nve_energy_drift_ev_per_atom_per_ps(result.thermo["time_ps"], total, len(atoms))
-    mean_t = float(np.mean(result.thermo["temperature_k"]))
-    return NveCheck(abs(drift.drift_ev_per_atom_per_ps), drift.stderr_ev_per_atom_per_ps,
-                    drift.residual_rms_ev_per_atom, mean_t, np.asarray(result.thermo["time_ps"]),
-                    total / len(atoms),
-                    f"NVE drift of {nve['builder']} ({len(atoms)} atoms) {start_words}, {int(nve['steps'])} "
-                    f"steps of {timestep_fs:g} fs: mean T {mean_t:.0f} K")
+def _aimd_temperature(run_id: str, ref: Any, tally: _Tally) -> tuple[Any, str]:
+    """The AIMD production's mean temperature against its thermostat (and, from 3 frames, its
+    potential energy's trend and the heat that holds the thermostat off target) into `tally`;
+    returns (`thermostat_offset` result, the method's words on it)."""
+    run = ref.run
+    metrics, units = tally.metrics, tally.units
+    temp = thermostat_offset(ref.thermo["temperature_k"], run.protocol.temperature_k)
+    metrics[f"aimd_temperature_mean_k.{run_id}"] = temp.mean_k
+    metrics[f"aimd_temperature_stderr_k.{run_id}"] = temp.stderr_k
+    units.update({f"aimd_temperature_mean_k.{run_id}": "K", f"aimd_temperature_stderr_k.{run_id}": "K"})
+    t_text = (f"T {temp.mean_k:.0f} ± {temp.stderr_k:.0f} K against {run.protocol.temperature_k:.0f} K "
+              f"({100 * temp.relative_offset:+.1f} %, {temp.z:+.1f} σ)")
+    if len(ref.thermo["time_ps"]) >= 3:  # still relaxing? its heat holds the thermostat above target
+        trend, heat_k = relaxation_heat(ref.thermo["time_ps"], ref.thermo["potential_energy_ev"],
+                                        len(ref.first_frame), run.protocol.thermostat_coupling_fs)
+        metrics[f"aimd_potential_trend_mev_per_atom_per_ps.{run_id}"] = trend.slope
+        metrics[f"aimd_potential_trend_stderr_mev_per_atom_per_ps.{run_id}"] = trend.stderr
+        metrics[f"aimd_thermostat_heat_offset_k.{run_id}"] = heat_k
+        units.update({f"aimd_potential_trend_mev_per_atom_per_ps.{run_id}": "meV/atom/ps",
+                      f"aimd_potential_trend_stderr_mev_per_atom_per_ps.{run_id}": "meV/atom/ps",
+                      f"aimd_thermostat_heat_offset_k.{run_id}": "K (CSVR offset the E_pot trend implies)"})
+        t_text += (f", E_pot trend {trend.slope:+.0f} ± {trend.stderr:.0f} meV/atom/ps "
+                   f"(its heat holds T {heat_k:+.0f} K off target)")
+    return temp, t_text
 
 
-def _nve_drift(p: dict[str, Any], engine: Any, metrics: dict[str, float], units: dict[str, str],
-               series: dict[str, Any]) -> str:
-    """`run_nve_check` on the task's `nve` table into the task's metrics and series; returns the
-    method's words on it."""
-    check = run_nve_check(p.get("nve", DEFAULT_NVE), engine)
-    metrics["nve_drift_abs_ev_per_atom_per_ps"] = check.drift_abs_ev_per_atom_per_ps
-    metrics["nve_drift_stderr_ev_per_atom_per_ps"] = check.drift_stderr_ev_per_atom_per_ps
-    units["nve_drift_abs_ev_per_atom_per_ps"] = "eV/atom/ps"
-    metrics["nve_temperature_mean_k"] = check.temperature_mean_k
-    units["nve_temperature_mean_k"] = "K"
-    series["nve"] = {"time_ps": check.time_ps, "total_energy_ev_per_atom": check.total_energy_ev_per_atom}
-    return check.words
+def _run_model(run_id: str, ref: Any, p: MdAccuracyParams, engine: Any, label: str,
+               tally: _Tally) -> tuple[dict[int, Any], str]:
+    """The model's MD from the AIMD frame for each length factor (`matching_protocol`, seed + factor),
+    and the first run's own temperature into `tally`; returns ({factor: trajectory}, words on it)."""
+    model_trajs, words = {}, ""
+    for factor in p.length_factors:
+        result = engine.md(ref.first_frame, matching_protocol(ref, factor, seed=p.seed + factor))
+        model_trajs[factor] = result.trajectory
+        if factor == p.length_factors[0] and len(result.thermo["temperature_k"]) >= 2:  # the model's own T, 3N - 3 dof
+            model_t = thermostat_offset(result.thermo["temperature_k"], ref.run.protocol.temperature_k)
+            tally.metrics[f"model_temperature_mean_k.{run_id}"] = model_t.mean_k
+            tally.metrics[f"model_temperature_stderr_k.{run_id}"] = model_t.stderr_k
+            tally.units.update({f"model_temperature_mean_k.{run_id}": "K",
+                                f"model_temperature_stderr_k.{run_id}": "K"})
+            words += f"; {label} T {model_t.mean_k:.0f} ± {model_t.stderr_k:.0f} K"
+    return model_trajs, words
+
+
+def _compare_structure(run_id: str, ref: Any, model_traj: Any, p: MdAccuracyParams, tally: _Tally) -> str:
+    """g(r) (L1, W1 and the AIMD's halves floor), ADF and vDOS of the model's run `model_traj` against
+    the AIMD's, and the run's series blocks, into `tally`; returns the method's words on ADF / vDOS."""
+    metrics, reasons, series = tally.metrics, tally.reasons, tally.series
+    r_max = rdf_r_max_a(ref, p.r_max_a)
+    rdf = compare_rdf(ref.trajectory, model_traj, r_max, p.n_bins)
+    l1, w1 = rdf_maxima(rdf)
+    metrics[f"rdf_l1_error_max.{run_id}"] = l1
+    if w1 is not None:
+        metrics[f"rdf_w1_max_a.{run_id}"] = w1
+        tally.rdf_w1.append(w1)
+    else:
+        reasons[f"rdf_w1_max_a.{run_id}"] = f"no pair has neighbours within {r_max:.2f} Å in both runs"
+    metrics[f"rdf_l1_aimd_halves.{run_id}"] = rdf_halves_l1_max(ref.trajectory, r_max, p.n_bins)
+    tally.rdf_halves.append(metrics[f"rdf_l1_aimd_halves.{run_id}"])
+    tally.rdf_l1.append(l1)
+    words = md_adf_vdos.record_run(run_id, ref.trajectory, model_traj, p, metrics, tally.units, series, reasons,
+                                   tally.adf_vdos)
+    series["rdf"][run_id] = {"r_a": rdf["r_a"], "pairs": {
+        k: {"ref": v["ref"], "model": v["model"]} for k, v in rdf["pairs"].items()}}
+    series["runs"][run_id] = {"aimd_production_ps": ref.production_ps, "aimd_steps": ref.total_steps,
+                              "aimd_wall_s": ref.total_wall_s, "temperature_k": ref.run.protocol.temperature_k}
+    return words
+
+
+def _compare_diffusivity(run_id: str, ref: Any, model_trajs: dict[int, Any], stationary: dict[str, Any], t_text: str,
+                         p: MdAccuracyParams, tally: _Tally) -> None:
+    """Li MSD and diffusivity of the model's runs against the AIMD's (`md_diffusion.compare_li_d`),
+    refused for a run whose warm-up is not stationary, into `tally` with the run's method words."""
+    metrics, reasons = tally.metrics, tally.reasons
+    first = p.length_factors[0]
+    li_d = md_diffusion.compare_li_d(ref.trajectory, model_trajs[first], ref.production_ps,
+                                     p.min_diffusion_production_ps)
+    if li_d.stage == "no_li":  # an a-Si or a-C reference: g(r) only
+        reasons[f"li_d_log10_ratio.{run_id}"] = li_d.reason
+        tally.method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD (no Li), {t_text}")
+        return
+    lag, msd_ref = md_diffusion.li_msd(ref.trajectory)
+    lag_m, msd_mod = md_diffusion.li_msd(model_trajs[first])
+    n = min(len(lag), len(lag_m))
+    tally.series["msd"][run_id] = {"Li": {"time_ps": lag[:n], "ref": msd_ref[:n], "model": msd_mod[:n]}}
+    if li_d.d_aimd is not None:
+        metrics[f"li_d_aimd_loglog_slope.{run_id}"] = li_d.d_aimd.loglog_slope
+    if li_d.stage == "diffusive" and stationary["warmup_stationary"] is False:
+        reasons[f"li_d_log10_ratio.{run_id}"] = stationary["reason"]
+        tally.method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD (warm-up not stationary), {t_text}")
+        return
+    if li_d.stage != "diffusive":  # too short, or its MSD not yet diffusive
+        reasons[f"li_d_log10_ratio.{run_id}"] = li_d.reason
+        state = " (MSD not yet diffusive)" if li_d.stage == "not_diffusive" else ""
+        tally.method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD{state}, {t_text}")
+        return
+    d_ref = li_d.d_aimd
+    d_mod = {first: li_d.d_model} | {f: md_diffusion.li_diffusivity(model_trajs[f]) for f in p.length_factors[1:]}
+    metrics[f"li_d_aimd_cm2_per_s.{run_id}"] = d_ref.d_cm2_per_s
+    metrics[f"li_d_aimd_stderr_cm2_per_s.{run_id}"] = d_ref.stderr_cm2_per_s
+    for f, d in d_mod.items():
+        metrics[f"li_d_model_x{f}_cm2_per_s.{run_id}"] = d.d_cm2_per_s
+        metrics[f"li_d_model_x{f}_stderr_cm2_per_s.{run_id}"] = d.stderr_cm2_per_s
+    ratio, note = li_d.log10_ratio, li_d.note
+    if ratio is None:  # the model's D, not the reference, is what could not be resolved
+        reasons[f"li_d_log10_ratio.{run_id}"] = note
+        tally.unresolved.append(f"{run_id} ({note})")
+        tally.unresolved_metrics.append(f"li_d_log10_ratio.{run_id}")
+    else:
+        metrics[f"li_d_log10_ratio.{run_id}"] = ratio
+        tally.li_d_log_ratios.append(abs(ratio))
+    run = ref.run
+    tally.arrhenius_rows.append((md_diffusion.system_label(run.builder, run.params), run.protocol.temperature_k,
+                                 d_ref, d_mod[first]))  # the AIMD fit never depends on the model tested
+    tally.method_bits.append(f"{run_id}: {ref.production_ps:.2f} ps AIMD, {t_text}" + (f"; {note}" if note else ""))
+
+
+def _record_maxima(p: MdAccuracyParams, tally: _Tally) -> None:
+    """The task-wide maxima over the compared runs (g(r), ADF, vDOS, |log10 D ratio|), or why none."""
+    metrics, units, reasons = tally.metrics, tally.units, tally.reasons
+    if tally.rdf_l1:
+        metrics["rdf_l1_error_max"] = max(tally.rdf_l1)
+        if tally.rdf_w1:
+            metrics["rdf_w1_max_a"] = max(tally.rdf_w1)
+        else:
+            reasons["rdf_w1_max_a"] = "no compared run has a pair with neighbours within r_max in both runs"
+        metrics["rdf_l1_aimd_halves_max"] = max(tally.rdf_halves)
+        units.update({"rdf_l1_error_max": "", "rdf_w1_max_a": "Å", "rdf_l1_aimd_halves_max": ""})
+    else:
+        reasons["rdf_l1_error_max"] = (
+            f"no AIMD run has ≥{p.min_rdf_production_ps} ps of production yet "
+            "(see reference_data/aimd/manifest.json)")
+    md_adf_vdos.record_maxima(tally.adf_vdos, metrics, units, reasons)
+    if tally.unresolved:  # a run the model cannot be judged on must not leave the others' maximum to pass
+        reasons["li_d_log10_ratio_abs_max"] = ("the model's Li diffusivity is not resolved in "
+                                               + "; ".join(tally.unresolved))
+        tally.unresolved_metrics.append("li_d_log10_ratio_abs_max")
+    elif tally.li_d_log_ratios:
+        metrics["li_d_log10_ratio_abs_max"] = max(tally.li_d_log_ratios)
+        units["li_d_log10_ratio_abs_max"] = "|log10(D_NEP/D_AIMD)|"
+    else:
+        reasons["li_d_log10_ratio_abs_max"] = (
+            f"no AIMD run has ≥{p.min_diffusion_production_ps:g} ps of production with a diffusive Li MSD after a "
+            "stationary warm-up yet (see li_d_log10_ratio.<run> and reference_data/aimd/manifest.json)")

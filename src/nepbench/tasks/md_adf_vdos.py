@@ -6,36 +6,76 @@ stored positions) of the AIMD production and of the model's run of the same leng
 g(r): the largest normalised L1 over species (`adf_l1_error_max.<run>`, `vdos_l1_error_max.<run>`)
 beside the same distance between the AIMD's own two halves (`*_aimd_halves.<run>`, the sampling
 floor), and the largest of each over runs. Cheap: it reuses the trajectories the task already has.
+Its parameters (`AdfVdosParams`) are the md_accuracy task's too; its series blocks are `AdfRun` and
+`VdosRun`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
-from ..config import finite_number, integer
+from ..checks import finite_number, integer
 from ..metrics.adf import COVALENT_CUTOFF_FACTOR, adf_l1_error, adf_trajectory, covalent_cutoffs_a
 from ..metrics.vdos import SEGMENT_PS, vdos, vdos_l1_error
+from .params import TaskParams
 
-#: md_accuracy parameters read here (added to its TASK_PARAMS).
-PARAMS = frozenset({"adf_cutoff_factor", "adf_n_bins", "vdos_segment_ps"})
 ADF_N_BINS = 90  # 2° bins
 
 
-def param_problem(params: dict[str, Any]) -> str | None:
-    """What is wrong with the ADF / vDOS parameters of an md_accuracy task, or None."""
-    for key in ("adf_cutoff_factor", "vdos_segment_ps"):
-        if key in params:
-            value = finite_number(params[key])
-            if value is None or value <= 0:
-                return f"{key} must be a number > 0, got {params[key]!r}"
-    if "adf_n_bins" in params:
-        n = integer(params["adf_n_bins"])
-        if n is None or n < 2:
-            return f"adf_n_bins must be an integer >= 2, got {params['adf_n_bins']!r}"
-    return None
+@dataclass(frozen=True)
+class AdfVdosParams(TaskParams):
+    """The md_accuracy parameters read here (`MdAccuracyParams` extends this class).
+
+    adf_cutoff_factor: first-shell cutoff as a multiple of the summed covalent radii; adf_n_bins:
+    angle bins over 0–180°; vdos_segment_ps: the Welch segment of the vDOS (ps).
+    """
+
+    TASK = "md_accuracy"
+
+    adf_cutoff_factor: float = COVALENT_CUTOFF_FACTOR
+    adf_n_bins: int = ADF_N_BINS
+    vdos_segment_ps: float = SEGMENT_PS
+
+    @classmethod
+    def problem(cls, params: dict[str, Any]) -> str | None:
+        """What is wrong with the ADF / vDOS parameters of an md_accuracy task, or None."""
+        for key in ("adf_cutoff_factor", "vdos_segment_ps"):
+            if key in params:
+                value = finite_number(params[key])
+                if value is None or value <= 0:
+                    return f"{key} must be a number > 0, got {params[key]!r}"
+        if "adf_n_bins" in params:
+            n = integer(params["adf_n_bins"])
+            if n is None or n < 2:
+                return f"adf_n_bins must be an integer >= 2, got {params['adf_n_bins']!r}"
+        return None
+
+
+class CurvePair(TypedDict):
+    """One distribution of the AIMD reference and of the model's run, on a shared axis."""
+
+    ref: list[float]
+    model: list[float]
+
+
+class AdfRun(TypedDict):
+    """md_accuracy series `adf.<run>`: bond-angle distributions per triplet ("*-Si-*", centre in
+    the middle) on `theta_deg` (°), and the first-shell cutoffs used (Å, per pair "Li-Si")."""
+
+    theta_deg: list[float]
+    cutoffs_a: dict[str, float]
+    triplets: dict[str, CurvePair]
+
+
+class VdosRun(TypedDict):
+    """md_accuracy series `vdos.<run>`: vDOS per species (1/THz) on `freq_thz`, up to `nyquist_thz`."""
+
+    freq_thz: list[float]
+    nyquist_thz: float
+    species: dict[str, CurvePair]
 
 
 @dataclass
@@ -84,7 +124,7 @@ def compare_vdos(ref_traj: Any, model_traj: Any, segment_ps: float) -> dict[str,
     return {"freq_thz": freq, "nyquist_thz": nyquist, "segment_frames": seg, "species": out}
 
 
-def record_run(run_id: str, ref_traj: Any, model_traj: Any, params: dict[str, Any], metrics: dict[str, float],
+def record_run(run_id: str, ref_traj: Any, model_traj: Any, params: AdfVdosParams, metrics: dict[str, float],
                units: dict[str, str], series: dict[str, Any], reasons: dict[str, str], totals: Totals) -> str:
     """ADF and vDOS of one run into the task's metrics, series and totals; returns the method's
     words on it ("; ..." to append, or "").
@@ -96,9 +136,8 @@ def record_run(run_id: str, ref_traj: Any, model_traj: Any, params: dict[str, An
     first, second = trajectory_halves(ref_traj)
     words = []
     try:
-        cutoffs = covalent_cutoffs_a(set(ref_traj.symbols),
-                                     float(params.get("adf_cutoff_factor", COVALENT_CUTOFF_FACTOR)))
-        n_bins = int(params.get("adf_n_bins", ADF_N_BINS))
+        cutoffs = covalent_cutoffs_a(set(ref_traj.symbols), params.adf_cutoff_factor)
+        n_bins = params.adf_n_bins
         adf = compare_adf(ref_traj, model_traj, cutoffs, n_bins)
         halves = compare_adf(first, second, cutoffs, n_bins)
         if not adf["centres"] or not halves["centres"]:
@@ -116,7 +155,7 @@ def record_run(run_id: str, ref_traj: Any, model_traj: Any, params: dict[str, An
     except ValueError as exc:
         reasons[f"adf_l1_error_max.{run_id}"] = f"no ADF: {exc}"
     try:
-        segment_ps = float(params.get("vdos_segment_ps", SEGMENT_PS))
+        segment_ps = params.vdos_segment_ps
         vd = compare_vdos(ref_traj, model_traj, segment_ps)
         vh = compare_vdos(first, second, segment_ps)
         metrics[f"vdos_l1_error_max.{run_id}"] = max(v["l1"] for v in vd["species"].values())

@@ -105,6 +105,7 @@ from .segments import (  # noqa: F401
     _run_segment,
     commit_segment,
     read_md_run,
+    read_labelled_frames,
 )
 
 __all__ = [
@@ -122,4 +123,5 @@ __all__ = [
     "parse_stress_ev_per_a3",
     "read_md_forces",
     "read_md_run",
+    "read_labelled_frames",
 ]

@@ -153,7 +153,7 @@ class CP2KEngine(Engine):
             prefix.append("--allow-run-as-root")
         # --oversubscribe: inside a Slurm job of one task with many CPUs (--cpus-per-task=16, the
         # array script's), Open MPI counts one slot and refuses -np 16; the rank count is already
-        # capped at the cores this process may use (tasks/throughput.usable_cores)
+        # capped at the cores this process may use (cpu_load.usable_cores)
         return prefix + ["--oversubscribe", "--bind-to", "none", "-np", str(self.ranks)] + cmd
 
     def _environment(self) -> dict[str, str]:

@@ -19,7 +19,8 @@ from ase.io import read as ase_read
 from ase.io import write as ase_write
 
 from ...errors import EngineCrashed, InputError
-from ...provenance import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ...files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ...structures import labels_of
 from ..base import MDProtocol, Trajectory
 from .inputs import _md_input, build_input
 from .outputs import (
@@ -164,6 +165,19 @@ def _committed(run_dir: Path, total_steps: int) -> tuple[list[Atoms], dict[str, 
     ener = parse_ener((run_dir / ENER_FILE).read_text()) if (run_dir / ENER_FILE).is_file() else parse_ener("")
     keep = ener["step"] <= total_steps
     return frames, {k: v[keep] for k, v in ener.items()}
+
+
+def read_labelled_frames(run_dir: str | os.PathLike[str]) -> list[Atoms]:
+    """The committed frames of a segmented AIMD run that carry CP2K's forces (eV/Å) and potential
+    energy (eV) (`structures.labels_of`), in step order; info keeps `step` and `time_fs`.
+    Frames of runs grown before forces were kept have neither and are left out. InputError when
+    `run_dir` holds no run state."""
+    run_dir = Path(run_dir)
+    state = _read_state(run_dir)
+    if state is None:
+        raise InputError(run_dir / STATE_FILE, "no MD run state (no segment finished here)")
+    frames, _ = _committed(run_dir, int(state["total_steps"]))
+    return [f for f in frames if all(x is not None for x in labels_of(f)[:2])]  # extxyz: on a calculator
 
 
 def _run_segment(
