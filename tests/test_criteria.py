@@ -89,6 +89,8 @@ def test_missing_metric_explained_by_the_record_is_an_expected_gap():
     rec["metric_reasons"] = {"force_rmse": "GPU not available"}
     v = judge(LOWER, rec)
     assert v.verdict == "not_measured" and not v.unexpected and "GPU not available" in v.reason
+    rec["metric_reasons"] = {"force_rmse": "not measured: CP2K is not installed here"}  # said once, not twice
+    assert judge(LOWER, rec).reason == "force_rmse not measured: CP2K is not installed here"
 
 
 def test_a_metric_the_run_could_not_resolve_is_not_waved_through():

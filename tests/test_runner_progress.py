@@ -38,6 +38,9 @@ def test_cp2k_md_progress_is_read_from_its_input_and_ener_file():
     assert describe_cp2k(text, ENER_HEADER + ENER_ROWS) == Activity("CP2K MD step 2/3", "35.7 s/step, ~36 s left")
     assert describe_cp2k(text, None) == Activity("CP2K MD step 0/3", "set-up and first SCF")
     assert describe_cp2k(text, ENER_HEADER) == Activity("CP2K MD step 0/3", "set-up and first SCF")
+    step0 = ("         0            0.000000         0.0500000000       900.0000000      -120.0000000000"
+             "      -119.9500000000           0.000000000\n")  # the start, written before step 1 ends
+    assert describe_cp2k(text, ENER_HEADER + step0) == Activity("CP2K MD step 0/3", "set-up and first SCF")
     single = build_input(bulk("Si", "diamond", a=5.43, cubic=True), AIMD_SETTINGS)
     assert describe_cp2k(single, None) == Activity("CP2K single point")
 

@@ -333,6 +333,8 @@ def describe_cp2k(input_text: str, ener_text: str | None) -> Activity:
         step, used_s = int(float(rows[-1][0])), float(rows[-1][6])
     except ValueError:
         return Activity(f"CP2K MD step ?/{total}")
+    if step == 0:  # CP2K writes step 0 (the start, 0 s used) before the first step ends
+        return Activity(f"CP2K MD step 0/{total}", "set-up and first SCF")
     left = max(0, total - step) * used_s
     return Activity(f"CP2K MD step {step}/{total}", f"{used_s:.1f} s/step, ~{_duration(left)} left")
 

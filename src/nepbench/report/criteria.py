@@ -157,7 +157,8 @@ def _unmeasured_reason(crit: Criterion, record: Mapping[str, Any] | None) -> tup
         explained = (record.get("metric_reasons") or {}).get(crit.metric)
         if explained:  # a run that could not resolve its own value blocks; a missing GPU does not
             unresolved = crit.metric in (record.get("unresolved_metrics") or ())
-            return f"{crit.metric} {'unresolved' if unresolved else 'not measured'}: {explained}", unresolved
+            state = "unresolved" if unresolved else "not measured"
+            return f"{crit.metric} {state}: {explained.removeprefix(f'{state}: ')}", unresolved  # said once
         have = ", ".join(sorted(metrics)) or "none"
         return f"task {crit.task!r} reported no metric {crit.metric!r} (has: {have})", True
     if metrics[crit.metric] is None:
