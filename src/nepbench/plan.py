@@ -78,7 +78,8 @@ class TaskPlan:
 
 
 def _throughput(spec: TaskSpec, reference_dir: Path) -> TaskPlan:
-    from .tasks.throughput import ThroughputParams, base_cell, unique_cells
+    from .tasks.throughput import ThroughputParams
+    from .tasks.throughput_cells import base_cell, unique_cells
 
     p = ThroughputParams.from_params(spec.params)
     plan = TaskPlan(spec.id, spec.type, cp2k_ranks=p.cp2k_ranks)
@@ -173,7 +174,8 @@ def measured_rates(reference_dir: Path, nep: Any = None) -> Rates:
 
     from .engines.base import MDProtocol
     from .provenance import hardware_info
-    from .tasks.throughput import ThroughputParams, base_cell
+    from .tasks.throughput import ThroughputParams
+    from .tasks.throughput_cells import base_cell
 
     atoms = base_cell(ThroughputParams()).repeat((2, 2, 2))
     if nep is None:

@@ -18,7 +18,8 @@ ratio, so where it left fewer idle cores than CP2K has ranks (beyond BUSY_SLACK_
 is withheld (`metric_reasons`, and out of the series' rows; the timings stay in the series). NEP on
 the CPU runs on as many threads as CP2K has ranks (`nep_threads` overrides), and both counts are
 recorded with every row. Parameters: `ThroughputParams`; series: `ThroughputSeries`; CP2K's shared
-timing: cp2k_timing.py; the busy-core meter: cpu_load.py.
+timing: cp2k_timing.py; the busy-core meter: cpu_load.py; cells and timed MD: throughput_cells.py; the
+speed-up against N from the tuning record: throughput_vs_n.py.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from ase import Atoms
 from ..checks import integer
 from ..cpu_load import busy_cores_note, usable_cores
 
-from ..engines.base import MDProtocol
 from ..errors import EngineNotAvailable
 from ..metrics import throughput as tp
 from ..provenance import hardware_info
@@ -40,6 +40,8 @@ from ..spec import TaskSpec
 from . import TaskContext, TaskOutcome, cpu_engine, engine_label, gpumd_not_applicable, set_stage
 from .cp2k_timing import cp2k_timing_shared, settings_text
 from .params import TaskParams
+from .throughput_cells import base_cell, protocol_for, time_md, unique_cells
+from .throughput_vs_n import OneCoreRow, scaling_with_n
 
 #: The throughput cell's builder parameters where the suite names none.
 DEFAULT_BUILDER_PARAMS = {"x": 2.0}
@@ -155,21 +157,6 @@ class PowerLawFit(TypedDict):
     exponent_stderr: float | None  # None from 2 sizes
 
 
-class OneCoreRow(TypedDict):
-    """Series `cp2k_vs_n[i]`: s/step on one core each, CP2K's from the tuning study's record."""
-
-    n_atoms: int
-    cp2k_s_per_step: float
-    nep_s_per_step: float
-    ratio: float
-    cp2k_source: str
-    cp2k_cpu_model: NotRequired[str]  # the CPU the record was measured on (records since 2026-12-07)
-    cp2k_untuned_s_per_step: NotRequired[float]
-    ratio_untuned: NotRequired[float]
-    gpu_s_per_step: NotRequired[float]  # GPUMD here on the same cell, where a GPU is
-    ratio_gpu: NotRequired[float]  # CP2K (1 rank, recorded) ÷ GPUMD
-
-
 class ThroughputSeries(TypedDict):
     """A throughput record's `series`."""
 
@@ -186,131 +173,10 @@ def _cp2k_ratio_keys(metrics: dict[str, float]) -> list[str]:
             or k == "speedup_gpu_vs_cp2k_per_atom_step"]
 
 
-def base_cell(p: ThroughputParams, **extra: Any) -> Atoms:
-    """The cell every engine runs: the task's builder (by default a seeded amorphous LixSi cell) with
-    its parameters and `extra` ones (e.g. n_atoms)."""
-    from .. import systems
-
-    return systems.build(p.builder, seed=p.seed, **{**p.builder_params, **extra})
-
-
-def cell_of_size(base: Atoms, target_atoms: int) -> Atoms:
-    """`base` repeated n×n×n with n chosen so the atom count is nearest `target_atoms`."""
-    n = max(1, int(round((target_atoms / len(base)) ** (1 / 3))))
-    return base.repeat((n, n, n))
-
-
-def protocol_for(p: ThroughputParams, steps: int, warmup: int) -> MDProtocol:
-    """The timed MD: NVT (CSVR, 100 fs) at the task's temperature and time step, `warmup` untimed steps."""
-    return MDProtocol(ensemble="nvt", temperature_k=p.temperature_k,
-                      timestep_fs=p.timestep_fs, steps=steps,
-                      sample_interval=max(1, steps), seed=p.seed,
-                      thermostat_coupling_fs=100.0, warmup_steps=warmup)
-
-
-def time_md(engine, atoms: Atoms, protocol: MDProtocol, repeats: int) -> dict[str, float]:
-    """s/step over `repeats` runs (warm-up excluded by the engine), summarised."""
-    per_step = [engine.md(atoms, protocol).timing.s_per_step for _ in range(repeats)]
-    return tp.summarise_repeats(per_step)
-
-
-def unique_cells(base: Atoms, targets: list[int]) -> list[Atoms]:
-    """The cells for `targets` (0 or below len(base): `base` itself), one per distinct atom count,
-    in ascending size: two targets that round to the same repeat would time one cell twice."""
-    cells: dict[int, Atoms] = {}
-    for target in targets:
-        atoms = cell_of_size(base, target) if target >= len(base) else base
-        cells.setdefault(len(atoms), atoms)
-    return [cells[n] for n in sorted(cells)]
-
-
 def nearest_sizes(n_atoms: list[int], target: int, k: int = 2) -> list[int]:
     """Indices of the `k` sizes nearest `target` on a log scale (ties to the smaller), in size order."""
     order = sorted(range(len(n_atoms)), key=lambda i: (abs(np.log(n_atoms[i] / target)), n_atoms[i]))
     return sorted(order[:k], key=lambda i: n_atoms[i])
-
-
-#: Largest N (atoms) at which a fitted crossing of the claimed ratio is reported: beyond it the two
-#: power laws are extrapolated far outside the measured sizes.
-MAX_CROSSING_N = 1e9
-
-
-def scaling_with_n(p: ThroughputParams, nep: Any, tuned: Any, untuned: Any, gpumd: Any = None,
-                   cp2k_here: bool = True) -> tuple[list[OneCoreRow], dict[str, float], dict[str, str],
-                                                    dict[str, str], str]:
-    """The speed-up as a function of N on one core each: CP2K's cost at the `cp2k_scaling_n_atoms`
-    cells (the throughput cell built with that many atoms) read from the CP2K tuning study's record
-    (`cp2k_tuning.cached_md_timing`: 1 MPI rank, CPU-equivalent s/step, measured on a CPU of this
-    model), NEP timed here on 1 thread on the same cells, and with `gpumd` GPUMD on them too
-    (`speedup_gpu_1rank_n<N>`). Where CP2K is not installed here (`cp2k_here` false, e.g. a GPU
-    node), the record of another CPU is used and named in every row and unit. Returns (rows,
-    metrics, units, reasons, method text). Exponents of s/step ∝ N^b for both codes and the N at
-    which the fitted ratio reaches `claimed_speedup` are metrics where ≥ 2 sizes have a CP2K timing."""
-    from .. import cp2k_tuning
-
-    sizes = list(p.cp2k_scaling_n_atoms)
-    if not sizes:
-        return [], {}, {}, {}, ""
-    record = cp2k_tuning.load_record(cp2k_tuning.DEFAULT_RECORD_ABS)
-    cpu = hardware_info()["cpu_model"]
-    rows, missing = [], []
-    metrics: dict[str, float] = {}
-    units: dict[str, str] = {}
-    for n in sizes:
-        atoms = base_cell(p, n_atoms=n)
-        entry_cpu = cpu if cp2k_here else cp2k_tuning.recorded_cpu(record, atoms, tuned, cpu)
-        tuned_t = cp2k_tuning.cached_md_timing(record, atoms, tuned, entry_cpu) if entry_cpu else None
-        if tuned_t is None:
-            missing.append(len(atoms))
-            continue
-        untuned_t = cp2k_tuning.cached_md_timing(record, atoms, untuned, entry_cpu)
-        nep_prot = protocol_for(p, p.nep_steps, p.nep_warmup)
-        nep_s = time_md(nep, atoms, nep_prot, p.repeats)["median"]
-        cp2k_s = cp2k_tuning.md_cost_s(tuned_t)
-        where = "" if entry_cpu == cpu else f", measured on {entry_cpu}, not this machine"
-        row = {"n_atoms": len(atoms), "cp2k_s_per_step": cp2k_s, "nep_s_per_step": nep_s,
-               "ratio": cp2k_s / nep_s, "cp2k_source": f"tuning study record, {tuned_t['variant']}{where}",
-               "cp2k_cpu_model": entry_cpu}
-        if untuned_t is not None:
-            row.update(cp2k_untuned_s_per_step=cp2k_tuning.md_cost_s(untuned_t),
-                       ratio_untuned=cp2k_tuning.md_cost_s(untuned_t) / nep_s)
-        if gpumd is not None:
-            gpu_s = time_md(gpumd, atoms, nep_prot, 1)["median"]
-            row.update(gpu_s_per_step=gpu_s, ratio_gpu=cp2k_s / gpu_s)
-            metrics[f"speedup_gpu_1rank_n{len(atoms)}"] = cp2k_s / gpu_s
-            units[f"speedup_gpu_1rank_n{len(atoms)}"] = f"× (GPUMD here vs CP2K 1 rank, recorded{where})"
-        rows.append(row)
-    reasons: dict[str, str] = {}
-    if missing:
-        reasons["cp2k_cost_vs_n"] = (f"not measured: CP2K's cost at N = {', '.join(map(str, missing))} is not in "
-                                     f"reference_data/studies/cp2k_tuning.json for this CPU ({cpu}); "
-                                     "run `nepbench reference tune --variant <adopted> --case md:a-Li2Si-N`")
-    text = ""
-    if len(rows) >= 2:
-        n = [r["n_atoms"] for r in rows]
-        b_c, a_c, e_c = tp.fit_scaling_exponent(n, [r["cp2k_s_per_step"] for r in rows])
-        b_n, a_n, _ = tp.fit_scaling_exponent(n, [r["nep_s_per_step"] for r in rows])
-        claimed = p.claimed_speedup
-        metrics.update(scaling_exponent_cp2k_1core=b_c, scaling_exponent_nep_1core=b_n)
-        units.update(scaling_exponent_cp2k_1core="(s/step ∝ N^b)", scaling_exponent_nep_1core="(s/step ∝ N^b)")
-        n_star = tp.n_at_ratio(claimed, b_c, a_c, b_n, a_n)
-        if np.isfinite(n_star) and 1.0 <= n_star <= MAX_CROSSING_N:
-            metrics["n_atoms_at_claimed_speedup"] = n_star
-            units["n_atoms_at_claimed_speedup"] = f"atoms (fitted ratio = {claimed:,.0f}×, 1 core each)"
-        else:
-            reasons["n_atoms_at_claimed_speedup"] = (
-                f"not reached: the fitted ratio ({rows[0]['ratio']:,.0f}× at N = {n[0]}, ∝ N^{b_c - b_n:+.2f}) "
-                f"meets {claimed:,.0f}× at no N between 1 and {MAX_CROSSING_N:.0e} atoms")
-        for r in rows:
-            key = f"speedup_1core_n{r['n_atoms']}"
-            metrics[key] = r["ratio"]
-            units[key] = "× (CP2K tuned, 1 rank, vs NEP 1 thread)"
-        text = (f"; against N (1 core each: CP2K 1 rank from the tuning study record, CPU-equivalent s/step; "
-                f"{engine_label(nep)} 1 thread here): N = {', '.join(map(str, n))}, CP2K s/step ∝ N^{b_c:.2f}"
-                + (f" ± {e_c:.2f}" if np.isfinite(e_c) else "") + f", {engine_label(nep)} ∝ N^{b_n:.2f}")
-    elif rows:
-        reasons.setdefault("n_atoms_at_claimed_speedup", "not measured: CP2K's cost is recorded at one size only")
-    return rows, metrics, units, reasons, text
 
 
 @dataclass
