@@ -79,6 +79,42 @@ def test_accept_limits_on_forces_energies_errors_and_drift() -> None:
     assert not tuning.accept([], base_md, n_cases=1).accepted
 
 
+def test_stress_difference_in_gpa_and_its_limit() -> None:
+    ref = np.zeros(6)
+    stress = np.array([0.0, 0.0, 0.0, 0.0, -0.5e-3, 0.2e-3])  # eV/Å³
+    assert tuning.stress_difference_gpa(stress, ref) == pytest.approx(0.5e-3 * 160.21766208)
+    with pytest.raises(ValueError):
+        tuning.stress_difference_gpa(np.zeros(6), np.zeros((3, 3)))
+    ok = tuning.accept([{**_sp("a"), "stress_diff_max_gpa": 0.09}], None, n_cases=1)
+    assert ok.accepted
+    bad = tuning.accept([{**_sp("a"), "stress_diff_max_gpa": 0.12}], None, n_cases=1)
+    assert not bad.accepted and "max |Δσ| 0.120 GPa > 0.1" in bad.reasons[0]
+
+
+def test_label_variants_run_single_points_against_their_own_baseline() -> None:
+    label = tuning.variant_by_name("label-e9-r40-elpa")
+    settings = label.settings()
+    assert label.sp_only and settings.stress and settings.eps_scf == LABEL_SETTINGS.eps_scf
+    assert settings.eps_default == 1e-9 and settings.diag_library == "ELPA"
+    assert not tuning.variant_by_name("e9-r40").sp_only
+    variants = (tuning.TuningVariant("baseline"),
+                tuning.TuningVariant("label-baseline", preset="label", baseline="label-baseline"),
+                tuning.TuningVariant("label-fast", {"eps_default": 1e-9}, preset="label", baseline="label-baseline"),
+                tuning.TuningVariant("label-bent", {"eps_default": 1e-8}, preset="label", baseline="label-baseline"))
+    cases = (tuning.TuningCase("sp:a", "sp"), tuning.TuningCase("md:x", "md"))
+    results = {"baseline|sp:a": {**_sp("sp:a", 0.1, 0.0, 100.0), "variant": "baseline"},
+               "baseline|md:x": _md(30.0, variant="baseline")}
+    for name, wall, dsigma in (("label-baseline", 200.0, 0.0), ("label-fast", 50.0, 0.02), ("label-bent", 25.0, 0.3)):
+        results[f"{name}|sp:a"] = {**_sp("sp:a", 0.5, 0.0, wall), "variant": name, "stress_diff_max_gpa": dsigma}
+    by = {s.name: s for s in tuning.summarise({"results": results}, variants, cases)}
+    # against the label preset's 200 s, not the AIMD baseline's 100 s; complete without an MD case
+    assert by["label-fast"].sp_speedup == pytest.approx(4.0) and by["label-fast"].verdict.complete
+    assert by["label-fast"].stress_max_gpa == pytest.approx(0.02) and by["label-fast"].md_s_per_step is None
+    assert not by["label-bent"].verdict.accepted
+    assert tuning.fastest_accepted_sp(list(by.values()), variants=variants).name == "label-fast"
+    assert "| 0.020 |" in tuning.markdown_table(list(by.values()))
+
+
 def test_summaries_pick_the_fastest_accepted_variant() -> None:
     variants = (tuning.TuningVariant("baseline"), tuning.TuningVariant("fast"), tuning.TuningVariant("faster"),
                 tuning.TuningVariant("wrong"))
@@ -174,7 +210,8 @@ def test_study_records_rejected_variant_goes_on_and_resumes(tmp_path, monkeypatc
     monkeypatch.setattr(CP2KEngine, "_execute", execute)
     monkeypatch.setattr(CP2KEngine, "version", lambda self: "CP2K version fake")
     variants = (tuning.TuningVariant("baseline"), tuning.TuningVariant("broken", {"basis_set": "BROKEN-MOLOPT"}),
-                tuning.TuningVariant("invalid", {"ngrids": 99}), tuning.TuningVariant("e8", {"eps_default": 1e-8}))
+                tuning.TuningVariant("invalid", {"ngrids": 99}), tuning.TuningVariant("e8", {"eps_default": 1e-8}),
+                tuning.TuningVariant("label-x", preset="label"))  # single points only: no MD entry
     case = tuning.TuningCase("md:x", "md", aimd_run="r", warmup_steps=2, timed_steps=3)
     record_path = tmp_path / "study.json"
     lines: list[str] = []
@@ -208,12 +245,13 @@ def test_unreadable_record_names_the_file(tmp_path) -> None:
 @pytest.mark.skipif(not HAVE_CP2K, reason="cp2k.psmp/mpirun not installed (apt-get install cp2k)")
 def test_real_study_on_si8_label(tmp_path) -> None:
     base = dataclasses.replace(cp2k_mod.AIMD_V1_SETTINGS, cutoff_ry=200.0, rel_cutoff_ry=40.0,
-                               electronic_temperature_k=300.0, eps_scf=1e-7)
+                               electronic_temperature_k=300.0, eps_scf=1e-7, stress=True)
     atoms = bulk("Si", "diamond", a=5.43, cubic=True)
     atoms.rattle(0.08, seed=3)
     label = CP2KEngine(dataclasses.replace(base, eps_default=1e-12), ranks=1, timeout_s=300).single_point(atoms)
     frame = atoms.copy()
-    frame.calc = SinglePointCalculator(frame, energy=label.energy_ev, forces=label.forces_ev_per_a)
+    frame.calc = SinglePointCalculator(frame, energy=label.energy_ev, forces=label.forces_ev_per_a,
+                                       stress=label.stress_ev_per_a3)
     frame.info["frame_sha256"] = "feedbeef" * 8
     variants = (tuning.TuningVariant("baseline", ranks=1),
                 tuning.TuningVariant("levers", {"ngrids": 3, "diag_library": "ELPA", "mixing_method": "PULAY_MIXING",
@@ -223,6 +261,7 @@ def test_real_study_on_si8_label(tmp_path) -> None:
     record = tuning.run_study(tmp_path / "s.json", variants, [case], frames=[frame], base=base, log=lambda s: None)
     baseline, levers = record["results"]["baseline|sp:si8"], record["results"]["levers|sp:si8"]
     assert baseline["force_rmse_mev_per_a"] < 1.0 and abs(baseline["energy_diff_mev_per_atom"]) < 0.1
+    assert baseline["stress_diff_max_gpa"] < 0.01 and levers["stress_diff_max_gpa"] < 0.1
     assert levers["force_rmse_mev_per_a"] < 5.0 and abs(levers["energy_diff_mev_per_atom"]) < 0.5
     assert baseline["timing_top"] and baseline["timing_top"][0]["self_s"] > 0
     assert baseline["scf_iterations"] > 3 and baseline["s_per_scf_iteration"] > 0

@@ -100,6 +100,9 @@ def _tune(args: argparse.Namespace) -> int:
         print(f"fastest accepted on {cores} core(s): {best.name} ({best.md_s_per_step:.2f} s/step, "
               f"{best.md_speedup:.2f}× the baseline on as many cores)" if best
               else f"fastest accepted on {cores} core(s): none measured yet")
+    best_label = tuning.fastest_accepted_sp(summaries)
+    print(f"fastest accepted label preset: {best_label.name} ({best_label.sp_speedup:.2f}× the label preset "
+          "on single points)" if best_label else "fastest accepted label preset: none measured yet")
     return 0
 
 

@@ -16,6 +16,11 @@ FORCE_RMSE_LIMIT_MEV_PER_A = 5.0
 """Largest accepted RMS force difference from the committed labels, per frame (meV/Å)."""
 ENERGY_LIMIT_MEV_PER_ATOM = 0.5
 """Largest accepted |energy difference| from the committed labels, per frame (meV/atom)."""
+STRESS_LIMIT_GPA = 0.1
+"""Largest accepted |stress component difference| from the committed labels, per frame (GPa);
+judged where both carry stress (the label preset's variants)."""
+EV_PER_A3_GPA = 160.21766208
+"""1 eV/Å³ in GPa."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,14 @@ def energy_difference_mev_per_atom(energy_ev: float, reference_ev: float, n_atom
     return (energy_ev - reference_ev) / n_atoms * 1000.0
 
 
+def stress_difference_gpa(stress: np.ndarray, reference: np.ndarray) -> float:
+    """max |stress − reference| over the components, both Voigt (6,) or (3, 3) in eV/Å³; in GPa."""
+    a, b = (np.asarray(x, dtype=float) for x in (stress, reference))
+    if a.shape != b.shape or a.shape not in ((6,), (3, 3)):
+        raise ValueError(f"stress of shape {a.shape} does not match reference {b.shape}")
+    return float(np.abs(a - b).max() * EV_PER_A3_GPA)
+
+
 def drift_mev_per_atom_ps(time_ps: np.ndarray, conserved_ev: np.ndarray, n_atoms: int) -> tuple[float, float]:
     """(slope, standard error) of a least-squares line through the conserved quantity, meV/atom/ps."""
     t = np.asarray(time_ps, dtype=float)
@@ -65,10 +78,12 @@ def drift_mev_per_atom_ps(time_ps: np.ndarray, conserved_ev: np.ndarray, n_atoms
 
 def accept(entries: Sequence[dict[str, Any]], baseline_md: dict[str, Any] | None, n_cases: int,
            force_limit: float = FORCE_RMSE_LIMIT_MEV_PER_A,
-           energy_limit: float = ENERGY_LIMIT_MEV_PER_ATOM) -> Verdict:
+           energy_limit: float = ENERGY_LIMIT_MEV_PER_ATOM,
+           stress_limit: float = STRESS_LIMIT_GPA) -> Verdict:
     """Verdict on one variant from its study entries.
 
-    A label frame passes with RMS ΔF ≤ `force_limit` (meV/Å) and |ΔE| ≤ `energy_limit` (meV/atom).
+    A label frame passes with RMS ΔF ≤ `force_limit` (meV/Å), |ΔE| ≤ `energy_limit` (meV/atom) and,
+    where the entry compared stress, max |Δσ| ≤ `stress_limit` (GPa).
     The MD passes when |drift| ≤ |baseline drift| + 2·sqrt(se² + se_baseline²): no worse than the
     untuned preset's within the two fits' noise. An entry with an error fails; a variant with no
     MD entry is judged on its frames and marked incomplete.
@@ -83,6 +98,8 @@ def accept(entries: Sequence[dict[str, Any]], baseline_md: dict[str, Any] | None
                 reasons.append(f"{case}: force RMSE {entry['force_rmse_mev_per_a']:.2f} meV/Å > {force_limit:g}")
             if abs(entry["energy_diff_mev_per_atom"]) > energy_limit:
                 reasons.append(f"{case}: |ΔE| {abs(entry['energy_diff_mev_per_atom']):.3f} meV/atom > {energy_limit:g}")
+            if entry.get("stress_diff_max_gpa", 0.0) > stress_limit:
+                reasons.append(f"{case}: max |Δσ| {entry['stress_diff_max_gpa']:.3f} GPa > {stress_limit:g}")
         elif entry["kind"] == "md" and baseline_md is not None and not baseline_md.get("error"):
             slope, se = entry["drift_mev_per_atom_ps"], entry["drift_se_mev_per_atom_ps"]
             b_slope, b_se = baseline_md["drift_mev_per_atom_ps"], baseline_md["drift_se_mev_per_atom_ps"]

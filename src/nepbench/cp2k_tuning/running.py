@@ -20,8 +20,8 @@ from ..errors import NepbenchError
 from ..files import atomic_write_json
 from ..provenance import hardware_info
 from .agreement import (
-    ENERGY_LIMIT_MEV_PER_ATOM, FORCE_RMSE_LIMIT_MEV_PER_A, drift_mev_per_atom_ps, energy_difference_mev_per_atom,
-    force_agreement, timing_report,
+    ENERGY_LIMIT_MEV_PER_ATOM, FORCE_RMSE_LIMIT_MEV_PER_A, STRESS_LIMIT_GPA, drift_mev_per_atom_ps, energy_difference_mev_per_atom,
+    force_agreement, stress_difference_gpa, timing_report,
 )
 from .record import DEFAULT_RECORD, cell_key, load_record
 from .variants import CASES, MD_ONLY, VARIANTS, TuningCase, TuningVariant
@@ -77,10 +77,12 @@ def run_sp(engine: CP2KEngine, atoms: Atoms, workdir: Path) -> dict[str, Any]:
     labels, busy = other_cores_busy_while(lambda: engine.single_point(atoms))
     cpu_s = children_cpu_s() - cpu0
     text = next(workdir.glob("sp-*/out.out")).read_text(errors="replace")
-    ref_energy, ref_forces, _ = labels_of(atoms)
+    ref_energy, ref_forces, ref_stress = labels_of(atoms)
     rmse, fmax = force_agreement(labels.forces_ev_per_a, ref_forces)
     iterations = sum(scf_iterations(text))
-    return {
+    stress = ({} if labels.stress_ev_per_a3 is None or ref_stress is None else
+              {"stress_diff_max_gpa": stress_difference_gpa(labels.stress_ev_per_a3, ref_stress)})
+    return {**stress,
         "formula": atoms.get_chemical_formula(), "n_atoms": len(atoms),
         "frame_sha256": atoms.info["frame_sha256"],
         "ref_force_rms_ev_per_a": float(np.sqrt(np.mean(np.asarray(ref_forces) ** 2))),
@@ -127,13 +129,14 @@ def run_study(
     cases: Sequence[TuningCase] = CASES,
     frames: Sequence[Atoms] | None = None,
     aimd_root: Path = Path("reference_data/aimd"),
-    base: CP2KSettings = AIMD_V1_SETTINGS,
+    base: CP2KSettings | None = None,
     log: Callable[[str], None] = print,
     engine_factory: Callable[..., CP2KEngine] = CP2KEngine,
 ) -> dict[str, Any]:
     """Run every (variant, case) pair not yet in the record at `record_path`, writing the record
-    atomically after each; return it. A pair that CP2K rejects or fails is recorded with its error
-    (one line) and the study goes on; such pairs are retried by a later run."""
+    atomically after each; return it. Each variant's settings are `base` with its overrides, or
+    its own preset's when `base` is None. A pair that CP2K rejects or fails is recorded with its
+    error (one line) and the study goes on; such pairs are retried by a later run."""
     from ..reference import load_frames
 
     record = load_record(record_path)
@@ -145,7 +148,7 @@ def run_study(
             log(f"tune: variant {variant.name}: invalid setting ({exc}); skipped")
             continue
         for case in cases:
-            if case.kind == "sp" and variant.name in MD_ONLY:
+            if (case.kind == "sp" and variant.name in MD_ONLY) or (case.kind == "md" and variant.sp_only):
                 continue
             key = f"{variant.name}|{case.name}"
             old = record["results"].get(key)
@@ -169,9 +172,10 @@ def run_study(
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
             record["results"][key] = entry
-            record.update(base_settings=base.to_dict(), cp2k=engine.version() if engine.available() else None,
+            record.update(base_settings=(base or AIMD_V1_SETTINGS).to_dict(), cp2k=engine.version() if engine.available() else None,
                           hardware=hardware_info(), limits={"force_rmse_mev_per_a": FORCE_RMSE_LIMIT_MEV_PER_A,
-                                                           "energy_mev_per_atom": ENERGY_LIMIT_MEV_PER_ATOM})
+                                                           "energy_mev_per_atom": ENERGY_LIMIT_MEV_PER_ATOM,
+                                                           "stress_max_abs_gpa": STRESS_LIMIT_GPA})
             atomic_write_json(record_path, record)
             log(f"tune: {key}: " + (f"error: {entry['error']}" if entry.get("error") else summary_line(entry)))
     return record
@@ -180,7 +184,8 @@ def run_study(
 def summary_line(entry: dict[str, Any]) -> str:
     """One line for a finished entry."""
     if entry["kind"] == "sp":
+        stress = (f", max |Δσ| {entry['stress_diff_max_gpa']:.3f} GPa" if "stress_diff_max_gpa" in entry else "")
         return (f"{entry['wall_s']:.1f} s, {entry['scf_iterations']} SCF, ΔF {entry['force_rmse_mev_per_a']:.2f} "
-                f"meV/Å RMS, ΔE {entry['energy_diff_mev_per_atom']:+.3f} meV/atom")
+                f"meV/Å RMS, ΔE {entry['energy_diff_mev_per_atom']:+.3f} meV/atom{stress}")
     return (f"{entry['s_per_step']:.2f} s/step, {entry['scf_iterations_per_step']} SCF/step, drift "
             f"{entry['drift_mev_per_atom_ps']:+.2f} ± {entry['drift_se_mev_per_atom_ps']:.2f} meV/atom/ps")

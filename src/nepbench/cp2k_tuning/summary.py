@@ -24,6 +24,7 @@ class VariantSummary:
         s_per_scf_iteration: mean single-point cost per SCF iteration (s).
         force_rmse_max_mev_per_a: largest per-frame RMS force difference from the labels (meV/Å).
         energy_max_mev_per_atom: largest per-frame |ΔE| from the labels (meV/atom).
+        stress_max_gpa: largest |Δσ| component from the labels (GPa), None where not compared.
         md_s_per_step: steady-state MD cost per step on the AIMD cell (`md_cost_s`, s), None without it.
         md_scf_per_step: SCF iterations per timed MD step.
         drift_mev_per_atom_ps: conserved-quantity drift of the MD (meV/atom/ps).
@@ -39,6 +40,7 @@ class VariantSummary:
     s_per_scf_iteration: float | None
     force_rmse_max_mev_per_a: float | None
     energy_max_mev_per_atom: float | None
+    stress_max_gpa: float | None
     md_s_per_step: float | None
     md_scf_per_step: float | None
     drift_mev_per_atom_ps: float | None
@@ -68,8 +70,9 @@ def summarise(record: dict[str, Any], variants: Sequence[TuningVariant] = VARIAN
               baseline_2core: str = "baseline-2x1") -> list[VariantSummary]:
     """Per-variant summaries of a study record, in `variants` order (variants with no entry left out).
 
-    Speed-ups compare like with like: single points over the frames both variants finished, MD
-    against the baseline on as many cores (`baseline` on one, `baseline_2core` on two). An MD-only
+    Speed-ups compare like with like: single points over the frames both variants finished, against
+    the variant's own `baseline` (its preset unchanged), MD against the baseline on as many cores
+    (`baseline` on one, `baseline_2core` on two). An MD-only
     variant (`MD_ONLY`) is judged on the frames of the variant `FRAMES_FROM` names (same numbers)."""
     results = record["results"]
     by_variant: dict[str, list[dict[str, Any]]] = {}
@@ -82,7 +85,9 @@ def summarise(record: dict[str, Any], variants: Sequence[TuningVariant] = VARIAN
         return next((e for e in by_variant.get(name, [])
                      if e["kind"] == "md" and e["case"] in md_cases and not e.get("error")), None)
 
-    base_sp = {e["case"]: e for e in by_variant.get(baseline, []) if e["kind"] == "sp" and not e.get("error")}
+    def good_sp(name: str) -> dict[str, dict[str, Any]]:
+        return {e["case"]: e for e in by_variant.get(name, []) if e["kind"] == "sp" and not e.get("error")}
+
     out = []
     for variant in variants:
         own = by_variant.get(variant.name)
@@ -95,6 +100,7 @@ def summarise(record: dict[str, Any], variants: Sequence[TuningVariant] = VARIAN
         md = good_md(variant.name)
         base_md = good_md(baseline_2core if cores_of(variant) == 2 else baseline)
         drift_base = good_md(baseline)
+        base_sp = good_sp(variant.baseline if variant.sp_only else baseline)
         shared = [e for e in sps if e["case"] in base_sp]
         sp_speed = (speedup(sum(sp_cost_s(base_sp[e["case"]]) for e in shared), sum(sp_cost_s(e) for e in shared))
                     if shared and variant.name not in MD_ONLY else None)
@@ -105,13 +111,14 @@ def summarise(record: dict[str, Any], variants: Sequence[TuningVariant] = VARIAN
                                  if sps and variant.name not in MD_ONLY else None),
             force_rmse_max_mev_per_a=max((e["force_rmse_mev_per_a"] for e in sps), default=None),
             energy_max_mev_per_atom=max((abs(e["energy_diff_mev_per_atom"]) for e in sps), default=None),
+            stress_max_gpa=max((e["stress_diff_max_gpa"] for e in sps if "stress_diff_max_gpa" in e), default=None),
             md_s_per_step=md_cost_s(md) if md else None,
             md_scf_per_step=md["scf_iterations_per_step"] if md else None,
             drift_mev_per_atom_ps=md["drift_mev_per_atom_ps"] if md else None,
             md_speedup=speedup(md_cost_s(base_md), md_cost_s(md)) if md and base_md else None,
             sp_speedup=sp_speed,
             verdict=accept(entries, drift_base if variant.name not in (baseline, baseline_2core) else None,
-                           len(cases)),
+                           sum(c.kind == "sp" for c in cases) if variant.sp_only else len(cases)),
             cores=cores_of(variant),
         ))
     return out
@@ -122,6 +129,16 @@ def fastest_accepted(summaries: Sequence[VariantSummary], cores: int = 1) -> Var
     (None when none)."""
     timed = [s for s in summaries if s.verdict.accepted and s.md_s_per_step is not None and s.cores == cores]
     return min(timed, key=lambda s: s.md_s_per_step) if timed else None
+
+
+def fastest_accepted_sp(summaries: Sequence[VariantSummary], preset: str = "label",
+                        variants: Sequence[TuningVariant] = VARIANTS) -> VariantSummary | None:
+    """The accepted, complete variant of `preset` with the highest single-point speed-up over its
+    baseline (None when none, or when none beats the baseline)."""
+    names = {v.name for v in variants if v.preset == preset}
+    timed = [s for s in summaries if s.name in names and s.verdict.accepted and s.verdict.complete
+             and s.sp_speedup is not None and s.sp_speedup > 1.0]
+    return max(timed, key=lambda s: s.sp_speedup) if timed else None
 
 
 def scaling_table(record: dict[str, Any], variants: Sequence[str]) -> str:
@@ -148,14 +165,15 @@ def markdown_table(summaries: Sequence[VariantSummary]) -> str:
         return "–" if value is None or not np.isfinite(value) else format(value, spec)
 
     lines = ["| variant | what changes | SP CPU (s) | CPU s/SCF it. | max ΔF RMS (meV/Å) | max \\|ΔE\\| (meV/atom) "
-             "| MD s/step (CPU-equiv.) | SCF/step | drift (meV/atom/ps) | MD speed-up | SP speed-up | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| max \\|Δσ\\| (GPa) | MD s/step (CPU-equiv.) | SCF/step | drift (meV/atom/ps) | MD speed-up | SP speed-up | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         verdict = "accepted" if s.verdict.accepted else ("rejected: " + "; ".join(s.verdict.reasons) if s.verdict.reasons else "–")
         if not s.verdict.complete:
             verdict += " (incomplete)"
         lines.append(f"| {s.name} | {s.note} | {fmt(s.sp_wall_s, '.1f')} | {fmt(s.s_per_scf_iteration, '.2f')} "
                      f"| {fmt(s.force_rmse_max_mev_per_a, '.2f')} | {fmt(s.energy_max_mev_per_atom, '.3f')} "
+                     f"| {fmt(s.stress_max_gpa, '.3f')} "
                      f"| {fmt(s.md_s_per_step, '.2f')} | {fmt(s.md_scf_per_step, '.1f')} "
                      f"| {fmt(s.drift_mev_per_atom_ps, '+.2f')} | {fmt(s.md_speedup, '.2f')}× "
                      f"| {fmt(s.sp_speedup, '.2f')}× | {verdict} |")

@@ -11,7 +11,7 @@ from typing import Any
 from ase import Atoms
 
 from ..engines.base import MDProtocol
-from ..engines.cp2k import AIMD_V1_SETTINGS, CP2KSettings
+from ..engines.cp2k import SETTINGS_PRESETS, CP2KSettings
 
 
 @dataclass(frozen=True)
@@ -23,16 +23,26 @@ class TuningVariant:
         overrides: CP2KSettings fields changed from the base (omp_threads among them).
         ranks: MPI ranks.
         note: what the variant tests, in a few words.
+        preset: the settings preset the overrides apply to (`engines.cp2k.SETTINGS_PRESETS`):
+            "aimd-v1" (the untuned AIMD preset) or "label" (the label preset, with stress).
+        baseline: the variant its speed-ups are measured against (its preset unchanged).
     """
 
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     ranks: int = 1
     note: str = ""
+    preset: str = "aimd-v1"
+    baseline: str = "baseline"
 
-    def settings(self, base: CP2KSettings = AIMD_V1_SETTINGS) -> CP2KSettings:
-        """The base settings with this variant's overrides (ValueError for an invalid value)."""
-        return dataclasses.replace(base, **self.overrides)
+    def settings(self, base: CP2KSettings | None = None) -> CP2KSettings:
+        """`base` (default: this variant's preset) with its overrides (ValueError for an invalid value)."""
+        return dataclasses.replace(SETTINGS_PRESETS[self.preset] if base is None else base, **self.overrides)
+
+    @property
+    def sp_only(self) -> bool:
+        """True for variants of the label preset: labels are single points, so no MD case runs."""
+        return self.preset == "label"
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,14 @@ VARIANTS: tuple[TuningVariant, ...] = (
     TuningVariant("baseline-2x1", {}, ranks=2, note="untuned AIMD preset, 2 ranks × 1 thread"),
     TuningVariant("e9-r40-2x1", E9R40, ranks=2, note="EPS_DEFAULT 1e-9, REL_CUTOFF 40, 2 ranks × 1 thread"),
     TuningVariant("e9-r40-1x2", {**E9R40, "omp_threads": 2}, note="… 1 rank × 2 OpenMP threads"),
+    # The label preset (EPS_DEFAULT 1e-12, EPS_SCF 1e-6, stress) with the same levers, single points
+    # only, judged on stress as well (the labels carry it).
+    TuningVariant("label-baseline", {}, note="label preset, 1 rank", preset="label", baseline="label-baseline"),
+    TuningVariant("label-e9-r40-elpa", {**E9R40, "diag_library": "ELPA"},
+                  note="label preset, EPS_DEFAULT 1e-9, REL_CUTOFF 40, ELPA", preset="label",
+                  baseline="label-baseline"),
+    TuningVariant("label-e9-elpa", {"eps_default": 1e-9, "diag_library": "ELPA"},
+                  note="label preset, EPS_DEFAULT 1e-9, ELPA", preset="label", baseline="label-baseline"),
 )
 #: Variants measured on the MD case alone: extrapolation only acts in MD, and the core layouts
 #: change the speed, not the numbers (same settings as a variant whose frames are measured).
