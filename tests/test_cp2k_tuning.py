@@ -277,3 +277,58 @@ def test_cpu_equivalent_removes_time_lost_to_other_work() -> None:
         tuning.cpu_equivalent(1.0, 1.0, 0.0, 1)
     assert tuning.md_cost_s({"s_per_step": 9.0}) == 9.0
     assert tuning.md_cost_s({"s_per_step": 9.0, "s_per_step_cpu_equivalent": 6.0}) == 6.0
+
+
+# --------------------------------------------------------------------------------------------
+# Two presets on the frames of one set (the label cache holds both)
+# --------------------------------------------------------------------------------------------
+
+
+class _PresetEngine:
+    """Labels from positions; preset B is preset A shifted by known amounts."""
+
+    def __init__(self, settings, shift_f: float = 0.0, shift_e: float = 0.0, shift_s: float = 0.0):
+        self.settings, self.shift_f, self.shift_e, self.shift_s = settings, shift_f, shift_e, shift_s
+
+    def version(self) -> str:
+        return "CP2K version fake"
+
+    def single_point(self, atoms):
+        from nepbench.engines.base import Labels
+
+        pos = atoms.positions
+        return Labels(energy_ev=float(-np.sum(np.cos(pos))) + self.shift_e,
+                      forces_ev_per_a=-np.sin(pos) + self.shift_f,
+                      stress_ev_per_a3=np.full(6, 0.01) + self.shift_s, wall_s=10.0)
+
+
+def test_preset_check_pairs_frames_labelled_under_both_presets(tmp_path) -> None:
+    from nepbench.cp2k_tuning import preset_check
+    from nepbench.reference import label_items
+
+    items = []
+    for seed in range(3):
+        atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+        atoms.rattle(0.05, seed=seed)
+        atoms.info["motif"] = "crystalline"
+        items.append(atoms)
+    a = LABEL_SETTINGS
+    b = dataclasses.replace(LABEL_SETTINGS, eps_default=1e-9)
+    cache = tmp_path / "cache"
+    label_items(items, _PresetEngine(a), cache)
+    # B shifts every force component by 2 meV/Å, the energy by 8 × 0.1 meV/atom, σ by 0.05 GPa; 2 frames only
+    label_items(items[:2], _PresetEngine(b, 0.002, 8 * 1e-4, 0.05 / tuning.EV_PER_A3_GPA), cache)
+    pairs = preset_check.pair_frames(items, cache, a.to_dict(), b.to_dict(), "CP2K version fake")
+    assert len(pairs) == 2 and pairs[0].motif == "crystalline" and pairs[0].n_atoms == 8
+    assert pairs[0].force_rmse_mev_per_a == pytest.approx(2.0, rel=1e-6)
+    assert pairs[0].energy_diff_mev_per_atom == pytest.approx(0.1, rel=1e-6)
+    assert pairs[0].stress_diff_max_gpa == pytest.approx(0.05, rel=1e-6)
+    result = preset_check.summary(pairs)
+    assert result["accepted"] and result["n_frames"] == 2 and result["median_wall_ratio_a_over_b"] == pytest.approx(1.0)
+    # another CP2K version: no record matches, so no pair (and an empty comparison is not a pass)
+    assert preset_check.pair_frames(items, cache, a.to_dict(), b.to_dict(), "CP2K version other") == []
+    assert not preset_check.judge([]).accepted
+    label_items(items[2:], _PresetEngine(b, 0.0, 8 * 1e-3), cache)  # 1 meV/atom off: beyond 0.5
+    verdict = preset_check.judge(preset_check.pair_frames(items, cache, a.to_dict(), b.to_dict(), "CP2K version fake"))
+    assert not verdict.accepted and len(verdict.reasons) == 1 and "|ΔE| 1.000" in verdict.reasons[0]
+    assert "| crystalline |" in preset_check.markdown_table(pairs)

@@ -284,6 +284,28 @@ def test_merges_slurm_array_run_directories(tmp_path):
     assert (out / "report.html").is_file()
 
 
+def test_merges_run_directories_of_two_suites_into_one_report(tmp_path):
+    """The quick suite's folder and the comparators' folder: one report, both suites named, every
+    task and criterion of each; one id defined differently in the two is refused, naming the file."""
+    records = fixture_records()
+    base = suite_dict()
+    quick = {**base, "name": "quick", "description": "NEPs",
+             "tasks": [t for t in base["tasks"] if t["id"] in {r["task_id"] for r in records[:3]}]}
+    comp = {**base, "name": "comparators", "description": "universal MLIPs",
+            "tasks": [t for t in base["tasks"] if t["id"] in {r["task_id"] for r in records[3:]}]}
+    write_run(tmp_path / "quick", records[:3], suite=quick)
+    write_run(tmp_path / "comp", records[3:], suite=comp)
+    report = build_report([tmp_path / "quick", tmp_path / "comp"], figures=False)
+    assert report["suite"]["name"] == "quick + comparators"
+    assert report["suite"]["description"] == "quick: NEPs; comparators: universal MLIPs"
+    assert {r["task_id"] for r in report["records"]} == {r["task_id"] for r in records}
+    assert len(report["suite"]["criteria"]) == len(base["criteria"])
+    clash = {**comp, "tasks": comp["tasks"] + [{**quick["tasks"][0], "title": "another definition"}]}
+    write_run(tmp_path / "clash", records[3:], suite=clash)
+    with pytest.raises(InputError, match="defined twice, differently"):
+        build_report([tmp_path / "quick", tmp_path / "clash"], figures=False)
+
+
 def test_a_record_of_a_task_the_suite_no_longer_has_is_left_out_with_a_note(tmp_path):
     """A rerun with another --model rewrites suite.json; the old model's records stay in tasks/ and
     must not count towards the verdicts, the wall time or the figures of the run as it is now."""

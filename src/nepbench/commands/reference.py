@@ -55,6 +55,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--table-only", action="store_true", help="run no CP2K: print the table of the record")
     tune.set_defaults(func=_tune)
 
+    compare = rsub.add_parser(
+        "compare-presets", help="two CP2K presets on the frames a spec's label cache holds under both",
+        description="Compare the labels of two CP2K settings presets on every selected frame of SPEC that "
+                    "the label cache holds under both (forces, energy, stress), judged with the tuning "
+                    "study's limits; runs no CP2K. Exit 0 when every pair is within them, 1 when not, "
+                    "2 when no frame has both labels.")
+    compare.add_argument("spec")
+    compare.add_argument("--a", required=True, help="reference preset (e.g. label)")
+    compare.add_argument("--b", required=True, help="candidate preset (e.g. label-tuned)")
+    compare.add_argument("--record", default=None, help="write the comparison (JSON) here")
+    compare.set_defaults(func=_compare_presets)
+
     show = rsub.add_parser("show", help="frame counts per motif and split, CP2K settings and cost")
     show.add_argument("dir", nargs="?", default=str(reference.DEFAULT_ROOT / "dft"))
     show.set_defaults(func=_show)
@@ -104,6 +116,39 @@ def _tune(args: argparse.Namespace) -> int:
     print(f"fastest accepted label preset: {best_label.name} ({best_label.sp_speedup:.2f}× the label preset "
           "on single points)" if best_label else "fastest accepted label preset: none measured yet")
     return 0
+
+
+def _compare_presets(args: argparse.Namespace) -> int:
+    from ..cp2k_tuning import preset_check
+    from ..engines import cp2k
+    from ..files import atomic_write_json
+
+    for name in (args.a, args.b):
+        problem = unknown_name(name, cp2k.SETTINGS_PRESETS, "CP2K settings preset")
+        if problem:
+            print(f"nepbench reference compare-presets: {problem}", file=sys.stderr)
+            return 2
+    spec = reference.load_spec(args.spec)
+    selection = reference.select_items(spec, reference.recorded_picks(spec.out_path))
+    engine = cp2k.CP2KEngine(cp2k.SETTINGS_PRESETS[args.b])
+    settings_a, settings_b = (cp2k.SETTINGS_PRESETS[n].to_dict() for n in (args.a, args.b))
+    pairs = preset_check.pair_frames(selection.items, spec.out_path / "cache", settings_a, settings_b,
+                                     engine.version())
+    result = preset_check.summary(pairs)
+    if args.record:
+        atomic_write_json(Path(args.record), {"spec": str(args.spec), "preset_a": args.a, "preset_b": args.b,
+                                              "settings_a": settings_a, "settings_b": settings_b,
+                                              "cp2k": engine.version(), **result})
+    print(preset_check.markdown_table(pairs))
+    if not pairs:
+        print(f"compare-presets: no frame of {args.spec} is labelled under both {args.a} and {args.b}")
+        return 2
+    print(f"compare-presets: {len(pairs)} frames, max ΔF RMS {result['force_rmse_max_mev_per_a']:.2f} meV/Å, "
+          f"max |ΔE| {result['energy_diff_max_abs_mev_per_atom']:.3f} meV/atom"
+          + (f", max |Δσ| {result['stress_diff_max_gpa']:.3f} GPa" if result["stress_diff_max_gpa"] is not None else "")
+          + f", median wall {args.a} ÷ {args.b} {result['median_wall_ratio_a_over_b']:.2f}: "
+          + ("within the limits" if result["accepted"] else "; ".join(result["reasons"])))
+    return 0 if result["accepted"] else 1
 
 
 def _build(args: argparse.Namespace) -> int:

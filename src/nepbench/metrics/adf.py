@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .rdf import L1_CAP, minimum_image_radius_a
+from .rdf import L1_CAP, typed_frames
 
 #: Default first-shell cutoff factor: r_c(A, B) = factor × (r_cov(A) + r_cov(B)), ASE covalent radii
 #: (Li 1.28, Si 1.11, C 0.76 Å): Si–Si 2.89, Li–Si 3.11, Li–Li 3.33, C–C 1.98, Li–C 2.65 Å, each
@@ -160,31 +160,18 @@ def adf_frames(frames: Iterable[tuple[np.ndarray, np.ndarray, Sequence[str]]],
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
     edges = np.linspace(0.0, 180.0, int(n_bins) + 1)
-    species: list[str] = []
-    sym0: tuple[str, ...] | None = None
-    types = np.empty(0, int)
+    species: tuple[str, ...] = ()
     cut = np.empty((0, 0))
     hist: np.ndarray | None = None
     neighbours = np.zeros(0)
     n_frames = 0
-    for positions_a, cell_a, symbols in frames:
-        sym = tuple(str(s) for s in symbols)
-        if sym0 is None:
-            sym0 = sym
-            species = sorted(set(sym))
-            types = np.array([species.index(s) for s in sym], dtype=np.int64)
-            cut = _cutoff_table(species, cutoffs_a)
+    for frame in typed_frames(frames):
+        species, types = frame.species, frame.types
+        if hist is None:
+            cut = _cutoff_table(list(species), cutoffs_a)
             hist = np.zeros((len(species), int(n_bins)))
             neighbours = np.zeros(len(species))
-        elif sym != sym0:
-            raise ValueError(f"frame {n_frames}: symbols differ from the first frame")
-        pos = np.asarray(positions_a, dtype=float)
-        if pos.shape != (len(sym0), 3) or not np.all(np.isfinite(pos)):
-            raise ValueError(f"frame {n_frames}: positions must be a finite ({len(sym0)}, 3) array")
-        cell = np.asarray(cell_a, dtype=float)
-        minimum_image_radius_a(cell)  # validates shape, finiteness and volume
-        angles, centre, counts = _frame_angles(pos, cell, types, cut)
-        assert hist is not None
+        angles, centre, counts = _frame_angles(frame.positions_a, frame.cell_a, types, cut)
         for t in range(len(species)):
             hist[t] += np.histogram(angles[centre == t], bins=edges)[0]
         neighbours += np.bincount(types, weights=counts, minlength=len(species))

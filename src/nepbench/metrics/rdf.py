@@ -14,7 +14,7 @@ whose vectors lie along x, y, z (default, 0.6 s on a 97,336-atom frame at r_max 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -106,10 +106,48 @@ def _check_frame(positions_a: object, cell_a: object, n_symbols: int) -> tuple[n
     if pos.shape[0] != n_symbols:
         raise ValueError(f"{pos.shape[0]} positions for {n_symbols} symbols")
     if not np.all(np.isfinite(pos)):
-        raise ValueError("positions contain NaN or inf")
+        raise ValueError("positions must be finite (NaN or inf found)")
     cell = np.asarray(cell_a, dtype=float)
     minimum_image_radius_a(cell)  # validates shape, finiteness and volume
     return pos, cell
+
+
+@dataclass(frozen=True)
+class TypedFrame:
+    """One checked frame of a trajectory, its atoms typed by the first frame's species.
+
+    Attributes:
+        positions_a: (n_atoms, 3) positions in Å, finite.
+        cell_a: (3, 3) cell rows in Å, non-singular and finite.
+        species: the first frame's species, sorted.
+        types: (n_atoms,) index of each atom's species in `species`.
+    """
+
+    positions_a: np.ndarray
+    cell_a: np.ndarray
+    species: tuple[str, ...]
+    types: np.ndarray
+
+
+def typed_frames(frames: Iterable[tuple[np.ndarray, np.ndarray, Sequence[str]]]) -> Iterator[TypedFrame]:
+    """Each (positions_a, cell_a, symbols) frame, checked and typed; the frame-loop opening of the
+    structure metrics (g(r), ADF). ValueError naming the frame's index when its symbols differ from
+    the first frame's or its positions or cell are malformed."""
+    sym0: tuple[str, ...] | None = None
+    species: tuple[str, ...] = ()
+    types = np.empty(0, np.int64)
+    for index, (positions_a, cell_a, symbols) in enumerate(frames):
+        sym = tuple(str(s) for s in symbols)
+        if sym0 is None:
+            sym0, species = sym, tuple(sorted(set(sym)))
+            types = np.array([species.index(s) for s in sym], dtype=np.int64)
+        elif sym != sym0:
+            raise ValueError(f"frame {index}: symbols differ from the first frame")
+        try:
+            pos, cell = _check_frame(positions_a, cell_a, len(sym0))
+        except ValueError as exc:
+            raise ValueError(f"frame {index}: {exc}") from None
+        yield TypedFrame(pos, cell, species, types)
 
 
 def _frame_histograms(
@@ -171,24 +209,14 @@ def rdf_frames(
     edges = np.linspace(0.0, float(r_max_a), int(n_bins) + 1)
     shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
 
-    species: list[str] = []
-    sym0: tuple[str, ...] | None = None
-    types = np.empty(0, int)
+    species: tuple[str, ...] = ()
     g_sum: np.ndarray | None = None
     total_sum = np.zeros(int(n_bins))
     dens_sum: np.ndarray | None = None
     backends: set[str] = set()
     n_frames = 0
-    for positions_a, cell_a, symbols in frames:
-        sym = tuple(str(s) for s in symbols)
-        if sym0 is None:
-            sym0 = sym
-            species = sorted(set(sym))
-            index = {s: k for k, s in enumerate(species)}
-            types = np.array([index[s] for s in sym], dtype=np.int64)
-        elif sym != sym0:
-            raise ValueError(f"frame {n_frames}: symbols differ from the first frame")
-        pos, cell = _check_frame(positions_a, cell_a, len(sym0))
+    for frame in typed_frames(frames):
+        pos, cell, species, types = frame.positions_a, frame.cell_a, frame.species, frame.types
         counts, used = _frame_histograms(pos, cell, types, len(species), edges, backend)
         backends.add(used)
         volume = abs(float(np.linalg.det(cell)))
@@ -196,7 +224,7 @@ def rdf_frames(
         n_pairs = np.outer(n_of, n_of) - np.diag(n_of)  # N_A N_B, or N_A (N_A - 1) on the diagonal
         with np.errstate(divide="ignore", invalid="ignore"):
             g = counts * volume / (n_pairs[:, :, None] * shell[None, None, :])
-        n = float(len(sym0))
+        n = float(len(types))
         total = counts.sum(axis=(0, 1)) * volume / (n * (n - 1) * shell) if n > 1 else np.zeros_like(shell)
         g_sum = g if g_sum is None else g_sum + g
         dens_sum = n_of / volume if dens_sum is None else dens_sum + n_of / volume

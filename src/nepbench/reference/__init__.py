@@ -33,6 +33,7 @@ from .spec import (  # noqa: F401
 )
 from .labelling import (  # noqa: F401
     item_hash,
+    cached_label,
     input_template_sha256,
     TEMPLATE_INFO,
     read_cached,
@@ -93,6 +94,7 @@ __all__ = [
     "generate_candidates",
     "input_template_sha256",
     "item_hash",
+    "cached_label",
     "label_items",
     "load_frames",
     "load_manifest",

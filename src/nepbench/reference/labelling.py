@@ -82,6 +82,13 @@ def read_cached(path: Path) -> Atoms:
     return with_labels(atoms, record["energy_ev"], np.array(record["forces_ev_per_a"]), stress)
 
 
+def cached_label(cache_dir: Path, atoms: Atoms, settings: dict[str, Any], cp2k_version: str) -> Atoms | None:
+    """The cached label of `atoms` under `settings` (CP2KSettings.to_dict()) and CP2K `cp2k_version`
+    (`read_cached`), or None when the cache has no finished record for them."""
+    path = _cache_path(cache_dir, item_hash(atoms, settings, cp2k_version))
+    return read_cached(path) if path.is_file() else None
+
+
 @dataclass
 class BuildReport:
     labelled: int

@@ -126,18 +126,29 @@ def _merge_by_id(path: Path, kind: str, merged: dict[str, dict[str, Any]],
 
 
 def merge_suites(suites: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
-    """One suite from several run directories: same name; tasks and criteria united by id."""
+    """One suite from several run directories: tasks and criteria united by id (InputError when
+    one id has two definitions). Folders of one suite (a Slurm array) keep its name and
+    description; folders of several suites (the quick suite and the comparators') are named
+    "quick + comparators", their descriptions joined in folder order."""
     first_path, first = suites[0]
     tasks: dict[str, dict[str, Any]] = {}
     criteria: dict[str, dict[str, Any]] = {}
     task_origin: dict[str, Path] = {}
     criterion_origin: dict[str, Path] = {}
+    names: list[str] = []
+    descriptions: list[str] = []
     for path, suite in suites:
-        if suite.get("name") != first.get("name"):
-            raise InputError(path, f"suite {suite.get('name')!r} is not {first.get('name')!r} of {first_path}")
+        name = str(suite.get("name"))
+        if name not in names:
+            names.append(name)
+            descriptions.append(str(suite.get("description") or ""))
         _merge_by_id(path, "task", tasks, suite.get("tasks", []), task_origin)
         _merge_by_id(path, "criterion", criteria, suite.get("criteria", []), criterion_origin)
-    return {**first, "tasks": list(tasks.values()), "criteria": list(criteria.values())}
+    merged = {**first, "tasks": list(tasks.values()), "criteria": list(criteria.values())}
+    if len(names) > 1:
+        merged["name"] = " + ".join(names)
+        merged["description"] = "; ".join(f"{n}: {d}" if d else n for n, d in zip(names, descriptions))
+    return merged
 
 
 def _created(pair: tuple[Path, dict[str, Any]]) -> str:
