@@ -39,7 +39,7 @@ def test_the_prediction_adds_cp2k_steps_at_their_size_and_nep_work():
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(plan, "measured_rates", lambda reference_dir: RATES)
+    monkeypatch.setattr(plan, "measured_rates", lambda reference_dir, **kwargs: RATES)
     out = tmp_path / "out"
     code = cli.main(["run", str(REPO / "suites" / "quick.toml"), "--model", "nep89-lisic", "--out", str(out),
                      "--dry-run"])
@@ -47,3 +47,34 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsy
     assert code == 0 and not out.exists()
     assert "4 task(s)" in printed and "throughput-nep89-lisic (throughput): CP2K" in printed
     assert "predicted total: ~" in printed and "nothing was run" in printed
+
+
+def test_a_model_timed_on_its_own_is_predicted_at_its_own_rate():
+    rates = plan.Rates(1e4, 40.0, 32, "test", model_atom_steps_per_s={"slow-mlip": 100.0})
+    slow = plan.TaskPlan("md-slow", "md_accuracy", model="slow-mlip", nep_atom_steps=2e4)
+    nep = plan.TaskPlan("md-nep", "md_accuracy", model="nep89-lisic", nep_atom_steps=2e4)
+    assert slow.predicted_wall_s(rates) == pytest.approx(200.0) and nep.predicted_wall_s(rates) == pytest.approx(2.0)
+    assert "slow-mlip 2e+04 atom·steps" in slow.line(rates) and "NEP 2e+04 atom·steps" in nep.line(rates)
+
+
+def test_the_comparators_suite_plans_no_gpu_work_for_ase_models():
+    suite = load_suite(REPO / "suites" / "comparators.toml")
+    plans = {p.task_id: p for p in plan.plan_suite(suite, REPO / "reference_data")}
+    throughput = plans["throughput-chgnet-0.3.0"]
+    assert throughput.model == "chgnet-0.3.0" and throughput.gpu_atom_steps == 0.0
+    assert any("GPUMD not applicable" in n for n in throughput.notes)
+
+
+def test_timed_rate_leaves_the_warm_up_out():
+    class Counting:
+        def __init__(self):
+            self.runs = []
+
+        def md(self, atoms, protocol):
+            self.runs.append(protocol.steps)
+
+    engine = Counting()
+    from ase.build import bulk
+
+    rate = plan.timed_rate(engine, bulk("Si", "diamond", a=5.43, cubic=True), steps=5, warmup=2)
+    assert engine.runs == [2, 5] and rate > 0

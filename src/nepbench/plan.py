@@ -2,7 +2,9 @@
 and their cells, its NEP atom·steps and single points, GPU work, and a predicted wall time on this
 machine from measured rates.
 
-Rates (`Rates`): NEP atom·steps/s timed here on the throughput cell for about a second; CP2K s/step
+Rates (`Rates`): NEP atom·steps/s timed here on the throughput cell for about a second, and each
+ASE-calculator comparator of the suite (CHGNet, SevenNet: ~100-250× slower per atom·step) timed
+likewise on the 33-atom cell after one warm-up step; CP2K s/step
 from the CP2K tuning study's record for this CPU (1 rank, scaled to the task's ranks by the measured
 2-rank speed-up of 1.3, and to N by the measured N^0.94), else the cost of the committed AIMD runs.
 The prediction is an estimate to plan by, not a measurement: the run records the real times.
@@ -31,12 +33,19 @@ class Rates:
         cp2k_s_per_step_n: CP2K s/step at `cp2k_n_atoms` atoms on 1 rank.
         cp2k_n_atoms: the size that rate was measured at.
         source: where the CP2K rate comes from, for the printout.
+        model_atom_steps_per_s: atom·steps per second of models timed on their own (the ASE
+            comparators), by model name; other models run at `nep_atom_steps_per_s`.
     """
 
     nep_atom_steps_per_s: float
     cp2k_s_per_step_n: float
     cp2k_n_atoms: int
     source: str
+    model_atom_steps_per_s: dict[str, float] = field(default_factory=dict)
+
+    def atom_steps_per_s(self, model: str = "") -> float:
+        """The rate of `model`: its own where it was timed, else NEP's."""
+        return self.model_atom_steps_per_s.get(model, self.nep_atom_steps_per_s)
 
     def cp2k_s_per_step(self, n_atoms: int, ranks: int = 1) -> float:
         """Predicted CP2K s/step for `n_atoms` atoms on `ranks` ranks (2 or more: ×1/1.3)."""
@@ -52,6 +61,7 @@ class TaskPlan:
 
     task_id: str
     task_type: str
+    model: str = ""
     cp2k_steps: dict[int, int] = field(default_factory=dict)
     cp2k_ranks: int = 1
     nep_atom_steps: float = 0.0
@@ -60,7 +70,7 @@ class TaskPlan:
 
     def predicted_wall_s(self, rates: Rates) -> float:
         cp2k = sum(steps * rates.cp2k_s_per_step(n, self.cp2k_ranks) for n, steps in self.cp2k_steps.items())
-        return cp2k + self.nep_atom_steps / rates.nep_atom_steps_per_s
+        return cp2k + self.nep_atom_steps / rates.atom_steps_per_s(self.model)
 
     def line(self, rates: Rates) -> str:
         """One line: id, type, CP2K steps and cells, NEP atom·steps, GPU work, predicted wall time."""
@@ -70,7 +80,8 @@ class TaskPlan:
         if self.cp2k_steps:
             cells = ", ".join(f"{s}×{n} atoms" for n, s in sorted(self.cp2k_steps.items()))
             bits.append(f"CP2K {sum(self.cp2k_steps.values())} MD steps ({cells}, {self.cp2k_ranks} rank(s))")
-        bits.append(f"NEP {self.nep_atom_steps:.3g} atom·steps")
+        engine = self.model if self.model in rates.model_atom_steps_per_s else "NEP"
+        bits.append(f"{engine} {self.nep_atom_steps:.3g} atom·steps")
         if self.gpu_atom_steps:
             bits.append(f"GPU {self.gpu_atom_steps:.3g} atom·steps (not timed: GPU speed unknown here)")
         notes = f" [{'; '.join(self.notes)}]" if self.notes else ""
@@ -148,13 +159,20 @@ PLANNERS = {"throughput": _throughput, "md_accuracy": _md_accuracy, "parity": _p
 
 def plan_suite(suite: Suite, reference_dir: Path) -> list[TaskPlan]:
     """Every task's `TaskPlan`, in suite order (a task type without a planner gets an empty plan
-    with a note). CP2K is timed once per run for throughput tasks that differ only in their model
+    with a note; an ASE-calculator model plans no GPU work). CP2K is timed once per run for throughput tasks that differ only in their model
     (`tasks.cp2k_timing.cp2k_timing_shared`), so only the first of them is planned to pay for it."""
+    from .models import ASE_KIND, load_registry
+
+    ase_models = {name for name, record in load_registry().items() if record.kind == ASE_KIND}
     plans = []
     cp2k_timed: dict[str, str] = {}  # a throughput task's parameters less its model → the task that pays CP2K
     for spec in suite.tasks:
         planner = PLANNERS.get(spec.type)
         plan = planner(spec, reference_dir) if planner else TaskPlan(spec.id, spec.type, notes=["no plan"])
+        plan.model = str(spec.params.get("model") or "")
+        if plan.gpu_atom_steps and plan.model in ase_models:
+            plan.gpu_atom_steps = 0.0
+            plan.notes.append("GPUMD not applicable to an ASE-calculator model")
         if spec.type == "throughput" and plan.cp2k_steps:
             key = repr(sorted((k, repr(v)) for k, v in spec.params.items() if k != "model"))
             if key in cp2k_timed:
@@ -166,31 +184,64 @@ def plan_suite(suite: Suite, reference_dir: Path) -> list[TaskPlan]:
     return plans
 
 
-def measured_rates(reference_dir: Path, nep: Any = None) -> Rates:
+def measured_rates(reference_dir: Path, nep: Any = None, models: Any = ()) -> Rates:
     """Rates on this machine: NEP timed here on the throughput cell (`nep`: an engine; default
-    the default model on the CPU), CP2K from the tuning record for this CPU, else the committed
-    AIMD runs' median s/step."""
-    import time
-
-    from .engines.base import MDProtocol
+    the default model on the CPU), each ASE-calculator model among `models` (registry names)
+    timed on the 33-atom cell with one torch thread, CP2K from the tuning record for this CPU,
+    else the committed AIMD runs' median s/step."""
     from .provenance import hardware_info
     from .tasks.throughput import ThroughputParams
     from .tasks.throughput_cells import base_cell
 
-    atoms = base_cell(ThroughputParams()).repeat((2, 2, 2))
+    cell = base_cell(ThroughputParams())
     if nep is None:
         from .engines.nep_cpu import NepCpuEngine
 
         nep = NepCpuEngine("nep89-lisic")
-    start = time.perf_counter()
-    nep.md(atoms, MDProtocol("nvt", 900.0, 1.0, 40, sample_interval=40, seed=1))
-    nep_rate = len(atoms) * 40 / (time.perf_counter() - start)
+    nep_rate = timed_rate(nep, cell.repeat((2, 2, 2)), steps=40, warmup=0)
+    own = _ase_rates(models, cell)
     cpu = hardware_info()["cpu_model"]
     tuned = _tuning_rate(cpu)
     if tuned is not None:
-        return Rates(nep_rate, tuned[0], tuned[1], f"CP2K tuning record for {cpu}")
+        return Rates(nep_rate, tuned[0], tuned[1], f"CP2K tuning record for {cpu}", own)
     s_per_step, n = _aimd_rate(reference_dir)
-    return Rates(nep_rate, s_per_step, n, "the committed AIMD runs' median s/step (1 rank, another CPU maybe)")
+    return Rates(nep_rate, s_per_step, n, "the committed AIMD runs' median s/step (1 rank, another CPU maybe)", own)
+
+
+def timed_rate(engine: Any, atoms: Any, steps: int, warmup: int = 1) -> float:
+    """atom·steps per second of `steps` NVT steps (900 K, 1 fs) of `engine` on `atoms`, after a
+    `warmup`-step run that is not timed (model loading, first-call set-up)."""
+    import time
+
+    from .engines.base import MDProtocol
+
+    if warmup:
+        engine.md(atoms, MDProtocol("nvt", 900.0, 1.0, warmup, sample_interval=warmup, seed=1))
+    start = time.perf_counter()
+    engine.md(atoms, MDProtocol("nvt", 900.0, 1.0, steps, sample_interval=steps, seed=1))
+    return len(atoms) * steps / (time.perf_counter() - start)
+
+
+def _ase_rates(models: Any, atoms: Any) -> dict[str, float]:
+    """atom·steps/s (`timed_rate`, 5 steps after 1) of each ASE-calculator registry model among
+    `models`, one torch thread; a model whose package is missing is left out (the run skips it
+    with the reason)."""
+    from .errors import NepbenchError
+    from .models import ASE_KIND, load_registry
+
+    registry = load_registry()
+    rates = {}
+    for name in dict.fromkeys(models):
+        record = registry.get(name)
+        if record is None or record.kind != ASE_KIND:
+            continue
+        try:
+            from .engines.ase_calc import AseCalcEngine
+
+            rates[name] = timed_rate(AseCalcEngine(name, threads=1), atoms, steps=5, warmup=1)
+        except NepbenchError:
+            continue
+    return rates
 
 
 def _tuning_rate(cpu: str) -> tuple[float, int] | None:

@@ -80,10 +80,11 @@ def _dry_run(suite: Any, specs: list[Any]) -> int:
     from ..reference import DEFAULT_ROOT
     from ..runner import _duration
 
-    rates = measured_rates(DEFAULT_ROOT)
     plans = plan_suite(dataclasses.replace(suite, tasks=tuple(specs)), DEFAULT_ROOT)
+    rates = measured_rates(DEFAULT_ROOT, models=[plan.model for plan in plans if plan.model])
+    own = "".join(f", {name} {rate:,.0f}" for name, rate in rates.model_atom_steps_per_s.items())
     print(f"nepbench run {suite.name} --dry-run: {len(plans)} task(s); rates here: NEP "
-          f"{rates.nep_atom_steps_per_s:,.0f} atom·steps/s (nep89-lisic, measured now), CP2K "
+          f"{rates.nep_atom_steps_per_s:,.0f} atom·steps/s (nep89-lisic{own}, measured now), CP2K "
           f"{rates.cp2k_s_per_step_n:.1f} s/step at {rates.cp2k_n_atoms} atoms on 1 rank ({rates.source})")
     for plan in plans:
         print(f"  {plan.line(rates)}")
