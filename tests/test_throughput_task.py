@@ -459,3 +459,27 @@ def test_the_task_states_each_stage_for_the_progress_line(tmp_path, monkeypatch)
     assert len(sweep) == 4 and not sweep[1].startswith("GPUMD") and sweep[2].startswith("GPUMD size sweep: ")
     sizes = [int(s.split(": ")[1].split(" atoms")[0]) for s in sweep]
     assert sizes[0] < sizes[1] and sizes[2] < sizes[3] and all(s.endswith(" steps") for s in sweep)
+
+
+@pytest.mark.parametrize(("busy", "cores", "expected"), [(0.05, 2, 2), (0.9, 2, 1), (1.0, 2, 1), (1.95, 2, 1),
+                                                         (None, 4, 4), (2.5, 4, 1), (1.7, 4, 2)])
+def test_idle_cores_counts_cores_others_leave_free(monkeypatch, busy, cores, expected):
+    from nepbench import cpu_load
+
+    monkeypatch.setattr(cpu_load, "other_cores_busy", lambda window_s=0.5: busy)
+    monkeypatch.setattr(cpu_load, "usable_cores", lambda: cores)
+    assert cpu_load.idle_cores() == expected
+
+
+def test_nep_tasks_take_the_idle_cores_unless_omp_num_threads_says(monkeypatch, tmp_path):
+    """One busy core of two: NEP gets one OpenMP thread (two would spin beside the busy core)."""
+    from nepbench import cpu_load, tasks
+    from nepbench.engines import nep_cpu
+
+    monkeypatch.setattr(cpu_load, "idle_cores", lambda window_s=0.5: 1)
+    monkeypatch.setattr(nep_cpu, "NepCpuEngine", lambda *a, **k: k.get("threads"))
+    ctx = tasks.TaskContext(work_dir=tmp_path, reference_dir=tmp_path, model_path=tmp_path / "nep.txt")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert tasks.cpu_engine(ctx) == 1 and tasks.cpu_engine(ctx, threads=2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert tasks.cpu_engine(ctx) is None  # the engine's default: OpenMP reads the variable

@@ -90,3 +90,16 @@ def busy_cores_note(busy_during: float | None, ranks: int, cores: int | None) ->
                 f"{cores} cores this process may use while CP2K ran; CP2K on {ranks} ranks): CP2K's s/step "
                 f"may be inflated, and the ratio with it")
     return None
+
+
+def idle_cores(window_s: float = 0.5) -> int:
+    """Cores of this process's affinity mask that other processes left idle over `window_s`
+    seconds (at least 1; all of them where /proc/stat cannot be read). A core counts as idle when
+    other work used less than 1 − BUSY_SLACK_CORES of it: OpenMP threads on a core that another
+    process keeps busy spin in lockstep with it, so NEP on 2 threads beside one busy core runs
+    many times slower than on 1 (docs/architecture.md, "CPU threads")."""
+    busy = other_cores_busy(window_s)
+    cores = usable_cores()
+    if busy is None:
+        return cores
+    return max(1, min(cores, int(cores - busy + BUSY_SLACK_CORES)))

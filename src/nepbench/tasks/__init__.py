@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -106,10 +108,16 @@ class TaskContext:
 
 def cpu_engine(ctx: TaskContext, threads: int | None = None) -> Any:
     """The CPU engine of the task's model: NepCpuEngine for a NEP, AseCalcEngine (engines/ase_calc.py)
-    for an ASE-calculator comparator; `threads` as each engine takes it (None: its default)."""
+    for an ASE-calculator comparator; `threads` as each engine takes it. None: for a NEP, the
+    cores other processes leave idle now (`cpu_load.idle_cores`) unless OMP_NUM_THREADS is set;
+    for a comparator, its default."""
     if ctx.model_kind != "ase":  # looked up on the module at call time, so a test's stand-in takes its place
         from ..engines import nep_cpu
 
+        if threads is None and not os.environ.get("OMP_NUM_THREADS"):
+            from ..cpu_load import idle_cores
+
+            threads = idle_cores()
         return nep_cpu.NepCpuEngine(ctx.model_path) if threads is None else \
             nep_cpu.NepCpuEngine(ctx.model_path, threads=threads)
     from ..engines.ase_calc import AseCalcEngine
