@@ -88,9 +88,20 @@ def test_manifest_records_length_production_and_cost(spec, monkeypatch):
     assert run_a["scf_iterations_per_step"] == pytest.approx((7 + 8 + 9 + 11) / 4)
     assert run_a["settings"]["cutoff_ry"] == AIMD_SETTINGS.cutoff_ry
     assert "frames.extxyz.xz" in run_a["files"]
+    assert run_a["growth"]["steps_to_target"] == 0 and run_a["growth"]["diffusivity_from_step"] is None
     frames_text = lzma.decompress((Path(spec.path).parent / "aimd" / "si-a" / "frames.extxyz.xz").read_bytes())
     assert frames_text.decode().count("Lattice=") == 4  # steps 0, 2, 4, 6
     assert aimd.verify_aimd(spec) == []
+
+
+def test_growth_plan_counts_steps_and_hours_still_to_run():
+    plan = aimd.growth_plan(70, 4150, 1650, 90.0)
+    assert plan["steps_to_target"] == 4080 and plan["cp2k_hours_to_target"] == pytest.approx(102.0)
+    assert plan["steps_to_diffusivity"] == 1580 and plan["cp2k_hours_to_diffusivity"] == pytest.approx(39.5)
+    done = aimd.growth_plan(2000, 2150, 1650, None)
+    assert done["steps_to_diffusivity"] == 0 and done["steps_to_target"] == 150
+    assert done["cp2k_hours_to_target"] is None
+    assert aimd.growth_plan(10, 20, None, 1.0)["steps_to_diffusivity"] is None
 
 
 def test_s_per_step_is_the_median_over_steps_so_one_stalled_step_does_not_set_it(spec, monkeypatch):
@@ -172,6 +183,10 @@ def test_resuming_with_other_cp2k_settings_is_refused(spec, monkeypatch):
     (lambda t: t.replace("warmup_steps = 2", "warmup_steps = 3", 1), "warmup_steps 3 must be a multiple of sample_interval 2"),
     (lambda t: t.replace("seed = 1\n", "seed = 1\nsed = 1\n", 1), "AIMD run 'si-a': unknown key(s) sed"),
     (lambda t: t.replace('id = "si-b"', 'id = "si-a"'), "duplicate run ids"),
+    (lambda t: t.replace("target_steps = 6", "target_steps = 6\ndiffusivity_from_step = 8", 1),
+     "diffusivity_from_step 8 must be an integer after warmup_steps 2 and at most target_steps 6"),
+    (lambda t: t.replace("target_steps = 6", "target_steps = 6\ndiffusivity_from_step = 2", 1),
+     "diffusivity_from_step 2 must be an integer after warmup_steps 2"),
     (lambda t: t.replace('settings = "aimd"', 'settings = ["aimd"]'), "unknown CP2K settings preset ['aimd']"),
     (lambda t: t.replace('builder = "c-Si"', 'builder = ["c-Si"]', 1), "AIMD run 'si-a': unknown builder ['c-Si']"),
     (lambda t: t.replace("params = { repeat = [1, 1, 1] }", "params = { repaet = [1, 1, 1] }", 1),
@@ -264,7 +279,7 @@ def test_a_grower_skips_runs_another_process_holds(spec, monkeypatch):
     with open(lock, "a") as held:  # another process is growing si-a
         fcntl.flock(held, fcntl.LOCK_EX)
         engine = _engine(monkeypatch)
-        done = aimd.grow(spec, engine, max_wall_s=1.0, poll_s=0.05)
+        done = aimd.grow(spec, engine, max_wall_s=4.0, poll_s=0.05)  # 1 s was too short on a busy machine
         assert done == {"si-a": 0, "si-b": 10}  # si-b grown to its target, si-a left alone
         temperatures = [ln.split()[1] for text in engine._execute.inputs for ln in text.splitlines()
                         if ln.strip().startswith("TEMPERATURE")]

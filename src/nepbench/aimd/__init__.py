@@ -41,6 +41,7 @@ from .thermo import (  # noqa: F401
 )
 from .manifest import (  # noqa: F401
     write_manifest,
+    growth_plan,
     load_aimd_manifest,
     verify_aimd,
 )
@@ -73,4 +74,5 @@ __all__ = [
     "verify_aimd",
     "warmup_stationarity",
     "write_manifest",
+    "growth_plan",
 ]

@@ -47,11 +47,32 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
             "scf_iterations_per_step": _mean_scf_iterations(state["segments"]),
             "segments": len(state["segments"]), "cp2k_version": _cp2k_versions(state),
             "settings": state["settings"], "ranks": state["ranks"], "files": files,
+            "growth": growth_plan(state["total_steps"], run.target_steps, run.diffusivity_from_step,
+                                  _s_per_step_with_restarts(state)),
         }
     manifest = {"schema": "nepbench.aimd/1", "spec": Path(spec.path).name,
                 "spec_sha256": spec.sha256, "runs": runs, "hardware": hardware_info()}
     atomic_write_json(Path(spec.path).parent / "aimd" / "manifest.json", manifest)
     return manifest
+
+
+def growth_plan(total_steps: int, target_steps: int, diffusivity_from_step: int | None,
+                s_per_step: float | None) -> dict[str, Any]:
+    """How far a run still has to grow: steps to its target and to the step its Li diffusivity
+    is expected from (None for a run not meant for D), and the CP2K hours each takes at
+    `s_per_step` (the run's recorded cost per step with restarts, on its current ranks; hours None
+    without one). Pure."""
+    def hours(steps: int) -> float | None:
+        return None if s_per_step is None else round(steps * s_per_step / 3600.0, 1)
+
+    to_target = max(0, target_steps - total_steps)
+    plan: dict[str, Any] = {"steps_to_target": to_target, "cp2k_hours_to_target": hours(to_target),
+                            "diffusivity_from_step": diffusivity_from_step,
+                            "steps_to_diffusivity": None, "cp2k_hours_to_diffusivity": None}
+    if diffusivity_from_step is not None:
+        to_d = max(0, diffusivity_from_step - total_steps)
+        plan.update(steps_to_diffusivity=to_d, cp2k_hours_to_diffusivity=hours(to_d))
+    return plan
 
 
 def _cp2k_versions(state: dict[str, Any]) -> str:

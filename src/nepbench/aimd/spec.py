@@ -24,7 +24,9 @@ DEFAULT_SPEC = REPO_ROOT / "reference_data" / "aimd.toml"
 
 @dataclass(frozen=True)
 class AimdRun:
-    """One AIMD reference run: system (builder + params + seed), protocol and target length."""
+    """One AIMD reference run: system (builder + params + seed), protocol and target length.
+    `diffusivity_from_step`: the step from which its Li diffusivity is expected to be measurable
+    (the sizing study's length, docs/aimd_sizing.md), or None for a run not meant for D."""
 
     id: str
     builder: str
@@ -34,6 +36,7 @@ class AimdRun:
     target_steps: int
     prerelax: Prerelax | None = None
     settings_preset: str | None = None
+    diffusivity_from_step: int | None = None
 
     def atoms(self) -> Atoms:
         """The builder's structure (species, order and cell of the run; positions before any pre-relaxation)."""
@@ -70,7 +73,8 @@ class AimdSpec:
 #: Keys aimd.toml may hold at its top and in each [[run]].
 SPEC_KEYS = frozenset({"settings", "segment_steps", "run"})
 RUN_KEYS = frozenset({"id", "builder", "params", "seed", "temperature_k", "timestep_fs", "target_steps",
-                      "sample_interval", "thermostat_coupling_fs", "warmup_steps", "prerelax", "settings"})
+                      "sample_interval", "thermostat_coupling_fs", "warmup_steps", "prerelax", "settings",
+                      "diffusivity_from_step"})
 
 
 def _spec_problem(data: dict[str, Any]) -> str | None:
@@ -109,6 +113,11 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
         warmup, target = raw.get("warmup_steps", 0), raw.get("target_steps")
         if isinstance(warmup, int) and isinstance(target, int) and not 0 <= warmup < target:
             return f"{where}: warmup_steps {warmup} must be >= 0 and below target_steps {target}"
+        d_from = raw.get("diffusivity_from_step")
+        if d_from is not None and not (isinstance(d_from, int) and isinstance(target, int)
+                                       and isinstance(warmup, int) and warmup < d_from <= target):
+            return (f"{where}: diffusivity_from_step {d_from!r} must be an integer after warmup_steps {warmup} "
+                    f"and at most target_steps {target}")
         interval = raw.get("sample_interval", 5)
         if isinstance(warmup, int) and isinstance(interval, int) and interval > 0 and warmup % interval:
             # production would start at the next frame, not at the warm-up's end the lengths are taken from
@@ -142,7 +151,8 @@ def load_aimd_spec(path: str | Path = DEFAULT_SPEC) -> AimdSpec:
                         if "prerelax" in raw else None)
             runs.append(AimdRun(str(raw["id"]), str(raw["builder"]), dict(raw.get("params", {})),
                                 int(raw["seed"]), protocol, int(raw["target_steps"]), prerelax,
-                                None if "settings" not in raw else str(raw["settings"])))
+                                None if "settings" not in raw else str(raw["settings"]),
+                                raw.get("diffusivity_from_step")))
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"{path}: AIMD run {raw.get('id', '?')!r}: {exc}") from None
     return AimdSpec(tuple(runs), str(data.get("settings", "aimd")), int(data.get("segment_steps", 20)),
