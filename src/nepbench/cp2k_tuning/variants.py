@@ -142,6 +142,8 @@ VARIANTS: tuple[TuningVariant, ...] = (
     TuningVariant("label-e9-r40-elpa", {**E9R40, "diag_library": "ELPA"},
                   note="label preset, EPS_DEFAULT 1e-9, REL_CUTOFF 40, ELPA", preset="label",
                   baseline="label-baseline"),
+    TuningVariant("label-e9-elpa", {"eps_default": 1e-9, "diag_library": "ELPA"},
+                  note="label preset, EPS_DEFAULT 1e-9, ELPA", preset="label", baseline="label-baseline"),
     TuningVariant("label-e9-r40", E9R40, note="label preset, EPS_DEFAULT 1e-9, REL_CUTOFF 40", preset="label",
                   baseline="label-baseline"),
 )
