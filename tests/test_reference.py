@@ -569,3 +569,27 @@ def test_the_pool_map_places_the_recorded_picks_and_their_labels(spec, tmp_path)
     per_family["01 amorphous/a-Si"] = {"candidates": ["3"]}
     with pytest.raises(InputError, match="'candidates' list of integers"):
         pool_map(tmp_path / "spec.toml", manifest, frames)
+
+
+def test_manifest_records_each_frames_dft_force_rms_and_show_prints_it(spec, tmp_path, capsys):
+    """FakeEngine's forces are −sin(positions): the manifest's RMS is theirs, and `show` prints the
+    median and range per file (a manifest from before the field prints that it was not recorded)."""
+    from nepbench.cli import main
+
+    out = tmp_path / "dft"
+    selection, _ = build(spec, FakeEngine(), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = {round(float(np.sqrt(np.mean(np.sin(a.positions) ** 2))), 4) for a in selection.items}
+    recorded = {f["force_rms_ev_per_a"] for entry in manifest["files"].values() for f in entry["frames"]}
+    assert recorded == expected
+    assert main(["reference", "show", str(out)]) == 0
+    printed = capsys.readouterr().out
+    first = next(iter(manifest["files"]))
+    rms = sorted(f["force_rms_ev_per_a"] for f in manifest["files"][first]["frames"])
+    assert f"[{rms[0]:.2f}–{rms[-1]:.2f}]" in printed
+    for entry in manifest["files"].values():
+        for frame in entry["frames"]:
+            del frame["force_rms_ev_per_a"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["reference", "show", str(out)]) == 0
+    assert "– (not recorded)" in capsys.readouterr().out

@@ -95,7 +95,23 @@ def task_input_hash(spec: TaskSpec, model: ResolvedModel | None, data_sha256: st
            "data_sha256": data_sha256, "nepbench": __version__, "code_sha256": code_sha256()}
     if model is not None and model.kind == "ase":  # the weights alone do not say how they are run
         key["model_source"] = dict(model.source)
+    members = _ensemble_sha256s(model)
+    if members:  # the parity task reports the spread of these files: new members, a new result
+        key["ensemble_sha256"] = members
     return content_hash(key)
+
+
+def _ensemble_sha256s(model: ResolvedModel | None) -> list[str]:
+    """sha256 of each further seed-ensemble member the registry lists for a local NEP (empty for
+    any other model, or one whose registry table no longer registers this file)."""
+    if model is None or model.source.get("kind") != "local":
+        return []
+    from .models import load_registry
+
+    record = load_registry().get(model.name)
+    if record is None or record.sha256 != model.sha256:
+        return []
+    return [member.sha256 for member in record.ensemble]
 
 
 def _resolve(name: str, cache: dict[str, ResolvedModel], out_dir: Path) -> ResolvedModel:

@@ -46,7 +46,7 @@ def _parity(args: argparse.Namespace) -> int:
     from ..report.write import write_report
     from ..runner import ResolvedModel, claim_run_dir, make_record, record_path
     from ..structures import read_structures
-    from ..tasks.parity import parity_outcome
+    from ..tasks.parity import member_engines, parity_outcome
 
     out = Path(args.out)
     claim_run_dir(out, PARITY_SUITE)  # before the work: never over another suite's run
@@ -70,8 +70,9 @@ def _parity(args: argparse.Namespace) -> int:
     if not criteria:
         raise ConfigError(f"{args.criteria}: no criterion on a parity task to judge the model by")
     start = time.perf_counter()
-    outcome = parity_outcome(cpu_engine(info), test, train, f"{len(test)} frames of {args.data}",
-                             str(args.data))
+    engine = cpu_engine(info)
+    outcome = parity_outcome(engine, test, train, f"{len(test)} frames of {args.data}", str(args.data),
+                             ensemble=member_engines(info.ensemble, engine))
     data_sha = sha256_file(args.data)
     record = make_record(spec, outcome, model, data_sha, data_sha, time.perf_counter() - start,
                          data_files=[str(args.data)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import sys
 import threading
 from pathlib import Path
@@ -321,10 +322,12 @@ def dft_lines(manifest: dict) -> list[str]:
     lines = [f"{manifest.get('name', '?')}: {manifest.get('n_frames', '?')} frames, "
              f"{cp2k.get('version', 'CP2K version not recorded')}, "
              f"{f'{wall:.0f}' if isinstance(wall, (int, float)) else '?'} s of CP2K",
-             f"{'file':28s} {'frames':>6s} {'test':>5s}"]
+             f"{'file':28s} {'frames':>6s} {'test':>5s}  DFT force RMS, eV/Å: median [min–max]"]
     for name, entry in manifest["files"].items():
+        rms = sorted(f["force_rms_ev_per_a"] for f in entry["frames"] if f.get("force_rms_ev_per_a") is not None)
+        spread = f"  {statistics.median(rms):.2f} [{rms[0]:.2f}–{rms[-1]:.2f}]" if rms else "  – (not recorded)"
         lines.append(f"{name:28s} {len(entry['frames']):6d} "
-                     f"{sum(f.get('split') == 'test' for f in entry['frames']):5d}")
+                     f"{sum(f.get('split') == 'test' for f in entry['frames']):5d}{spread}")
     sel = manifest.get("selection")
     if sel:
         lines.append(f"DIRECT: kept {sel['selected']} of {sel['pool_size']} ({100 * sel['selected_fraction']:.1f}%)")

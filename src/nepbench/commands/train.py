@@ -9,7 +9,9 @@ only reported on), then writes into DIR:
                                    --prepare-only; train.xyz and test.xyz are rebuilt from hashes)
 
 `--register NAME` copies nep.txt to models/NAME/nep.txt and writes the registry table
-`[models.NAME]` (kind "local", sha256 checked at every use). `--prepare-only --trainer gpumd`
+`[models.NAME]` (kind "local", sha256 checked at every use); a recipe's ensemble members
+(DIR/members/member-K/nep.txt) go to models/NAME/members/member-K/nep.txt and into the table's
+`ensemble` list, which the parity task uses for its uncertainty estimate. `--prepare-only --trainer gpumd`
 writes a run directory for GPUMD's `nep` on a GPU instead (docs/training.md).
 """
 
@@ -271,6 +273,10 @@ def _loss_png(curve: list[dict[str, float]], config: Any) -> bytes:
 
 
 def _register(name: str, out: Path, record: dict[str, Any]) -> None:
+    """Register `out`/nep.txt as NAME (`register_local_model`); with a recipe's ensemble (the
+    provenance `record` lists K ≥ 2 `members`), members 1..K-1 are copied from
+    `out`/members/member-K/nep.txt to models/NAME/members/member-K/nep.txt and listed in the table's
+    `ensemble` (`_ensemble_entries`). A failed registration puts the previous member files back."""
     from ..models import register_local_model, registry_path, registry_root
 
     data = record["training_data"]
@@ -284,13 +290,114 @@ def _register(name: str, out: Path, record: dict[str, Any]) -> None:
         "reference_data_sha256": data["reference_data_sha256"] or "",
         "n_train_frames": int(data["n_train_frames"]), "n_test_frames": int(data["n_test_frames"]),
     }}
-    new = register_local_model(
-        name, out / "nep.txt",
-        description=(f"Li-Si-C NEP4 trained here with neppo on {data['n_train_frames']} CP2K frames "
-                     f"(train split; {data['n_test_frames']} held out), {record['steps']} steps"),
-        licence="MIT (trained by the nepbench project on its own CP2K data)",
-        citation="nepbench project model; trainer: neppo (N. Österbacka, P. Erhart), NEP: Z. Fan et al., "
-                 "Phys. Rev. B 104, 104309 (2021)",
-        extra=extra)
+    members = _ensemble_entries(name, out, record)
+    if members:
+        extra["ensemble"] = [{"path": path, "sha256": sha} for path, sha, _ in members]
+    registered_before = _registered_members(name)
+    restore = _write_members(name, members)
+    try:
+        new = register_local_model(
+            name, out / "nep.txt",
+            description=(f"Li-Si-C NEP4 trained here with neppo on {data['n_train_frames']} CP2K frames "
+                         f"(train split; {data['n_test_frames']} held out), {record['steps']} steps"),
+            licence="MIT (trained by the nepbench project on its own CP2K data)",
+            citation="nepbench project model; trainer: neppo (N. Österbacka, P. Erhart), NEP: Z. Fan et al., "
+                     "Phys. Rev. B 104, 104309 (2021)",
+            extra=extra)
+    except BaseException:
+        restore()
+        raise
+    _remove_stale_members(name, registered_before - {path for path, _, _ in members})
     print(f"registered {name}: {new.source['path']} sha256 {new.source_sha256} "
-          f"(registry {new.registry_file})")
+          f"(registry {new.registry_file})" + (f" with {len(members)} further ensemble member(s)" if members else ""))
+
+
+def _members_dir(name: str) -> Path:
+    """models/NAME/members/ beside the registry, where a registered model's ensemble members lie."""
+    from ..models import registry_path
+
+    return registry_path().resolve().parent / name / "members"
+
+
+def _ensemble_entries(name: str, out: Path, record: dict[str, Any]) -> list[tuple[str, str, bytes]]:
+    """(registry path, sha256, bytes) of each further ensemble member (1..K-1) of the training in
+    `out`, [] when its provenance `record` lists fewer than 2 `members` (a single model: `nepbench
+    train` without --recipe). The registry path is models/NAME/members/member-K/nep.txt relative
+    to the repository root.
+
+    Raises:
+        ModelError naming the member's file: missing, not a valid model, or with another header
+            (version, species) than member 0's `out`/nep.txt.
+    """
+    from ..errors import ModelError
+    from ..models import registry_path, registry_root, validate_model_file
+    from ..provenance import sha256_bytes
+
+    count = len(record.get("members") or [])
+    if count < 2:
+        return []
+    header = validate_model_file(out / "nep.txt")
+    root, target = registry_root(registry_path()), _members_dir(name)
+    entries = []
+    for k in range(1, count):
+        source = out / "members" / f"member-{k}" / "nep.txt"
+        if not source.is_file():
+            raise ModelError(f"{source}: ensemble member {k} of {count} not found (provenance.json lists {count} "
+                             "members); nothing registered")
+        found = validate_model_file(source)
+        if found != header:
+            raise ModelError(f"{source}: header {found[0]} {' '.join(found[1])} differs from member 0's "
+                             f"({header[0]} {' '.join(header[1])}); nothing registered")
+        data = source.read_bytes()
+        path = (target / f"member-{k}" / "nep.txt").relative_to(root).as_posix()
+        entries.append((path, sha256_bytes(data), data))
+    return entries
+
+
+def _write_members(name: str, members: list[tuple[str, str, bytes]]) -> Any:
+    """Write the member files (atomically, as one set) and return the function that puts the
+    previous ones back (or removes the new ones) should the registration fail."""
+    from ..files import atomic_write_files
+    from ..models import registry_path, registry_root
+
+    root = registry_root(registry_path())
+    targets = {root / path: data for path, _, data in members}
+    previous = {path: (path.read_bytes() if path.is_file() else None) for path in targets}
+    atomic_write_files(targets)
+
+    def restore() -> None:
+        back = {path: data for path, data in previous.items() if data is not None}
+        if back:
+            atomic_write_files(back)
+        for path, data in previous.items():
+            if data is None:
+                path.unlink(missing_ok=True)
+    return restore
+
+
+def _registered_members(name: str) -> set[str]:
+    """The ensemble paths NAME's registry table lists now (empty when it has none, or the registry
+    cannot be read: the registration then fails with the reason)."""
+    from ..errors import ModelError
+    from ..models import load_registry
+
+    try:
+        record = load_registry().get(name)
+    except ModelError:
+        return set()
+    return {member.path for member in record.ensemble} if record else set()
+
+
+def _remove_stale_members(name: str, stale: set[str]) -> None:
+    """Remove the member files of NAME's earlier ensemble that the new table no longer lists (a
+    smaller ensemble, or none), where they lie under models/NAME/members/, and each folder left empty."""
+    from ..models import registry_path, registry_root
+
+    root, folder = registry_root(registry_path()), _members_dir(name)
+    for path in sorted(stale):
+        file = root / path
+        if file.is_relative_to(folder) and file.is_file():
+            file.unlink()
+            for parent in (file.parent, folder):
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()

@@ -10,17 +10,18 @@ run in place) or an ASE calculator from an installed package (`kind = "ase"`, a 
 no NEP). Each module's docstring says the rest.
 
 Package layout (one job per module; everything below is importable from `nepbench.models`):
-`records` (ModelRecord, DerivedSpec, ModelInfo), `registry` (registry file, schema, loading),
-`nepfile` (nep.txt header and full validation), `verify` (sha256 and header against a record),
-`fetch` (the cache; pinned wheel download, derived models), `local` (committed models and
-registering a trained one), `ase` (ASE-calculator comparators), `resolve` (name or path → ModelInfo;
-species check). Seeded random NEP4 models for tests are in tests/random_models.py.
+`records` (ModelRecord, DerivedSpec, EnsembleMember, ModelInfo), `registry` (registry file, schema,
+loading), `nepfile` (nep.txt header and full validation), `verify` (sha256 and header against a
+record), `fetch` (the cache; pinned wheel download, derived models), `local` (committed models and
+registering a trained one), `ase` (ASE-calculator comparators), `resolve` (name or path → ModelInfo,
+with a local model's ensemble members; species check). Seeded random NEP4 models for tests are in
+tests/random_models.py.
 """
 
 from __future__ import annotations
 
 from ..errors import ModelError, ModelUnavailable  # noqa: F401  (importable from here, as before)
-from .records import ASE_KIND, DerivedSpec, ModelInfo, ModelRecord  # noqa: F401
+from .records import ASE_KIND, DerivedSpec, EnsembleMember, ModelInfo, ModelRecord  # noqa: F401
 from .nepfile import (  # noqa: F401
     SUPPORTED_VERSIONS,
     read_nep_cutoff_a,
@@ -30,6 +31,7 @@ from .nepfile import (  # noqa: F401
 from .registry import (  # noqa: F401
     DEFAULT_MODEL,
     DERIVED_KEYS,
+    ENSEMBLE_KEYS,
     RECORD_KEYS,
     REGISTRY_ENV,
     SOURCE_KEYS,
@@ -57,7 +59,7 @@ from .local import (  # noqa: F401
     replace_registry_table,
 )
 from .fetch import CACHE_ENV, cache_root, cached_model_path, fetch_model  # noqa: F401
-from .resolve import check_species, resolve_model  # noqa: F401
+from .resolve import check_species, ensemble_member_paths, resolve_model  # noqa: F401
 
 __all__ = [
     "ASE_KIND",
@@ -65,6 +67,8 @@ __all__ = [
     "DEFAULT_MODEL",
     "DERIVED_KEYS",
     "DerivedSpec",
+    "ENSEMBLE_KEYS",
+    "EnsembleMember",
     "ModelError",
     "ModelInfo",
     "ModelRecord",
@@ -80,6 +84,7 @@ __all__ = [
     "cached_model_path",
     "check_model_name",
     "check_species",
+    "ensemble_member_paths",
     "fetch_model",
     "import_object",
     "installed_version",

@@ -28,6 +28,22 @@ class DerivedSpec:
 
 
 @dataclass(frozen=True)
+class EnsembleMember:
+    """One further member of a trained model's seed ensemble (registry `ensemble = [{ path = ...,
+    sha256 = ... }, ...]`; member 0 is the registered model itself).
+
+    Attributes:
+        path: the member's nep.txt, relative to the folder holding the registry's folder (the
+            repository root for models/registry.toml), '/'-separated, e.g.
+            "models/NAME/members/member-1/nep.txt".
+        sha256: sha256 of that file, checked each time the model resolves.
+    """
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     """One registry entry (`[models.<name>]` in registry.toml).
 
@@ -44,6 +60,9 @@ class ModelRecord:
         citation: the paper to cite.
         derived: how the file is derived from the upstream one, or None if it is used as is.
         source_size_bytes: size of the upstream file in bytes, or None if not recorded.
+        registry_file: the registry file the record was read from (relative paths are relative to
+            the folder holding its folder), or None.
+        ensemble: the further members of a local NEP's seed ensemble (members 1..K-1), () for none.
     """
 
     name: str
@@ -57,6 +76,7 @@ class ModelRecord:
     derived: DerivedSpec | None = None
     source_size_bytes: int | None = None
     registry_file: str | None = None
+    ensemble: tuple[EnsembleMember, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -91,6 +111,9 @@ class ModelInfo:
         species: species in the order of the model header (an ASE model: those its record lists).
         nep_version: header token, e.g. "nep4_zbl"; "ase" for an ASE-calculator model.
         source: the registry's source record, or {"kind": "user-file", "path": ...}.
+        ensemble: the nep.txt files of the model's further seed-ensemble members (1..K-1; member 0
+            is `path`), each checked against its registered sha256 and header when the model
+            resolved; () for a model without an ensemble (every user file, every non-local record).
     """
 
     name: str
@@ -99,6 +122,7 @@ class ModelInfo:
     species: tuple[str, ...]
     nep_version: str
     source: dict[str, Any] = field(default_factory=dict)
+    ensemble: tuple[Path, ...] = ()
 
     @property
     def kind(self) -> str:

@@ -18,16 +18,18 @@ from ..checks import unknown_keys
 from ..errors import ModelError
 from ..textfiles import load_toml
 from .nepfile import SUPPORTED_VERSIONS, check_elements
-from .records import ASE_KIND, DerivedSpec, ModelRecord
+from .records import ASE_KIND, DerivedSpec, EnsembleMember, ModelRecord
 
 DEFAULT_MODEL = "nep89-lisic"
 REGISTRY_ENV = "NEPBENCH_REGISTRY"
 _REPO_REGISTRY = Path(__file__).resolve().parents[3] / "models" / "registry.toml"
 
 #: The keys of a registry record, of each source kind and of `derived` (`training` is the
-#: provenance summary `nepbench train --register` writes, free-form).
+#: provenance summary `nepbench train --register` writes, free-form; `ensemble` lists a local
+#: NEP's further seed-ensemble members, each `{ path, sha256 }`: ENSEMBLE_KEYS).
 RECORD_KEYS = frozenset({"description", "source", "source_sha256", "source_size_bytes", "species", "nep_version",
-                         "derived", "licence", "citation", "training"})
+                         "derived", "licence", "citation", "training", "ensemble"})
+ENSEMBLE_KEYS = frozenset({"path", "sha256"})
 SOURCE_KEYS = {"pypi-wheel": frozenset({"kind", "package", "version", "file", "python_version", "platform"}),
                "file": frozenset({"kind", "path"}), "local": frozenset({"kind", "path"}),
                "ase": frozenset({"kind", "package", "version", "file", "factory", "weights_argument",
@@ -177,6 +179,7 @@ def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord
             tool=str(d.get("tool", "")),
         )
     size = _source_size(table, where)
+    ensemble = _parse_ensemble(table, source, where)
     version = _req(table, "nep_version", str, where)
     if version not in SUPPORTED_VERSIONS:
         raise ModelError(f"{where}: nep_version {version!r} not supported ({', '.join(SUPPORTED_VERSIONS)})")
@@ -194,12 +197,13 @@ def parse_record(name: str, table: Mapping[str, Any], where: str) -> ModelRecord
         citation=_req(table, "citation", str, where),
         derived=derived,
         source_size_bytes=size,
+        ensemble=ensemble,
     )
 
 
 def _parse_ase_record(name: str, table: Mapping[str, Any], source: dict[str, Any], where: str) -> ModelRecord:
-    """The record of an ASE-calculator model: no NEP header (nep_version, derived refused)."""
-    for key in ("nep_version", "derived"):
+    """The record of an ASE-calculator model: no NEP header (nep_version, derived, ensemble refused)."""
+    for key in ("nep_version", "derived", "ensemble"):
         if key in table:
             raise ModelError(f"{where}: {key} is for NEP models; an ASE-calculator model (source kind "
                              f"'{ASE_KIND}') has none")
@@ -215,6 +219,41 @@ def _parse_ase_record(name: str, table: Mapping[str, Any], source: dict[str, Any
         citation=_req(table, "citation", str, where),
         source_size_bytes=size,
     )
+
+
+def _parse_ensemble(table: Mapping[str, Any], source: Mapping[str, Any], where: str) -> tuple[EnsembleMember, ...]:
+    """The record's `ensemble` (members 1..K-1 of a seed ensemble; member 0 is the model itself),
+    () where it has none. ModelError naming `where` unless it is a non-empty list of `{ path,
+    sha256 }` tables on a `kind = "local"` source, each path relative (no '..'), none repeated and
+    none the model's own file. Whether the files exist and match is checked where the model
+    resolves (`resolve.ensemble_member_paths`), as for the model's own file."""
+    if "ensemble" not in table:
+        return ()
+    entries = table["ensemble"]
+    if source["kind"] != "local":
+        raise ModelError(f"{where}: ensemble is for models trained here (source kind 'local'), "
+                         f"not kind {source['kind']!r}")
+    if not isinstance(entries, list) or not entries:
+        raise ModelError(f"{where}: ensemble must be a non-empty list of {{ path = ..., sha256 = ... }} tables")
+    members: list[EnsembleMember] = []
+    seen = {Path(source["path"]).as_posix()}
+    for k, entry in enumerate(entries, start=1):
+        at = f"{where}.ensemble[{k - 1}]"
+        if not isinstance(entry, dict):
+            raise ModelError(f"{at}: must be a table {{ path = ..., sha256 = ... }}, got {type(entry).__name__}")
+        problem = unknown_keys(entry, ENSEMBLE_KEYS)
+        if problem:
+            raise ModelError(f"{at}: {problem}")
+        path = _req(entry, "path", str, at)
+        relative = Path(path)
+        if not path or relative.is_absolute() or ".." in relative.parts:
+            raise ModelError(f"{at}: path must be relative to the repository root (no '..'), got {path!r}")
+        if relative.as_posix() in seen:
+            raise ModelError(f"{at}: path {path!r} is the model's own file or another member's")
+        seen.add(relative.as_posix())
+        members.append(EnsembleMember(path=relative.as_posix(),
+                                      sha256=_hex64(_req(entry, "sha256", str, at), "sha256", at)))
+    return tuple(members)
 
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, ModelRecord]:

@@ -1,5 +1,5 @@
-"""Resolving a model name or nep.txt path to a runnable `ModelInfo`, and checking a structure's
-species against it."""
+"""Resolving a model name or nep.txt path to a runnable `ModelInfo` (with the checked files of a
+local model's seed ensemble), and checking a structure's species against it."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from .fetch import cached_model_path, fetch_model
 from .local import _verified_local
 from .nepfile import validate_model_file
 from .records import ASE_KIND, ModelInfo, ModelRecord
-from .registry import _record, load_registry
-from .verify import _check_cached
+from .registry import _record, load_registry, registry_path, registry_root
+from .verify import _check_cached, _check_member
 
 
 def resolve_model(name_or_path: str, fetch: bool = True,
@@ -25,7 +25,9 @@ def resolve_model(name_or_path: str, fetch: bool = True,
     A path (anything containing a path separator or ending in .txt, or an existing file whose name
     is not a registry name) is a user model: validated, its species and version read from its header, its sha256 computed.
     A name is looked up in the registry; the cached file is verified against the registry
-    sha256 and fetched first when missing (unless `fetch` is False, then ModelError).
+    sha256 and fetched first when missing (unless `fetch` is False, then ModelError). A local
+    model's ensemble members, if registered, are checked too (`ensemble_member_paths`) and named
+    in `ModelInfo.ensemble`.
     """
     candidate = Path(name_or_path).expanduser()
     is_path = os.sep in name_or_path or name_or_path.endswith(".txt")
@@ -45,8 +47,10 @@ def resolve_model(name_or_path: str, fetch: bool = True,
         return ModelInfo(name=record.name, path=verify_ase_model(record), sha256=record.sha256,
                          species=record.species, nep_version=ASE_KIND, source=dict(record.source))
     path = cached_model_path(record.name)
+    ensemble: tuple[Path, ...] = ()
     if record.source.get("kind") == "local":  # committed to the repository: no network, no cache
         path = _verified_local(record)
+        ensemble = ensemble_member_paths(record)
     elif fetch:
         path = fetch_model(record.name, registry)
     elif not path.is_file():
@@ -54,7 +58,26 @@ def resolve_model(name_or_path: str, fetch: bool = True,
     else:
         _check_cached(path, record, f"cached model {record.name}")
     return ModelInfo(name=record.name, path=path, sha256=record.sha256, species=record.species,
-                     nep_version=record.nep_version, source=dict(record.source))
+                     nep_version=record.nep_version, source=dict(record.source), ensemble=ensemble)
+
+
+def ensemble_member_paths(record: ModelRecord) -> tuple[Path, ...]:
+    """The nep.txt files of `record`'s further ensemble members (1..K-1, registry order; member 0
+    is the model's own file), () for a record without an ensemble. Each path is relative to the
+    folder holding the registry's folder (the repository root for models/registry.toml).
+
+    Raises:
+        ModelError naming the member's file: missing, sha256 other than registered, or a header
+            (version, species) other than the record's.
+    """
+    root = registry_root(record.registry_file or registry_path())
+    paths = []
+    for k, member in enumerate(record.ensemble, start=1):
+        path = root / member.path
+        _check_member(path, member.sha256, record, f"ensemble member {k} of {record.name} (registry "
+                                                   f"path {member.path!r})")
+        paths.append(path)
+    return tuple(paths)
 
 
 def check_species(model: ModelInfo | Iterable[str], atoms: Any, source: str | os.PathLike[str]) -> None:

@@ -37,6 +37,18 @@ def _check_header(path: Path, record: ModelRecord, shown: Path | None = None) ->
     _compare_header(shown, version, species, record)
 
 
+def _check_member(path: Path, sha256: str, record: ModelRecord, what: str) -> None:
+    """An ensemble member's file of `record`: present, sha256 as registered, and header (version,
+    species) as the record's (ModelError naming `path` otherwise). Only the header line is read:
+    the sha256 pins the content, which was fully validated when the ensemble was registered."""
+    if not path.is_file():
+        raise ModelError(f"{path}: {what} not found (restore it, or re-register {record.name} with "
+                         f"`nepbench train --recipe ... --register {record.name} --force`)")
+    _check_hash(path, sha256, what)
+    version, species = read_nep_header(path)
+    _compare_header(path, version, species, record)
+
+
 def _check_cached(path: Path, record: ModelRecord, what: str) -> None:
     """A cached model: sha256 as registered and header as registered (ModelError otherwise).
 

@@ -99,9 +99,17 @@ def _frame_files(by_motif: dict[str, list[Atoms]], out_dir: Path) -> tuple[dict[
             "frames": [{"frame_sha256": f.info["frame_sha256"], "hash": f.info["hash"],
                         "builder": f.info.get("builder"), "split": f.info["split"],
                         "n_atoms": len(f), "formula": f.get_chemical_formula(),
-                        "wall_s": round(float(f.info["wall_s"]), 2)} for f in frames],
+                        "wall_s": round(float(f.info["wall_s"]), 2),
+                        "force_rms_ev_per_a": _force_rms(f)} for f in frames],
         }
     return contents, files
+
+
+def _force_rms(atoms: Atoms) -> float | None:
+    """RMS of a labelled frame's DFT force components (eV/Å, 4 decimals), None without forces:
+    how far from equilibrium the frame is (docs/cp2k_settings.md)."""
+    forces = labels_of(atoms)[1]
+    return None if forces is None else round(float(np.sqrt(np.mean(np.asarray(forces) ** 2))), 4)
 
 
 def _selection_record(spec: ReferenceSpec, selection: Selection | None) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """The report's figures: which are drawn for each task group and record (`plots.OVERLAY`,
-`plots.PER_TASK`), their file names under figures/, captions naming the data source, and the claim
-bounds drawn as lines. A series too malformed to plot costs its figure, not the report.
+`plots.PER_TASK`, and `STATED`: per-task figures whose caption states a number of the record's
+series), their file names under figures/, captions naming the data source, and the claim bounds
+drawn as lines. A series too malformed to plot costs its figure, not the report.
 """
 
 from __future__ import annotations
@@ -10,9 +11,18 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import plots
 from .groups import model_name, task_groups, unique
+from .plots.parity import ensemble_caption, error_vs_sigma_png
 from .text import fmt_value, unique_slug
 
 FIGURES_DIR = "figures"
+
+#: Per-task figures beside `plots.PER_TASK` whose caption also states a number of the record's own
+#: series: task type → (figure, the function giving that statement from the series, None without it).
+STATED: dict[str, Sequence[tuple[plots.FigureSpec, Callable[[Mapping[str, Any]], str | None]]]] = {
+    "parity": ((plots.FigureSpec("uncertainty", "Per-frame force RMSE of the registered model vs its seed "
+                                                "ensemble's force spread σ (member 0 included; y = σ dashed)",
+                                 error_vs_sigma_png, ("ensemble",)), ensemble_caption),),
+}
 
 
 def _figure(file_stem: str, caption: str, scope: str, owner: str, draw: Callable[[], bytes | None],
@@ -93,11 +103,26 @@ def record_figures(record: Mapping[str, Any], problems: list[str] | None = None)
     if record["status"] != "done" or not isinstance(series, Mapping):
         return []
     label = model_name(record) or ""
+    specs = [(spec, None) for spec in plots.PER_TASK.get(record["task_type"], ())]
+    specs += list(STATED.get(record["task_type"], ()))
     out = [_figure(f"{record['task_id']}-{spec.kind}",
-                   spec.caption + (f" — {label}" if label else "") + f". {figure_source([record], spec.keys)}",
+                   spec.caption + _statement(stated, series) + (f" — {label}" if label else "")
+                   + f". {figure_source([record], spec.keys)}",
                    "task", record["task_id"], lambda spec=spec: spec.function(series, label), problems)
-           for spec in plots.PER_TASK.get(record["task_type"], ())]
+           for spec, stated in specs]
     return [f for f in out if f]
+
+
+def _statement(stated: Callable[[Mapping[str, Any]], str | None] | None, series: Mapping[str, Any]) -> str:
+    """"; <what `stated` says of `series`>", or "" where it says nothing (a malformed series is
+    reported when its figure is drawn)."""
+    if stated is None:
+        return ""
+    try:
+        text = stated(series)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError):
+        return ""
+    return f"; {text}" if text else ""
 
 
 def make_figures(report: Mapping[str, Any], problems: list[str] | None = None) -> list[dict[str, Any]]:

@@ -1,18 +1,22 @@
 """The parity task: energy, force and stress errors of a model on held-out CP2K frames (`run_parity`,
-`parity_outcome`), its typed parameters (`ParityParams`) and plot data (`ParitySeries`)."""
+`parity_outcome`), its typed parameters (`ParityParams`) and plot data (`ParitySeries`); for a model
+registered with a seed ensemble, the ensemble's force spread beside the error (docs/training.md,
+"Ensemble uncertainty")."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, NotRequired, TypedDict
+from pathlib import Path
+from typing import Any, NotRequired, Sequence, TypedDict
 
 import numpy as np
 from ase import Atoms
 
 from ..spec import TaskSpec
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..metrics.forces import energy_errors, fit_element_offsets, force_errors, parity_data, stress_errors
+from ..metrics.uncertainty import ensemble_force_sigma, frame_rms, spearman_rho
 from ..structures import labels_of
 from . import TaskContext, TaskOutcome, cpu_engine, engine_label
 from .params import TaskParams
@@ -157,11 +161,23 @@ class EnergyParity(TypedDict):
     pred: list[float]
 
 
+class EnsembleSpread(TypedDict):
+    """The seed ensemble on the scored frames, one value per frame in the frames' order (meV/Å):
+    the spread σ (RMS over the frame's atoms of the per-atom σ) and the registered model's force
+    RMSE (over the frame's force components); `members` counts member 0 (the registered model) in."""
+
+    frame_sigma_mev_per_a: list[float]
+    frame_force_rmse_mev_per_a: list[float]
+    frame_motif: list[str]  # each frame's motif (info "motif", else "config_type", else "all")
+    members: int
+
+
 class ParitySeries(TypedDict):
     """A parity record's `series` (numpy arrays when written, lists when read back from JSON)."""
 
     forces: dict[str, ForceParity]  # element → its components
     per_motif: dict[str, MotifForces]
+    ensemble: NotRequired[EnsembleSpread]  # only for a model registered with ensemble members
     energy: NotRequired[EnergyParity]  # absent where the energy offsets cannot be fitted
     energy_offsets_ev_per_atom: NotRequired[dict[str, float]]  # element → offset, likewise
 
@@ -209,8 +225,43 @@ def run_parity(spec: TaskSpec, ctx: TaskContext) -> TaskOutcome:
                            f"{', '.join(lacking)} present in the reference data")
     # split = "train" scores the fit's own frames: parity_outcome sees the shared frames and fits in-sample
     what = "CP2K training frames" if p.split == "train" else "held-out CP2K frames"
-    return parity_outcome(cpu_engine(ctx), test, train, f"{len(test)} {what} ({p.split} split)",
-                          str(data_dir))
+    engine = cpu_engine(ctx)
+    return parity_outcome(engine, test, train, f"{len(test)} {what} ({p.split} split)", str(data_dir),
+                          ensemble=member_engines(ensemble_paths(ctx), engine))
+
+
+def ensemble_paths(ctx: TaskContext) -> tuple[Path, ...]:
+    """The files of the further seed-ensemble members (1..K-1) of the task's model, as its registry
+    table lists them (`ensemble`), each checked (`models.ensemble_member_paths`); () for a model
+    without one (a NEP given as a file, a downloaded NEP, an ASE-calculator comparator).
+
+    Raises:
+        ModelError naming the registry: its table now registers another file than the one the task
+            runs (re-registered during the run), so its ensemble is not this model's.
+    """
+    if ctx.model_kind != "nep" or ctx.model_source.get("kind") != "local" or not ctx.model_name:
+        return ()
+    from ..models import ensemble_member_paths, load_registry
+
+    record = load_registry().get(ctx.model_name)
+    if record is None or not record.ensemble:
+        return ()
+    if record.sha256 != ctx.model_sha256:
+        raise ModelError(f"{record.registry_file}: [models.{record.name}] now registers sha256 "
+                         f"{record.sha256[:12]}…, not the {str(ctx.model_sha256)[:12]}… this task runs, so its "
+                         "ensemble belongs to another model; run again")
+    return ensemble_member_paths(record)
+
+
+def member_engines(paths: Sequence[Path], engine: Any) -> list[Any]:
+    """A NEP_CPU engine per ensemble member file, with the thread count of `engine` (member 0's)."""
+    if not paths:
+        return []
+    from ..engines import nep_cpu  # looked up on the module at call time, so a test's stand-in takes its place
+
+    threads = getattr(engine, "threads", None)
+    return [nep_cpu.NepCpuEngine(path) if threads is None else nep_cpu.NepCpuEngine(path, threads=threads)
+            for path in paths]
 
 
 def _shared_frames(a: list[Atoms], b: list[Atoms]) -> bool:
@@ -252,7 +303,7 @@ def _near_train(test: list[Atoms], train: list[Atoms], ref_f: np.ndarray, pred_f
 
 
 def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, what: str,
-                   source: str = "frames") -> TaskOutcome:
+                   source: str = "frames", ensemble: Sequence[Any] = ()) -> TaskOutcome:
     """Parity metrics and plot data (`ParitySeries`) of `engine` on labelled `test` frames.
 
     Per-element energy offsets are fitted on `train` (another split of the same data) and applied
@@ -260,6 +311,8 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
     on `test` itself (in-sample, stated in the method, and refused with too few frames).
     Frames without a "motif" in their info count as motif "all". `source` names the frames' file
     in errors: a frame the engine refuses, or motif labels that clash with element names.
+    `ensemble`: engines of the model's further seed-ensemble members (`engine` is member 0); with
+    any, the ensemble's force spread joins the metrics and series (`_ensemble_metrics`).
     """
     problem = motif_label_problem(test)
     if problem:
@@ -297,9 +350,53 @@ def parity_outcome(engine: Any, test: list[Atoms], train: list[Atoms] | None, wh
                else "offsets fitted on the same frames (in-sample)")
     energies = f"energies not compared ({problem})" if problem else f"energies per atom after per-element {offsets}"
     nearness = _near_train(test, train, ref_f, pred_f, symbols, metrics, units) if train else ""
-    method = f"{what}; force components over all atoms; {energies}{nearness}; {engine_label(engine)} via {engine.version()}"
+    spread = _ensemble_metrics(ensemble, test, ref_f, pred_f, source, metrics, units, reasons, series, motif_of) \
+        if ensemble else ""
+    method = (f"{what}; force components over all atoms; {energies}{nearness}{spread}; "
+              f"{engine_label(engine)} via {engine.version()}")
     return TaskOutcome("done", metrics=metrics, metric_units=units, series=series, method=method,
                        engines={getattr(engine, "name", "nep_cpu"): engine.version()}, seed=0, metric_reasons=reasons)
+
+
+def _ensemble_metrics(ensemble: Sequence[Any], test: list[Atoms], ref_f: np.ndarray, pred_f: np.ndarray,
+                      source: str, metrics: dict[str, float], units: dict[str, str], reasons: dict[str, str],
+                      series: ParitySeries, motif_of: list[str]) -> str:
+    """The seed ensemble's force spread on the test frames beside the registered model's error.
+
+    Every member in `ensemble` predicts the test frames; with the registered model's forces
+    `pred_f` (member 0, eV/Å) they give per atom σ_i = sqrt(mean over x, y, z of the across-member
+    variance, ddof 1) (`metrics.uncertainty.ensemble_force_sigma`). Into `metrics`:
+    `force_sigma_rms_mev_per_a` (RMS of σ_i over all test atoms), `ensemble_members` (M, member 0
+    included) and `force_sigma_error_spearman` (Spearman's ρ between each frame's σ, the RMS over
+    its atoms, and the registered model's force RMSE on it, against `ref_f`), or in `reasons` why ρ
+    is undefined (fewer than 3 frames, a constant σ or error); the per-frame values, with each
+    frame's motif (`motif_of`), into `series["ensemble"]` (`EnsembleSpread`). Returns the method's
+    words on it.
+    """
+    sizes = [len(a) for a in test]
+    members = [np.concatenate([lab.forces_ev_per_a for lab in predict(e, test, source)]) for e in ensemble]
+    sigma = ensemble_force_sigma(np.stack([pred_f, *members]))
+    frame_sigma = 1000.0 * frame_rms(sigma, sizes)
+    frame_error = 1000.0 * frame_rms(np.sqrt(np.mean((pred_f - ref_f) ** 2, axis=1)), sizes)
+    rho = spearman_rho(frame_sigma, frame_error)
+    n_members = len(members) + 1
+    metrics["force_sigma_rms_mev_per_a"] = 1000.0 * float(np.sqrt(np.mean(sigma ** 2)))
+    metrics["ensemble_members"] = float(n_members)
+    units.update({"force_sigma_rms_mev_per_a": "meV/Å", "ensemble_members": "models",
+                  "force_sigma_error_spearman": "Spearman ρ (per-frame σ vs force RMSE)"})
+    if np.isfinite(rho):
+        metrics["force_sigma_error_spearman"] = rho
+        rho_text = f"ρ = {rho:.2f}"
+    else:
+        reasons["force_sigma_error_spearman"] = (f"Spearman's ρ is undefined over {len(test)} frame(s): it needs "
+                                                 "3 or more, with σ and error not constant")
+        rho_text = "ρ undefined"
+    series["ensemble"] = {"frame_sigma_mev_per_a": frame_sigma.tolist(),
+                          "frame_force_rmse_mev_per_a": frame_error.tolist(), "frame_motif": list(motif_of),
+                          "members": n_members}
+    return (f"; ensemble uncertainty from {n_members} seed-ensemble members (member 0 the registered model): per "
+            "atom σ = sqrt(mean over x, y, z of the across-member force variance, ddof 1), RMS over all test atoms; "
+            f"per frame σ (RMS over its atoms) vs the registered model's force RMSE, Spearman {rho_text}")
 
 
 def _energy_metrics(test: list[Atoms], test_pred: list[Any], offsets_from: list[Atoms], offsets_pred: list[Any],
