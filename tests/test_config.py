@@ -218,4 +218,6 @@ def test_parity_dataset_names_a_reference_set():
     from nepbench.tasks.parity import check_params
 
     assert check_params({"dataset": "dft-v2"}) is None and check_params({}) is None
-    assert "dataset must be one of dft, dft-v2" in check_params({"dataset": "dft-v3"})
+    assert check_params({"dataset": "dft-v2-al1"}) is None  # an active-learning round's set
+    for bad in ("aimd", "../dft", "dft-V2", "dft-", 3):
+        assert "dataset must be 'dft' or 'dft-<name>'" in check_params({"dataset": bad}), bad

@@ -10,7 +10,8 @@ Layout under `reference_data/`:
 Everything is written atomically; a killed build resumes where it stopped.
 
 Package layout (one job per module): `spec` (spec.toml: families, selection versions, loader),
-`selection` (candidate pools, DIRECT picks, the split), `labelling` (the label cache and
+`selection` (candidate pools, DIRECT picks, the split), `uncertain_pick` (an active-learning
+round's ensemble-σ cut before DIRECT), `labelling` (the label cache and
 `label_items`), `assembly` (frame files and manifest), `verification` (manifest checks, frames
 read back). Everything is importable from `nepbench.reference`.
 """
@@ -22,6 +23,8 @@ from .spec import (  # noqa: F401
     DEFAULT_ROOT,
     MOTIFS,
     DESCRIPTORS,
+    SELECT_BY,
+    DEFAULT_UNCERTAIN_FRACTION,
     SelectionVersion,
     SELECTION_VERSIONS,
     LATEST_SELECTION_VERSION,
@@ -53,6 +56,13 @@ from .verification import (  # noqa: F401
     load_frames,
     data_sha256,
 )
+from .uncertain_pick import (  # noqa: F401
+    UncertainCut,
+    n_uncertain,
+    uncertain_cut,
+    frame_sigma_ev_per_a,
+    sampler_members,
+)
 from .selection import (  # noqa: F401
     candidate_seed,
     generate_candidates,
@@ -63,6 +73,8 @@ from .selection import (  # noqa: F401
     manifest_picks,
     family_label,
     pick_family,
+    FamilyPick,
+    pick_family_detail,
     origin_test_runs,
     select_items,
 )
@@ -71,9 +83,11 @@ __all__ = [
     "BuildReport",
     "CURRENT_ITEM_INFO",
     "DEFAULT_ROOT",
+    "DEFAULT_UNCERTAIN_FRACTION",
     "DESCRIPTORS",
     "FAMILY_KEYS",
     "Family",
+    "FamilyPick",
     "GAMMA_ONLY_MIN_WIDTH_A",
     "LATEST_SELECTION_VERSION",
     "MANIFEST_FRAME_INFO",
@@ -81,16 +95,19 @@ __all__ = [
     "REPO_ROOT",
     "ReferenceSpec",
     "SELECTION_VERSIONS",
+    "SELECT_BY",
     "SPEC_KEYS",
     "Selection",
     "SelectionVersion",
     "TEMPLATE_INFO",
+    "UncertainCut",
     "VerifyResult",
     "assemble",
     "candidate_seed",
     "data_sha256",
     "family_label",
     "frame_sha256",
+    "frame_sigma_ev_per_a",
     "generate_candidates",
     "input_template_sha256",
     "item_hash",
@@ -100,11 +117,15 @@ __all__ = [
     "load_manifest",
     "load_spec",
     "manifest_picks",
+    "n_uncertain",
     "narrow_cells",
     "origin_test_runs",
     "pick_family",
+    "pick_family_detail",
     "read_cached",
     "recorded_picks",
+    "sampler_members",
     "select_items",
+    "uncertain_cut",
     "verify",
 ]

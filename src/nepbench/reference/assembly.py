@@ -117,6 +117,9 @@ def _selection_record(spec: ReferenceSpec, selection: Selection | None) -> dict[
     return None if selection is None else {
         "method": (f"DIRECT ({'per-structure mean NEP descriptor of ' + str(spec.sampler_model) if spec.descriptor == 'nep' else 'structural fingerprint'}"
                    " → StandardScaler → PCA (Kaiser) → BIRCH → one per cluster, nearest the centroid), per family"
+                   + (f", among the {spec.uncertain_fraction:g} of each pool where {spec.sampler_model}'s seed ensemble"
+                      " disagrees most (force spread σ; the cut per family below)"
+                      if spec.select_by == "ensemble_sigma" else "")
                    + ("; MD families split by origin (whole runs are test)" if any(f.md for f in spec.families) else "")),
         "pool_size": selection.pool_size, "selected": len(selection.items),
         "selected_fraction": round(selection.selected_fraction, 4),

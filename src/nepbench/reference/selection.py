@@ -1,9 +1,10 @@
 """Candidate pools and DIRECT selection: which structures of each spec family get CP2K labels.
 
 `generate_candidates` builds (or, for MD families, samples) a family's pool from the spec seed;
-`pick_family` chooses by DIRECT sampling; `select_items` draws the train/test split and orders
-the items round-robin over families. The manifest's record of past picks is read back by
-`recorded_picks` / `manifest_picks`.
+`pick_family` chooses by DIRECT sampling (with `select_by = "ensemble_sigma"` among the candidates
+the sampler model's ensemble disagrees on most: `uncertain_pick`); `select_items` draws the
+train/test split and orders the items round-robin over families. The manifest's record of past
+picks is read back by `recorded_picks` / `manifest_picks`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ase import Atoms
 from ..errors import InputError
 from ..structures import check_structure
 from .spec import Family, ReferenceSpec, _params_at
+from .uncertain_pick import UncertainCut, frame_sigma_ev_per_a, sampler_members, uncertain_cut
 from .verification import load_manifest
 
 
@@ -130,29 +132,87 @@ def family_label(number: int, family: Family) -> str:
     return f"{number:02d} {family.key}"
 
 
+@dataclass
+class FamilyPick:
+    """One family's pool and picks (`pick_family_detail`).
+
+    Attributes:
+        pool: the family's candidates (`generate_candidates`).
+        picked: picked candidate indices, ascending.
+        n_components: PCA components DIRECT kept, None where it did not run (all were taken).
+        uncertain: the σ cut of an active-learning round (`select_by = "ensemble_sigma"`), else None.
+    """
+
+    pool: list[Atoms]
+    picked: list[int]
+    n_components: int | None
+    uncertain: UncertainCut | None = None
+
+
 def pick_family(spec: ReferenceSpec, number: int,
                 recorded: Sequence[int] = ()) -> tuple[list[Atoms], list[int], int | None]:
     """(candidate pool, picked candidate indices ascending, PCA components kept or None) of the spec's
-    family `number`, by DIRECT sampling with the spec's selection version (all of a family whose
-    `select` equals its pool). `recorded`: the candidates the manifest lists for this family, which
-    win ties where the version says so (`SelectionVersion.recorded_ties`)."""
+    family `number` (`pick_family_detail`)."""
+    pick = pick_family_detail(spec, number, recorded)
+    return pick.pool, pick.picked, pick.n_components
+
+
+def pick_family_detail(spec: ReferenceSpec, number: int, recorded: Sequence[int] = (),
+                       members: Sequence[str | Path] | None = None) -> FamilyPick:
+    """The spec's family `number`: its pool and the candidates picked by DIRECT sampling with the
+    spec's selection version (all of a family whose `select` equals its pool). `recorded`: the
+    candidates the manifest lists for this family, which win ties where the version says so
+    (`SelectionVersion.recorded_ties`).
+
+    With `select_by = "ensemble_sigma"` every candidate is scored by the ensemble force spread σ of
+    the sampler model (`uncertain_pick.frame_sigma_ev_per_a` over `members`, the ensemble's nep.txt
+    files; resolved with `uncertain_pick.sampler_members` when None), the `uncertain_fraction` of
+    the pool with the largest σ is kept, and DIRECT picks `select` among those (all of them when
+    `select` or fewer remain). Each candidate's info gets `ensemble_sigma_ev_per_a`.
+
+    Raises:
+        ConfigError naming the spec file: "ensemble_sigma" with a sampler model of fewer than 2
+            members (`sampler_members`).
+    """
+    family = spec.families[number]
+    if spec.select_by == "ensemble_sigma" and members is None:
+        members = sampler_members(spec)  # before the pool: an MD pool costs minutes
+    pool = generate_candidates(spec, family, number)
+    if spec.select_by != "ensemble_sigma":
+        if family.select == len(pool):
+            return FamilyPick(pool, list(range(len(pool))), None)
+        picked, n_components = _direct(spec, pool, list(range(len(pool))), family.select, recorded)
+        return FamilyPick(pool, picked, n_components)
+    assert members is not None
+    sigma = frame_sigma_ev_per_a(pool, members, source=f"{spec.path}:{family_label(number, family)}")
+    for atoms, value in zip(pool, sigma):
+        atoms.info["ensemble_sigma_ev_per_a"] = float(value)
+    cut = uncertain_cut(sigma, spec.uncertain_fraction)
+    if len(cut.kept) <= family.select:
+        return FamilyPick(pool, list(cut.kept), None, cut)
+    picked, n_components = _direct(spec, pool, list(cut.kept), family.select, recorded)
+    return FamilyPick(pool, picked, n_components, cut)
+
+
+def _direct(spec: ReferenceSpec, pool: list[Atoms], among: list[int], n_select: int,
+            recorded: Sequence[int]) -> tuple[list[int], int]:
+    """(picked candidate indices ascending, PCA components kept) of DIRECT choosing `n_select` of the
+    pool candidates `among` (ascending), on the spec's descriptor with its selection version."""
     from ..sampling import direct_select, structural_fingerprint
 
-    family = spec.families[number]
-    pool = generate_candidates(spec, family, number)
-    if family.select == len(pool):
-        return pool, list(range(len(pool))), None
     version = spec.selection
+    frames = [pool[i] for i in among]
     if spec.descriptor == "nep":
         from ..md_pool import mean_descriptors
 
-        features = mean_descriptors(pool, spec.sampler_model)
+        features = mean_descriptors(frames, spec.sampler_model)
     else:
-        features = np.array([structural_fingerprint(a, cutoff_sigmas=version.cutoff_sigmas) for a in pool])
-    result = direct_select(features, n_clusters=family.select, k_per_cluster=1, seed=spec.seed,
+        features = np.array([structural_fingerprint(a, cutoff_sigmas=version.cutoff_sigmas) for a in frames])
+    recorded_set = set(recorded) if version.recorded_ties else set()
+    result = direct_select(features, n_clusters=n_select, k_per_cluster=1, seed=spec.seed,
                            min_feature_std=version.min_feature_std, canonical_order=version.canonical_order,
-                           prefer=recorded if version.recorded_ties else ())
-    return pool, [int(i) for i in result.indices], int(result.n_components)
+                           prefer=[k for k, i in enumerate(among) if i in recorded_set])
+    return sorted(among[int(k)] for k in result.indices), int(result.n_components)
 
 
 def origin_test_runs(n_runs: int, test_fraction: float, rng: np.random.Generator) -> set[int]:
@@ -165,16 +225,25 @@ def origin_test_runs(n_runs: int, test_fraction: float, rng: np.random.Generator
 
 
 def select_items(spec: ReferenceSpec, recorded: dict[str, list[int]] | None = None) -> Selection:
-    """Generate every family's pool and choose `select` per family by DIRECT sampling (`pick_family`,
-    given each family's `recorded` picks by manifest key); the split is drawn per family from (spec
-    seed, family number)."""
+    """Generate every family's pool and choose `select` per family by DIRECT sampling
+    (`pick_family_detail`, given each family's `recorded` picks by manifest key; with `select_by =
+    "ensemble_sigma"` among the most uncertain candidates, and each family's entry in `per_family`
+    records the cut: `UncertainCut.record`); the split is drawn per family from (spec seed, family
+    number).
+
+    Raises:
+        ConfigError naming the spec file: "ensemble_sigma" with a sampler model of fewer than 2
+            ensemble members (checked before any pool is made).
+    """
     per_family_items: list[list[Atoms]] = []
     per_family: dict[str, dict[str, Any]] = {}
     pool_size = 0
+    members = sampler_members(spec) if spec.select_by == "ensemble_sigma" else None
     for number, family in enumerate(spec.families):
         items: list[Atoms] = []
         key = family_label(number, family)
-        pool, picked, n_components = pick_family(spec, number, (recorded or {}).get(key, ()))
+        pick = pick_family_detail(spec, number, (recorded or {}).get(key, ()), members)
+        pool, picked, n_components = pick.pool, pick.picked, pick.n_components
         pool_size += len(pool)
         rng = np.random.default_rng([spec.seed, number])
         if family.md is not None:  # whole MD runs go to the test split: no test frame has a train sibling
@@ -193,6 +262,8 @@ def select_items(spec: ReferenceSpec, recorded: dict[str, list[int]] | None = No
         per_family[key] = {"pool": len(pool), "selected": len(picked),
                            "selected_fraction": round(len(picked) / max(len(pool), 1), 4),
                            "candidates": picked, "pca_components": n_components}
+        if pick.uncertain is not None:
+            per_family[key].update(pick.uncertain.record(picked))
         if family.md is not None:
             from ..md_pool import pool_record
 

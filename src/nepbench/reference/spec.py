@@ -22,6 +22,11 @@ MOTIFS = ("crystalline", "amorphous", "interfacial", "strained", "surface")
 #: Per-structure features DIRECT may cluster on: the structural fingerprint (`sampling`) or the
 #: per-structure mean NEP descriptor of the spec's sampler model (`md_pool.mean_descriptors`).
 DESCRIPTORS = ("fingerprint", "nep")
+#: How each family's picks are chosen from its pool (`select_by`): DIRECT over the whole pool, or
+#: DIRECT among the `uncertain_fraction` of it where the sampler model's seed ensemble disagrees most
+#: (`reference.uncertain_pick`; an active-learning round, docs/training.md "Active learning").
+SELECT_BY = ("direct", "ensemble_sigma")
+DEFAULT_UNCERTAIN_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,13 @@ class Family:
 
 @dataclass(frozen=True)
 class ReferenceSpec:
+    """A loaded reference spec (`load_spec`; the file's keys are its fields, `family` → `families`).
+
+    `select_by` is "direct" (DIRECT over each family's pool) or "ensemble_sigma" (DIRECT among the
+    `uncertain_fraction` of the pool with the largest ensemble force spread of `sampler_model`,
+    0 < fraction <= 1; `reference.uncertain_pick`).
+    """
+
     name: str
     seed: int
     test_fraction: float
@@ -103,6 +115,8 @@ class ReferenceSpec:
     descriptor: str = "fingerprint"
     sampler_model: str | None = None
     out_dir: str = "dft"
+    select_by: str = "direct"
+    uncertain_fraction: float = DEFAULT_UNCERTAIN_FRACTION
 
     @property
     def out_path(self) -> Path:
@@ -128,7 +142,7 @@ def _spec_number(path: Path, where: str, value: Any, kind: type, low: float, hig
 
 #: Keys spec.toml may hold at its top and in each [[family]] (`cp2k_preset`: engines.cp2k.SETTINGS_PRESETS).
 SPEC_KEYS = frozenset({"name", "seed", "test_fraction", "cp2k_preset", "selection_version", "family",
-                       "descriptor", "sampler_model", "out_dir"})
+                       "descriptor", "sampler_model", "out_dir", "select_by", "uncertain_fraction"})
 FAMILY_KEYS = frozenset({"builder", "motif", "pool", "select", "params", "strain_range", "rattle_a", "md"})
 
 
@@ -231,10 +245,35 @@ def load_spec(path: str | Path) -> ReferenceSpec:
     sampler = data.get("sampler_model")
     if (descriptor == "nep" or any(f.md is not None for f in families)) and not isinstance(sampler, str):
         raise ConfigError(f"{path}: NEP descriptors and [[family]] md tables need sampler_model (a model name or path)")
+    select_by, fraction = _selection_mode(path, data)
     out_dir = str(data.get("out_dir", "dft"))
     if Path(out_dir).name != out_dir or out_dir in ("", ".", ".."):
         raise ConfigError(f"{path}: out_dir must be a plain folder name beside the spec, got {out_dir!r}")
     return ReferenceSpec(str(data.get("name", path.stem)), _spec_number(path, "seed", data.get("seed", 0), int, 0),
                          _spec_number(path, "test_fraction", data.get("test_fraction", 0.2), float, 0.0, 0.9),
                          tuple(families), str(data.get("cp2k_preset", "label")), str(path), version,
-                         descriptor, sampler, out_dir)
+                         descriptor, sampler, out_dir, select_by, fraction)
+
+
+def _selection_mode(path: Path, data: dict[str, Any]) -> tuple[str, float]:
+    """(select_by, uncertain_fraction) of a spec's top table, checked; ConfigError naming `path`:
+    an unknown mode, a fraction outside (0, 1], a fraction without "ensemble_sigma", or
+    "ensemble_sigma" without a sampler_model. Whether the sampler model has an ensemble is checked
+    when the spec selects (`uncertain_pick.sampler_members`), so loading a spec resolves no model."""
+    select_by = data.get("select_by", "direct")
+    problem = unknown_name(select_by, SELECT_BY, "select_by")
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    if "uncertain_fraction" not in data:
+        fraction = DEFAULT_UNCERTAIN_FRACTION
+    elif select_by != "ensemble_sigma":
+        raise ConfigError(f"{path}: uncertain_fraction applies to select_by = \"ensemble_sigma\" only "
+                          f"(select_by is {select_by!r})")
+    else:
+        fraction = _spec_number(path, "uncertain_fraction", data["uncertain_fraction"], float, 0.0, 1.0)
+        if fraction <= 0:
+            raise ConfigError(f"{path}: uncertain_fraction must be in (0, 1], got {data['uncertain_fraction']!r}")
+    if select_by == "ensemble_sigma" and not isinstance(data.get("sampler_model"), str):
+        raise ConfigError(f"{path}: select_by = \"ensemble_sigma\" needs sampler_model (a registered model with "
+                          "a seed ensemble)")
+    return select_by, fraction

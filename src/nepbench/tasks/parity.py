@@ -5,6 +5,7 @@ registered with a seed ensemble, the ensemble's force spread beside the error (d
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,9 @@ def offset_corrected_energy_residuals_ev_per_atom(
 
 #: Reference sets a parity task may score: v1 (random packings and rattles, kept as the
 #: far-from-equilibrium robustness set) and v2 (frames MD visits; docs/reference_v2.md).
-DATASETS = ("dft", "dft-v2")
+#: A reference set: a folder of reference_data/ named "dft" or "dft-<name>" (dft-v2, an active-learning
+#: round's dft-v2-al1, ...); whether it exists is checked when the task runs.
+DATASET_NAME = re.compile(r"dft(-[a-z0-9]+)*")
 SPLITS = ("test", "train")
 
 
@@ -100,7 +103,7 @@ class ParityParams(TaskParams):
     """A parity task's parameters (suite `[[task]]` keys of the same names).
 
     split: the frames scored, "test" (held out) or "train" (the fit's own, offsets in-sample);
-    motifs: the reference set's motifs scored (None: all); dataset: the reference set, one of DATASETS.
+    motifs: the reference set's motifs scored (None: all); dataset: the reference set (DATASET_NAME).
     """
 
     TASK = "parity"
@@ -119,8 +122,8 @@ class ParityParams(TaskParams):
         if split not in SPLITS:
             return f"split must be one of {', '.join(SPLITS)}, got {split!r}"
         dataset = params.get("dataset", cls.dataset)
-        if dataset not in DATASETS:
-            return f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}"
+        if not isinstance(dataset, str) or not DATASET_NAME.fullmatch(dataset):
+            return f"dataset must be 'dft' or 'dft-<name>' (a folder of reference_data/), got {dataset!r}"
         motifs = params.get("motifs")
         if motifs is not None:
             if not isinstance(motifs, list) or not motifs or not all(isinstance(m, str) for m in motifs):
