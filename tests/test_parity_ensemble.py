@@ -288,7 +288,7 @@ def test_register_copies_the_members_and_lists_them(tmp_path, monkeypatch, capsy
     registry = tmp_path / "models" / "registry.toml"
     monkeypatch.setenv("NEPBENCH_REGISTRY", str(registry))
     out, record = _training_out(tmp_path, 3)
-    train_command._register("x", out, record)
+    train_command.register_trained_model("x", out, record)
     table = tomllib.loads(registry.read_text())["models"]["x"]
     assert table["ensemble"] == [{"path": f"models/x/members/member-{k}/nep.txt",
                                   "sha256": sha256_file(out / "members" / f"member-{k}" / "nep.txt")} for k in (1, 2)]
@@ -299,10 +299,10 @@ def test_register_copies_the_members_and_lists_them(tmp_path, monkeypatch, capsy
     assert "with 2 further ensemble member(s)" in capsys.readouterr().out
 
     # a smaller ensemble replaces it and its stale member file goes; a single model lists none
-    train_command._register("x", out, {**record, "members": record["members"][:2]})
+    train_command.register_trained_model("x", out, {**record, "members": record["members"][:2]})
     assert len(models.resolve_model("x").ensemble) == 1
     assert not (tmp_path / "models/x/members/member-2").exists()
-    train_command._register("x", out, {k: v for k, v in record.items() if k != "members"})
+    train_command.register_trained_model("x", out, {k: v for k, v in record.items() if k != "members"})
     assert "ensemble" not in tomllib.loads(registry.read_text())["models"]["x"]
     assert models.resolve_model("x").ensemble == () and not (tmp_path / "models/x/members").exists()
 
@@ -313,11 +313,11 @@ def test_register_refuses_a_missing_or_foreign_member_and_writes_nothing(tmp_pat
     out, record = _training_out(tmp_path, 3)
     (out / "members" / "member-2" / "nep.txt").unlink()
     with pytest.raises(ModelError) as exc:
-        train_command._register("x", out, record)
+        train_command.register_trained_model("x", out, record)
     assert one_line(exc).startswith(str(out / "members" / "member-2" / "nep.txt")) and "not found" in str(exc.value)
     write_random_model(out / "members" / "member-2" / "nep.txt", species=("Li", "Si"), seed=2)
     with pytest.raises(ModelError, match=r"member-2/nep.txt: header nep4_zbl Li Si differs from member 0's"):
-        train_command._register("x", out, record)
+        train_command.register_trained_model("x", out, record)
     assert not registry.exists() and not (tmp_path / "models" / "x" / "members").exists()
 
 

@@ -167,7 +167,7 @@ def test_two_builders_share_the_cache_without_labelling_an_item_twice(spec, tmp_
         fcntl.flock(held, fcntl.LOCK_EX)
         report = reference.label_items(selection.items, engine, out / "cache")
     assert (report.labelled, report.skipped_busy, engine.calls) == (7, 1, 7)
-    assert not reference.labelling._cache_path(out / "cache", key).exists()
+    assert not reference.labelling.cache_path(out / "cache", key).exists()
     assert len(list((out / "cache").glob(".*.lock"))) == 1  # only the other builder's lock is left
     later = FakeEngine()
     report = reference.label_items(selection.items, later, out / "cache")

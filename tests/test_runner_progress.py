@@ -156,7 +156,7 @@ def test_run_suite_reports_on_stdout_by_default(tmp_path, monkeypatch, capsys):
 
 
 def test_durations_read_as_people_write_them():
-    assert [runner._duration(s) for s in (0.4, 42, 185, 7620)] == ["0 s", "42 s", "3m05s", "2h07m"]
+    assert [runner.duration(s) for s in (0.4, 42, 185, 7620)] == ["0 s", "42 s", "3m05s", "2h07m"]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -74,7 +74,7 @@ class TaskPlan:
 
     def line(self, rates: Rates) -> str:
         """One line: id, type, CP2K steps and cells, NEP atom·steps, GPU work, predicted wall time."""
-        from .runner import _duration
+        from .runner import duration
 
         bits = []
         if self.cp2k_steps:
@@ -85,7 +85,7 @@ class TaskPlan:
         if self.gpu_atom_steps:
             bits.append(f"GPU {self.gpu_atom_steps:.3g} atom·steps (not timed: GPU speed unknown here)")
         notes = f" [{'; '.join(self.notes)}]" if self.notes else ""
-        return f"{self.task_id} ({self.task_type}): {'; '.join(bits)}; ~{_duration(self.predicted_wall_s(rates))}{notes}"
+        return f"{self.task_id} ({self.task_type}): {'; '.join(bits)}; ~{duration(self.predicted_wall_s(rates))}{notes}"
 
 
 def _throughput(spec: TaskSpec, reference_dir: Path) -> TaskPlan:

@@ -352,7 +352,7 @@ def describe_cp2k(input_text: str, ener_text: str | None) -> Activity:
     if step == 0:  # CP2K writes step 0 (the start, 0 s used) before the first step ends
         return Activity(f"CP2K MD step 0/{total}", "set-up and first SCF")
     left = max(0, total - step) * used_s
-    return Activity(f"CP2K MD step {step}/{total}", f"{used_s:.1f} s/step, ~{_duration(left)} left")
+    return Activity(f"CP2K MD step {step}/{total}", f"{used_s:.1f} s/step, ~{duration(left)} left")
 
 
 def _children_by_parent(proc: Path) -> dict[int, list[int]]:
@@ -407,8 +407,9 @@ def cp2k_activity(root_pid: int | None = None, proc: Path = Path("/proc")) -> Ac
     return None
 
 
-def _duration(seconds: float) -> str:
-    """'42 s', '3m05s', '2h07m'."""
+def duration(seconds: float) -> str:
+    """A duration of `seconds` (s, rounded to whole seconds) as short text: '42 s' under a minute,
+    '3m05s' under an hour, '2h07m' (seconds dropped) above."""
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -463,7 +464,7 @@ class Progress:
     @staticmethod
     def status_line(task_id: str, elapsed_s: float, activity: Activity | None) -> str:
         """'  throughput-x: 2m30s; CP2K MD step 2/3 (35.7 s/step, ~36 s left)'."""
-        return f"  {task_id}: {_duration(elapsed_s)}" + (f"; {activity.text()}" if activity else "")
+        return f"  {task_id}: {duration(elapsed_s)}" + (f"; {activity.text()}" if activity else "")
 
     def _beat(self, task_id: str, start: float, stop: threading.Event, shared: Mapping[str, Any] | None) -> None:
         last_stage: str | None = None

@@ -30,13 +30,16 @@ from .runs import (  # noqa: F401
     committed_run_problem,
     AimdReference,
     load_aimd,
+    require_committed_run,
 )
 from .thermo import (  # noqa: F401
     EQUILIBRATION_MIN_STEPS,
     EQUILIBRATION_MIN_EFFECTIVE_SAMPLES,
+    read_ener,
     thermo_history,
     TREND_MIN_STEPS,
     STATIONARITY_SIGMAS,
+    thermo_summary,
     warmup_stationarity,
 )
 from .manifest import (  # noqa: F401
@@ -67,10 +70,13 @@ __all__ = [
     "load_aimd",
     "load_aimd_manifest",
     "load_aimd_spec",
+    "read_ener",
     "reload_aimd_spec",
+    "require_committed_run",
     "run_dir_of",
     "start_atoms",
     "thermo_history",
+    "thermo_summary",
     "verify_aimd",
     "warmup_stationarity",
     "write_manifest",

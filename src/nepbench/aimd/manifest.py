@@ -14,7 +14,7 @@ from ..files import atomic_write_json
 from ..provenance import hardware_info, sha256_file
 from .runs import committed_run_problem, run_dir_of
 from .spec import AimdSpec
-from .thermo import _read_ener, _thermo_summary
+from .thermo import read_ener, thermo_summary
 
 
 def write_manifest(spec: AimdSpec) -> dict[str, Any]:
@@ -31,10 +31,10 @@ def write_manifest(spec: AimdSpec) -> dict[str, Any]:
             raise InputError(spec.path, f"run {run.id}: {mismatch} (committed in {folder / 'state.json'}); "
                              "restore it, or give the new system or dynamics a new run id")
         dt = run.protocol.timestep_fs
-        ener = _read_ener(folder, state["total_steps"])
+        ener = read_ener(folder, state["total_steps"])
         runs[run.id] = {
-            **_thermo_summary(ener, len(state["symbols"]), run.protocol.warmup_steps * dt / 1000,
-                              run.protocol.thermostat_coupling_fs),
+            **thermo_summary(ener, len(state["symbols"]), run.protocol.warmup_steps * dt / 1000,
+                             run.protocol.thermostat_coupling_fs),
             "builder": run.builder, "params": run.params, "seed": run.seed,
             "prerelax": run.prerelax.to_dict() if run.prerelax else None,
             "formula": Atoms(state["symbols"]).get_chemical_formula(), "n_atoms": len(state["symbols"]),

@@ -60,7 +60,7 @@ def committed_run_problem(run: AimdRun, state: dict[str, Any]) -> str | None:
     return None
 
 
-def _require_committed_run(spec: AimdSpec, run: AimdRun, state: dict[str, Any], folder: Path) -> None:
+def require_committed_run(spec: AimdSpec, run: AimdRun, state: dict[str, Any], folder: Path) -> None:
     """InputError naming aimd.toml when `committed_run_problem` finds one: a reader would take the
     warm-up cut, the time axis and the system from the spec, not from the data."""
     mismatch = committed_run_problem(run, state)
@@ -100,7 +100,7 @@ def load_aimd(spec: AimdSpec, run_id: str) -> AimdReference:
     if not (folder / "state.json").is_file():
         raise InputError(folder / "state.json", f"AIMD run {run_id} has not started "
                          "(run `nepbench reference aimd`)")
-    _require_committed_run(spec, run, json.loads((folder / "state.json").read_text()), folder)
+    require_committed_run(spec, run, json.loads((folder / "state.json").read_text()), folder)
     traj, thermo, total, wall = read_md_run(folder)
     keep = traj.times_ps >= run.warmup_ps - 1e-9
     if keep.sum() < 2:

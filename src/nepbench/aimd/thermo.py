@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .runs import _require_committed_run, run_dir_of
+from .runs import require_committed_run, run_dir_of
 from .spec import AimdSpec
 
 
-def _read_ener(folder: Path, total_steps: int) -> dict[str, Any] | None:
+def read_ener(folder: Path, total_steps: int) -> dict[str, Any] | None:
     """The columns of a run's md.ener (see `engines.cp2k.parse_ener`) up to its committed step
     `total_steps` (rows past it are leftovers of a killed commit), or None when it has none."""
     from ..engines.cp2k import ENER_FILE, parse_ener
@@ -70,8 +70,8 @@ def thermo_history(spec: AimdSpec, run_id: str) -> dict[str, Any] | None:
     if not (folder / "state.json").is_file():
         return None
     state = json.loads((folder / "state.json").read_text())
-    _require_committed_run(spec, run, state, folder)
-    ener = _read_ener(folder, state["total_steps"])
+    require_committed_run(spec, run, state, folder)
+    ener = read_ener(folder, state["total_steps"])
     if ener is None or ener["step"].size == 0:
         return None
     potential = ener["potential_ha"] * HARTREE_EV / len(state["symbols"])
@@ -87,8 +87,8 @@ def thermo_history(spec: AimdSpec, run_id: str) -> dict[str, Any] | None:
 TREND_MIN_STEPS = 10
 
 
-def _thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float,
-                    coupling_fs: float = 50.0) -> dict[str, Any]:
+def thermo_summary(ener: dict[str, Any] | None, n_atoms: int, warmup_ps: float,
+                   coupling_fs: float = 50.0) -> dict[str, Any]:
     """Mean temperature after the warm-up (with the standard error of that mean over its correlated
     steps), conserved-quantity drift and the detected end of equilibration of a run's md.ener columns.
 

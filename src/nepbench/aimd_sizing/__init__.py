@@ -36,6 +36,7 @@ from .cases import (  # noqa: F401
 )
 from .production import (  # noqa: F401
     ProductionRun,
+    md_steps,
     melt_quench_equilibrate,
     DensityResult,
     npt_density,
@@ -100,6 +101,7 @@ __all__ = [
     "halves_l1",
     "load_production",
     "loglog_slope",
+    "md_steps",
     "melt_quench_equilibrate",
     "npt_density",
     "options",

@@ -12,7 +12,7 @@ import numpy as np
 
 from .analysis import required_length_ps
 from .cases import SizingCase, SizingTargets
-from .production import _steps
+from .production import md_steps
 
 #: CP2K per-step cost grows as N^p: 2–3 is the range usually quoted for these sizes; 1 is the
 #: grid-dominated limit the CP2K timing reports point to (docs/aimd_sizing.md says why, and how to
@@ -41,7 +41,7 @@ def cp2k_hours(cost: Cp2kCost, n_atoms: int, production_ps: float, warmup_ps: fl
                exponent: float, speedup: float = 1.0) -> float:
     """CP2K wall hours of an AIMD run: (warm-up + production) / time step steps at
     `Cp2kCost.per_step_s`."""
-    steps = _steps(production_ps + warmup_ps, timestep_fs)
+    steps = md_steps(production_ps + warmup_ps, timestep_fs)
     return steps * cost.per_step_s(n_atoms, exponent, speedup) / 3600.0
 
 

@@ -39,7 +39,9 @@ class ProductionRun:
     cpu_s: float
 
 
-def _steps(ps: float, timestep_fs: float) -> int:
+def md_steps(ps: float, timestep_fs: float) -> int:
+    """MD steps that cover `ps` picoseconds at a time step of `timestep_fs` femtoseconds: rounded to
+    the nearest integer, at least 1."""
     return max(1, int(round(ps * 1000.0 / timestep_fs)))
 
 
@@ -52,7 +54,7 @@ def _wrapped_last(traj: Trajectory) -> Atoms:
 def _nvt(engine: Any, atoms: Atoms, temperature_k: float, ps: float, timestep_fs: float, seed: int,
          coupling_fs: float, stages: list[dict[str, Any]], label: str) -> Atoms:
     """NVT (CSVR) for `ps` from fresh velocities; the last frame, wrapped. Appends its record."""
-    steps = _steps(ps, timestep_fs)
+    steps = md_steps(ps, timestep_fs)
     cpu0 = time.process_time()
     result = engine.md(atoms, MDProtocol("nvt", temperature_k, timestep_fs, steps, sample_interval=steps,
                                          seed=seed, thermostat_coupling_fs=coupling_fs))
@@ -109,7 +111,7 @@ def npt_density(case: SizingCase, engine: Any, size: int | None = None, pressure
     atoms.calc = engine.calculator()
     MaxwellBoltzmannDistribution(atoms, temperature_K=case.temperature_k, rng=np.random.default_rng(case.seed))
     Stationary(atoms)
-    steps = _steps(case.npt_ps, case.timestep_fs)
+    steps = md_steps(case.npt_ps, case.timestep_fs)
     dyn = IsotropicMTKNPT(atoms, timestep=case.timestep_fs * units.fs, temperature_K=case.temperature_k,
                           pressure_au=pressure_gpa * units.GPa, tdamp=100 * units.fs, pdamp=1000 * units.fs)
     every = case.sample_interval
@@ -147,8 +149,8 @@ def run_case_size(case: SizingCase, size: int, engine: Any, density_g_cm3: float
     stages: list[dict[str, Any]] = []
     cpu0 = time.process_time()
     atoms = melt_quench_equilibrate(atoms, case, engine, case.seed + 1000 + size, stages)
-    steps = _steps(case.production_ps, case.timestep_fs)
-    warmup = _steps(0.1, case.timestep_fs)
+    steps = md_steps(case.production_ps, case.timestep_fs)
+    warmup = md_steps(0.1, case.timestep_fs)
     t0 = time.process_time()
     result = engine.md(atoms, MDProtocol("nvt", case.temperature_k, case.timestep_fs, steps, case.sample_interval,
                                          seed=case.seed + 2000 + size,
@@ -172,7 +174,7 @@ def timestep_check(atoms: Atoms, case: SizingCase, engine: Any, ps: float = 2.0)
     out: dict[str, Any] = {"ps": ps}
     start = _nvt(engine, atoms, case.temperature_k, 0.5, case.timestep_fs / 2, case.seed + 3, 100.0, [], "nvt")
     for dt in (case.timestep_fs, case.timestep_fs / 2):
-        steps = _steps(ps, dt)
+        steps = md_steps(ps, dt)
         res = engine.md(start, MDProtocol("nve", case.temperature_k, dt, steps, sample_interval=max(1, steps // 200),
                                           seed=case.seed + 4))
         total = res.thermo["potential_energy_ev"] + res.thermo["kinetic_energy_ev"]

@@ -21,7 +21,7 @@ from .analysis import (
 from .cases import SizingCase, SizingTargets
 from .cost import COST_EXPONENTS, Cp2kCost, Option, options
 from .production import (
-    DensityResult, ProductionRun, _steps, _wrapped_last, load_production, npt_density, run_case_size,
+    DensityResult, ProductionRun, _wrapped_last, load_production, md_steps, npt_density, run_case_size,
     save_production, timestep_check,
 )
 
@@ -119,7 +119,7 @@ def planned_atom_steps(case: SizingCase) -> int:
     from .. import systems
 
     def steps(ps: float) -> int:
-        return _steps(ps, case.timestep_fs)
+        return md_steps(ps, case.timestep_fs)
 
     sizes_atoms = [len(systems.build(case.builder, seed=case.seed, relax_steps=0, **case.build_params(s)))
                    for s in case.sizes]

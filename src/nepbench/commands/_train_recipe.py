@@ -33,7 +33,7 @@ def train_recipe(args: argparse.Namespace, out: Path) -> int:
     from ..training_ensemble import ensemble_test, train_members
     from ..training_recipe import load_recipe
     from ..training_search import best_overrides, run_search
-    from .train import _loss_csv, _loss_png, _register
+    from .train import loss_csv, loss_png, register_trained_model
 
     recipe = load_recipe(args.recipe)
     data = compose(recipe.sources, PROJECT_ROOT, recipe.validation_fraction, recipe.seed)
@@ -68,8 +68,8 @@ def train_recipe(args: argparse.Namespace, out: Path) -> int:
                       members=[_member_record(m) for m in members], ensemble_test=test.to_dict())
         outputs = {out / "nep.txt": first.result.nep_txt.read_bytes(),
                    out / "nep.in": (first.run.path / "nep.in").read_bytes(),
-                   out / "loss.csv": _loss_csv(first.result.loss_curve).encode(),
-                   out / "loss.png": _loss_png(first.result.loss_curve, config),
+                   out / "loss.csv": loss_csv(first.result.loss_curve).encode(),
+                   out / "loss.png": loss_png(first.result.loss_curve, config),
                    out / "train.log": (first.run.path / "train.log").read_bytes()}
         for k, member in enumerate(members[1:], start=1):
             outputs[out / "members" / f"member-{k}" / "nep.txt"] = member.result.nep_txt.read_bytes()
@@ -86,7 +86,7 @@ def train_recipe(args: argparse.Namespace, out: Path) -> int:
              f"spread {row['sigma_mean_mev_per_a']:5.0f} meV/Å")
     print(f"model: {out / 'nep.txt'}   provenance: {out / 'provenance.json'}")
     if args.register:
-        _register(args.register, out, record)
+        register_trained_model(args.register, out, record)
     return 0
 
 

@@ -78,7 +78,7 @@ def _dry_run(suite: Any, specs: list[Any]) -> int:
 
     from ..plan import measured_rates, plan_suite
     from ..reference import DEFAULT_ROOT
-    from ..runner import _duration
+    from ..runner import duration
 
     plans = plan_suite(dataclasses.replace(suite, tasks=tuple(specs)), DEFAULT_ROOT)
     rates = measured_rates(DEFAULT_ROOT, models=[plan.model for plan in plans if plan.model])
@@ -89,7 +89,7 @@ def _dry_run(suite: Any, specs: list[Any]) -> int:
     for plan in plans:
         print(f"  {plan.line(rates)}")
     total = sum(plan.predicted_wall_s(rates) for plan in plans)
-    print(f"predicted total: ~{_duration(total)} (an estimate; nothing was run)")
+    print(f"predicted total: ~{duration(total)} (an estimate; nothing was run)")
     return 0
 
 

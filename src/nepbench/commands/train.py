@@ -156,8 +156,8 @@ def _train(args: argparse.Namespace) -> int:
     result = training.run_neppo(run.path, threads=args.threads, log_path=log_path, timeout_s=args.timeout)
     record = training.training_provenance(config, run, result, snapshot.data_sha256, selection)
     outputs = {out / name: (run.path / name).read_bytes() for name in (*KEPT_RUN_FILES, "train.log")}
-    outputs[out / "loss.csv"] = _loss_csv(result.loss_curve).encode()
-    outputs[out / "loss.png"] = _loss_png(result.loss_curve, config)
+    outputs[out / "loss.csv"] = loss_csv(result.loss_curve).encode()
+    outputs[out / "loss.png"] = loss_png(result.loss_curve, config)
     outputs[out / "provenance.json"] = json_document(record).encode()  # last: it names the others' hashes
     atomic_write_files(outputs)
     result.nep_txt = out / "nep.txt"
@@ -171,7 +171,7 @@ def _train(args: argparse.Namespace) -> int:
           f"{1000 * final.get('rmse_energy_test_ev_per_atom', float('nan')):.1f} meV/atom")
     print(f"model: {out / 'nep.txt'}   provenance: {out / 'provenance.json'}")
     if args.register:
-        _register(args.register, out, record)
+        register_trained_model(args.register, out, record)
     return 0
 
 
@@ -237,7 +237,7 @@ def _pool_png(pool: Any) -> bytes:
     return _png(fig)
 
 
-def _loss_csv(curve: list[dict[str, float]]) -> str:
+def loss_csv(curve: list[dict[str, float]]) -> str:
     """loss.csv text: one row per reported step (`read_loss_curve`'s column names)."""
     columns = list(dict.fromkeys(k for row in curve for k in row))
     buffer = io.StringIO()
@@ -248,7 +248,7 @@ def _loss_csv(curve: list[dict[str, float]]) -> str:
     return buffer.getvalue()
 
 
-def _loss_png(curve: list[dict[str, float]], config: Any) -> bytes:
+def loss_png(curve: list[dict[str, float]], config: Any) -> bytes:
     """loss.png: total loss, force and energy RMSE (train, test) against step."""
     fig = _figure((9.0, 3.4))
     steps = [row["step"] for row in curve]
@@ -272,7 +272,7 @@ def _loss_png(curve: list[dict[str, float]], config: Any) -> bytes:
     return _png(fig)
 
 
-def _register(name: str, out: Path, record: dict[str, Any]) -> None:
+def register_trained_model(name: str, out: Path, record: dict[str, Any]) -> None:
     """Register `out`/nep.txt as NAME (`register_local_model`); with a recipe's ensemble (the
     provenance `record` lists K ≥ 2 `members`), members 1..K-1 are copied from
     `out`/members/member-K/nep.txt to models/NAME/members/member-K/nep.txt and listed in the table's

@@ -38,12 +38,14 @@ from .registry import (  # noqa: F401
     SOURCE_KINDS,
     check_model_name,
     load_registry,
+    lookup_record,
     parse_record,
     registry_key,
     registry_path,
     registry_records,
     registry_root,
 )
+from .verify import check_cached, check_hash, check_header, check_member  # noqa: F401
 from .ase import (  # noqa: F401
     ase_install_problem,
     ase_weights_path,
@@ -57,6 +59,7 @@ from .local import (  # noqa: F401
     register_local_model,
     registry_table_text,
     replace_registry_table,
+    verified_local,
 )
 from .fetch import CACHE_ENV, cache_root, cached_model_path, fetch_model  # noqa: F401
 from .resolve import check_species, ensemble_member_paths, resolve_model  # noqa: F401
@@ -82,6 +85,10 @@ __all__ = [
     "ase_weights_path",
     "cache_root",
     "cached_model_path",
+    "check_cached",
+    "check_hash",
+    "check_header",
+    "check_member",
     "check_model_name",
     "check_species",
     "ensemble_member_paths",
@@ -90,6 +97,7 @@ __all__ = [
     "installed_version",
     "load_registry",
     "local_model_path",
+    "lookup_record",
     "parse_record",
     "read_nep_cutoff_a",
     "read_nep_header",
@@ -102,5 +110,6 @@ __all__ = [
     "replace_registry_table",
     "resolve_model",
     "validate_model_file",
+    "verified_local",
     "verify_ase_model",
 ]

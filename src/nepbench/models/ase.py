@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import ModelError, ModelUnavailable
 from .records import ModelRecord
 from .registry import _FACTORY, registry_path
-from .verify import _check_hash
+from .verify import check_hash
 
 
 def installed_version(package: str) -> str | None:
@@ -97,7 +97,7 @@ def verify_ase_model(record: ModelRecord, import_factory: bool = True) -> Path:
     size = record.source_size_bytes
     if size is not None and path.stat().st_size != size:
         raise ModelError(f"{path}: size {path.stat().st_size} bytes, {where} expects {size}")
-    _check_hash(path, record.source_sha256, f"the weights of model {record.name} ({where})")
+    check_hash(path, record.source_sha256, f"the weights of model {record.name} ({where})")
     if import_factory:
         import_object(record.source["factory"], where)
     return path

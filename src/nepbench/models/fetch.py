@@ -28,10 +28,10 @@ from ..errors import ModelError
 from ..files import atomic_write_bytes, give_default_mode
 from ..provenance import sha256_file
 from .ase import verify_ase_model
-from .local import _verified_local, local_model_path
+from .local import local_model_path, verified_local
 from .records import ASE_KIND, ModelRecord
-from .registry import _record, check_model_name, load_registry, registry_path
-from .verify import _check_cached, _check_hash, _check_header
+from .registry import check_model_name, load_registry, lookup_record, registry_path
+from .verify import check_cached, check_hash, check_header
 
 CACHE_ENV = "NEPBENCH_CACHE"
 _PIP_TIMEOUT_S = 600
@@ -79,7 +79,7 @@ def _fetch_source(record: ModelRecord, force: bool = False) -> Path:
     """The verified upstream file in the cache, downloading it if missing (or `force`)."""
     target = _source_cache_path(record)
     if target.is_file() and not force:
-        _check_hash(target, record.source_sha256, f"the cached upstream file of {record.name}")
+        check_hash(target, record.source_sha256, f"the cached upstream file of {record.name}")
         return target
     if record.source["kind"] == "file":
         src = local_model_path(record)  # a relative path is the registry's, not the working folder's
@@ -167,7 +167,7 @@ def _derive(record: ModelRecord, source: Path, target: Path) -> None:
                 f"{target}: sha256 mismatch for the model derived from {source.name}: expected "
                 f"{record.derived.derived_sha256}, got {got} (registry measured with "
                 f"{record.derived.tool or 'unknown tool'}; here calorine {_calorine_version()})")
-        _check_header(Path(tmp), record, shown=target)  # before the file enters the cache
+        check_header(Path(tmp), record, shown=target)  # before the file enters the cache
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -201,19 +201,19 @@ def fetch_model(name: str, registry: Mapping[str, ModelRecord] | None = None,
     the record says so, and checks every sha256 on the way. Raises ModelError on failure.
     """
     registry = load_registry() if registry is None else registry
-    record = _record(name, registry)
+    record = lookup_record(name, registry)
     if record.source.get("kind") == "local":
-        return _verified_local(record)
+        return verified_local(record)
     if record.kind == ASE_KIND:  # installed by pip, never downloaded here: checked where it lies
         return verify_ase_model(record)
     target = cached_model_path(name)
     if target.is_file() and not force:
-        _check_cached(target, record, f"cached model {name} (delete it or run "
-                                      f"`nepbench models fetch {name} --force`)")
+        check_cached(target, record, f"cached model {name} (delete it or run "
+                                     f"`nepbench models fetch {name} --force`)")
         return target
     source = _fetch_source(record, force=force)
     if record.derived is None:
-        _check_header(source, record)  # before the file enters the cache
+        check_header(source, record)  # before the file enters the cache
         _link_or_copy(source, target)
     else:
         _derive(record, source, target)

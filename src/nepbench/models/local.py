@@ -23,7 +23,7 @@ from ..provenance import sha256_bytes
 from .nepfile import validate_model_file
 from .records import ModelRecord
 from .registry import check_model_name, registry_key, registry_path, registry_records, registry_root
-from .verify import _check_hash, _check_header
+from .verify import check_hash, check_header
 
 
 def local_model_path(record: ModelRecord) -> Path:
@@ -36,15 +36,16 @@ def local_model_path(record: ModelRecord) -> Path:
     return registry_root(registry_file) / path
 
 
-def _verified_local(record: ModelRecord) -> Path:
-    """The committed model file of `record`, checked: present, sha256 and header as registered."""
+def verified_local(record: ModelRecord) -> Path:
+    """The committed model file of `record`, checked: present, sha256 and header as registered
+    (ModelError naming the file otherwise)."""
     path = local_model_path(record)
     if not path.is_file():
         raise ModelError(f"{path}: committed model file of {record.name} not found "
                          f"(registry source path {record.source['path']!r})")
-    _check_hash(path, record.source_sha256, f"committed model {record.name} (re-register it with "
-                                            f"`nepbench train ... --register {record.name}` or restore the file)")
-    _check_header(path, record)
+    check_hash(path, record.source_sha256, f"committed model {record.name} (re-register it with "
+                                           f"`nepbench train ... --register {record.name}` or restore the file)")
+    check_header(path, record)
     return path
 
 

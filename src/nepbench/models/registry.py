@@ -278,7 +278,8 @@ def registry_records(data: Mapping[str, Any], path: str | os.PathLike[str]) -> d
             for name, table in models.items()}
 
 
-def _record(name: str, registry: Mapping[str, ModelRecord]) -> ModelRecord:
+def lookup_record(name: str, registry: Mapping[str, ModelRecord]) -> ModelRecord:
+    """`registry`'s record of model `name`; ModelError listing the known names when it has none."""
     if name not in registry:
         raise ModelError(f"unknown model {name!r}: not a file and not in the registry "
                          f"(known: {', '.join(sorted(registry))})")

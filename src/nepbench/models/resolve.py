@@ -11,11 +11,11 @@ from ..errors import ModelError
 from ..provenance import sha256_file
 from .ase import verify_ase_model
 from .fetch import cached_model_path, fetch_model
-from .local import _verified_local
+from .local import verified_local
 from .nepfile import validate_model_file
 from .records import ASE_KIND, ModelInfo, ModelRecord
-from .registry import _record, load_registry, registry_path, registry_root
-from .verify import _check_cached, _check_member
+from .registry import load_registry, lookup_record, registry_path, registry_root
+from .verify import check_cached, check_member
 
 
 def resolve_model(name_or_path: str, fetch: bool = True,
@@ -42,21 +42,21 @@ def resolve_model(name_or_path: str, fetch: bool = True,
                          species=species, nep_version=version,
                          source={"kind": "user-file", "path": str(candidate.resolve())})
     assert registry is not None
-    record = _record(name_or_path, registry)
+    record = lookup_record(name_or_path, registry)
     if record.kind == ASE_KIND:  # an installed package's weights file, checked where it lies
         return ModelInfo(name=record.name, path=verify_ase_model(record), sha256=record.sha256,
                          species=record.species, nep_version=ASE_KIND, source=dict(record.source))
     path = cached_model_path(record.name)
     ensemble: tuple[Path, ...] = ()
     if record.source.get("kind") == "local":  # committed to the repository: no network, no cache
-        path = _verified_local(record)
+        path = verified_local(record)
         ensemble = ensemble_member_paths(record)
     elif fetch:
         path = fetch_model(record.name, registry)
     elif not path.is_file():
         raise ModelError(f"{path}: model {record.name} is not cached; run `nepbench models fetch {record.name}`")
     else:
-        _check_cached(path, record, f"cached model {record.name}")
+        check_cached(path, record, f"cached model {record.name}")
     return ModelInfo(name=record.name, path=path, sha256=record.sha256, species=record.species,
                      nep_version=record.nep_version, source=dict(record.source), ensemble=ensemble)
 
@@ -74,8 +74,8 @@ def ensemble_member_paths(record: ModelRecord) -> tuple[Path, ...]:
     paths = []
     for k, member in enumerate(record.ensemble, start=1):
         path = root / member.path
-        _check_member(path, member.sha256, record, f"ensemble member {k} of {record.name} (registry "
-                                                   f"path {member.path!r})")
+        check_member(path, member.sha256, record, f"ensemble member {k} of {record.name} (registry "
+                                                  f"path {member.path!r})")
         paths.append(path)
     return tuple(paths)
 

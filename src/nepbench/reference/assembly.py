@@ -17,7 +17,7 @@ from ase import Atoms
 from ..files import atomic_write_files, exclusive_lock, json_document
 from ..provenance import content_hash, hardware_info, package_versions, sha256_bytes, sha256_file
 from ..structures import labels_of, structures_bytes
-from .labelling import TEMPLATE_INFO, _cache_path, item_hash, read_cached
+from .labelling import TEMPLATE_INFO, cache_path, item_hash, read_cached
 from .spec import ReferenceSpec
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def _cached_frames(items: list[Atoms], settings: dict[str, Any], version: str, c
     templates: dict[str, int] = {}
     for atoms in items:
         key = item_hash(atoms, settings, version)
-        done = _cache_path(cache_dir, key)
+        done = cache_path(cache_dir, key)
         if done.exists():
             frame = read_cached(done)
             used = frame.info.pop(TEMPLATE_INFO, None) or "not recorded"
@@ -78,8 +78,8 @@ def _cached_frames(items: list[Atoms], settings: dict[str, Any], version: str, c
                 if key in atoms.info:
                     frame.info[key] = atoms.info[key]
             by_motif.setdefault(frame.info["motif"], []).append(frame)
-        elif _cache_path(cache_dir, key, failed=True).exists():
-            failed.append(json.loads(_cache_path(cache_dir, key, failed=True).read_text()))
+        elif cache_path(cache_dir, key, failed=True).exists():
+            failed.append(json.loads(cache_path(cache_dir, key, failed=True).read_text()))
     return by_motif, failed, templates
 
 

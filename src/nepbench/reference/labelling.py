@@ -46,7 +46,10 @@ def input_template_sha256(settings: Any) -> str | None:
     return sha256_bytes(build_input(probe, settings).encode())
 
 
-def _cache_path(cache_dir: Path, key: str, failed: bool = False) -> Path:
+def cache_path(cache_dir: Path, key: str, failed: bool = False) -> Path:
+    """Where the label cache in `cache_dir` keeps item `key` (its `item_hash`, first 24 hex digits
+    in the name): `<key>.json.gz` for a labelled item, `<key>.failed.json` with `failed` for one
+    whose SCF failed. Only the path: it need not exist."""
     return cache_dir / (f"{key[:24]}.failed.json" if failed else f"{key[:24]}.json.gz")
 
 
@@ -85,7 +88,7 @@ def read_cached(path: Path) -> Atoms:
 def cached_label(cache_dir: Path, atoms: Atoms, settings: dict[str, Any], cp2k_version: str) -> Atoms | None:
     """The cached label of `atoms` under `settings` (CP2KSettings.to_dict()) and CP2K `cp2k_version`
     (`read_cached`), or None when the cache has no finished record for them."""
-    path = _cache_path(cache_dir, item_hash(atoms, settings, cp2k_version))
+    path = cache_path(cache_dir, item_hash(atoms, settings, cp2k_version))
     return read_cached(path) if path.is_file() else None
 
 
@@ -121,7 +124,7 @@ def label_items(items: Iterable[Atoms], engine: Any, cache_dir: Path, retry_fail
     start = time.perf_counter()
     for index, atoms in enumerate(items):
         key = item_hash(atoms, settings, version)
-        done, failed = _cache_path(cache_dir, key), _cache_path(cache_dir, key, failed=True)
+        done, failed = cache_path(cache_dir, key), cache_path(cache_dir, key, failed=True)
         if done.exists():
             report.skipped_cached += 1
         elif failed.exists() and not retry_failed:

@@ -18,14 +18,14 @@ from ase import Atoms
 
 from ..errors import InputError
 from ..structures import check_structure
-from .spec import Family, ReferenceSpec, _params_at
+from .spec import Family, ReferenceSpec, params_at
 from .uncertain_pick import UncertainCut, frame_sigma_ev_per_a, sampler_members, uncertain_cut
 from .verification import load_manifest
 
 
 def _params_for(family: Family, index: int) -> dict[str, Any]:
     """The builder parameters of candidate `index`: a list value is a cycle of alternatives."""
-    return _params_at(family.params, index)
+    return params_at(family.params, index)
 
 
 def candidate_seed(spec: ReferenceSpec, family_number: int, index: int) -> int:

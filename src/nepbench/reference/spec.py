@@ -146,7 +146,7 @@ SPEC_KEYS = frozenset({"name", "seed", "test_fraction", "cp2k_preset", "selectio
 FAMILY_KEYS = frozenset({"builder", "motif", "pool", "select", "params", "strain_range", "rattle_a", "md"})
 
 
-def _params_at(params: dict[str, Any], index: int) -> dict[str, Any]:
+def params_at(params: dict[str, Any], index: int) -> dict[str, Any]:
     """`params` with every list value replaced by its entry `index` (cycled)."""
     return {k: (v[index % len(v)] if isinstance(v, list) else v) for k, v in params.items()}
 
@@ -159,7 +159,7 @@ def _family_params_problem(builder: str, params: Any) -> str | None:
         return f"builder {builder!r}: a parameter lists no alternatives (an empty list)"
     cycle = max([len(v) for v in params.values() if isinstance(v, list)], default=1)
     for index in range(cycle):
-        problem = param_problem(builder, _params_at(params, index))
+        problem = param_problem(builder, params_at(params, index))
         if problem:
             return problem
     return None

@@ -55,7 +55,7 @@ from .inputs import (  # noqa: F401
     _motion_section,
     _dft_section,
     _subsys_section,
-    _md_input,
+    md_input_from_protocol,
 )
 from .outputs import (  # noqa: F401
     _ENERGY_RE,
@@ -103,7 +103,7 @@ from .segments import (  # noqa: F401
     _frames_to_atoms,
     _ener_text,
     _committed,
-    _run_segment,
+    run_segment,
     commit_segment,
     read_md_run,
     read_labelled_frames,

@@ -19,7 +19,7 @@ from ase import Atoms
 
 from ...errors import EngineCrashed, EngineNotAvailable, SCFNotConverged
 from ..base import Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
-from .inputs import _md_input, build_input
+from .inputs import build_input, md_input_from_protocol
 from .outputs import (
     XYZFrame,
     _read_md_outputs,
@@ -220,7 +220,7 @@ class CP2KEngine(Engine):
         `warmup_steps=0` the timed window holds `steps - 1` steps.
         """
         total_steps = protocol.warmup_steps + protocol.steps
-        md_input = _md_input(protocol, total_steps)
+        md_input = md_input_from_protocol(protocol, total_steps)
         input_text = build_input(atoms, self.settings, md=md_input)
         directory, temporary = self._new_run_dir("md")
         try:
@@ -249,9 +249,9 @@ class CP2KEngine(Engine):
         to `run_dir` only when the segment succeeded, so a killed segment leaves the earlier
         ones intact. `protocol.steps` and `warmup_steps` are not used here.
         """
-        from .segments import _run_segment
+        from .segments import run_segment
 
-        return _run_segment(self, Path(run_dir), atoms, protocol, int(n_steps))
+        return run_segment(self, Path(run_dir), atoms, protocol, int(n_steps))
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -302,8 +302,11 @@ def _subsys_section(atoms: Atoms, settings: CP2KSettings, periodic: str) -> list
     return lines
 
 
-def _md_input(protocol: MDProtocol, steps: int, restart_file: str | None = None,
-              forces_every: int = 0) -> MDInput:
+def md_input_from_protocol(protocol: MDProtocol, steps: int, restart_file: str | None = None,
+                           forces_every: int = 0) -> MDInput:
+    """The `MDInput` that runs `steps` CP2K MD steps of `protocol` (its ensemble, time step in fs,
+    temperature in K, CSVR coupling in fs and seed; `protocol.steps` is not used), continuing from
+    `restart_file` when given and printing forces every `forces_every` steps (0 = never)."""
     return MDInput(
         ensemble=protocol.ensemble,
         steps=steps,

@@ -22,7 +22,7 @@ from ...errors import EngineCrashed, InputError
 from ...files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...structures import labels_of
 from ..base import MDProtocol, Trajectory
-from .inputs import _md_input, build_input
+from .inputs import build_input, md_input_from_protocol
 from .outputs import (
     ENER_COLUMNS,
     XYZFrame,
@@ -180,9 +180,16 @@ def read_labelled_frames(run_dir: str | os.PathLike[str]) -> list[Atoms]:
     return [f for f in frames if all(x is not None for x in labels_of(f)[:2])]  # extxyz: on a calculator
 
 
-def _run_segment(
+def run_segment(
     engine: CP2KEngine, run_dir: Path, atoms: Atoms, protocol: MDProtocol, n_steps: int
 ) -> SegmentResult:
+    """Run `n_steps` more AIMD steps of `protocol` with `engine` in `run_dir` and commit them: the
+    body of `CP2KEngine.run_md_segment`, whose docstring states the contract (resume from the
+    committed restart file or start fresh from `atoms`; frames every `protocol.sample_interval`
+    steps; commit only on success). Raises ValueError when `n_steps` < 1, InputError naming
+    `run_dir`/state.json when the committed run is unreadable or does not match `atoms`, the
+    settings or the protocol's dynamics, and the engine's errors when CP2K is missing or fails
+    (EngineNotAvailable, EngineCrashed, SCFNotConverged; see `nepbench.engines.cp2k`)."""
     if n_steps < 1:
         raise ValueError("n_steps must be >= 1")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +203,7 @@ def _run_segment(
         if state.get("wfn_file") and (run_dir / state["wfn_file"]).is_file():
             wfn_file = str((run_dir / state["wfn_file"]).resolve())
     # CP2K counts STEPS from the restart's step; forces at every kept frame make AIMD frames labels
-    md_input = _md_input(protocol, n_steps, restart_file, forces_every=protocol.sample_interval)
+    md_input = md_input_from_protocol(protocol, n_steps, restart_file, forces_every=protocol.sample_interval)
     input_text = build_input(atoms, engine.settings, md=md_input, wfn_restart_file=wfn_file)
     work = Path(tempfile.mkdtemp(prefix=".segment-", dir=run_dir))
     succeeded = False
