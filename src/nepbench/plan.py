@@ -6,7 +6,7 @@ Rates (`Rates`): NEP atom·steps/s timed here on the throughput cell for about a
 ASE-calculator comparator of the suite (CHGNet, SevenNet: ~100-250× slower per atom·step) timed
 likewise on the 33-atom cell after one warm-up step; CP2K s/step
 from the CP2K tuning study's record for this CPU (1 rank, scaled to the task's ranks by the measured
-2-rank speed-up of 1.3, and to N by the measured N^0.94), else the cost of the committed AIMD runs.
+2-rank speed-up of 1.3, and to N by the measured N^1.02), else the cost of the committed AIMD runs.
 The prediction is an estimate to plan by, not a measurement: the run records the real times.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 from .spec import Suite, TaskSpec
 
-#: CP2K cost exponent s/step ∝ N^b measured by the tuning study (33 → 63 atoms, 1 rank).
-CP2K_EXPONENT = 0.94
+#: CP2K cost exponent s/step ∝ N^b measured by the tuning study (33, 63 and 96 atoms, 1 rank).
+CP2K_EXPONENT = 1.02
 #: One MD step on 2 ranks took 1/1.3 of a 1-rank step here (docs/cp2k_settings.md, "Ranks").
 TWO_RANK_SPEEDUP = 1.3
 

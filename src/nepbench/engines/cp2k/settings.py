@@ -236,7 +236,7 @@ LABEL_TUNED_SETTINGS = dataclasses.replace(LABEL_SETTINGS, eps_default=1e-9, rel
 """Single-point labels, tuned (`nepbench reference tune`, variant `label-e9-r40-elpa`,
 docs/cp2k_settings.md): the label preset with EPS_DEFAULT 1e-9, REL_CUTOFF 40 Ry and ELPA. On the four
 motif frames its forces are within 0.25 meV/Å RMS, its energies within 0.063 meV/atom and its stress
-within 0.008 GPa of the labels, at 1.92× less CPU time. The v2 reference set labels with it
+within 0.008 GPa of the labels, at 1.91× less CPU time. The v2 reference set labels with it
 (spec-v2.toml); the v1 set keeps `LABEL_SETTINGS`."""
 
 
