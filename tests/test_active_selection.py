@@ -16,14 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_registries import one_line, registry_text, write_registry
+from model_registries import member_path, one_line, write_ensemble_registry
 from nepbench import reference
 from nepbench.engines.nep_cpu import check_cell
 from nepbench.errors import ConfigError
-from nepbench.provenance import sha256_file
 from nepbench.reference import selection as selection_module
 from nepbench.sampling import direct_select, structural_fingerprint
-from random_models import write_random_model
 
 SPECIES = ("Li", "Si", "C")
 CLASSIC_KEYS = {"pool", "selected", "selected_fraction", "candidates", "pca_components"}
@@ -74,22 +72,14 @@ rattle_a = [0.05, 0.1, 0.2]
 
 
 def _member_path(k: int) -> str:
-    return f"models/al/members/member-{k}/nep.txt"
+    return member_path("al", k)
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory) -> Path:
     """<root>/models/al/nep.txt (seed 1) with members 1 and 2 (seeds 2, 3) registered as model "al";
     "plain" is the same file without an ensemble. Returns the registry file."""
-    root = tmp_path_factory.mktemp("repo")
-    model = write_random_model(root / "models" / "al" / "nep.txt", seed=1)
-    members = [write_random_model(root / _member_path(k), seed=k + 1) for k in (1, 2)]
-    entries = ", ".join(f'{{ path = "{_member_path(k)}", sha256 = "{sha256_file(p)}" }}'
-                        for k, p in zip((1, 2), members))
-    local = registry_text("al", Path("models/al/nep.txt"), sha256_file(model), SPECIES).replace(
-        'kind = "file"', 'kind = "local"')
-    plain = local.replace("[models.al]", "[models.plain]")
-    return write_registry(root / "models" / "registry.toml", local + f"ensemble = [{entries}]\n", plain)
+    return write_ensemble_registry(tmp_path_factory.mktemp("repo"), "al", SPECIES)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from ase import Atoms
 from scipy.stats import spearmanr
 
-from model_registries import one_line, registry_text, write_registry
+from model_registries import member_path, one_line, write_ensemble_registry, write_registry
 from nepbench import models
 from nepbench.commands import train as train_command
 from nepbench.engines.nep_cpu import NepCpuEngine, check_cell
@@ -39,22 +39,14 @@ NEW_KEYS = ("force_sigma_rms_mev_per_a", "force_sigma_error_spearman", "ensemble
 
 
 def _member_path(k: int) -> str:
-    return f"models/m/members/member-{k}/nep.txt"
+    return member_path("m", k)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """<root>/models/m/nep.txt (seed 1) with members 1 and 2 (seeds 2, 3) and a registry listing
     them; "plain" is the same model without an ensemble. Returns the registry file."""
-    root = tmp_path_factory.mktemp("repo")
-    model = write_random_model(root / "models" / "m" / "nep.txt", seed=1)
-    members = [write_random_model(root / _member_path(k), seed=k + 1) for k in (1, 2)]
-    entries = ", ".join(f'{{ path = "{_member_path(k)}", sha256 = "{sha256_file(p)}" }}'
-                        for k, p in zip((1, 2), members))
-    local = registry_text("m", Path("models/m/nep.txt"), sha256_file(model), SPECIES).replace(
-        'kind = "file"', 'kind = "local"')
-    plain = local.replace("[models.m]", "[models.plain]")
-    return write_registry(root / "models" / "registry.toml", local + f"ensemble = [{entries}]\n", plain)
+    return write_ensemble_registry(tmp_path_factory.mktemp("repo"), "m", SPECIES)
 
 
 def _frames(seeds, labeller: Path) -> list[Atoms]:
