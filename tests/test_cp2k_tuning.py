@@ -332,3 +332,11 @@ def test_preset_check_pairs_frames_labelled_under_both_presets(tmp_path) -> None
     verdict = preset_check.judge(preset_check.pair_frames(items, cache, a.to_dict(), b.to_dict(), "CP2K version fake"))
     assert not verdict.accepted and len(verdict.reasons) == 1 and "|ΔE| 1.000" in verdict.reasons[0]
     assert "| crystalline |" in preset_check.markdown_table(pairs)
+
+
+def test_compare_presets_refuses_an_unknown_preset_in_one_line(tmp_path, capsys) -> None:
+    from nepbench.cli import main
+
+    assert main(["reference", "compare-presets", str(tmp_path / "spec.toml"), "--a", "label", "--b", "fast"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown CP2K settings preset 'fast'" in err[0] and "label-tuned" in err[0]
