@@ -51,3 +51,19 @@ def write_random_model(path: str | os.PathLike[str], species: Sequence[str] = ("
     lines += [f"{v:15.7e}" for v in values]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return Path(path)
+
+
+def cpunep_forces(model_paths: Sequence[str | os.PathLike[str]], frames: Sequence) -> np.ndarray:
+    """Forces (eV/Å) of each model on each frame from calorine's CPUNEP, independently of nepbench's
+    engines: shape (models, total atoms of `frames` in order, 3). The frames are copied, not changed."""
+    from calorine.calculators import CPUNEP
+
+    out = []
+    for path in model_paths:
+        per_frame = []
+        for atoms in frames:
+            work = atoms.copy()
+            work.calc = CPUNEP(str(path))
+            per_frame.append(work.get_forces())
+        out.append(np.concatenate(per_frame))
+    return np.array(out)

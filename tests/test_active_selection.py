@@ -22,6 +22,7 @@ from nepbench.engines.nep_cpu import check_cell
 from nepbench.errors import ConfigError
 from nepbench.reference import selection as selection_module
 from nepbench.sampling import direct_select, structural_fingerprint
+from random_models import cpunep_forces
 
 SPECIES = ("Li", "Si", "C")
 CLASSIC_KEYS = {"pool", "selected", "selected_fraction", "candidates", "pca_components"}
@@ -97,18 +98,9 @@ def use_registry(registry, monkeypatch) -> Path:
 def _expected_sigma(frames, member_files) -> np.ndarray:
     """Per frame: sqrt(mean over atoms of σ_i²), σ_i² = mean over x, y, z of the members' variance
     (ddof 1), forces from calorine's CPUNEP."""
-    from calorine.calculators import CPUNEP
-
-    out = []
-    for atoms in frames:
-        forces = []
-        for path in member_files:
-            work = atoms.copy()
-            work.calc = CPUNEP(str(path))
-            forces.append(work.get_forces())
-        var = np.var(np.array(forces), axis=0, ddof=1)  # (atoms, 3)
-        out.append(np.sqrt(np.mean(var.mean(axis=1))))
-    return np.array(out)
+    var = np.var(cpunep_forces(member_files, frames), axis=0, ddof=1).mean(axis=1)  # per atom
+    edges = np.cumsum([0] + [len(a) for a in frames])
+    return np.array([np.sqrt(np.mean(var[a:b])) for a, b in zip(edges[:-1], edges[1:])])
 
 
 def _write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:

@@ -32,7 +32,7 @@ from nepbench.report.plots.parity import error_vs_sigma_png
 from nepbench.spec import TaskSpec
 from nepbench.structures import with_labels
 from nepbench.tasks import TaskContext, parity
-from random_models import write_random_model
+from random_models import cpunep_forces, write_random_model
 
 SPECIES = ("Li", "Si", "C")
 NEW_KEYS = ("force_sigma_rms_mev_per_a", "force_sigma_error_spearman", "ensemble_members")
@@ -145,17 +145,7 @@ def test_a_malformed_ensemble_is_one_line_naming_the_registry(repo, tmp_path, ch
 
 def _expected(paths, test) -> dict[str, object]:
     """σ per atom, per-frame σ and error, ρ: calorine CPUNEP forces, numpy and scipy."""
-    from calorine.calculators import CPUNEP
-
-    forces = []
-    for path in paths:
-        per_frame = []
-        for atoms in test:
-            work = atoms.copy()
-            work.calc = CPUNEP(str(path))
-            per_frame.append(work.get_forces())
-        forces.append(np.concatenate(per_frame))
-    forces = np.array(forces)  # (members, atoms, 3), eV/Å
+    forces = cpunep_forces(paths, test)  # (members, atoms, 3), eV/Å
     ref = np.concatenate([a.get_forces() for a in test])
     sigma = np.sqrt(np.var(forces, axis=0, ddof=1).mean(axis=1))
     edges = np.cumsum([0] + [len(a) for a in test])
