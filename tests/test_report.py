@@ -602,7 +602,7 @@ def test_parity_uses_hexbin_for_many_points_and_is_deterministic():
     ({"rmse_mev_per_a": 327.4, "n_components": 10}, 3000, "Si: RMSE 139 meV/Å (n=3000)"),  # inconsistent
 ])
 def test_a_force_panel_states_the_recorded_rmse_not_the_drawn_subsamples(data, n_drawn, title):
-    assert plots._force_panel_title("Si", data, 139.2, n_drawn) == title
+    assert plots.force_panel_title("Si", data, 139.2, n_drawn) == title
 
 
 @pytest.mark.parametrize("value, good, bad, shown", [

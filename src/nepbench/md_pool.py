@@ -69,7 +69,7 @@ def md_family_pool(spec: "ReferenceSpec", family: "Family", number: int, log=pri
     from .engines.nep_cpu import NepCpuEngine
     from .md_sampling import family_pool
     from .models import resolve_model
-    from .reference.selection import _params_for, candidate_seed
+    from .reference.selection import params_for, candidate_seed
 
     model = resolve_model(spec.sampler_model)
     frames_path, meta_path = pool_paths(spec, family, number)
@@ -85,7 +85,7 @@ def md_family_pool(spec: "ReferenceSpec", family: "Family", number: int, log=pri
     builds = []
     for run in range(family.md.runs):
         seed = candidate_seed(spec, number, run)
-        builds.append((seed, systems.build(family.builder, seed=seed, **_params_for(family, run))))
+        builds.append((seed, systems.build(family.builder, seed=seed, **params_for(family, run))))
     pool, failures = family_pool(builds, family.md, engine, f"{number:02d} {family.key}")
     for failure in failures:
         log(f"reference: MD pool for {family.key}: run left out: {failure.origin}: {failure.reason}")

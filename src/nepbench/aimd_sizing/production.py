@@ -45,7 +45,8 @@ def md_steps(ps: float, timestep_fs: float) -> int:
     return max(1, int(round(ps * 1000.0 / timestep_fs)))
 
 
-def _wrapped_last(traj: Trajectory) -> Atoms:
+def wrapped_last(traj: Trajectory) -> Atoms:
+    """The trajectory's last frame with every atom wrapped into the cell (a copy; positions in Å)."""
     atoms = traj.frame(-1)
     atoms.wrap()
     return atoms
@@ -61,7 +62,7 @@ def _nvt(engine: Any, atoms: Atoms, temperature_k: float, ps: float, timestep_fs
     stages.append({"stage": label, "ensemble": "nvt", "temperature_k": temperature_k, "ps": steps * timestep_fs / 1000,
                    "steps": steps, "timestep_fs": timestep_fs, "coupling_fs": coupling_fs,
                    "cpu_s": time.process_time() - cpu0})
-    return _wrapped_last(result.trajectory)
+    return wrapped_last(result.trajectory)
 
 
 def melt_quench_equilibrate(atoms: Atoms, case: SizingCase, engine: Any, seed: int,

@@ -21,7 +21,7 @@ from .analysis import (
 from .cases import SizingCase, SizingTargets
 from .cost import COST_EXPONENTS, Cp2kCost, Option, options
 from .production import (
-    DensityResult, ProductionRun, _wrapped_last, load_production, md_steps, npt_density, run_case_size,
+    DensityResult, ProductionRun, wrapped_last, load_production, md_steps, npt_density, run_case_size,
     save_production, timestep_check,
 )
 
@@ -213,7 +213,7 @@ def run_study(cases: Sequence[SizingCase], model: str, targets: SizingTargets, c
             per_size[size] = analyse_production(case, run, targets)
         smallest = load_production(_cache_path(cache_dir, case, case.sizes[0], dens.density_g_cm3, engine.model.sha256))
         cpu0 = time.process_time()
-        step_check = timestep_check(_wrapped_last(smallest.trajectory), case, engine)
+        step_check = timestep_check(wrapped_last(smallest.trajectory), case, engine)
         cpu_total += time.process_time() - cpu0
         cost = costs[case.id]
         opts = options(case, per_size, targets, cost, speedup)

@@ -209,7 +209,7 @@ def _figure(size: tuple[float, float]) -> Any:
 
 def _png(fig: Any) -> bytes:
     """PNG bytes, rendered as the report's figures are (deterministic metadata)."""
-    from ..report.plots import _png as report_png
+    from ..report.plots import png as report_png
 
     return report_png(fig)
 

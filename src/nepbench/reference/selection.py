@@ -23,7 +23,7 @@ from .uncertain_pick import UncertainCut, frame_sigma_ev_per_a, sampler_members,
 from .verification import load_manifest
 
 
-def _params_for(family: Family, index: int) -> dict[str, Any]:
+def params_for(family: Family, index: int) -> dict[str, Any]:
     """The builder parameters of candidate `index`: a list value is a cycle of alternatives."""
     return params_at(family.params, index)
 
@@ -49,7 +49,7 @@ def generate_candidates(spec: ReferenceSpec, family: Family, family_number: int 
     out = []
     for index in range(family.pool):
         seed = candidate_seed(spec, number, index)
-        atoms = systems.build(family.builder, seed=seed, **_params_for(family, index))
+        atoms = systems.build(family.builder, seed=seed, **params_for(family, index))
         if family.strain_range is not None:
             rng = np.random.default_rng(seed)
             eps = float(rng.uniform(*family.strain_range))

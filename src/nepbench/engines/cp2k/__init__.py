@@ -75,8 +75,8 @@ from .outputs import (  # noqa: F401
     parse_xyz_trajectory,
     labels_from_output,
     read_md_forces,
-    _read_md_outputs,
-    _thermo_rows,
+    read_md_outputs,
+    thermo_rows,
 )
 from .engine import (  # noqa: F401
     RunOutput,

@@ -22,8 +22,8 @@ from ..base import Engine, Labels, MDProtocol, MDResult, Timing, Trajectory
 from .inputs import build_input, md_input_from_protocol
 from .outputs import (
     XYZFrame,
-    _read_md_outputs,
-    _thermo_rows,
+    read_md_outputs,
+    thermo_rows,
     abort_message,
     labels_from_output,
     parse_version,
@@ -225,7 +225,7 @@ class CP2KEngine(Engine):
         directory, temporary = self._new_run_dir("md")
         try:
             run = self._execute(directory, input_text)
-            ener, frames = _read_md_outputs(directory, len(atoms))
+            ener, frames = read_md_outputs(directory, len(atoms))
         finally:
             if temporary:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -312,7 +312,7 @@ def _md_result(
         cells_a=np.repeat(atoms.cell.array[None], len(kept), axis=0),
         pbc=tuple(bool(p) for p in atoms.pbc),
     )
-    thermo = {"time_ps": times_ps, **_thermo_rows(ener, steps)}
+    thermo = {"time_ps": times_ps, **thermo_rows(ener, steps)}
     # CP2K books the step-0 SCF from scratch into step 1's UsedTime: step 1 is never timed.
     timed = (ener["step"] > max(warm, 1)) & (ener["step"] <= warm + protocol.steps)
     timing = Timing(

@@ -201,7 +201,11 @@ def read_md_forces(directory: Path, n_atoms: int) -> dict[int, np.ndarray]:
     return out
 
 
-def _read_md_outputs(directory: Path, n_atoms: int) -> tuple[dict[str, np.ndarray], list[XYZFrame]]:
+def read_md_outputs(directory: Path, n_atoms: int) -> tuple[dict[str, np.ndarray], list[XYZFrame]]:
+    """The .ener columns and the position frames (Å) a CP2K MD run wrote in `directory`.
+
+    Raises EngineCrashed when either file is missing, a frame has other than `n_atoms` atoms, or a
+    potential energy is not finite."""
     ener_path = directory / f"{PROJECT}-1.ener"
     xyz_path = directory / f"{PROJECT}-pos-1.xyz"
     if not ener_path.is_file() or not xyz_path.is_file():
@@ -216,7 +220,9 @@ def _read_md_outputs(directory: Path, n_atoms: int) -> tuple[dict[str, np.ndarra
     return ener, frames
 
 
-def _thermo_rows(ener: dict[str, np.ndarray], steps: np.ndarray) -> dict[str, np.ndarray]:
+def thermo_rows(ener: dict[str, np.ndarray], steps: np.ndarray) -> dict[str, np.ndarray]:
+    """Temperature (K) and potential, kinetic and conserved energies (eV) of the .ener rows at
+    `steps`, in that order; EngineCrashed naming the steps the file lacks."""
     index = {int(s): i for i, s in enumerate(ener["step"])}
     missing = [int(s) for s in steps if int(s) not in index]
     if missing:

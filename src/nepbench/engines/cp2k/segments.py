@@ -26,8 +26,8 @@ from .inputs import build_input, md_input_from_protocol
 from .outputs import (
     ENER_COLUMNS,
     XYZFrame,
-    _read_md_outputs,
-    _thermo_rows,
+    read_md_outputs,
+    thermo_rows,
     parse_ener,
     read_md_forces,
     scf_iterations,
@@ -231,7 +231,7 @@ def commit_segment(
     restarted = state is not None
     done = int(state["total_steps"]) if state is not None else 0
     target = done + n_steps
-    ener, frames = _read_md_outputs(work, len(atoms))
+    ener, frames = read_md_outputs(work, len(atoms))
     new_rows = (ener["step"] > done) & (ener["step"] <= target)
     if not restarted:
         new_rows |= ener["step"] == 0
@@ -326,5 +326,5 @@ def read_md_run(
         cells_a=np.repeat(np.array(state["cell_a"], dtype=float)[None], len(frames), axis=0),
         pbc=tuple(bool(p) for p in state["pbc"]),
     )
-    thermo = {"time_ps": times_ps, **_thermo_rows(ener, steps)}
+    thermo = {"time_ps": times_ps, **thermo_rows(ener, steps)}
     return trajectory, thermo, total, float(state["total_wall_s"])

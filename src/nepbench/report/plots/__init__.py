@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Sequence
 
-from .common import png as _png, tables  # noqa: F401 (commands/train.py renders its figures with it)
+from .common import png, tables  # noqa: F401 (commands/train.py renders its figures with it)
 from .expansion import expansion_overlay_png, radial_png
-from .md import (_fit_window, adf_overlay_png, aimd_thermo_png, arrhenius_overlay_png, msd_overlay_png,
+from .md import (recorded_fit_window, adf_overlay_png, aimd_thermo_png, arrhenius_overlay_png, msd_overlay_png,
                  rdf_overlay_png, vdos_overlay_png)
-from .parity import (HEXBIN_ABOVE, _force_panel_title, energy_parity_png, force_error_by_element_png,  # noqa: F401
+from .parity import (HEXBIN_ABOVE, force_panel_title, energy_parity_png, force_error_by_element_png,  # noqa: F401
                      force_parity_png, per_motif_overlay_png)
 from .throughput import scaling_png, speedup_vs_n_overlay_png, throughput_bars_png
 
@@ -101,7 +101,7 @@ def missing_figure_data(task_type: str, series_by_model: Mapping[str, Mapping[st
             if not any(s.get(key) for s in series):
                 out.append(f"{what}: not recorded by the md_accuracy task (no series '{key}'), so not compared")
         msd = [sp for s in series for run in (s.get("msd") or {}).values() for sp in run.values()]
-        if msd and not any(_fit_window(sp.get("fit_window_ps")) for sp in msd):
+        if msd and not any(recorded_fit_window(sp.get("fit_window_ps")) for sp in msd):
             out.append("MSD fit window: not recorded in the series (msd.<run>.<species>.fit_window_ps), so the "
                        "MSD figure cannot mark it; the window is stated in the metric reasons")
     if task_type == "parity":

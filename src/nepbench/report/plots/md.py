@@ -121,7 +121,7 @@ def vdos_overlay_png(series_by_model: Mapping[str, MdSeries]) -> bytes | None:
     return _curves_overlay(series_by_model, "vdos", "freq_thz", "species", "frequency (THz)", "VDOS (arb.)")
 
 
-def _fit_window(value: Any) -> tuple[float, float] | None:
+def recorded_fit_window(value: Any) -> tuple[float, float] | None:
     """A recorded MSD fit window (t_start, t_end) in ps, or None when absent or not two increasing numbers."""
     window = array(value)
     if window is None or window.size != 2 or not np.all(np.isfinite(window)) or window[1] <= window[0]:
@@ -145,7 +145,7 @@ def msd_overlay_png(series_by_model: Mapping[str, MdSeries]) -> bytes | None:
         for label, runs in usable.items():
             data = (runs.get(run) or {}).get(sp) or {}
             curves.append((label, data.get("time_ps"), data.get("ref"), data.get("model")))
-            window = window or _fit_window(data.get("fit_window_ps"))
+            window = window or recorded_fit_window(data.get("fit_window_ps"))
         _reference_and_models(ax, curves)
         if window is not None:
             ax.axvspan(*window, color="grey", alpha=0.18, lw=0,

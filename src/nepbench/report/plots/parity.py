@@ -83,7 +83,7 @@ def _motif_panel(ax: Any, ref: np.ndarray, pred: np.ndarray, labels: Sequence[st
     ax.legend(fontsize=7, markerscale=2)
 
 
-def _force_panel_title(element: str, data: ForceParity, drawn_rmse_mev_per_a: float, n_drawn: int) -> str:
+def force_panel_title(element: str, data: ForceParity, drawn_rmse_mev_per_a: float, n_drawn: int) -> str:
     """"Si: RMSE 327 meV/Å (n=12000; 3000 drawn)": the task's recorded RMSE over every component
     where the series carries it (the points drawn may be a subsample), else the drawn points' RMSE."""
     recorded, n_total = real_number(data.get("rmse_mev_per_a")), real_number(data.get("n_components"))
@@ -108,7 +108,7 @@ def force_parity_png(series: ParitySeries, title: str = "") -> bytes | None:
     for i, (element, (ref, pred)) in enumerate(panels):
         ax = fig.add_subplot(1, n_panels, i + 1)
         drawn_rmse_mev_per_a = 1000 * _parity_axes(ax, ref, pred, ELEMENT_COLOURS.get(element, "C0"), "eV/Å")
-        ax.set_title(_force_panel_title(element, forces[element], drawn_rmse_mev_per_a, ref.size), fontsize=9)
+        ax.set_title(force_panel_title(element, forces[element], drawn_rmse_mev_per_a, ref.size), fontsize=9)
     if by_motif is not None:
         _motif_panel(fig.add_subplot(1, n_panels, n_panels), *by_motif)
     if title:
@@ -132,7 +132,7 @@ def force_error_by_element_png(series_by_model: Mapping[str, ParitySeries]) -> b
             if points is not None:
                 err = 1000.0 * (points[1] - points[0])
                 errors.setdefault(element, {})[label] = err
-                title = _force_panel_title(element, data, float(np.sqrt(np.mean(err ** 2))), err.size)
+                title = force_panel_title(element, data, float(np.sqrt(np.mean(err ** 2))), err.size)
                 rmse_text[(element, label)] = title.split(": ", 1)[1]
     if not errors:
         return None
