@@ -578,6 +578,30 @@ def test_stress_matches_finite_difference_strain(si8_labels) -> None:
 
 @pytest.mark.cp2k
 @needs_cp2k
+def test_a_triclinic_cell_in_any_orientation_gives_the_same_labels() -> None:
+    """NEP NPT leaves the v2 frames' cells triclinic and not in CP2K's standard orientation (A along
+    x, B in the xy plane); &CELL A/B/C must describe the same crystal, so a rigid rotation of cell
+    and atoms together changes the energy by nothing and rotates the forces with them."""
+    from ase.geometry import cellpar_to_cell
+
+    rng = np.random.default_rng(1)
+    general = _si8(rattle=0.08, seed=2)
+    deformation = np.eye(3) + 0.02 * rng.standard_normal((3, 3))  # not symmetric: rotates as well as shears
+    general.set_cell(general.cell.array @ deformation.T, scale_atoms=True)
+    standard = general.copy()
+    standard.set_cell(cellpar_to_cell(general.cell.cellpar()), scale_atoms=True)
+    rotation = np.linalg.solve(general.cell.array, standard.cell.array)  # standard = general @ rotation
+    assert np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-9)
+    assert np.abs(rotation - np.eye(3)).max() > 0.01  # the two really differ in orientation
+    engine = CP2KEngine(TEST_SETTINGS, timeout_s=300)
+    a, b = engine.single_point(general), engine.single_point(standard)
+    assert abs(a.energy_ev - b.energy_ev) / len(general) < 1e-5  # eV/atom; measured 8e-7 at 400 Ry
+    assert np.abs(b.forces_ev_per_a).max() > 0.1
+    np.testing.assert_allclose(a.forces_ev_per_a @ rotation, b.forces_ev_per_a, atol=1e-4)  # eV/Å
+
+
+@pytest.mark.cp2k
+@needs_cp2k
 def test_nvt_md_three_steps(tmp_path: Path) -> None:
     settings = dataclasses.replace(AIMD_SETTINGS, cutoff_ry=150.0, rel_cutoff_ry=30.0)
     engine = CP2KEngine(settings, workdir=tmp_path, timeout_s=400)
