@@ -31,12 +31,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from nepbench.files import atomic_write_json
 from nepbench.provenance import PROJECT_ROOT
+from nepbench.structures import with_labels
 from nepbench.training import TrainingConfig, run_neppo, write_run_directory
 from nepbench.training_data import compose
 from nepbench.training_ensemble import frame_group
@@ -49,15 +48,9 @@ def relabel(frames: Sequence[Atoms], nep_txt: Path) -> list[Atoms]:
     from nepbench.engines.nep_cpu import NepCpuEngine
 
     engine = NepCpuEngine(str(nep_txt), backend="calorine")
-    out = []
-    for atoms in frames:
-        label = engine.single_point(atoms)
-        copy = atoms.copy()
-        copy.info.update(atoms.info)
-        copy.calc = SinglePointCalculator(copy, energy=label.energy_ev, forces=np.asarray(label.forces_ev_per_a),
-                                          stress=label.stress_ev_per_a3)
-        out.append(copy)
-    return out
+    labels = [engine.single_point(atoms) for atoms in frames]
+    return [with_labels(atoms, label.energy_ev, label.forces_ev_per_a, label.stress_ev_per_a3)
+            for atoms, label in zip(frames, labels)]
 
 
 def grouped_errors(nep_txt: Path, frames: Sequence[Atoms], mu: dict[str, float]) -> dict[str, Any]:
