@@ -730,7 +730,7 @@ def test_the_cp2k_engine_a_spec_names_is_built_and_an_unknown_preset_refused():
     assert make_cp2k_engine("aimd", 1, None).settings == AIMD_SETTINGS
     engine = make_cp2k_engine("label", 2, "srun", "spec.toml")
     assert engine.settings == LABEL_SETTINGS and engine.ranks == 2
-    with pytest.raises(InputError, match=r"spec\.toml: unknown CP2K settings preset 'fast' \(known: label, label-tuned, aimd, aimd-v1\)"):
+    with pytest.raises(InputError, match=r"spec\.toml: unknown CP2K settings preset 'fast' \(known: label, label-tuned, label-kp, aimd, aimd-v1, aimd-kp\)"):
         make_cp2k_engine("fast", 1, None, "spec.toml")
 
 

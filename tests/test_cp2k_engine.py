@@ -190,6 +190,54 @@ def test_settings_reject_bad_values() -> None:
         CP2KSettings(potentials=(("Si", "GTH-PBE"),))
 
 
+def test_kpoint_mesh_setting_is_checked_written_and_round_trips() -> None:
+    """`kpoints` is left out of records while None (older records compare equal), written as a
+    Monkhorst-Pack &KPOINTS section when set, and refused for bad meshes or a non-periodic cell."""
+    assert "kpoints" not in LABEL_SETTINGS.to_dict() and "KPOINTS" not in build_input(_si8(), LABEL_SETTINGS)
+    meshed = dataclasses.replace(LABEL_SETTINGS, kpoints=(2, 3, 1))
+    data = json.loads(json.dumps(meshed.to_dict()))
+    assert data["kpoints"] == [2, 3, 1] and CP2KSettings.from_dict(data) == meshed
+    text = build_input(_si8(), meshed)
+    assert "    &KPOINTS\n      SCHEME MONKHORST-PACK 2 3 1\n    &END KPOINTS" in text
+    assert text.index("&KPOINTS") < text.index("&SCF")  # inside &DFT
+    for bad in ((2, 2), (0, 1, 1), (2.5, 2, 2)):
+        with pytest.raises(ValueError, match="kpoints"):
+            dataclasses.replace(LABEL_SETTINGS, kpoints=bad)
+    molecule = Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[8, 8, 8], pbc=False)
+    with pytest.raises(InputError, match="periodic"):
+        build_input(molecule, meshed)
+
+
+def test_kpoint_length_rule_gives_each_cell_its_mesh() -> None:
+    """n_i = ceil(length / width_i): the width is across faces, so a sheared cell's is less than its
+    vector's length; a cell wide enough gets Γ only (no &KPOINTS), and a non-periodic one too."""
+    assert cp2k_mod.kpoint_mesh(np.diag([7.0, 8.04, 20.3]), 16.0) == (3, 2, 1)
+    assert cp2k_mod.kpoint_mesh(np.diag([8.0, 8.0, 8.0]), 16.0) == (2, 2, 2)  # exactly 2 widths: no third point
+    sheared = np.array([[8.0, 0.0, 0.0], [6.0, 6.0, 0.0], [0.0, 0.0, 20.0]])  # b at 45° to a: width 8·sin 45°
+    width_a = 1.0 / np.linalg.norm(np.linalg.inv(sheared).T[0])
+    assert width_a == pytest.approx(8.0 * 6.0 / np.hypot(6.0, 6.0))
+    assert cp2k_mod.kpoint_mesh(sheared, 16.0)[0] == 3  # 16 / 5.66 → 3, although |a| = 8
+    with pytest.raises(ValueError):
+        cp2k_mod.kpoint_mesh(np.zeros((3, 3)), 16.0)
+    rule = dataclasses.replace(LABEL_SETTINGS, kpoint_length_a=16.0)
+    assert rule.mesh_for(np.diag([30.0, 30.0, 30.0])) is None
+    assert "SCHEME MONKHORST-PACK 3 3 3" in build_input(_si8(), rule)  # 5.43 Å cube
+    wide = Atoms("Si", positions=[[0, 0, 0]], cell=[17.0, 17.0, 17.0], pbc=True)
+    assert "KPOINTS" not in build_input(wide, rule)
+    molecule = Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[8, 8, 8], pbc=False)
+    assert "KPOINTS" not in build_input(molecule, rule)
+    with pytest.raises(ValueError, match="not both"):
+        dataclasses.replace(rule, kpoints=(2, 2, 2))
+    with pytest.raises(ValueError, match="kpoint_length_a"):
+        dataclasses.replace(LABEL_SETTINGS, kpoint_length_a=0.0)
+    assert CP2KSettings.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
+    # the -kp presets are their Γ presets plus the rule: 3×3×3 on the 8.04 Å AIMD cell
+    kp = cp2k_mod.SETTINGS_PRESETS
+    assert dataclasses.replace(kp["label-kp"], kpoint_length_a=None) == kp["label-tuned"]
+    assert dataclasses.replace(kp["aimd-kp"], kpoint_length_a=None) == kp["aimd"]
+    assert kp["aimd-kp"].mesh_for(np.diag([8.04] * 3)) == (3, 3, 3)
+
+
 def test_added_mos_from_valence_electrons() -> None:
     # Li8Si16C8: 8*3 + 16*4 + 8*4 = 120 electrons, 60 occupied -> max(20, 12) = 20
     assert LABEL_SETTINGS.valence_electrons(["Li"] * 8 + ["Si"] * 16 + ["C"] * 8) == 120
@@ -598,6 +646,23 @@ def test_a_triclinic_cell_in_any_orientation_gives_the_same_labels() -> None:
     assert abs(a.energy_ev - b.energy_ev) / len(general) < 1e-5  # eV/atom; measured 8e-7 at 400 Ry
     assert np.abs(b.forces_ev_per_a).max() > 0.1
     np.testing.assert_allclose(a.forces_ev_per_a @ rotation, b.forces_ev_per_a, atol=1e-4)  # eV/Å
+
+
+@pytest.mark.cp2k
+@needs_cp2k
+def test_kpoint_sampling_converges_the_energy_of_a_small_cell() -> None:
+    """&KPOINTS reaches CP2K: on the 8-atom Si cell Γ alone is far from converged, a 2×2×2 mesh
+    moves the energy by much more than 3×3×3 moves it again, and the forces follow."""
+    atoms = _si8(rattle=0.08, seed=2)
+    cheap = dataclasses.replace(TEST_SETTINGS, cutoff_ry=150.0, rel_cutoff_ry=30.0, eps_scf=1e-6)
+    gamma, k2, k3 = (CP2KEngine(dataclasses.replace(cheap, kpoints=mesh), timeout_s=300).single_point(atoms)
+                     for mesh in (None, (2, 2, 2), (3, 3, 3)))
+    first = abs(k2.energy_ev - gamma.energy_ev) / len(atoms)
+    second = abs(k3.energy_ev - k2.energy_ev) / len(atoms)
+    assert first > 0.05 and second < 0.2 * first, (first, second)  # eV/atom
+    df_first = np.abs(k2.forces_ev_per_a - gamma.forces_ev_per_a).max()
+    df_second = np.abs(k3.forces_ev_per_a - k2.forces_ev_per_a).max()
+    assert df_second < df_first, (df_first, df_second)
 
 
 @pytest.mark.cp2k

@@ -372,6 +372,20 @@ def test_missing_cp2k_is_one_line_and_keeps_results(spec, tmp_path, monkeypatch,
     assert (out / "manifest.json").read_bytes() == before
 
 
+@pytest.mark.parametrize("preset, warned", [("label-tuned", True), ("label-kp", False)])
+def test_build_warns_when_its_preset_labels_at_gamma_only(tmp_path, capsys, preset, warned):
+    """Γ-only labels are far from k-point converged in the reference cells (docs/cp2k_settings.md,
+    "k-point study"): a spec whose preset samples Γ alone is told so; a k-point preset is not."""
+    from nepbench.cli import main
+
+    path = tmp_path / "spec.toml"
+    path.write_text(SPEC.replace('cp2k_preset = "label"', f'cp2k_preset = "{preset}"'))
+    assert main(["reference", "build", str(path), "--select-only"]) == 0
+    out = capsys.readouterr().out
+    assert ("labels at Γ only" in out) is warned, out
+    assert "DIRECT kept" in out
+
+
 def test_narrow_cells_are_counted_by_builder():
     """Γ-only labels are not k-point converged in cells narrower than ~6 Å (docs/cp2k_settings.md)."""
     from ase.build import bulk

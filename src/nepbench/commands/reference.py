@@ -155,16 +155,21 @@ def _compare_presets(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..engines import cp2k
+
     spec = reference.load_spec(args.spec)
     out_dir = Path(args.out) if args.out else spec.out_path
     selection = reference.select_items(spec, reference.recorded_picks(out_dir))  # ties go to labelled picks
     print(f"reference: pool {selection.pool_size} candidates, DIRECT kept {len(selection.items)} "
           f"({100 * selection.selected_fraction:.1f}%)")
+    preset = cp2k.SETTINGS_PRESETS.get(spec.cp2k_preset)
     narrow = reference.narrow_cells(selection.items)
-    if narrow:
-        print(f"reference: warning: {sum(narrow.values())} selected frames have a cell width under "
-              f"{reference.GAMMA_ONLY_MIN_WIDTH_A:g} Å ({', '.join(f'{k} {v}' for k, v in sorted(narrow.items()))}): "
-              "Γ-only labels are not k-point converged there (docs/cp2k_settings.md)")
+    if preset is not None and preset.kpoints is None and preset.kpoint_length_a is None:
+        print(f"reference: warning: preset {spec.cp2k_preset!r} labels at Γ only, which is not k-point "
+              "converged in cells this size (v2 frames of 7–11 Å: 77–395 meV/Å RMS off 2×2×2; "
+              "docs/cp2k_settings.md, \"k-point study\")"
+              + (f"; {sum(narrow.values())} selected frames are under {reference.GAMMA_ONLY_MIN_WIDTH_A:g} Å wide ("
+                 + ", ".join(f"{k} {v}" for k, v in sorted(narrow.items())) + ")" if narrow else ""))
     if spec.selection_version < reference.LATEST_SELECTION_VERSION:
         print(f"reference: note: {args.spec} selects with selection_version {spec.selection_version}, kept so "
               f"the committed set is reproduced; a new set should say selection_version = "

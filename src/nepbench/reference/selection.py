@@ -77,7 +77,7 @@ class Selection:
 
 
 #: Below this cell width (Å) CP2K's Γ-only sampling is far from k-point converged for these
-#: metallic and semiconducting cells (docs/cp2k_settings.md, "Known limitation").
+#: metallic and semiconducting cells (docs/cp2k_settings.md, "k-point study").
 GAMMA_ONLY_MIN_WIDTH_A = 6.0
 
 

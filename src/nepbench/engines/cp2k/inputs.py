@@ -131,7 +131,8 @@ def build_input(
     ]
     if want_stress:
         lines.append("  STRESS_TENSOR ANALYTICAL")
-    lines += _dft_section(settings, symbols, periodic, wfn_restart_file)
+    mesh = settings.mesh_for(atoms.cell.array) if periodic == "XYZ" else settings.kpoints  # a rule needs a cell
+    lines += _dft_section(settings, symbols, periodic, wfn_restart_file, mesh)
     lines += _subsys_section(atoms, settings, periodic)
     if md is None:
         lines += ["  &PRINT", "    &FORCES ON", "    &END FORCES"]
@@ -214,7 +215,8 @@ def _motion_section(md: MDInput) -> list[str]:
 
 
 def _dft_section(
-    settings: CP2KSettings, symbols: Sequence[str], periodic: str, wfn_restart_file: str | None
+    settings: CP2KSettings, symbols: Sequence[str], periodic: str, wfn_restart_file: str | None,
+    mesh: tuple[int, int, int] | None = None,
 ) -> list[str]:
     lines = [
         "  &DFT",
@@ -242,6 +244,11 @@ def _dft_section(
         f"      EXTRAPOLATION_ORDER {settings.extrapolation_order}",
         "    &END QS",
     ]
+    if mesh is not None:
+        if periodic != "XYZ":
+            raise InputError("<structure>", f"k-points {mesh} need a cell periodic in x, y and z")
+        lines += ["    &KPOINTS", "      SCHEME MONKHORST-PACK " + " ".join(str(n) for n in mesh),
+                  "    &END KPOINTS"]
     if periodic == "NONE":
         lines += ["    &POISSON", "      PERIODIC NONE", "      POISSON_SOLVER MT", "    &END POISSON"]
     lines += [

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 from ase import units as ase_units
 
 from ...errors import InputError
@@ -84,8 +85,14 @@ class CP2KSettings:
             from EPS_DEFAULT (its square root), not written.
         diag_library: &GLOBAL PREFERRED_DIAG_LIBRARY ("SL" ScaLAPACK, "ELPA"); None = CP2K's default.
         mixing_method: &MIXING METHOD ("BROYDEN_MIXING", "PULAY_MIXING", "KERKER_MIXING").
+        kpoints: a fixed Monkhorst-Pack mesh (n_a, n_b, n_c) written as &DFT &KPOINTS; None = none
+            fixed (`kpoint_length_a` or Γ only).
+        kpoint_length_a: a k-point density rule instead of a fixed mesh: each cell gets the mesh
+            `kpoint_mesh(cell, kpoint_length_a)` (about `kpoint_length_a` / width points along each
+            cell vector, in Å); a cell whose mesh is 1×1×1 is run at Γ as without the rule. None =
+            no rule. At most one of `kpoints` and `kpoint_length_a` is set.
 
-    The four optional levers (`OPTIONAL_LEVERS`) are left out of `to_dict` while they hold their
+    The optional levers (`OPTIONAL_LEVERS`) are left out of `to_dict` while they hold their
     default, so records written before they existed still compare equal.
     """
 
@@ -113,6 +120,8 @@ class CP2KSettings:
     eps_pgf_orb: float | None = None
     diag_library: str | None = None
     mixing_method: str = "BROYDEN_MIXING"
+    kpoints: tuple[int, int, int] | None = None
+    kpoint_length_a: float | None = None
 
     def __post_init__(self) -> None:
         # accept a mapping or pairs; store sorted pairs so equal settings compare and hash equal
@@ -138,6 +147,15 @@ class CP2KSettings:
             raise ValueError("eps_pgf_orb must be in (0, 1) or None")
         if self.diag_library not in (None, "SL", "ELPA"):
             raise ValueError(f"diag_library must be 'SL', 'ELPA' or None, got {self.diag_library!r}")
+        if self.kpoints is not None:
+            mesh = tuple(int(n) for n in self.kpoints)
+            if len(mesh) != 3 or min(mesh) < 1 or any(n != k for n, k in zip(mesh, self.kpoints)):
+                raise ValueError(f"kpoints must be three integers >= 1 or None, got {self.kpoints!r}")
+            object.__setattr__(self, "kpoints", mesh)
+        if self.kpoint_length_a is not None and not self.kpoint_length_a > 0:
+            raise ValueError(f"kpoint_length_a must be > 0 or None, got {self.kpoint_length_a!r}")
+        if self.kpoints is not None and self.kpoint_length_a is not None:
+            raise ValueError("set kpoints (a fixed mesh) or kpoint_length_a (a rule), not both")
         if self.mixing_method not in MIXING_METHODS:
             raise ValueError(f"mixing_method must be one of {', '.join(MIXING_METHODS)}, got {self.mixing_method!r}")
 
@@ -160,10 +178,22 @@ class CP2KSettings:
         occupied = math.ceil(self.valence_electrons(symbols) / 2)
         return max(20, math.ceil(0.2 * occupied))
 
+    def mesh_for(self, cell: Any) -> tuple[int, int, int] | None:
+        """The Monkhorst-Pack mesh a cell (3×3 rows in Å) is labelled with: the fixed `kpoints`, the
+        rule's mesh when it is not 1×1×1, else None (Γ only)."""
+        if self.kpoints is not None:
+            return self.kpoints
+        if self.kpoint_length_a is None:
+            return None
+        mesh = kpoint_mesh(cell, self.kpoint_length_a)
+        return None if mesh == (1, 1, 1) else mesh
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record of every setting (potentials as an element -> name mapping)."""
         data = dataclasses.asdict(self)
         data["potentials"] = dict(self.potentials)
+        if data["kpoints"] is not None:
+            data["kpoints"] = list(data["kpoints"])
         for key, default in OPTIONAL_LEVERS.items():
             if data[key] == default:
                 del data[key]
@@ -171,12 +201,27 @@ class CP2KSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CP2KSettings":
+        if data.get("kpoints") is not None:
+            data = {**data, "kpoints": tuple(data["kpoints"])}
         return cls(**data)
 
 
 #: Settings written to records only when they differ from these defaults (added after records existed).
 OPTIONAL_LEVERS: dict[str, Any] = {"ngrids": None, "eps_pgf_orb": None, "diag_library": None,
-                                   "mixing_method": "BROYDEN_MIXING"}
+                                   "mixing_method": "BROYDEN_MIXING", "kpoints": None, "kpoint_length_a": None}
+
+
+def kpoint_mesh(cell: Any, length_a: float) -> tuple[int, int, int]:
+    """Monkhorst-Pack mesh of a k-point density rule: n_i = max(1, ceil(length_a / w_i)), where w_i is
+    the cell's width across its i-th pair of faces (1/|b_i|, b the reciprocal vectors without 2π), in
+    Å. Rows of `cell` are the cell vectors in Å; ValueError for a singular cell or length_a ≤ 0."""
+    if not length_a > 0:
+        raise ValueError(f"length_a must be > 0, got {length_a!r}")
+    matrix = np.asarray(cell, dtype=float).reshape(3, 3)
+    if abs(np.linalg.det(matrix)) < 1e-9:
+        raise ValueError("kpoint_mesh needs a cell of non-zero volume")
+    widths = 1.0 / np.linalg.norm(np.linalg.inv(matrix).T, axis=1)
+    return tuple(max(1, math.ceil(length_a / w - 1e-6)) for w in widths)  # type: ignore[return-value]
 
 
 #: CP2K &MIXING methods the engine may write.
@@ -240,6 +285,24 @@ within 0.008 GPa of the labels, at 1.91× less CPU time. The v2 reference set la
 (spec-v2.toml); the v1 set keeps `LABEL_SETTINGS`."""
 
 
+KPOINT_LENGTH_A = 20.0
+"""The k-point density rule of the `-kp` presets (`kpoint_mesh`): 2 points along a cell width of
+10–20 Å, 3 along 6.7–10 Å, 4 along 5–6.7 Å, Γ only across ≥20 Å (a slab's vacuum). Chosen by the
+k-point study (scripts/kpoint_study.py, docs/cp2k_settings.md "k-point study"): on the 8 Å Li24Si8
+AIMD cell, 2×2×2 (16 Å) was still 39 meV/Å RMS from 3×3×3 (24 Å)."""
+
+
+LABEL_KP_SETTINGS = dataclasses.replace(LABEL_TUNED_SETTINGS, kpoint_length_a=KPOINT_LENGTH_A)
+"""Single-point labels, k-point sampled: `label-tuned` with the Monkhorst-Pack mesh of
+`KPOINT_LENGTH_A`. Γ-only labels of the v2 frames were 77–395 meV/Å RMS off a 2×2×2 mesh
+(docs/cp2k_settings.md, "k-point study")."""
+
+
+AIMD_KP_SETTINGS = dataclasses.replace(AIMD_SETTINGS, kpoint_length_a=KPOINT_LENGTH_A)
+"""Ab initio MD, k-point sampled: `aimd` with the mesh of `KPOINT_LENGTH_A` (3×3×3 on the 8 Å
+Li24Si8 cells, 4×4×4 on the 6.4 Å a-LiC cell)."""
+
+
 #: The settings presets a reference spec (spec.toml `cp2k_preset`, aimd.toml `settings`) may name.
-SETTINGS_PRESETS = {"label": LABEL_SETTINGS, "label-tuned": LABEL_TUNED_SETTINGS, "aimd": AIMD_SETTINGS,
-                    "aimd-v1": AIMD_V1_SETTINGS}
+SETTINGS_PRESETS = {"label": LABEL_SETTINGS, "label-tuned": LABEL_TUNED_SETTINGS, "label-kp": LABEL_KP_SETTINGS,
+                    "aimd": AIMD_SETTINGS, "aimd-v1": AIMD_V1_SETTINGS, "aimd-kp": AIMD_KP_SETTINGS}
