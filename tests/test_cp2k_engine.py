@@ -200,7 +200,7 @@ def test_kpoint_mesh_setting_is_checked_written_and_round_trips() -> None:
     text = build_input(_si8(), meshed)
     assert "    &KPOINTS\n      SCHEME MONKHORST-PACK 2 3 1\n    &END KPOINTS" in text
     assert text.index("&KPOINTS") < text.index("&SCF")  # inside &DFT
-    for bad in ((2, 2), (0, 1, 1), (2.5, 2, 2)):
+    for bad in ((2, 2), (0, 1, 1), (2.5, 2, 2), ("a", 2, 2), 3):
         with pytest.raises(ValueError, match="kpoints"):
             dataclasses.replace(LABEL_SETTINGS, kpoints=bad)
     molecule = Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[8, 8, 8], pbc=False)

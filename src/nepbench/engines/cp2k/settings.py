@@ -148,8 +148,12 @@ class CP2KSettings:
         if self.diag_library not in (None, "SL", "ELPA"):
             raise ValueError(f"diag_library must be 'SL', 'ELPA' or None, got {self.diag_library!r}")
         if self.kpoints is not None:
-            mesh = tuple(int(n) for n in self.kpoints)
-            if len(mesh) != 3 or min(mesh) < 1 or any(n != k for n, k in zip(mesh, self.kpoints)):
+            try:
+                mesh = tuple(int(n) for n in self.kpoints)
+                exact = all(n == k for n, k in zip(mesh, self.kpoints))
+            except (TypeError, ValueError):
+                mesh, exact = (), False
+            if len(mesh) != 3 or min(mesh) < 1 or not exact:
                 raise ValueError(f"kpoints must be three integers >= 1 or None, got {self.kpoints!r}")
             object.__setattr__(self, "kpoints", mesh)
         if self.kpoint_length_a is not None and not self.kpoint_length_a > 0:
