@@ -6,7 +6,10 @@ Relabels committed frames with the CP2K settings they were labelled with plus a 
 (`CP2KSettings.kpoints`) and records, per frame, the difference from the committed Γ-only labels:
 force RMS and max |component| (meV/Å), energy (meV/atom), max |stress component| (GPa), and both
 wall times; it keeps the k-point labels too, so that two meshes on one frame can be compared
-(`--table` prints both tables). Frames come from the v2 reference set (by frame_sha256 prefix) or from a committed AIMD
+(`--table` prints both tables). A v2 frame's Γ label and settings come from the set's label cache
+(`label-tuned` or `label`), so the study still runs once the set holds k-point labels. The
+record's `aimd:a-Li3Si-1500K-v2:-1` rows come from that run's Γ-only steps, which were dropped on
+2026-12-07 when it restarted with k-points; they are in git history (commit a8f5f4c). Frames come from the v2 reference set (by frame_sha256 prefix) or from a committed AIMD
 run (`aimd:<run>:<index>` into its force-carrying frames). The record is resumable: finished
 (frame, mesh) pairs are kept and skipped; each new one is written atomically under a lock, so runs
 on both cores may share the record.
@@ -34,17 +37,20 @@ from ase import Atoms
 
 from nepbench.cp2k_tuning.agreement import energy_difference_mev_per_atom, force_agreement, stress_difference_gpa
 from nepbench.aimd.spec import load_aimd_spec
-from nepbench.engines.cp2k import CP2KEngine, CP2KSettings
+from nepbench.engines.cp2k import SETTINGS_PRESETS, CP2KEngine, CP2KSettings
 from nepbench.engines.cp2k.segments import read_labelled_frames
 from nepbench.errors import ConfigError
 from nepbench.files import atomic_write_json, exclusive_lock
 from nepbench.provenance import PROJECT_ROOT
-from nepbench.reference.verification import load_frames, load_manifest
+from nepbench.reference.assembly import frame_sha256
+from nepbench.reference.labelling import cache_path, item_hash, read_cached
+from nepbench.reference.verification import load_manifest
 from nepbench.structures import labels_of
 
 DEFAULT_RECORD = PROJECT_ROOT / "reference_data" / "studies" / "kpoints_v2.json"
 V2_DIR = PROJECT_ROOT / "reference_data" / "dft-v2"
 AIMD_SPEC = PROJECT_ROOT / "reference_data" / "aimd.toml"
+GAMMA_PRESETS = ("label-tuned", "label")
 
 
 def find_frame(key: str) -> tuple[Atoms, CP2KSettings, dict[str, Any]]:
@@ -62,13 +68,28 @@ def find_frame(key: str) -> tuple[Atoms, CP2KSettings, dict[str, Any]]:
         settings = CP2KSettings.from_dict(json.loads((run_dir / "state.json").read_text())["settings"])
         return frame, settings, {"source": f"aimd/{run_id}", "step": int(frame.info["step"]),
                                  "builder": run.builder, "temperature_k": run.protocol.temperature_k}
-    matches = [f for f in load_frames(V2_DIR) if str(f.info["frame_sha256"]).startswith(key)]
+    matches = [(f, preset) for f, preset in gamma_labels() if str(f.info["frame_sha256"]).startswith(key)]
     if len(matches) != 1:
-        raise SystemExit(f"{V2_DIR}: {len(matches)} frames match frame_sha256 prefix {key!r} (need 1)")
-    frame = matches[0]
-    settings = CP2KSettings.from_dict(load_manifest(V2_DIR / "manifest.json")["cp2k"]["settings"])
+        raise SystemExit(f"{V2_DIR / 'cache'}: {len(matches)} Γ-only labels match frame_sha256 prefix {key!r} (need 1)")
+    frame, preset = matches[0]
     info = {k: frame.info.get(k) for k in ("builder", "motif", "split", "temperature_k", "interface", "carbon")}
-    return frame, settings, {"source": "dft-v2", **{k: v for k, v in info.items() if v is not None}}
+    return frame, SETTINGS_PRESETS[preset], {"source": "dft-v2", **{k: v for k, v in info.items() if v is not None}}
+
+
+def gamma_labels() -> list[tuple[Atoms, str]]:
+    """Every Γ-only label in the v2 set's label cache, as (frame with info `frame_sha256`, preset):
+    the labels of `label-tuned` and `label`, the presets the v2 frames had before `label-kp`. The
+    frame_sha256 is the one the set gave the frame while it held that label (the study's keys)."""
+    cache = V2_DIR / "cache"
+    version = load_manifest(V2_DIR / "manifest.json")["cp2k"]["version"]
+    found: list[tuple[Atoms, str]] = []
+    for path in sorted(cache.glob("*.json.gz")):
+        atoms = read_cached(path)
+        for preset in GAMMA_PRESETS:
+            if cache_path(cache, item_hash(atoms, SETTINGS_PRESETS[preset].to_dict(), version)) == path:
+                atoms.info["frame_sha256"] = frame_sha256(atoms)
+                found.append((atoms, preset))
+    return found
 
 
 def compare(frame: Atoms, base: CP2KSettings, mesh: tuple[int, int, int], ranks: int) -> dict[str, Any]:
