@@ -6,6 +6,7 @@ A fake engine stands in for CP2K here (the real engine is tested in test_cp2k_en
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import lzma
 import re
@@ -18,6 +19,7 @@ import pytest
 
 from nepbench import reference
 from nepbench.engines.base import Labels
+from nepbench.engines.cp2k import LABEL_KP_SETTINGS, LABEL_TUNED_SETTINGS
 from nepbench.errors import ConfigError, InputError, SCFNotConverged
 
 SPEC = """
@@ -607,3 +609,11 @@ def test_manifest_records_each_frames_dft_force_rms_and_show_prints_it(spec, tmp
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert main(["reference", "show", str(out)]) == 0
     assert "– (not recorded)" in capsys.readouterr().out
+    # the header says how the labels sample k-space, from the recorded CP2K settings
+    for settings, words in ((LABEL_TUNED_SETTINGS, "Γ point only"),
+                            (LABEL_KP_SETTINGS, "k-points ⌈20 Å / cell width⌉ per axis"),
+                            (dataclasses.replace(LABEL_TUNED_SETTINGS, kpoints=(2, 2, 1)), "k-points 2×2×1")):
+        manifest["cp2k"] = {"version": "CP2K version 2023.1", "settings": settings.to_dict()}
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        assert main(["reference", "show", str(out)]) == 0
+        assert f"CP2K version 2023.1, {words}, " in capsys.readouterr().out.splitlines()[0]

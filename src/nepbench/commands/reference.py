@@ -320,12 +320,22 @@ def _lines_of(path: Path, manifest: dict, render: Any) -> list[str]:
                                f"({type(exc).__name__}: {exc})") from None
 
 
+def kpoint_sampling(settings: dict) -> str:
+    """How recorded CP2K settings (`CP2KSettings.to_dict()`) sample k-space, in a few words."""
+    if settings.get("kpoints"):
+        return "k-points " + "×".join(str(n) for n in settings["kpoints"])
+    if settings.get("kpoint_length_a"):
+        return f"k-points ⌈{settings['kpoint_length_a']:g} Å / cell width⌉ per axis"
+    return "Γ point only"
+
+
 def dft_lines(manifest: dict) -> list[str]:
     """What `reference show` prints about a DFT manifest: name, frames, CP2K, per-file counts, DIRECT."""
     cp2k = manifest.get("cp2k") if isinstance(manifest.get("cp2k"), dict) else {}
     wall = manifest.get("total_cp2k_wall_s")
+    sampling = f"{kpoint_sampling(cp2k['settings'])}, " if isinstance(cp2k.get("settings"), dict) else ""
     lines = [f"{manifest.get('name', '?')}: {manifest.get('n_frames', '?')} frames, "
-             f"{cp2k.get('version', 'CP2K version not recorded')}, "
+             f"{cp2k.get('version', 'CP2K version not recorded')}, {sampling}"
              f"{f'{wall:.0f}' if isinstance(wall, (int, float)) else '?'} s of CP2K",
              f"{'file':28s} {'frames':>6s} {'test':>5s}  DFT force RMS, eV/Å: median [min–max]"]
     for name, entry in manifest["files"].items():

@@ -40,8 +40,11 @@ from .settings import (  # noqa: F401
     _valence_from_potential,
     LABEL_SETTINGS,
     LABEL_TUNED_SETTINGS,
+    LABEL_KP_SETTINGS,
+    KPOINT_LENGTH_A,
     AIMD_V1_SETTINGS,
     AIMD_SETTINGS,
+    AIMD_KP_SETTINGS,
     SETTINGS_PRESETS,
 )
 from .inputs import (  # noqa: F401
@@ -111,10 +114,13 @@ from .segments import (  # noqa: F401
 )
 
 __all__ = [
+    "AIMD_KP_SETTINGS",
     "AIMD_SETTINGS",
     "AIMD_V1_SETTINGS",
     "CP2KEngine",
     "CP2KSettings",
+    "KPOINT_LENGTH_A",
+    "LABEL_KP_SETTINGS",
     "LABEL_SETTINGS",
     "LABEL_TUNED_SETTINGS",
     "MDInput",
