@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import tempfile
@@ -76,10 +77,12 @@ def find_frame(key: str) -> tuple[Atoms, CP2KSettings, dict[str, Any]]:
     return frame, SETTINGS_PRESETS[preset], {"source": "dft-v2", **{k: v for k, v in info.items() if v is not None}}
 
 
+@functools.cache
 def gamma_labels() -> list[tuple[Atoms, str]]:
     """Every Γ-only label in the v2 set's label cache, as (frame with info `frame_sha256`, preset):
     the labels of `label-tuned` and `label`, the presets the v2 frames had before `label-kp`. The
-    frame_sha256 is the one the set gave the frame while it held that label (the study's keys)."""
+    frame_sha256 is the one the set gave the frame while it held that label (the study's keys).
+    Read once per run: every --frame key looks its frame up here."""
     cache = V2_DIR / "cache"
     version = load_manifest(V2_DIR / "manifest.json")["cp2k"]["version"]
     found: list[tuple[Atoms, str]] = []

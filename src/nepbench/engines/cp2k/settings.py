@@ -9,9 +9,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
 from ase import units as ase_units
 
+from ...cell import cell_thicknesses_a
 from ...errors import InputError
 
 HARTREE_EV: float = ase_units.Hartree
@@ -217,14 +217,11 @@ OPTIONAL_LEVERS: dict[str, Any] = {"ngrids": None, "eps_pgf_orb": None, "diag_li
 
 def kpoint_mesh(cell: Any, length_a: float) -> tuple[int, int, int]:
     """Monkhorst-Pack mesh of a k-point density rule: n_i = max(1, ceil(length_a / w_i)), where w_i is
-    the cell's width across its i-th pair of faces (1/|b_i|, b the reciprocal vectors without 2π), in
-    Å. Rows of `cell` are the cell vectors in Å; ValueError for a singular cell or length_a ≤ 0."""
+    the cell's width across its i-th pair of faces (`cell.cell_thicknesses_a`), in Å. Rows of `cell`
+    are the cell vectors in Å; ValueError for a singular cell or length_a ≤ 0."""
     if not length_a > 0:
         raise ValueError(f"length_a must be > 0, got {length_a!r}")
-    matrix = np.asarray(cell, dtype=float).reshape(3, 3)
-    if abs(np.linalg.det(matrix)) < 1e-9:
-        raise ValueError("kpoint_mesh needs a cell of non-zero volume")
-    widths = 1.0 / np.linalg.norm(np.linalg.inv(matrix).T, axis=1)
+    widths = cell_thicknesses_a(cell)
     return tuple(max(1, math.ceil(length_a / w - 1e-6)) for w in widths)  # type: ignore[return-value]
 
 
