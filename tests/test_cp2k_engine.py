@@ -31,6 +31,7 @@ from nepbench.engines.cp2k import (
     MDInput,
     abort_message,
     build_input,
+    extrapolation_used,
     labels_from_output,
     parse_ener,
     parse_energy_ev,
@@ -413,6 +414,18 @@ def test_a_seed_cp2k_cannot_take_is_refused_by_the_protocol(seed) -> None:
     assert "SEED 2147483647\n" in build_input(_si8(), AIMD_SETTINGS, md=largest)
 
 
+def test_extrapolation_used_reads_what_cp2k_did_after_the_first_step() -> None:
+    """The first SCF run is always `initial_guess`; the rest say what CP2K did (with &KPOINTS,
+    CP2K 2023.1 keeps `initial_guess` whatever EXTRAPOLATION asks)."""
+    block = "\n Extrapolation method: {}\n  *** SCF run converged in 9 steps ***\n"
+    gamma = "".join(block.format(m) for m in ("initial_guess", "ASPC", "ASPC", "ASPC"))
+    kpoints = "".join(block.format("initial_guess") for _ in range(4))
+    assert extrapolation_used(gamma) == ["ASPC"]
+    assert extrapolation_used(kpoints) == ["initial_guess"]
+    assert extrapolation_used(block.format("initial_guess")) == []  # a single point: nothing after it
+    assert extrapolation_used(ENERGY_SNIPPET) == []
+
+
 def test_abort_message_is_one_line() -> None:
     message = abort_message(ABORT_SNIPPET)
     assert message is not None and "\n" not in message
@@ -667,6 +680,20 @@ def test_kpoint_sampling_converges_the_energy_of_a_small_cell() -> None:
 
 @pytest.mark.cp2k
 @needs_cp2k
+def test_kpoint_md_starts_every_step_from_the_initial_guess(tmp_path: Path) -> None:
+    """With &KPOINTS, CP2K 2023.1 ignores EXTRAPOLATION ASPC and starts each step's SCF from the
+    initial guess; the MD result records what CP2K did, so the AIMD cost model does not assume
+    an extrapolation that never ran (docs/cp2k_settings.md)."""
+    settings = dataclasses.replace(AIMD_SETTINGS, cutoff_ry=150.0, rel_cutoff_ry=30.0, kpoints=(2, 2, 2))
+    assert settings.extrapolation == "ASPC"
+    protocol = MDProtocol("nvt", 600.0, 1.0, steps=2, sample_interval=1, seed=7, thermostat_coupling_fs=50.0)
+    result = CP2KEngine(settings, workdir=tmp_path, timeout_s=400).md(_si8(), protocol)
+    assert result.trajectory.n_frames == 3
+    assert result.extra["extrapolation_used"] == ["initial_guess"]
+
+
+@pytest.mark.cp2k
+@needs_cp2k
 def test_nvt_md_three_steps(tmp_path: Path) -> None:
     settings = dataclasses.replace(AIMD_SETTINGS, cutoff_ry=150.0, rel_cutoff_ry=30.0)
     engine = CP2KEngine(settings, workdir=tmp_path, timeout_s=400)
@@ -690,6 +717,7 @@ def test_nvt_md_three_steps(tmp_path: Path) -> None:
     counts = cp2k_mod.scf_iterations((run_dir / "out.out").read_text())
     assert len(counts) == 4 and counts[0] > counts[3]  # step 0 starts from scratch
     assert result.extra["scf_iterations_per_timed_step"] == pytest.approx((counts[2] + counts[3]) / 2)
+    assert result.extra["extrapolation_used"] == ["ASPC"]  # Γ only: CP2K extrapolates as asked
 
 
 @pytest.mark.cp2k
@@ -717,6 +745,8 @@ def test_segments_moved_to_another_folder_continue_the_one_trajectory(tmp_path: 
     assert states[12:18] == [float(v) for v in cp2k_mod.csvr_rng_seeds(7)] and states[0:6] != states[12:18]
     for segment in (first, second):  # read from CP2K's own output: one timed step each
         assert segment.scf_iterations_mean is not None and 1 <= segment.scf_iterations_mean <= settings.max_scf
+    recorded = json.loads((tmp_path / "moved" / "state.json").read_text())["segments"]
+    assert [s["extrapolation_used"] for s in recorded] == [["ASPC"], ["ASPC"]]  # Γ only: as asked
     trajectory, thermo, total, _ = read_md_run(tmp_path / "moved")
     assert total == 4 and trajectory.n_frames == 5
     # the SCF restarts from another guess, so agreement is to SCF precision, not bitwise

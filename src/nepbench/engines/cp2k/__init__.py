@@ -71,6 +71,7 @@ from .outputs import (  # noqa: F401
     parse_stress_ev_per_a3,
     scf_failures,
     scf_iterations,
+    extrapolation_used,
     abort_message,
     parse_version,
     ENER_COLUMNS,

@@ -29,6 +29,7 @@ from .outputs import (
     parse_version,
     scf_failures,
     scf_iterations,
+    extrapolation_used,
 )
 from .settings import INSTALL_HINT, LABEL_SETTINGS, CP2KSettings
 
@@ -331,5 +332,6 @@ def _md_result(
         thermo=thermo,
         timing=timing,
         extra={"settings": engine.settings.to_dict(), "version": engine.version(), "ranks": engine.ranks,
-               "scf_iterations_per_timed_step": float(np.mean(timed_scf)) if timed_scf else None},
+               "scf_iterations_per_timed_step": float(np.mean(timed_scf)) if timed_scf else None,
+               "extrapolation_used": extrapolation_used(text)},
     )

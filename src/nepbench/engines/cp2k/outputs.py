@@ -21,6 +21,7 @@ _SCF_FAILED_RE = re.compile(r"SCF run NOT converged")
 
 
 _SCF_CONVERGED_RE = re.compile(r"\*\*\* SCF run converged in\s+(\d+) steps? \*\*\*")
+_EXTRAPOLATION_RE = re.compile(r"^\s*Extrapolation method:\s*(\S+)", re.M)
 
 
 _FLOAT = r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[EeDd][-+]?\d+)?"
@@ -87,6 +88,18 @@ def scf_failures(text: str) -> int:
 def scf_iterations(text: str) -> list[int]:
     """SCF iterations of each converged SCF run in the output, in order (one per MD force evaluation)."""
     return [int(n) for n in _SCF_CONVERGED_RE.findall(text)]
+
+
+def extrapolation_used(text: str) -> list[str]:
+    """The initial-guess methods CP2K reports for the MD steps after the first, distinct and sorted.
+
+    CP2K prints `Extrapolation method: <name>` before every SCF run: `initial_guess` for the first,
+    then what it did for the rest (`ASPC`, `previous_p`, ...). That is what ran, which need not be
+    what EXTRAPOLATION asked for: with &KPOINTS, CP2K 2023.1 reports `initial_guess` at every step
+    (docs/cp2k_settings.md, "Wavefunction extrapolation with k-points"). Empty when the output has
+    one SCF run or none.
+    """
+    return sorted(set(_EXTRAPOLATION_RE.findall(text)[1:]))
 
 
 def abort_message(text: str) -> str | None:

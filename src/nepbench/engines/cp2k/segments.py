@@ -31,6 +31,7 @@ from .outputs import (
     parse_ener,
     read_md_forces,
     scf_iterations,
+    extrapolation_used,
 )
 from .settings import HARTREE_EV, PROJECT, CP2KSettings
 
@@ -277,7 +278,8 @@ def commit_segment(
     atomic_write_text(run_dir / ENER_FILE, _ener_text(all_ener))
     segments = list(state["segments"]) if state else []
     segments.append({"start_step": done, "end_step": target, "wall_s": wall_s, "s_per_step": s_per_step,
-                     "scf_iterations_mean": scf_mean, "ranks": engine.ranks, "cp2k_version": engine.version()})
+                     "scf_iterations_mean": scf_mean, "extrapolation_used": extrapolation_used(text),
+                     "ranks": engine.ranks, "cp2k_version": engine.version()})
     new_state = {
         "total_steps": target,
         "total_wall_s": float(sum(s["wall_s"] for s in segments)),
