@@ -617,3 +617,22 @@ def test_manifest_records_each_frames_dft_force_rms_and_show_prints_it(spec, tmp
         (out / "manifest.json").write_text(json.dumps(manifest))
         assert main(["reference", "show", str(out)]) == 0
         assert f"CP2K version 2023.1, {words}, " in capsys.readouterr().out.splitlines()[0]
+
+
+def test_show_says_how_many_selected_frames_are_left_and_their_cost():
+    """Frames to go = selected − labelled − failed, costed at the median recorded label time."""
+    from nepbench.commands.reference import labelling_left
+
+    def manifest(walls, selected, failed=0):
+        frames = [{"frame_sha256": str(i), "wall_s": w} for i, w in enumerate(walls)]
+        return {"files": {"a.extxyz.xz": {"frames": frames}}, "n_frames": len(walls),
+                "failed": [{"hash": str(i)} for i in range(failed)], "selection": {"selected": selected}}
+
+    assert labelling_left(manifest([100.0, 300.0, 200.0], 10, failed=1)) == (
+        "labelled 3 of 10, 1 failed: 6 to go, about 0.3 h of CP2K at the median label's 200 s")
+    assert labelling_left(manifest([3600.0, 7200.0], 4)) == (
+        "labelled 2 of 4: 2 to go, about 3.0 h of CP2K at the median label's 5400 s")
+    assert labelling_left(manifest([None], 3)) == "labelled 1 of 3: 2 to go"  # no time recorded
+    assert labelling_left(manifest([1.0, 1.0], 2)) is None  # all labelled
+    assert labelling_left(manifest([1.0], 2, failed=1)) is None  # the rest failed: nothing to go
+    assert labelling_left({"files": {}, "n_frames": 0}) is None  # no selection recorded (a v1-style set)

@@ -346,7 +346,35 @@ def dft_lines(manifest: dict) -> list[str]:
     sel = manifest.get("selection")
     if sel:
         lines.append(f"DIRECT: kept {sel['selected']} of {sel['pool_size']} ({100 * sel['selected_fraction']:.1f}%)")
+        left = labelling_left(manifest)
+        if left:
+            lines.append(left)
     return lines
+
+
+def labelling_left(manifest: dict) -> str | None:
+    """How far the labelling of a DFT manifest's selection has got and what the rest would cost.
+
+    Frames to go = selected − labelled (`n_frames`) − failed; their cost is that many times the
+    median recorded `wall_s` of the labelled frames (one CP2K job each, at the ranks and load they
+    ran with), in hours; left out when no frame records one. None when the manifest records no
+    selection count or frame count, or when nothing is left.
+    """
+    selected = (manifest.get("selection") or {}).get("selected")
+    labelled = manifest.get("n_frames")
+    if not (isinstance(selected, int) and isinstance(labelled, int)):
+        return None
+    n_failed = len(manifest.get("failed", []))
+    left = selected - labelled - n_failed
+    if left <= 0:
+        return None
+    line = f"labelled {labelled} of {selected}" + (f", {n_failed} failed" if n_failed else "") + f": {left} to go"
+    walls = [f["wall_s"] for entry in manifest["files"].values() for f in entry["frames"]
+             if isinstance(f.get("wall_s"), (int, float))]
+    if walls:
+        median = statistics.median(walls)
+        line += f", about {left * median / 3600:.1f} h of CP2K at the median label's {median:.0f} s"
+    return line
 
 
 def aimd_table(manifest: dict) -> list[str]:
