@@ -27,18 +27,15 @@ from typing import Any
 import numpy as np
 
 from nepbench import reference
+from nepbench.cp2k_tuning.agreement import force_agreement
+from nepbench.cp2k_tuning.preset_check import labelled_under_both
 from nepbench.engines import cp2k
 from nepbench.files import atomic_write_json
 from nepbench.provenance import PROJECT_ROOT
-from nepbench.reference.labelling import cached_label, item_hash
+from nepbench.reference.labelling import item_hash
 from nepbench.structures import labels_of
 
 DEFAULT_RECORD = PROJECT_ROOT / "reference_data" / "studies" / "nep89_gamma_vs_kp_v2.json"
-
-
-def rms_mev(diff: np.ndarray) -> float:
-    """RMS of all components of `diff` (eV/Å) in meV/Å."""
-    return float(1000.0 * np.sqrt(np.mean(np.square(diff))))
 
 
 def compare(spec_path: Path, preset_a: str, preset_b: str, model: str) -> dict[str, Any]:
@@ -50,28 +47,28 @@ def compare(spec_path: Path, preset_a: str, preset_b: str, model: str) -> dict[s
     selection = reference.select_items(spec, reference.recorded_picks(spec.out_path))
     settings_a, settings_b = (cp2k.SETTINGS_PRESETS[name].to_dict() for name in (preset_a, preset_b))
     version = cp2k.CP2KEngine(cp2k.SETTINGS_PRESETS[preset_b]).version()
-    model_path = fetch_model(model)
-    engine = NepCpuEngine(str(model_path), backend="calorine")
-    frames, pooled = [], {"model_a": [], "model_b": [], "b_a": []}
-    for atoms in selection.items:
-        a = cached_label(spec.out_path / "cache", atoms, settings_a, version)
-        b = cached_label(spec.out_path / "cache", atoms, settings_b, version)
-        if a is None or b is None:
-            continue
-        forces_a, forces_b = labels_of(a)[1], labels_of(b)[1]
-        forces_model = engine.single_point(atoms).forces_ev_per_a
-        diffs = {"model_a": forces_model - forces_a, "model_b": forces_model - forces_b, "b_a": forces_b - forces_a}
-        for key, diff in diffs.items():
-            pooled[key].append(diff.ravel())
+    engine = NepCpuEngine(str(fetch_model(model)), backend="calorine")
+    frames, pooled = [], {"model": [], "a": [], "b": []}
+    for atoms, a, b in labelled_under_both(selection.items, spec.out_path / "cache", settings_a, settings_b, version):
+        forces = {"model": engine.single_point(atoms).forces_ev_per_a, "a": labels_of(a)[1], "b": labels_of(b)[1]}
+        for key, value in forces.items():
+            pooled[key].append(value)
         frames.append({"frame": item_hash(atoms, settings_b, version)[:12], "motif": atoms.info.get("motif", ""),
                        "builder": atoms.info.get("builder", ""), "formula": atoms.get_chemical_formula(),
-                       **{f"force_rms_{key}_mev_per_a": round(rms_mev(diff), 1) for key, diff in diffs.items()}})
-    total = {f"force_rms_{key}_mev_per_a": round(rms_mev(np.concatenate(parts)), 1) if parts else None
-             for key, parts in pooled.items()}
+                       **rms_of(forces)})
+    total = rms_of({key: np.concatenate(parts) for key, parts in pooled.items()}) if frames else {}
     closer_to_b = sum(f["force_rms_model_b_mev_per_a"] < f["force_rms_model_a_mev_per_a"] for f in frames)
     return {"spec": str(spec_path.relative_to(PROJECT_ROOT)) if spec_path.is_relative_to(PROJECT_ROOT) else str(spec_path),
             "preset_a": preset_a, "preset_b": preset_b, "model": model, "cp2k_version": version,
             "n_frames": len(frames), "n_closer_to_b": closer_to_b, **total, "frames": frames}
+
+
+def rms_of(forces: dict[str, np.ndarray]) -> dict[str, float]:
+    """Force RMS (meV/Å, `force_agreement`) of model − A, model − B and B − A, from (N, 3) forces
+    keyed "model", "a", "b" (eV/Å)."""
+    pairs = {"model_a": ("model", "a"), "model_b": ("model", "b"), "b_a": ("b", "a")}
+    return {f"force_rms_{name}_mev_per_a": round(force_agreement(forces[x], forces[y])[0], 1)
+            for name, (x, y) in pairs.items()}
 
 
 def table(record: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ Units: forces meV/Å, energies meV/atom, stress GPa, times s.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,16 +53,23 @@ class FramePair:
     wall_s_b: float
 
 
-def pair_frames(items: Sequence[Atoms], cache_dir: Path, settings_a: dict[str, Any], settings_b: dict[str, Any],
-                cp2k_version: str) -> list[FramePair]:
-    """Every item of `items` whose label cache under `cache_dir` holds a record for both settings
-    (CP2KSettings.to_dict() of preset A and B, CP2K `cp2k_version`), in item order."""
-    pairs = []
+def labelled_under_both(items: Sequence[Atoms], cache_dir: Path, settings_a: dict[str, Any],
+                        settings_b: dict[str, Any], cp2k_version: str) -> Iterator[tuple[Atoms, Atoms, Atoms]]:
+    """(item, its label under A, its label under B) for every item of `items` whose label cache under
+    `cache_dir` holds a record for both settings (CP2KSettings.to_dict() of preset A and B, CP2K
+    `cp2k_version`), in item order."""
     for atoms in items:
         a = cached_label(cache_dir, atoms, settings_a, cp2k_version)
         b = cached_label(cache_dir, atoms, settings_b, cp2k_version)
-        if a is None or b is None:
-            continue
+        if a is not None and b is not None:
+            yield atoms, a, b
+
+
+def pair_frames(items: Sequence[Atoms], cache_dir: Path, settings_a: dict[str, Any], settings_b: dict[str, Any],
+                cp2k_version: str) -> list[FramePair]:
+    """A FramePair for every item `labelled_under_both` presets, in item order."""
+    pairs = []
+    for atoms, a, b in labelled_under_both(items, cache_dir, settings_a, settings_b, cp2k_version):
         key_b = item_hash(atoms, settings_b, cp2k_version)
         (e_a, f_a, s_a), (e_b, f_b, s_b) = labels_of(a), labels_of(b)
         rmse, fmax = force_agreement(f_b, f_a)
